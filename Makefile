@@ -1,0 +1,35 @@
+# csstz: every target sets up .venv from nothing (pip + constraints.txt) and runs.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+THREADS ?= 2
+
+.PHONY: venv test test-slow demo demo-full bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch must come in the same pip command as lightning (else a CUDA torch is pulled)
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0 -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -ra
+
+test-slow: $(STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -ra -m slow
+
+demo: $(STAMP)
+	$(BIN)/csstz demo --quick --out demo_out
+
+demo-full: $(STAMP)
+	$(BIN)/csstz demo --out demo_full
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_simulate.py
+
+clean:
+	rm -rf $(VENV) demo_out demo_full .pytest_cache

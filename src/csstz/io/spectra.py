@@ -1,0 +1,189 @@
+"""The spectra file (HDF5) written by ``csstz simulate`` and ``csstz build``.
+
+Layout (``shared/spec/interfaces.md``)::
+
+    /GU, /GV, /GI          one group per band
+        wave   (L,)        float64, Angstrom (pixel centres)
+        flux   (N, L)      float32, 1e-17 erg/s/cm^2/A
+        err    (N, L)      float32, same unit; inf where a pixel has no data
+        image2d (N, ny, nx) float32, electrons summed over exposures,
+                            sky and dark subtracted (only with --save-2d)
+    /catalog               astropy table: TARGETID, Z, SHAPE_R, SERSIC, BA, PA,
+                            SNR_GU, SNR_GV, SNR_GI, SNR_TOTAL (+ SPLIT from build)
+    root attributes        csstz_version, seed, instrument (YAML text), ...
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from astropy.table import Table
+
+from ..errors import FileFormatError
+from .atomic import atomic_path
+
+CATALOG_PATH = "catalog"
+
+
+@dataclass
+class BandSpectra:
+    """Spectra of N sources in one band.
+
+    Attributes
+    ----------
+    wave_aa : ndarray, shape (L,)
+    flux : ndarray, shape (N, L), 1e-17 erg/s/cm^2/A
+    err : ndarray, shape (N, L), same unit, inf where no data
+    image2d : ndarray, shape (N, ny, nx), electrons, or None
+    """
+
+    wave_aa: np.ndarray
+    flux: np.ndarray
+    err: np.ndarray
+    image2d: np.ndarray | None = None
+
+
+@dataclass
+class SpectraSet:
+    """Spectra in several bands plus the source catalogue and file attributes."""
+
+    bands: dict[str, BandSpectra]
+    catalog: Table
+    attrs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+
+def _catalog_for_hdf5(catalog: Table) -> Table:
+    """Copy with unicode columns as bytes (HDF5 has no numpy 'U' type)."""
+    out = Table(catalog, copy=True)
+    out.meta = {}
+    for name in out.colnames:
+        if out[name].dtype.kind == "U":
+            out[name] = np.char.encode(np.asarray(out[name]), "ascii")
+    return out
+
+
+def decode_catalog(tab: Table) -> Table:
+    """Turn bytes columns (as stored in HDF5) back into str columns."""
+    for name in tab.colnames:
+        if tab[name].dtype.kind == "S":
+            tab[name] = np.char.decode(np.asarray(tab[name]), "ascii")
+    return tab
+
+
+def _write_attrs(h5: h5py.File, attrs: dict) -> None:
+    for key, val in attrs.items():
+        if isinstance(val, (dict, list, tuple)):
+            h5.attrs[key] = json.dumps(val)
+        else:
+            h5.attrs[key] = val
+
+
+def write_spectra(path, spectra: SpectraSet) -> None:
+    """Write a :class:`SpectraSet` atomically to ``path`` (HDF5).
+
+    Raises
+    ------
+    FileFormatError
+        Array shapes disagree with the catalogue length.
+    """
+    n = len(spectra.catalog)
+    for name, b in spectra.bands.items():
+        if b.flux.shape != b.err.shape or b.flux.shape != (n, len(b.wave_aa)):
+            raise FileFormatError(str(path), f"band {name}: flux/err shape {b.flux.shape} does not match "
+                                             f"({n}, {len(b.wave_aa)})")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            for name, b in spectra.bands.items():
+                g = h5.create_group(name)
+                g.create_dataset("wave", data=np.asarray(b.wave_aa, np.float64))
+                chunks = (min(max(n, 1), 256), len(b.wave_aa))
+                g.create_dataset("flux", data=np.asarray(b.flux, np.float32), chunks=chunks if n else None)
+                g.create_dataset("err", data=np.asarray(b.err, np.float32), chunks=chunks if n else None)
+                g["wave"].attrs["unit"] = "Angstrom"
+                g["flux"].attrs["unit"] = "1e-17 erg/s/cm^2/Angstrom"
+                g["err"].attrs["unit"] = "1e-17 erg/s/cm^2/Angstrom"
+                if b.image2d is not None:
+                    g.create_dataset("image2d", data=np.asarray(b.image2d, np.float32),
+                                     chunks=(1,) + b.image2d.shape[1:] if n else None)
+                    g["image2d"].attrs["unit"] = "electron (sum of exposures, sky and dark subtracted)"
+            _catalog_for_hdf5(spectra.catalog).write(h5, path=CATALOG_PATH)
+            _write_attrs(h5, spectra.attrs)
+
+
+def band_names(path) -> list[str]:
+    """Band groups present in a spectra file, in GU, GV, GI order."""
+    with open_spectra(path) as h5:
+        return [b for b in ("GU", "GV", "GI") if b in h5] + sorted(
+            k for k in h5 if k not in ("GU", "GV", "GI", CATALOG_PATH) and isinstance(h5[k], h5py.Group)
+            and "flux" in h5[k])
+
+
+def open_spectra(path) -> h5py.File:
+    """Open a spectra file read-only with a clear error if it is missing or corrupt."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(str(p), "spectra file not found")
+    try:
+        return h5py.File(p, "r")
+    except OSError as exc:
+        raise FileFormatError(str(p), f"not a readable HDF5 file ({exc})") from None
+
+
+def read_catalog(path) -> Table:
+    """The ``/catalog`` table of a spectra file (str columns decoded)."""
+    with open_spectra(path) as h5:
+        if CATALOG_PATH not in h5:
+            raise FileFormatError(str(path), "no /catalog table")
+    return decode_catalog(Table.read(str(path), path=CATALOG_PATH))
+
+
+def read_attrs(path) -> dict:
+    with open_spectra(path) as h5:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+
+
+def read_spectra(path, bands=None, rows=None, with_image2d: bool = False) -> SpectraSet:
+    """Read a spectra file (or a subset of rows) into memory.
+
+    Parameters
+    ----------
+    bands : sequence of str, optional
+        Bands to read (default: all present).
+    rows : slice or sorted int array, optional
+        Rows to read (default: all).
+    with_image2d : bool
+        Also read the 2D images where present.
+
+    Raises
+    ------
+    FileFormatError
+        The file is missing, not HDF5, or lacks a requested band or dataset.
+    """
+    sel = slice(None) if rows is None else rows
+    out = {}
+    with open_spectra(path) as h5:
+        names = bands if bands is not None else [b for b in ("GU", "GV", "GI") if b in h5]
+        for name in names:
+            if name not in h5:
+                raise FileFormatError(str(path), f"band group /{name} missing")
+            g = h5[name]
+            for key in ("wave", "flux", "err"):
+                if key not in g:
+                    raise FileFormatError(str(path), f"dataset /{name}/{key} missing")
+            img = g["image2d"][sel] if (with_image2d and "image2d" in g) else None
+            out[name] = BandSpectra(g["wave"][:], g["flux"][sel], g["err"][sel], img)
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+    cat = read_catalog(path)
+    if rows is not None:
+        cat = cat[rows]
+    return SpectraSet(out, cat, attrs)
+
+
+__all__ = ["BandSpectra", "SpectraSet", "write_spectra", "read_spectra", "read_catalog", "read_attrs",
+           "open_spectra", "band_names", "decode_catalog", "CATALOG_PATH"]
