@@ -118,7 +118,11 @@ class Instrument:
         counts = f_lambda * T * A * t_total * dispersion * lambda / (h c), with
         f_lambda in 1e-17 erg/s/cm^2/A. Shape (n_pix,).
         """
-        w = band.wave_aa
+        return self.flam17_to_counts_per_pix_at(band, band.wave_aa)
+
+    def flam17_to_counts_per_pix_at(self, band: Band, wave_aa) -> np.ndarray:
+        """As :meth:`flam17_to_counts_per_pix`, at arbitrary wavelengths ``wave_aa`` [A]."""
+        w = np.asarray(wave_aa, dtype=np.float64)
         return (FLAM17 * band.throughput(w) * self.area_cm2 * self.total_exptime_s
                 * band.dispersion_aa_per_pix * w / (H_ERG_S * C_AA_PER_S))
 

@@ -1,0 +1,71 @@
+"""Optimal extraction (Horne 1986) and flux calibration of a first-order image.
+
+With the known cross-dispersion profile P_y (the rendered galaxy summed along
+the dispersion axis, normalised to the galaxy's total flux) and the variance
+model V_xy = sky + dark + n_exp * RN^2 + max(f_x P_y, 0), the flux in column x
+is::
+
+    f_x = sum_y P_y D_xy / V_xy  /  sum_y P_y^2 / V_xy,
+    var(f_x) = 1 / sum_y P_y^2 / V_xy,
+
+iterated twice from a sky-limited start. Because P is normalised to the
+total flux (not to the part inside the stamp), f_x estimates the galaxy's
+total counts. Counts become f_lambda [1e-17 erg/s/cm^2/A] through
+T(lambda) A t dispersion lambda / (h c) at each pixel centre.
+
+Per-band SNR (catalogue columns SNR_GU, SNR_GV, SNR_GI): the median over the
+band's valid pixels of flux / err. SNR_TOTAL: the same median over the valid
+pixels of all simulated bands together.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def optimal_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float, n_iter: int = 2):
+    """Horne optimal extraction of every column.
+
+    Parameters
+    ----------
+    image_e : ndarray, shape (ny, nx)
+        Sky-subtracted electrons.
+    profile_y : ndarray, shape (ny,)
+        Fraction of the total flux in each row (sums to <= 1).
+    var_bkg_e2 : float
+        Source-free variance per pixel [e-^2].
+
+    Returns
+    -------
+    flux_e, err_e : ndarray, shape (nx,)
+        Total source electrons per column and their 1-sigma error.
+    """
+    p = profile_y[:, None]
+    p_sum = float(profile_y.sum())
+    f = image_e.sum(axis=0) / p_sum  # box start
+    for _ in range(n_iter):
+        var = var_bkg_e2 + np.maximum(f[None, :] * p, 0.0)
+        w = p / var
+        norm = (w * p).sum(axis=0)
+        f = (w * image_e).sum(axis=0) / norm
+    var = var_bkg_e2 + np.maximum(f[None, :] * p, 0.0)
+    err = 1.0 / np.sqrt((p * p / var).sum(axis=0))
+    return f, err
+
+
+def snr_median(flux: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Median over valid pixels of flux/err, per row; NaN where no pixel is valid.
+
+    Parameters
+    ----------
+    flux, err : ndarray, shape (N, L)
+    """
+    valid = np.isfinite(err) & (err > 0) & np.isfinite(flux)
+    ratio = np.where(valid, flux / np.where(valid, err, 1.0), np.nan)
+    out = np.full(ratio.shape[0], np.nan)
+    ok = valid.any(axis=1)
+    if ok.any():
+        out[ok] = np.nanmedian(ratio[ok], axis=1)
+    return out
+
+
+__all__ = ["optimal_extract", "snr_median"]
