@@ -1,0 +1,258 @@
+"""The paper's evaluation figures (arXiv:2407.13991 Figs. 7-12) for one or several methods.
+
+matplotlib is imported inside the functions and used through its object API
+(``matplotlib.figure.Figure`` with the Agg canvas), so nothing here touches
+pyplot's global state or needs a display. Each function writes one PNG
+atomically and returns its path.
+
+Every figure takes a list of :class:`MethodArrays`, one per method (CNN, BNN,
+template fit, ...), each already matched to its truth, and draws them side by
+side or overlaid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_path
+from . import metrics
+
+#: Line colours per method, in order (colour-blind-safe Okabe-Ito palette).
+COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+DPI = 110
+#: Most points drawn with error bars in Fig. 11 (a random subset keeps the PNG readable).
+MAX_ERRORBAR_POINTS = 1500
+
+
+@dataclass(frozen=True)
+class MethodArrays:
+    """Predictions of one method matched to their truth (all arrays shape (N,), finite).
+
+    Attributes
+    ----------
+    label : str
+    z_true, z_pred : ndarray
+    zerr : ndarray or None
+        Calibrated 1-sigma uncertainty (> 0).
+    zerr_uncal : ndarray or None
+        Uncertainty before calibration (BNN ``ZERR_UNCAL``), for Fig. 10.
+    snr_gi : ndarray or None
+        GI per-spectrum SNR (median flux/err over valid pixels).
+    """
+
+    label: str
+    z_true: np.ndarray
+    z_pred: np.ndarray
+    zerr: np.ndarray | None = None
+    zerr_uncal: np.ndarray | None = None
+    snr_gi: np.ndarray | None = None
+
+
+def _figure(nrows=1, ncols=1, width=5.0, height=4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path
+
+
+def _log_snr(snr: np.ndarray) -> np.ndarray:
+    return np.log10(np.clip(snr, 1e-2, None))
+
+
+def _zrange(methods) -> tuple[float, float]:
+    hi = max(float(np.max(m.z_true)) for m in methods)
+    return 0.0, max(1.6, hi * 1.02)
+
+
+def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:
+    """Fig. 7: predicted against true redshift, coloured by log10 GI SNR, one panel per method.
+
+    The dashed lines mark the outlier limits ``|dz| = 0.02 (1 + z)``.
+    """
+    fig, axes = _figure(1, len(methods), 4.6, 4.4)
+    lo, hi = _zrange(methods)
+    grid = np.linspace(lo, hi, 2)
+    for ax, m in zip(axes[0], methods):
+        colour = _log_snr(m.snr_gi) if m.snr_gi is not None else None
+        sc = ax.scatter(m.z_true, m.z_pred, c=colour, s=3, cmap="viridis", alpha=0.7, lw=0,
+                        vmin=-1 if colour is not None else None, vmax=1.5 if colour is not None else None)
+        ax.plot(grid, grid, "k-", lw=0.8)
+        for s in (-1, 1):
+            ax.plot(grid, grid + s * 0.02 * (1 + grid), "k--", lw=0.6)
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true z", ylabel="predicted z",
+               title=f"{m.label}: $\\sigma_{{NMAD}}$={metrics.sigma_nmad(m.z_pred, m.z_true):.5f}, "
+                     f"$\\eta$={100 * metrics.outlier_fraction(m.z_pred, m.z_true):.2f}%")
+        ax.title.set_fontsize(9)
+        if colour is not None:
+            fig.colorbar(sc, ax=ax, label="log10 SNR (GI)")
+    return _save(fig, path)
+
+
+def fig8_z_distributions(methods: list[MethodArrays], path) -> Path:
+    """Fig. 8: distributions of the true redshift and of each method's prediction."""
+    fig, axes = _figure(1, 1, 6.0, 4.2)
+    ax = axes[0, 0]
+    lo, hi = _zrange(methods)
+    bins = np.linspace(lo, hi, 41)
+    ax.hist(methods[0].z_true, bins=bins, histtype="stepfilled", color="0.8", label="true z")
+    for i, m in enumerate(methods):
+        ax.hist(np.clip(m.z_pred, lo, hi), bins=bins, histtype="step", lw=1.5, color=COLOURS[i % len(COLOURS)],
+                label=f"predicted ({m.label})")
+    ax.set(xlabel="z", ylabel="number of sources")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _binned_curve(m: MethodArrays, by: np.ndarray, edges) -> tuple[np.ndarray, list[dict]]:
+    rows = metrics.binned(m.z_pred, m.z_true, m.zerr, by=by, edges=edges)
+    e = np.asarray(edges, float)
+    finite_hi = np.where(np.isfinite(e[1:]), e[1:], e[:-1] * 2 if e[-2] > 0 else e[:-1] + 1)
+    centres = 0.5 * (e[:-1] + finite_hi)
+    return centres, rows
+
+
+def _metric_panels(methods, path, by_attr: str, edges, xlabel: str, logx: bool) -> Path:
+    fig, axes = _figure(1, 2, 5.0, 4.0)
+    for i, m in enumerate(methods):
+        by = m.z_true if by_attr == "z_true" else getattr(m, by_attr)
+        if by is None:
+            continue
+        x, rows = _binned_curve(m, by, edges)
+        keep = np.array([r["n"] >= 5 for r in rows])
+        if not keep.any():
+            continue
+        nmad = np.array([r["sigma_nmad"] if r["n"] else np.nan for r in rows], float)
+        eta = np.array([100 * r["eta"] if r["n"] else np.nan for r in rows], float)
+        kw = dict(marker="o", ms=4, color=COLOURS[i % len(COLOURS)], label=m.label)
+        axes[0, 0].plot(x[keep], nmad[keep], **kw)
+        axes[0, 1].plot(x[keep], eta[keep], **kw)
+    axes[0, 0].set(xlabel=xlabel, ylabel="$\\sigma_{NMAD}$", yscale="log")
+    axes[0, 1].set(xlabel=xlabel, ylabel="outlier fraction $\\eta$ [%]")
+    for ax in axes[0]:
+        if logx:
+            ax.set_xscale("log")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def fig9_metrics_vs_z(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) -> Path:
+    """Fig. 9: sigma_NMAD and eta in bins of true z (bins with >= 5 sources drawn)."""
+    return _metric_panels(methods, path, "z_true", edges, "true z", False)
+
+
+def fig9b_metrics_vs_snr(methods: list[MethodArrays], path, edges=metrics.SNR_EDGES) -> Path:
+    """sigma_NMAD and eta in bins of GI SNR (not in the paper; shows how accuracy falls with SNR)."""
+    return _metric_panels(methods, path, "snr_gi", edges, "SNR (GI)", True)
+
+
+def fig10_reliability(methods: list[MethodArrays], path) -> Path:
+    """Fig. 10: reliability diagram, nominal central-interval level vs observed coverage.
+
+    Solid: calibrated ``ZERR``; dashed: ``ZERR_UNCAL`` (before calibration) where present.
+    """
+    fig, axes = _figure(1, 1, 5.2, 5.0)
+    ax = axes[0, 0]
+    levels = np.linspace(0.02, 0.98, 49)
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="ideal")
+    for i, m in enumerate(methods):
+        c = COLOURS[i % len(COLOURS)]
+        if m.zerr is not None:
+            _, obs = metrics.reliability_curve(m.z_pred, m.zerr, m.z_true, levels)
+            area = metrics.miscalibration_area(m.z_pred, m.zerr, m.z_true)
+            ax.plot(levels, obs, "-", color=c, label=f"{m.label} (area {area:.3f})")
+        if m.zerr_uncal is not None:
+            _, obs = metrics.reliability_curve(m.z_pred, m.zerr_uncal, m.z_true, levels)
+            area = metrics.miscalibration_area(m.z_pred, m.zerr_uncal, m.z_true)
+            ax.plot(levels, obs, "--", color=c, label=f"{m.label} before calibration (area {area:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal level of the central interval",
+           ylabel="observed fraction inside", aspect="equal")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def fig11_errorbars(methods: list[MethodArrays], path, seed: int = 0) -> Path:
+    """Fig. 11: predicted vs true z with 1-sigma error bars, one panel per method with ZERR.
+
+    At most :data:`MAX_ERRORBAR_POINTS` random sources per panel.
+    """
+    with_err = [m for m in methods if m.zerr is not None] or methods[:1]
+    fig, axes = _figure(1, len(with_err), 4.6, 4.4)
+    lo, hi = _zrange(methods)
+    rng = np.random.default_rng(seed)
+    for i, (ax, m) in enumerate(zip(axes[0], with_err)):
+        idx = np.arange(m.z_true.size)
+        if idx.size > MAX_ERRORBAR_POINTS:
+            idx = np.sort(rng.choice(idx, MAX_ERRORBAR_POINTS, replace=False))
+        yerr = None if m.zerr is None else m.zerr[idx]
+        ax.errorbar(m.z_true[idx], m.z_pred[idx], yerr=yerr, fmt="o", ms=1.5, lw=0.5, alpha=0.6,
+                    color=COLOURS[methods.index(m) % len(COLOURS)])
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true z", ylabel="predicted z", title=m.label)
+    return _save(fig, path)
+
+
+def fig12_uncertainty(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) -> Path:
+    """Fig. 12: E_bar in bins of true z (left); ZERR/(1+z) against GI SNR (right)."""
+    fig, axes = _figure(1, 2, 5.0, 4.0)
+    rng = np.random.default_rng(0)
+    for i, m in enumerate(methods):
+        if m.zerr is None:
+            continue
+        c = COLOURS[i % len(COLOURS)]
+        x, rows = _binned_curve(m, m.z_true, edges)
+        keep = np.array([r["n"] >= 5 for r in rows])
+        eb = np.array([r["ebar"] if r["n"] else np.nan for r in rows], float)
+        if keep.any():
+            axes[0, 0].plot(x[keep], eb[keep], "o-", ms=4, color=c, label=m.label)
+        if m.snr_gi is not None:
+            idx = np.arange(m.z_true.size)
+            if idx.size > 5000:
+                idx = rng.choice(idx, 5000, replace=False)
+            axes[0, 1].scatter(np.clip(m.snr_gi[idx], 1e-2, None), (m.zerr / (1 + m.z_true))[idx], s=2, alpha=0.4,
+                               color=c, lw=0, label=m.label)
+    axes[0, 0].set(xlabel="true z", ylabel="$\\bar{E}$ = mean ZERR/(1+z)", yscale="log")
+    axes[0, 1].set(xlabel="SNR (GI)", ylabel="ZERR/(1+z)", xscale="log", yscale="log")
+    for ax, scale in zip(axes[0], (1, 4)):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, markerscale=scale)
+    return _save(fig, path)
+
+
+def fig_pit_histogram(methods: list[MethodArrays], path) -> Path:
+    """PIT histograms (flat when the Gaussian uncertainties are calibrated)."""
+    with_err = [m for m in methods if m.zerr is not None]
+    fig, axes = _figure(1, max(len(with_err), 1), 4.0, 3.4)
+    bins = np.linspace(0, 1, 21)
+    for ax, m in zip(axes[0], with_err):
+        c = COLOURS[methods.index(m) % len(COLOURS)]
+        ax.hist(metrics.pit(m.z_pred, m.zerr, m.z_true), bins=bins, density=True, color=c, alpha=0.7,
+                label="calibrated")
+        if m.zerr_uncal is not None:
+            ax.hist(metrics.pit(m.z_pred, m.zerr_uncal, m.z_true), bins=bins, density=True, histtype="step",
+                    color="k", label="before calibration")
+            ax.legend(fontsize=7)
+        ax.axhline(1.0, color="k", ls=":", lw=1)
+        ax.set(xlabel="PIT", ylabel="density", title=m.label)
+    if not with_err:
+        axes[0, 0].text(0.5, 0.5, "no uncertainties", ha="center", va="center")
+    return _save(fig, path)
+
+
+__all__ = ["MethodArrays", "fig7_zpred_vs_ztrue", "fig8_z_distributions", "fig9_metrics_vs_z",
+           "fig9b_metrics_vs_snr", "fig10_reliability", "fig11_errorbars", "fig12_uncertainty",
+           "fig_pit_histogram"]

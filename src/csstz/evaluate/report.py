@@ -1,0 +1,364 @@
+"""The evaluation report: ``metrics.json``, the paper's figures as PNG, and a self-contained ``report.html``.
+
+:func:`write_report` compares any number of methods (CNN, BNN, template fit)
+against one truth table; :func:`evaluate_predictions` does it for one
+predictions file (``csstz evaluate``).
+
+``metrics.json`` layout::
+
+    {"csstz_version": ..., "primary": LABEL,            # the first method given
+     "n", "sigma_nmad", "eta", "ebar", "coverage_68", "coverage_95", ...   # the primary method's numbers
+     "by_z": [...], "by_snr_gi": [...],                  # the primary method's bins
+     "methods": {LABEL: ENTRY, ...},                     # one entry per method
+     "paper": {...}, "notes": {...}, "figures": [...]}
+
+    ENTRY = {"n": sources with a finite prediction (used in all metrics),
+             "n_total", "n_failed" (non-finite Z/ZERR), "zwarn_fraction",
+             "sigma_nmad", "eta", "ebar", "bias", "coverage_68", "coverage_95", "crps", "miscal_area",
+             "zwarn0": the same metrics for ZWARN == 0 only,
+             "uncalibrated": the uncertainty metrics with ZERR_UNCAL (where present),
+             "ebar_epistemic", "ebar_aleatoric" (where present),
+             "by_z": bins of true z (edges 0, 0.2, ..., 1.6), "by_snr_gi": bins of SNR_GI
+                     (edges 0, 0.5, 1, 2, 3, 5, 10, inf), each a list of {"lo", "hi", "n", metrics...},
+             "reliability": {"levels", "observed", "observed_uncal"}, "header": predictions header}
+
+Definitions: :mod:`csstz.evaluate.metrics` (sigma_NMAD, eta, E_bar exactly as
+arXiv:2407.13991). Infinite bin edges are written as the string "inf"; metrics
+of empty bins are null.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from .. import __version__
+from ..errors import InputError
+from ..io.atomic import atomic_path
+from . import metrics
+from .plots import (MethodArrays, fig7_zpred_vs_ztrue, fig8_z_distributions, fig9_metrics_vs_z,
+                    fig9b_metrics_vs_snr, fig10_reliability, fig11_errorbars, fig12_uncertainty,
+                    fig_pit_histogram)
+
+#: The paper's headline numbers (arXiv:2407.13991 sec. 4 and abstract), shown beside ours.
+PAPER = {
+    "CNN": {"sigma_nmad": 0.00047, "eta": 0.00954, "ebar": None},
+    "BNN": {"sigma_nmad": 0.00063, "eta": 0.0092, "ebar": 0.00228},
+    "templates": {"note": "traditional template fitting: accuracy about 1% (no exact figure given)"},
+}
+
+#: (file name, caption) of each figure, in report order.
+FIGURES = (
+    ("fig07_zpred_ztrue.png", "Fig. 7 - predicted vs true redshift, coloured by log10 GI SNR; dashed: "
+                              "|dz| = 0.02(1+z)."),
+    ("fig08_z_distribution.png", "Fig. 8 - distribution of true and predicted redshifts."),
+    ("fig09_metrics_vs_z.png", "Fig. 9 - sigma_NMAD and outlier fraction in bins of true redshift."),
+    ("fig09b_metrics_vs_snr.png", "sigma_NMAD and outlier fraction in bins of GI SNR."),
+    ("fig10_reliability.png", "Fig. 10 - reliability diagram: nominal central-interval level vs observed "
+                              "coverage, after (solid) and before (dashed) calibration."),
+    ("fig11_errorbars.png", "Fig. 11 - predicted vs true redshift with 1-sigma error bars."),
+    ("fig12_uncertainty.png", "Fig. 12 - E_bar in bins of true z; uncertainty vs GI SNR."),
+    ("fig_pit.png", "PIT histograms (flat when calibrated)."),
+)
+_PLOTTERS = (fig7_zpred_vs_ztrue, fig8_z_distributions, fig9_metrics_vs_z, fig9b_metrics_vs_snr,
+             fig10_reliability, fig11_errorbars, fig12_uncertainty, fig_pit_histogram)
+
+
+# --- matching and metrics ----------------------------------------------------------------------
+def _column(tab: Table, name: str) -> np.ndarray | None:
+    return np.asarray(tab[name], np.float64) if name in tab.colnames else None
+
+
+def match_truth(pred: Table, truth: Table, label: str = "predictions") -> tuple[Table, np.ndarray]:
+    """Rows of ``truth`` matching each prediction on TARGETID.
+
+    Returns
+    -------
+    pred : Table
+        The predictions (unchanged order).
+    index : ndarray of int, shape (N,)
+        Row of ``truth`` for each prediction.
+
+    Raises
+    ------
+    InputError
+        A missing column, a duplicated TARGETID, or a prediction without truth.
+    """
+    for tab, what, cols in ((pred, label, ("TARGETID", "Z")), (truth, "truth", ("TARGETID", "Z"))):
+        for c in cols:
+            if c not in tab.colnames:
+                raise InputError(c, f"column missing from the {what} table")
+    if len(pred) == 0:
+        raise InputError("TARGETID", f"the {label} table is empty")
+    t_ids = np.asarray(truth["TARGETID"], np.int64)
+    order = np.argsort(t_ids, kind="stable")
+    sorted_ids = t_ids[order]
+    if np.any(sorted_ids[1:] == sorted_ids[:-1]):
+        dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]][0]
+        raise InputError("TARGETID", "duplicated in the truth table", value=int(dup))
+    p_ids = np.asarray(pred["TARGETID"], np.int64)
+    if np.unique(p_ids).size != p_ids.size:
+        raise InputError("TARGETID", f"duplicated in the {label} table")
+    pos = np.clip(np.searchsorted(sorted_ids, p_ids), 0, max(sorted_ids.size - 1, 0))
+    found = sorted_ids.size > 0
+    ok = (sorted_ids[pos] == p_ids) if found else np.zeros(p_ids.size, bool)
+    if not np.all(ok):
+        miss = np.flatnonzero(~ok)
+        raise InputError("TARGETID", f"{miss.size} {label} rows have no truth row",
+                         row=int(miss[0]), value=int(p_ids[miss[0]]))
+    return pred, order[pos]
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, bytes):
+        return obj.decode(errors="replace")
+    return obj
+
+
+def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArrays]:
+    """Metrics of one predictions table against the truth, and its arrays for the figures."""
+    pred, idx = match_truth(pred, truth, label)
+    z_true = np.asarray(truth["Z"], np.float64)[idx]
+    snr = _column(truth, "SNR_GI")
+    snr = None if snr is None else snr[idx]
+    z = np.asarray(pred["Z"], np.float64)
+    zerr, zerr_uncal = _column(pred, "ZERR"), _column(pred, "ZERR_UNCAL")
+    zwarn = np.asarray(pred["ZWARN"], np.int64) if "ZWARN" in pred.colnames else np.zeros(len(pred), np.int64)
+    good = np.isfinite(z) & np.isfinite(z_true)
+    has_err = zerr is not None and np.any(np.isfinite(zerr) & (zerr > 0))
+    if has_err:
+        good &= np.isfinite(zerr) & (zerr > 0)
+    if zerr_uncal is not None:
+        good &= np.isfinite(zerr_uncal) & (zerr_uncal > 0)
+    if snr is not None:
+        good &= np.isfinite(snr)
+    if not good.any():
+        raise InputError("Z", f"no finite prediction in {label}")
+    sel = lambda a: None if a is None else a[good]  # noqa: E731
+    arrays = MethodArrays(label, z_true[good], z[good], sel(zerr) if has_err else None, sel(zerr_uncal), sel(snr))
+    entry = {"label": label, "n_total": len(pred), "n_failed": int((~good).sum()),
+             "zwarn_fraction": float(np.mean(zwarn != 0))}
+    entry.update(metrics.summary(arrays.z_pred, arrays.z_true, arrays.zerr))
+    ok0 = (zwarn[good] == 0)
+    entry["zwarn0"] = (metrics.summary(arrays.z_pred[ok0], arrays.z_true[ok0],
+                                       None if arrays.zerr is None else arrays.zerr[ok0])
+                       if ok0.any() else {"n": 0})
+    if arrays.zerr_uncal is not None:
+        s = metrics.summary(arrays.z_pred, arrays.z_true, arrays.zerr_uncal)
+        entry["uncalibrated"] = {k: s[k] for k in ("ebar", "coverage_68", "coverage_95", "crps", "miscal_area")}
+    for part in ("EPISTEMIC", "ALEATORIC"):
+        col = _column(pred, f"ZERR_{part}")
+        if col is not None and np.all(np.isfinite(col[good])):
+            entry[f"ebar_{part.lower()}"] = float(np.mean(col[good] / (1 + arrays.z_true)))
+    entry["by_z"] = metrics.binned(arrays.z_pred, arrays.z_true, arrays.zerr, by=arrays.z_true,
+                                   edges=metrics.Z_EDGES)
+    entry["by_snr_gi"] = (metrics.binned(arrays.z_pred, arrays.z_true, arrays.zerr, by=arrays.snr_gi,
+                                         edges=metrics.SNR_EDGES) if arrays.snr_gi is not None else [])
+    if arrays.zerr is not None:
+        lev, obs = metrics.reliability_curve(arrays.z_pred, arrays.zerr, arrays.z_true)
+        rel = {"levels": lev, "observed": obs}
+        if arrays.zerr_uncal is not None:
+            rel["observed_uncal"] = metrics.reliability_curve(arrays.z_pred, arrays.zerr_uncal, arrays.z_true)[1]
+        entry["reliability"] = rel
+    entry["header"] = {k: v for k, v in pred.meta.items() if isinstance(v, (str, int, float, bool))}
+    return entry, arrays
+
+
+# --- HTML --------------------------------------------------------------------------------------
+def _fmt(v, pct=False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return f"{100 * v:.2f}%" if pct else f"{v:.5f}"
+
+
+_ROWS = (("n", "sources (finite predictions)", False), ("n_failed", "failed (non-finite)", False),
+         ("sigma_nmad", "&sigma;<sub>NMAD</sub>", False), ("eta", "outlier fraction &eta;", True),
+         ("ebar", "&Ecirc; (mean ZERR/(1+z))", False), ("bias", "bias (median dz/(1+z))", False),
+         ("coverage_68", "coverage of 68.3% interval", True), ("coverage_95", "coverage of 95.4% interval", True),
+         ("crps", "CRPS", False), ("miscal_area", "miscalibration area", False),
+         ("zwarn_fraction", "ZWARN &ne; 0", True))
+
+
+def _headline_table(entries: dict) -> str:
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in entries)
+    rows = []
+    for key, name, pct in _ROWS:
+        cells = "".join(f"<td>{_fmt(e.get(key), pct)}</td>" for e in entries.values())
+        rows.append(f"<tr><th>{name}</th>{cells}</tr>")
+    cells = "".join(f"<td>{_fmt(e['zwarn0'].get('sigma_nmad'))} / {_fmt(e['zwarn0'].get('eta'), True)} "
+                    f"(n={e['zwarn0'].get('n', 0)})</td>" for e in entries.values())
+    rows.append(f"<tr><th>ZWARN = 0 only: &sigma;<sub>NMAD</sub> / &eta;</th>{cells}</tr>")
+    return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _edge(v: float, snr: bool) -> str:
+    if not math.isfinite(v):
+        return "&infin;"
+    return f"{v:g}" if snr else f"{v:.1f}"
+
+
+def _bins_table(entries: dict, key: str, what: str) -> str:
+    parts = []
+    snr = key == "by_snr_gi"
+    for label, e in entries.items():
+        if not e.get(key):
+            continue
+        rows = "".join(
+            f"<tr><td>{_edge(r['lo'], snr)} - {_edge(r['hi'], snr)}</td><td>{r['n']}</td>"
+            f"<td>{_fmt(r['sigma_nmad'])}</td><td>{_fmt(r['eta'], True)}</td>"
+            f"<td>{_fmt(r['ebar'])}</td><td>{_fmt(r['coverage_68'], True)}</td></tr>" for r in e[key])
+        parts.append(f"<h3>{html.escape(label)}: in bins of {what}</h3><table><tr><th>{what}</th><th>n</th>"
+                     f"<th>&sigma;<sub>NMAD</sub></th><th>&eta;</th><th>&Ecirc;</th><th>cov. 68%</th></tr>"
+                     f"{rows}</table>")
+    return "".join(parts)
+
+
+def _img_tag(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+        "th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:90%;color:#444}"
+        ".note{color:#555;font-size:90%}")
+
+
+def _html(entries: dict, figures: list[tuple[Path, str]], notes: dict | None) -> str:
+    paper_rows = "".join(
+        f"<tr><th>{k}</th><td>{_fmt(v.get('sigma_nmad'))}</td><td>{_fmt(v.get('eta'), True)}</td>"
+        f"<td>{_fmt(v.get('ebar'))}</td><td>{html.escape(v.get('note', ''))}</td></tr>" for k, v in PAPER.items())
+    note_html = ""
+    if notes:
+        note_html = "<h2>Run</h2><table>" + "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+            for k, v in notes.items()) + "</table>"
+    figs = "".join(_img_tag(p, c) for p, c in figures)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>csstz report</title>"
+            f"<style>{_CSS}</style></head><body><h1>csstz redshift report</h1>"
+            f"<p class='note'>csstz {html.escape(__version__)}, {stamp}. Metrics as in arXiv:2407.13991: "
+            f"dz = z<sub>pred</sub> - z<sub>true</sub>; &sigma;<sub>NMAD</sub> = 1.48 median(|(dz - median dz)/"
+            f"(1+z)|); &eta; = fraction with |dz|/(1+z) &gt; 0.02; &Ecirc; = mean(ZERR/(1+z)). Coverage: "
+            f"fraction of true z inside z &plusmn; ZERR (68.3%) and &plusmn; 2 ZERR (95.4%).</p>"
+            f"{note_html}<h2>Headline</h2>{_headline_table(entries)}"
+            f"<h2>The paper's numbers (arXiv:2407.13991)</h2><table><tr><th>method</th><th>&sigma;<sub>NMAD</sub>"
+            f"</th><th>&eta;</th><th>&Ecirc;</th><th></th></tr>{paper_rows}</table>"
+            f"<h2>Figures</h2>{figs}"
+            f"<h2>Binned metrics</h2>{_bins_table(entries, 'by_z', 'true z')}"
+            f"{_bins_table(entries, 'by_snr_gi', 'GI SNR')}</body></html>")
+
+
+# --- public API --------------------------------------------------------------------------------
+def write_report(out_dir, methods: dict, truth: Table, extra_figures=(), notes: dict | None = None) -> dict:
+    """Compare several methods against one truth table; write metrics.json, PNG figures and report.html.
+
+    Parameters
+    ----------
+    out_dir : path
+        Report directory (created).
+    methods : dict of str -> astropy.table.Table
+        Label -> predictions (TARGETID, Z, ZWARN, optional ZERR, ZERR_UNCAL, ZERR_EPISTEMIC,
+        ZERR_ALEATORIC). The first one is the "primary" method of the top-level keys.
+    truth : astropy.table.Table
+        TARGETID, Z and (for the SNR bins and Figs. 7, 12) SNR_GI.
+    extra_figures : sequence of path
+        Further PNGs (e.g. the paper's Figs. 1-5) embedded after the evaluation figures.
+    notes : dict, optional
+        Key/value lines describing the run (dataset size, epochs, wall time, ...), shown and stored.
+
+    Returns
+    -------
+    dict
+        The content of metrics.json.
+
+    Raises
+    ------
+    InputError
+        No method, a missing column, unmatched TARGETIDs, or no finite prediction.
+    """
+    if not methods:
+        raise InputError("methods", "no predictions to evaluate")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries, arrays = {}, []
+    for label, tab in methods.items():
+        entry, arr = method_entry(tab, truth, str(label))
+        entries[str(label)] = entry
+        arrays.append(arr)
+    figures = []
+    for (name, caption), plot in zip(FIGURES, _PLOTTERS):
+        figures.append((plot(arrays, out / name), caption))
+    for p in extra_figures:
+        p = Path(p)
+        if not p.is_file():
+            raise InputError("extra_figures", "figure file not found", value=str(p))
+        figures.append((p, p.stem.replace("_", " ")))
+    primary = next(iter(entries))
+    headline = {k: entries[primary][k] for k in ("n", "sigma_nmad", "eta", "ebar", "bias", "coverage_68",
+                                                 "coverage_95", "crps", "miscal_area", "by_z", "by_snr_gi")}
+    result = {"csstz_version": __version__, "primary": primary, **headline, "methods": entries,
+              "paper": PAPER, "notes": notes or {}, "figures": [Path(p).name for p, _ in figures]}
+    result = _jsonable(result)
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    with atomic_path(out / "report.html") as tmp:
+        tmp.write_text(_html(entries, figures, notes), encoding="utf-8")
+    return result
+
+
+def evaluate_predictions(pred_path, truth_path, out_dir, label: str | None = None) -> dict:
+    """``csstz evaluate``: one predictions file against the catalogue of a spectra file.
+
+    Parameters
+    ----------
+    pred_path : path
+        Predictions FITS (HDU REDSHIFTS).
+    truth_path : path
+        Spectra/dataset HDF5 whose ``/catalog`` holds TARGETID, Z, SNR_GI.
+    out_dir : path
+    label : str, optional
+        Method name (default: the METHOD header keyword, else the file stem).
+    """
+    from ..io.predictions import read_predictions
+    from ..io.spectra import read_catalog
+    pred = read_predictions(pred_path)
+    truth = read_catalog(truth_path)
+    label = label or str(pred.meta.get("METHOD") or Path(pred_path).stem)
+    return write_report(out_dir, {label: pred}, truth, notes={"predictions": str(pred_path),
+                                                              "truth": str(truth_path)})
+
+
+def evaluate_from_args(a) -> dict:
+    """Entry point of ``csstz evaluate PRED.fits --truth SPECTRA.h5 --out REPORT_DIR [--label]``."""
+    return evaluate_predictions(a.pred, a.truth, a.out, label=getattr(a, "label", None))
+
+
+__all__ = ["write_report", "evaluate_predictions", "evaluate_from_args", "method_entry", "match_truth",
+           "FIGURES", "PAPER"]
