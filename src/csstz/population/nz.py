@@ -91,7 +91,7 @@ def chi2_against_csst(z: np.ndarray) -> tuple[float, float, int]:
 
 
 __all__ = ["CSST_Z_EDGES", "CSST_Z_FRACTIONS", "csst_bin_probabilities", "sample_csst_z", "sample_train_z",
-           "sample_z_for_split", "chi2_against_csst", "Z_MIN", "Z_MAX", "split_of", "SPLITS"]
+           "sample_z_for_split", "chi2_against_csst", "Z_MIN", "Z_MAX", "split_of", "SPLITS", "split_weighted_by_csst"]
 
 
 #: The splits and their shares (paper sec. 3.2: train : val : test = 8 : 1 : 1).
@@ -117,3 +117,37 @@ def split_of(seed: int, targetids) -> np.ndarray:
     lookup[perm[8]] = "val"
     lookup[perm[9]] = "test"
     return lookup[np.mod(np.asarray(targetids, np.int64), 10)]
+
+
+def split_weighted_by_csst(seed: int, targetids, z, test_fraction: float = 0.1) -> np.ndarray:
+    """Splits of real sources: the test split drawn to follow the CSST n(z).
+
+    Each source enters the test split with probability q_b = min(1, lam * w_b) in
+    its CSST bin b, w_b = p_CSST,b / p_data,b, lam set (bisection) so that the
+    expected test fraction is ``test_fraction``; the others are val with
+    probability 1/9, else train (8:1:1 overall). The uniforms come from
+    ``galaxy_rng(seed, TARGETID, STREAM_SPLIT)``. Where the data have too few
+    sources in a bin the test n(z) falls short there (q_b = 1).
+
+    Returns
+    -------
+    ndarray of str, shape (N,)
+    """
+    from ..rng import STREAM_SPLIT, galaxy_rng
+
+    z = np.asarray(z, float)
+    tids = np.asarray(targetids, np.int64)
+    b = np.clip(np.digitize(z, CSST_Z_EDGES) - 1, 0, len(CSST_Z_FRACTIONS) - 1)
+    p_data = np.bincount(b, minlength=len(CSST_Z_FRACTIONS)) / max(len(z), 1)
+    w = np.where(p_data > 0, csst_bin_probabilities() / np.where(p_data > 0, p_data, 1.0), 0.0)
+    lo, hi = 0.0, 1.0 / max(w[w > 0].min(), 1e-12) if np.any(w > 0) else 1.0
+    for _ in range(100):
+        lam = 0.5 * (lo + hi)
+        frac = float(np.sum(p_data * np.minimum(1.0, lam * w)))
+        lo, hi = (lam, hi) if frac < test_fraction else (lo, lam)
+    q = np.minimum(1.0, lam * w)[b]
+    out = np.empty(len(z), dtype="<U5")
+    for i, t in enumerate(tids):
+        u1, u2 = galaxy_rng(seed, int(t), STREAM_SPLIT).random(2)
+        out[i] = "test" if u1 < q[i] else ("val" if u2 < 1.0 / 9.0 else "train")
+    return out
