@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit, logit, ndtr, ndtri
+from scipy.special import expit, log_ndtr, ndtr, ndtri
 
 from .errors import FileFormatError, InputError
 from .io.atomic import atomic_path
@@ -85,32 +85,36 @@ class Calibration:
             raise InputError("calibration", "unknown method", value=self.method, allowed=", ".join(METHODS))
 
     # --- the map on CDF values -------------------------------------------------------------
-    def cdf_map(self, p) -> np.ndarray:
-        """Calibrated CDF value C(p) for predicted CDF values p in [0, 1]."""
-        p = np.clip(np.asarray(p, np.float64), 1e-15, 1 - 1e-15)
-        if self.method == "beta":
-            a, b, c = self.params["a"], self.params["b"], self.params["c"]
-            p = np.clip(ndtr(ndtri(p) / self.params.get("s", 1.0)), 1e-15, 1 - 1e-15)
-            return expit(c + a * np.log(p) - b * np.log1p(-p))
-        if self.method == "scale":
-            return ndtr(ndtri(p) / self.params["s"])
-        return p
+    def cdf_of_t(self, t) -> np.ndarray:
+        """Calibrated CDF at mu + t * sigma (t in units of the predicted sigma).
 
-    def inverse_cdf_map(self, q) -> np.ndarray:
-        """p with C(p) = q (bisection in logit p; C is monotone for a, b >= 0)."""
-        q = np.asarray(q, np.float64)
-        lo = np.full(q.shape, -40.0)
-        hi = np.full(q.shape, 40.0)
-        for _ in range(80):
-            mid = 0.5 * (lo + hi)
-            below = self.cdf_map(expit(mid)) < q
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        return expit(0.5 * (lo + hi))
+        Works in t (not p) so that far tails stay representable: log Phi is evaluated with
+        ``scipy.special.log_ndtr``.
+        """
+        t = np.asarray(t, np.float64)
+        if self.method == "beta":
+            u = t / self.params.get("s", 1.0)
+            a, b, c = self.params["a"], self.params["b"], self.params["c"]
+            return expit(c + a * log_ndtr(u) - b * log_ndtr(-u))
+        if self.method == "scale":
+            return ndtr(t / self.params["s"])
+        return ndtr(t)
+
+    def cdf_map(self, p) -> np.ndarray:
+        """Calibrated CDF value C(p) for predicted CDF values p in (0, 1)."""
+        return self.cdf_of_t(ndtri(np.clip(np.asarray(p, np.float64), 1e-300, 1 - 1e-16)))
 
     def quantile_factor(self, q) -> np.ndarray:
-        """t such that the calibrated CDF reaches q at mu + t * sigma."""
-        return ndtri(self.inverse_cdf_map(q))
+        """t such that the calibrated CDF reaches q at mu + t * sigma (bisection; C is monotone)."""
+        q = np.asarray(q, np.float64)
+        lo = np.full(q.shape, -1e3)
+        hi = np.full(q.shape, 1e3)
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            below = self.cdf_of_t(mid) < q
+            lo = np.where(below, mid, lo)
+            hi = np.where(below, hi, mid)
+        return 0.5 * (lo + hi)
 
     def interval(self, mu, sigma, level: float):
         """Calibrated central interval of probability ``level``: (lo, hi), each shaped like mu."""
@@ -136,6 +140,8 @@ class Calibration:
         h = {"CALMETH": self.method, "CALK68": round(self.k68, 8)}
         for key, val in self.params.items():
             h[f"CAL{key.upper()}"[:8]] = float(val)
+        if not all(np.isfinite(v) for k, v in h.items() if k != "CALMETH"):
+            raise InputError("calibration", "non-finite calibration parameter", value=h)
         return h
 
     def to_dict(self) -> dict:
@@ -193,6 +199,8 @@ def fit_calibration(z_true, mu, sigma, method: str = "beta") -> Calibration:
     bc = BetaCalibration(parameters="abm").fit(score, label)
     a, b, _ = bc.calibrator_.map_
     c = float(bc.calibrator_.lr_.intercept_[0])
+    if not np.all(np.isfinite([a, b, c])):  # degenerate fit (e.g. separable labels): width factor only
+        a, b, c = 1.0, 1.0, 0.0
     return Calibration("beta", {"s": s, "a": float(a), "b": float(b), "c": c})
 
 

@@ -1,0 +1,117 @@
+"""Training: a short run learns (beats the naive median-z predictor), the backbone stays
+bit-identical through the BNN stage, a killed stage resumes from last.ckpt, bad input raises."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synth_dataset import make_dataset  # noqa: E402
+
+from csstz.errors import ConfigError, InputError  # noqa: E402
+from csstz.train.checkpoint import load_model  # noqa: E402
+from csstz.train.cnn_stage import CNNModule, fit_stage, make_loaders  # noqa: E402
+from csstz.train.config import TrainConfig  # noqa: E402
+from csstz.train.run import train  # noqa: E402
+
+SMALL = dict(widths=(8, 8, 16, 16, 32, 32, 32, 32), stem_channels=8, head_hidden=(32, 16), flow_hidden=8,
+             batch_size=32, progress=False, calib_samples=20)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synthetic.h5"
+    make_dataset(path, n=900, seed=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = train(dataset, out, TrainConfig(epochs=6, bnn_epochs=2, **SMALL))
+    return out, summary
+
+
+def test_short_training_learns(run):
+    """Numbers seen (900 spectra, 8..32 widths, 6 epochs): naive logcosh ~0.036, best CNN
+    val loss ~0.002-0.005; naive sigma_NMAD ~0.19, CNN ~0.02-0.04."""
+    out, s = run
+    cnn = s["cnn"]
+    assert cnn["epochs_run"] == 6 and len(cnn["val_losses"]) == 6
+    assert cnn["best_val_loss"] < cnn["val_losses"][0]
+    assert cnn["best_val_loss"] < 0.3 * s["naive_val_loss"]
+    assert cnn["val_sigma_nmad"] < 0.4 * s["naive_val_sigma_nmad"]
+    assert s["bnn"]["epochs_run"] == 2
+    assert np.isfinite(s["bnn"]["best_val_loss"])
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["cnn"]["best_val_loss"] == cnn["best_val_loss"]
+    for name in ("cnn.pt", "bnn.pt", "calibration.json", "checkpoints/cnn/last.ckpt", "checkpoints/bnn/best.ckpt"):
+        assert (out / name).is_file(), name
+
+
+def test_backbone_bit_identical_after_bnn(run):
+    out, _ = run
+    cnn, _ = load_model(out / "cnn.pt")
+    bnn, _ = load_model(out / "bnn.pt")
+    ref = cnn.state_dict()
+    got = bnn.backbone.cnn.state_dict()
+    assert set(ref) == set(got)
+    assert any("running_mean" in k for k in ref)
+    for key, val in ref.items():
+        assert torch.equal(val, got[key]), key
+
+
+def test_model_files_load_weights_only(run):
+    out, _ = run
+    payload = torch.load(out / "bnn.pt", weights_only=True)
+    assert payload["kind"] == "bnn" and payload["config"]["head"] == "mnf"
+    assert "csstz_version" in payload
+
+
+def test_rerun_skips_finished_stages(run, dataset):
+    out, s = run
+    again = train(dataset, out, TrainConfig(epochs=6, bnn_epochs=2, **SMALL))
+    assert again["cnn"]["val_losses"] == s["cnn"]["val_losses"]
+
+
+def test_killed_stage_resumes_from_last_ckpt(dataset, tmp_path):
+    cfg = TrainConfig(epochs=2, **SMALL).to_dict() | {"z_init": 0.5}
+    from csstz.io.torch_dataset import split_rows
+    tr, va = split_rows(dataset, "train")[:200], split_rows(dataset, "val")
+    train_dl, val_dl = make_loaders(dataset, tr, va, cfg)
+    ckdir = tmp_path / "checkpoints" / "cnn"
+    _, hist1, _ = fit_stage(CNNModule(cfg), train_dl, val_dl, cfg, ckdir, 1, "cnn")   # "killed" after epoch 1
+    assert (ckdir / "last.ckpt").is_file() and len(hist1.val) == 1
+    _, hist2, _ = fit_stage(CNNModule(cfg), train_dl, val_dl, cfg, ckdir, 3, "cnn")   # resumed: epochs 2 and 3 only
+    assert len(hist2.val) == 2
+    state = torch.load(ckdir / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 2
+
+
+def test_dataset_without_split(tmp_path):
+    path = tmp_path / "nosplit.h5"
+    make_dataset(path, n=40, seed=2)
+    from astropy.table import Table
+    from csstz.io.spectra import read_spectra, write_spectra
+    sp = read_spectra(path)
+    sp.catalog.remove_column("SPLIT")
+    write_spectra(tmp_path / "nosplit2.h5", sp)
+    with pytest.raises(InputError, match="SPLIT"):
+        train(tmp_path / "nosplit2.h5", tmp_path / "run", TrainConfig(epochs=1, **SMALL))
+    assert isinstance(sp.catalog, Table)
+
+
+@pytest.mark.parametrize("kw, field", [({"epochs": 0}, "epochs"), ({"head": "gp"}, "head"),
+                                       ({"calibration": "iso"}, "calibration"), ({"bands": ("GX",)}, "bands"),
+                                       ({"kl_weight": -1.0}, "kl_weight"), ({"batch_size": 1}, "batch_size")])
+def test_bad_config(kw, field):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**kw)
+
+
+def test_config_round_trip():
+    cfg = TrainConfig(widths=(4,) * 8, head="flipout", bands=("GU", "GV", "GI"))
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
