@@ -122,6 +122,12 @@ def _add_train(sub):
     p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu, auto")
     p.add_argument("--devices", default="1", help="Lightning devices (e.g. 1, 4, auto); >1 uses DDP")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--widths", default=None, help="8 comma-separated ResNet block widths "
+                   "(default 16,16,32,32,64,64,128,128; authors 64,64,128,128,256,256,512,512)")
+    p.add_argument("--kl-weight", type=float, default=None, help="weight of the KL term (0 = authors' code)")
+    p.add_argument("--n-flows", type=_nonneg_int, default=None, help="MNF coupling layers (default 2)")
+    p.add_argument("--max-train", type=_positive_int, default=None, help="use at most N training spectra")
+    p.add_argument("--num-workers", type=_nonneg_int, default=None, help="DataLoader worker processes")
     p.set_defaults(func=_run_train)
 
 
@@ -140,6 +146,8 @@ def _add_predict(sub):
     p.add_argument("--split", default=None, help="only rows of this SPLIT (train/val/test)")
     p.add_argument("--seed", type=_nonneg_int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=1024)
+    p.add_argument("--model", choices=("bnn", "cnn"), default="bnn",
+                   help="bnn (default) or the CNN alone (ZERR = its validation sigma_NMAD x (1+z))")
     p.set_defaults(func=_run_predict)
 
 
