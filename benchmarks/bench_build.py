@@ -1,0 +1,81 @@
+"""Benchmark `csstz build`: galaxies/s on 2 workers and peak memory (whole process tree) vs N.
+
+Usage: python benchmarks/bench_build.py [--n 500 1500] [--workers 2] [--out benchmarks/results/build.json]
+
+Memory is the peak over time of the summed RSS of the build process and all its
+descendants (Dask nanny + workers), sampled every 0.1 s with psutil.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+
+def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
+    out = tmp / f"bench_{n}_{workers}.h5"
+    cmd = [sys.executable, "-c", "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))",
+           "build", "--n", str(n), "--out", str(out), "--workers", str(workers), "--chunk", str(chunk),
+           "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"build failed with exit {proc.returncode}")
+    size = out.stat().st_size
+    out.unlink()
+    return {"n": n, "workers": workers, "chunk": chunk, "wall_s": round(wall, 2),
+            "galaxies_per_s": round(n / wall, 1), "peak_rss_mib": round(peak / 2 ** 20, 1),
+            "file_mib": round(size / 2 ** 20, 2)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n", type=int, nargs="+", default=[500, 1500])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=250)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "build.json"))
+    a = p.parse_args(argv)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in a.n:
+            runs.append(run_one(n, a.workers, a.chunk, Path(tmp)))
+            print(json.dumps(runs[-1]))
+    # throughput net of start-up: slope between the smallest and largest N
+    if len(runs) >= 2:
+        dn = runs[-1]["n"] - runs[0]["n"]
+        dt = runs[-1]["wall_s"] - runs[0]["wall_s"]
+        marginal = round(dn / dt, 1) if dt > 0 else None
+    else:
+        marginal = None
+    res = {"benchmark": "csstz build (embedded population, GU+GV+GI)", "cpu_count": os.cpu_count(),
+           "machine": platform.machine(), "python": platform.python_version(), "runs": runs,
+           "marginal_galaxies_per_s": marginal, "target_galaxies_per_s": 300,
+           "note": "machine shared with other jobs while measuring; wall time includes start-up "
+                   "(imports, Dask cluster, population tables)"}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
