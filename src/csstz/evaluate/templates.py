@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from importlib import resources
@@ -490,31 +489,37 @@ def _instrument_for(spectra: SpectraSet, instrument) -> Instrument:
 
 
 @lru_cache(maxsize=2)
-def _cached_model(key, waves, sigmas, zmin, zmax, dlnz) -> TemplateModel:
-    return TemplateModel({b: np.frombuffer(w) for b, w in zip(key, waves)}, dict(zip(key, sigmas)),
+def _cached_model(bands, waves, sigmas, zmin, zmax, dlnz) -> TemplateModel:
+    return TemplateModel({b: np.frombuffer(w) for b, w in zip(bands, waves)}, dict(zip(bands, sigmas)),
                          zmin=zmin, zmax=zmax, dlnz=dlnz)
+
+
+def _model_key(wave_by_band: dict, sigma_by_band: dict, zmin, zmax, dlnz) -> tuple:
+    bands = tuple(wave_by_band)
+    return (bands, tuple(np.asarray(wave_by_band[b], np.float64).tobytes() for b in bands),
+            tuple(float(sigma_by_band[b]) for b in bands), float(zmin), float(zmax),
+            None if dlnz is None else float(dlnz))
 
 
 def template_model_for(wave_by_band: dict, instrument: Instrument, zmin=0.0, zmax=1.6, dlnz=None) -> TemplateModel:
     """A (cached) :class:`TemplateModel` for these band grids and this instrument's LSF."""
-    bands = tuple(wave_by_band)
-    return _cached_model(bands, tuple(np.asarray(wave_by_band[b], np.float64).tobytes() for b in bands),
-                         tuple(lsf_sigma_aa(instrument, b) for b in bands), float(zmin), float(zmax),
-                         None if dlnz is None else float(dlnz))
+    sigmas = {b: lsf_sigma_aa(instrument, b) for b in wave_by_band}
+    return _cached_model(*_model_key(wave_by_band, sigmas, zmin, zmax, dlnz))
 
 
-_WORKER_MODEL: TemplateModel | None = None
+_WORKER_KEY: tuple | None = None
 
 
-def _worker_init(wave_items, sigmas, zmin, zmax, dlnz):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    global _WORKER_MODEL
-    _WORKER_MODEL = TemplateModel(dict(wave_items), sigmas, zmin=zmin, zmax=zmax, dlnz=dlnz)
+def _worker_init(key):
+    # under the fork start method the parent's cached model is inherited; otherwise it is rendered here
+    global _WORKER_KEY
+    _WORKER_KEY = key
+    _cached_model(*key)
 
 
 def _worker_fit(args):
     flux, err = args
-    return _WORKER_MODEL.fit(flux, err)
+    return _cached_model(*_WORKER_KEY).fit(flux, err)
 
 
 def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zmax: float = 1.6,
@@ -567,7 +572,7 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
     if n != len(spectra.catalog):
         raise InputError("flux", f"{n} spectra but {len(spectra.catalog)} catalogue rows")
     sigmas = {b: lsf_sigma_aa(inst, b) for b in bands}
-    res = _run_fit(waves, sigmas, inst, flux, err, zmin, zmax, dlnz, workers, progress)
+    res = _run_fit(waves, sigmas, flux, err, zmin, zmax, dlnz, workers, progress)
     tab = Table()
     tab["TARGETID"] = np.asarray(spectra.catalog["TARGETID"], np.int64)
     tab["Z"] = res["z"]
@@ -583,8 +588,10 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
     return tab
 
 
-def _run_fit(waves, sigmas, inst, flux, err, zmin, zmax, dlnz, workers, progress) -> dict:
+def _run_fit(waves, sigmas, flux, err, zmin, zmax, dlnz, workers, progress) -> dict:
     n = flux.shape[0]
+    key = _model_key(waves, sigmas, zmin, zmax, dlnz)
+    model = _cached_model(*key)  # validates the options and renders the grid once, here
     bar = None
     if progress:
         from rich.progress import Progress
@@ -593,14 +600,11 @@ def _run_fit(waves, sigmas, inst, flux, err, zmin, zmax, dlnz, workers, progress
         task = bar.add_task("template fit", total=n)
     try:
         if workers == 1 or n <= GALAXY_BLOCK:
-            model = template_model_for(waves, inst, zmin, zmax, dlnz)
             return model.fit(flux, err, progress=(lambda k: bar.advance(task, k)) if bar else None)
-        TemplateModel(waves, sigmas, zmin, zmax, dlnz)  # validate options here, before spawning
         chunk = max(GALAXY_BLOCK, int(math.ceil(n / (4 * workers) / GALAXY_BLOCK)) * GALAXY_BLOCK)
         jobs = [(flux[s:s + chunk], err[s:s + chunk]) for s in range(0, n, chunk)]
         parts = []
-        with ProcessPoolExecutor(workers, initializer=_worker_init,
-                                 initargs=(list(waves.items()), sigmas, zmin, zmax, dlnz)) as ex:
+        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(key,)) as ex:
             for part, (fl, _) in zip(ex.map(_worker_fit, jobs), jobs):
                 parts.append(part)
                 if bar:
