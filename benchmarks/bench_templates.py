@@ -70,7 +70,9 @@ def main() -> None:
     results = {
         "benchmark": "templates", "csstz_version": __version__, "date_utc": time.strftime("%Y-%m-%dT%H:%MZ",
                                                                                          time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
+                    "note": "shared 2-core machine: a load above 2 means other jobs took CPU during the runs"},
         "dataset": {"n": len(tab), "source": "embedded population (csstz build)" if args.dataset is None
                     else args.dataset, "seed": args.seed, "build_s": build_s},
         "grid": {"n_z": int(model.z.size), "dlnz": DEFAULT_DLNZ, "zmin": 0.0, "zmax": 1.6, "bands": "GV,GI",

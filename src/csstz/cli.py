@@ -185,6 +185,7 @@ def _add_fit_templates(sub):
     p.add_argument("--zmax", type=float, default=1.6)
     p.add_argument("--dz", type=float, default=None, help="grid step in ln(1+z) (default: fine)")
     p.add_argument("--workers", type=_positive_int, default=1)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_fit_templates)
 
 

@@ -153,8 +153,8 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
         good &= np.isfinite(zerr) & (zerr > 0)
     if zerr_uncal is not None:
         good &= np.isfinite(zerr_uncal) & (zerr_uncal > 0)
-    if snr is not None:
-        good &= np.isfinite(snr)
+    if snr is not None:  # a source without a finite SNR stays in the metrics, outside every SNR bin
+        snr = np.where(np.isfinite(snr), snr, -1.0)
     if not good.any():
         raise InputError("Z", f"no finite prediction in {label}")
     sel = lambda a: None if a is None else a[good]  # noqa: E731
