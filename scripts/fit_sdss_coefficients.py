@@ -19,7 +19,7 @@ import numpy as np
 from astropy.table import Table
 
 from csstz.population.sdss_fit import (ERR_FLOOR_MAG, fit_chi2, load_sdss_photometry,
-                                       make_fitter)
+                                       make_fitter, template_path)
 
 
 def main(argv=None) -> int:
@@ -56,6 +56,16 @@ def main(argv=None) -> int:
         "CHI2: sum over the NBAND valid bands of (model - data)^2 * ivar (with the floor)",
         f"fraction with CHI2 <= NBAND: {ok.mean():.4f}",
     ]
+    import kcorrect.response
+    import kcorrect.template
+    tmpl = kcorrect.template.Template(filename=template_path(), interpolate=False)
+    rd = kcorrect.response.ResponseDict()
+    for b in ("sdss_u0", "sdss_r0"):
+        rd.load_response(b)
+        tab.meta[f"PROJ_{b.upper()}"] = [float(rd[b].project(wave=tmpl.restframe_wave, flux=tmpl.restframe_flux[k]))
+                                         for k in range(tmpl.nsed)]
+    tab.meta["comments"].append("PROJ_SDSS_U0/R0: rest-frame sdss_u0/r0 AB maggies at 10 pc of each template per "
+                                "unit coefficient (kcorrect.response.Response.project)")
     tab.write(a.out, format="ascii.ecsv", overwrite=True,
               formats={"COEFF": "%.6g", "CHI2": "%.4g", "Z": "%.6g"})
     print(f"wrote {a.out}: {len(tab)} galaxies, fraction chi2<=nband {ok.mean():.4f}, "

@@ -32,7 +32,7 @@ from ..rng import STREAM_POPULATION, galaxy_rng
 from ..units import C_AA_PER_S, FLAM17
 from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
-from .sdss_fit import load_coefficients, template_path
+from .sdss_fit import load_coefficients, read_templates, rest_frame_projections
 
 #: Faint selection limit in the CSST GI band [AB mag], tuned so that the simulated
 #: SNR distribution resembles the paper's Fig. 3 (docs/population.md).
@@ -89,8 +89,6 @@ class EmbeddedPopulation:
 
     def __init__(self, instrument=None, mag_limit_gi: float = MAG_LIMIT_GI,
                  mag_bright_gi: float = MAG_BRIGHT_GI):
-        import kcorrect.response
-        import kcorrect.template
         from astropy import units as u
         from astropy.cosmology import Planck18
 
@@ -109,16 +107,9 @@ class EmbeddedPopulation:
         # (d_L / 10 pc)**2 = 10**(0.4 distmod): kcorrect's "dfactor" (Planck18).
         dfac0 = 10.0 ** (0.4 * Planck18.distmod(self.sdss_z).to_value(u.mag))
         self.coeff_int = coeff * dfac0[:, None]           # intrinsic (at 10 pc), (Ngal, 5)
-        tmpl = kcorrect.template.Template(filename=template_path(), interpolate=False)
-        self.rest_wave_aa = np.asarray(tmpl.restframe_wave, np.float64)
-        self.rest_flux = np.asarray(tmpl.restframe_flux, np.float64)  # (5, W) erg/s/cm^2/A at 10 pc
+        self.rest_wave_aa, self.rest_flux = read_templates()  # (W,), (5, W) erg/s/cm^2/A at 10 pc
         # rest-frame SDSS u, r projections (maggies at 10 pc per unit intrinsic coefficient)
-        rd = kcorrect.response.ResponseDict()
-        proj = {}
-        for b in ("sdss_u0", "sdss_r0"):
-            rd.load_response(b)
-            proj[b] = np.array([rd[b].project(wave=self.rest_wave_aa, flux=self.rest_flux[k])
-                                for k in range(self.rest_flux.shape[0])], np.float64)
+        proj = rest_frame_projections()
         self.proj_u, self.proj_r = proj["sdss_u0"], proj["sdss_r0"]
         # band-flux tables on a z grid: maggies per unit observed coefficient
         self.z_grid = np.arange(0.0, Z_MAX + 0.02 + 1e-9, _Z_GRID_STEP)
@@ -135,12 +126,12 @@ class EmbeddedPopulation:
         tp = band.throughput(wave)
         # photon-weighted band average of f_nu: int f_lam T lam dlam / int f_lam^AB T lam dlam
         norm = np.trapezoid(AB_FNU_CGS * C_AA_PER_S / wave ** 2 * tp * wave, wave)
+        opz = 1.0 + self.z_grid[:, None]
+        rest = wave[None, :] / opz                                    # (Nz, W)
         out = np.empty((len(self.z_grid), self.rest_flux.shape[0]))
-        for iz, z in enumerate(self.z_grid):
-            rest = wave / (1.0 + z)
-            for k in range(self.rest_flux.shape[0]):
-                f = np.interp(rest, self.rest_wave_aa, self.rest_flux[k]) / (1.0 + z)
-                out[iz, k] = np.trapezoid(f * tp * wave, wave) / norm
+        for k in range(self.rest_flux.shape[0]):
+            f = np.interp(rest, self.rest_wave_aa, self.rest_flux[k]) / opz
+            out[:, k] = np.trapezoid(f * (tp * wave)[None, :], wave, axis=1) / norm
         return out
 
     def _interp_z(self, table: np.ndarray, z: float) -> np.ndarray:
@@ -240,14 +231,14 @@ __all__ = ["EmbeddedPopulation", "PopulationChunk", "get_population", "sed_wave_
 
 def get_population_description(mag_limit_gi: float = MAG_LIMIT_GI) -> dict:
     """The embedded population's choices, stored in every dataset's root attributes."""
-    import kcorrect
+    from importlib.metadata import version
 
     from .nz import CSST_Z_FRACTIONS, TRAIN_UNIFORM_WEIGHT
     return {
         "source": "embedded",
         "galaxies": "10,000 real SDSS galaxies of kcorrect/data/test/gst_tests_small.fits, NMF coefficients "
                     "fitted with kcorrect (population/data/sdss_nmf_coeffs.ecsv); SDSS_INDEX = parent row",
-        "kcorrect_version": kcorrect.__version__,
+        "kcorrect_version": version("kcorrect"),
         "templates": "kcorrect-default-v4.fits (5 NMF templates with emission lines)",
         "cosmology": "Planck18",
         "z_test": "CSST n(z) histogram (instrument.md), uniform within bins, z >= 0.01",

@@ -29,9 +29,49 @@ COEFF_FILE = "sdss_nmf_coeffs.ecsv"
 
 
 def kcorrect_dir() -> str:
-    """Directory of the installed kcorrect package."""
-    import kcorrect
-    return kcorrect.KCORRECT_DIR
+    """Directory of the installed kcorrect package (found without importing it: its import
+    pulls in matplotlib and takes seconds)."""
+    import importlib.util
+    spec = importlib.util.find_spec("kcorrect")
+    if spec is None or spec.origin is None:
+        raise FileFormatError("kcorrect", "the kcorrect package is not installed")
+    return os.path.dirname(spec.origin)
+
+
+def read_templates(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """kcorrect's NMF basis: rest wavelength [A] (W,) and templates (5, W) in erg/s/cm^2/A at 10 pc.
+
+    Reads the FITS table the way ``kcorrect.template.Template`` does (first row of
+    the FLUX HDU, columns wave and flux).
+    """
+    from astropy.io import fits
+
+    path = path or template_path()
+    try:
+        with fits.open(path) as hdul:
+            row = hdul["FLUX"].data[0]
+            wave = np.asarray(row["wave"], np.float64).ravel()
+            flux = np.asarray(row["flux"], np.float64).reshape(-1, wave.size)
+    except (OSError, KeyError) as exc:
+        raise FileFormatError(path, f"not a kcorrect template file ({exc})") from None
+    return wave, flux
+
+
+def rest_frame_projections() -> dict:
+    """Rest-frame SDSS maggies at 10 pc of each template, per unit coefficient.
+
+    Returns
+    -------
+    dict
+        ``sdss_u0``, ``sdss_r0`` -> ndarray (5,). Computed with
+        ``kcorrect.response.Response.project`` by the fit script and stored in the
+        coefficient file's header (keys PROJ_SDSS_U0, PROJ_SDSS_R0).
+    """
+    meta = load_coefficients().meta
+    try:
+        return {b: np.asarray(meta[f"PROJ_{b.upper()}"], np.float64) for b in ("sdss_u0", "sdss_r0")}
+    except KeyError as exc:
+        raise FileFormatError(COEFF_FILE, f"header lacks {exc}; rerun scripts/fit_sdss_coefficients.py") from None
 
 
 def template_path() -> str:
@@ -141,4 +181,4 @@ def load_coefficients(path: str | None = None):
 
 
 __all__ = ["SDSS_BANDS", "ERR_FLOOR_MAG", "load_sdss_photometry", "make_fitter", "fit_chi2",
-           "load_coefficients", "template_path", "sdss_sample_path"]
+           "load_coefficients", "template_path", "sdss_sample_path", "read_templates", "rest_frame_projections"]
