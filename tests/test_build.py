@@ -181,3 +181,14 @@ def test_figures(reference, tmp_path):
     paths = plot_dataset_figures(reference, tmp_path / "figs")
     assert [p.name for p in paths] == ["fig1_redshift.png", "fig2_morphology.png", "fig3_snr.png"]
     assert all(p.stat().st_size > 5000 for p in paths)
+
+
+@pytest.mark.slow
+def test_existing_scheduler_gives_identical_bytes(reference, tmp_path):
+    """--scheduler ADDRESS: an existing (here local) Dask cluster, same bytes as in-process."""
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        out = tmp_path / "s.h5"
+        assert main(["build", "--n", "30", "--out", str(out), "--seed", "11", "--chunk", "5", "--no-progress",
+                     "--scheduler", cluster.scheduler_address]) == 0
+    assert sha(out) == sha(reference)

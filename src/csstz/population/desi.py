@@ -29,24 +29,29 @@ DESI_REQUIRED = ("TARGETID", "TARGET_RA", "TARGET_DEC", "Z", "ZWARN", "SPECTYPE"
                  "FLUX_IVAR_Z")
 SWEEP_REQUIRED = ("RA", "DEC", "SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SHAPE_E1_IVAR", "SHAPE_E2_IVAR", "SERSIC",
                   "SERSIC_IVAR")
+BOSS_COLUMNS = ("Z", "ZWARN", "ZWARNING", "RA", "DEC", "PLUG_RA", "PLUG_DEC", "TARGET_RA", "TARGET_DEC", "COEFF",
+                "CLASS", "SPECTYPE", "TARGETID", "SPECOBJID")
 #: Matching radius [arcsec] (paper sec. 2.2).
 MATCH_RADIUS_ARCSEC = 1.0
 #: Sersic range accepted by the simulator; LS DR9 caps n at 6 (paper sec. 2.2).
 SERSIC_MIN, SERSIC_MAX = 0.3, 6.2
 
 
-def _read_table(path, hdu_names=("ZCATALOG",)):
+def _read_table(path, hdu_names=("ZCATALOG",), wanted=None):
+    """The first matching binary table, with only the ``wanted`` columns that exist (memory-mapped read)."""
     from astropy.io import fits
     from astropy.table import Table
 
     try:
-        with fits.open(path) as hdul:
+        with fits.open(path, memmap=True) as hdul:
             hdu = next((hdul[h] for h in hdu_names if h in hdul), None)
             if hdu is None:
                 hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
             if hdu is None:
                 raise FileFormatError(str(path), "no binary table HDU")
-            return Table(hdu.data, masked=False)
+            names = hdu.columns.names
+            keep = [c for c in names if wanted is None or c in wanted]
+            return Table({c: np.array(hdu.data[c]) for c in keep})
     except OSError as exc:
         raise FileFormatError(str(path), f"not a readable FITS file ({exc})") from None
 
@@ -95,7 +100,7 @@ def read_desi_zcat(path):
     """
     from astropy.table import Table
 
-    tab = _read_table(path)
+    tab = _read_table(path, wanted=DESI_REQUIRED)
     _require(tab, DESI_REQUIRED, path)
     keep = desi_cuts(tab)
     sel = tab[keep]
@@ -111,7 +116,7 @@ def read_boss_zcat(path):
     """
     from astropy.table import Table
 
-    tab = _read_table(path, ("ZCATALOG", "SPECOBJ"))
+    tab = _read_table(path, ("ZCATALOG", "SPECOBJ"), wanted=BOSS_COLUMNS)
     zw = "ZWARN" if "ZWARN" in tab.colnames else "ZWARNING"
     ra = next((c for c in ("RA", "PLUG_RA", "TARGET_RA") if c in tab.colnames), "RA")
     dec = {"RA": "DEC", "PLUG_RA": "PLUG_DEC", "TARGET_RA": "TARGET_DEC"}[ra]
@@ -154,7 +159,7 @@ def read_sweeps(paths):
 
     parts = []
     for path in ([paths] if isinstance(paths, str) else paths):
-        tab = _read_table(path, ("SWEEP",))
+        tab = _read_table(path, ("SWEEP",), wanted=SWEEP_REQUIRED + ("SHAPE_R_IVAR", "SHAPE_IVAR_R"))
         _require(tab, SWEEP_REQUIRED, path)
         if "SHAPE_R_IVAR" not in tab.colnames and "SHAPE_IVAR_R" not in tab.colnames:
             raise InputError("SHAPE_R_IVAR", "required column missing", path=str(path))
