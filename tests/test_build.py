@@ -141,12 +141,15 @@ def _build_then_interrupt(out, after_chunks):
 
 @pytest.mark.parametrize("n", [0, -5])
 def test_nonpositive_n(tmp_path, n, capsys):
+    out = tmp_path / "x.h5"
+    out.write_bytes(b"an earlier result")
     with pytest.raises(InputError, match="--n"):
-        build_dataset(tmp_path / "x.h5", n)
+        build_dataset(out, n)
     with pytest.raises(SystemExit) as exc:
-        main(["build", "--n", str(n), "--out", str(tmp_path / "x.h5")])
+        main(["build", "--n", str(n), "--out", str(out)])
     assert exc.value.code == 2 and "positive" in capsys.readouterr().err
-    assert not (tmp_path / "x.h5").exists()
+    assert out.read_bytes() == b"an earlier result"          # nothing lost
+    assert not Path(str(out) + ".partial").exists()
 
 
 def test_desi_source_needs_its_files(tmp_path, capsys):
