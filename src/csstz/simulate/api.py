@@ -353,7 +353,8 @@ def run_parallel(jobs: list, workers: int = 1, scheduler: str | None = None) -> 
     from .parallel import dask_client
 
     with dask_client(workers=workers, scheduler=scheduler) as client:
-        futures = client.map(_chunk_job, jobs, pure=False)
+        data = client.scatter(jobs)  # ship each chunk's arrays once, not inside the task graph
+        futures = client.map(_chunk_job, data, pure=False)
         return client.gather(futures)
 
 

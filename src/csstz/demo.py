@@ -1,0 +1,171 @@
+"""``csstz demo``: the whole chain on the embedded real-galaxy default, ending in one report.
+
+Steps: build a dataset from the embedded SDSS/kcorrect population -> the
+paper's Figs. 1-5 for it -> train the CNN, the BNN head on its frozen backbone
+and the calibration (validation split only) -> predict the test split with
+both -> the template-fitting baseline on the same test spectra -> one report
+comparing CNN, BNN and templates.
+
+Two plans: ``QUICK`` (``--quick``; about 5-8 minutes on 2 cores) and
+``STANDARD`` (the documented accuracy benchmark of ``benchmarks/bench_accuracy.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of a demo run.
+
+    Attributes
+    ----------
+    n_galaxies : int
+        Galaxies in the dataset (split 8:1:1).
+    train : dict
+        Overrides of :class:`csstz.train.config.TrainConfig`.
+    samples : int
+        Stochastic BNN passes per spectrum.
+    """
+
+    name: str
+    n_galaxies: int
+    train: dict = field(default_factory=dict)
+    samples: int = 200
+
+
+QUICK = DemoPlan("quick", n_galaxies=3000,
+                 train=dict(epochs=8, bnn_epochs=4, batch_size=64, calib_samples=50, progress=False))
+STANDARD = DemoPlan("standard", n_galaxies=20000,
+                    train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _step(console, i: int, n: int, text: str) -> float:
+    console.print(f"[bold]\\[{i}/{n}][/bold] {text}")
+    return time.perf_counter()
+
+
+def _example_figures(dataset: Path, out_dir: Path, seed: int) -> list[Path]:
+    """Fig. 4/5 for the test galaxy with the median GI SNR, regenerated from its catalogue row."""
+    from .io.spectra import read_attrs, read_catalog
+    from .instrument import parse_instrument
+    from .population.embedded import get_population
+    from .simulate.figures import plot_source
+
+    cat = read_catalog(dataset)
+    test = cat[cat["SPLIT"] == "test"]
+    snr = np.asarray(test["SNR_GI"])
+    i = int(np.argsort(snr)[len(snr) // 2])
+    row = test[i]
+    pop = get_population()
+    sed = pop.sed_flam17(np.asarray(row["COEFF"], np.float64), float(row["Z"]))
+    inst = parse_instrument(read_attrs(dataset)["instrument"])
+    return plot_source(pop.wave_aa, sed, float(row["SHAPE_R"]), float(row["SERSIC"]), float(row["BA"]),
+                       float(row["PA"]), out_dir, targetid=int(row["TARGETID"]), seed=seed, z=float(row["Z"]),
+                       instrument=inst)
+
+
+def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: int | None = None,
+             plan: DemoPlan | None = None) -> dict:
+    """Run the whole chain and write ``out_dir/report/report.html``.
+
+    Returns
+    -------
+    dict
+        Headline metrics per method, wall times per step and the report path.
+    """
+    from .evaluate.report import write_report
+    from .evaluate.templates import fit_templates
+    from .io.predictions import read_predictions, write_predictions
+    from .io.spectra import read_catalog, read_spectra
+    from .population.build import build_dataset
+    from .population.figures import plot_dataset_figures
+    from .predict import predict_file
+    from .train.config import TrainConfig
+    from .train.run import train
+
+    plan = plan or (QUICK if quick else STANDARD)
+    workers = workers or min(2, os.cpu_count() or 1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    console = _console()
+    times = {}
+    n_steps = 6
+    console.print(f"csstz demo ({plan.name}): {plan.n_galaxies} galaxies, seed {seed}, {workers} workers -> {out}")
+
+    t = _step(console, 1, n_steps, f"building the dataset from the embedded SDSS/kcorrect population")
+    dataset = out / "dataset.h5"
+    build_dataset(dataset, plan.n_galaxies, seed=seed, workers=workers, progress=True)
+    times["build_s"] = time.perf_counter() - t
+
+    t = _step(console, 2, n_steps, "figures of the dataset (paper Figs. 1-5)")
+    fig_dir = out / "figures"
+    data_figs = list(plot_dataset_figures(dataset, fig_dir)) + _example_figures(dataset, fig_dir, seed)
+    times["figures_s"] = time.perf_counter() - t
+
+    t = _step(console, 3, n_steps, "training the CNN, the BNN head and the calibration (validation split)")
+    run_dir = out / "run"
+    config = TrainConfig(seed=seed, **plan.train)
+    summary = train(dataset, run_dir, config)
+    times["train_s"] = time.perf_counter() - t
+
+    t = _step(console, 4, n_steps, f"predicting the test split (BNN with {plan.samples} passes, and the CNN)")
+    preds = {}
+    for label, model in (("CNN", "cnn"), ("BNN", "bnn")):
+        path = out / f"pred_{model}.fits"
+        predict_file(run_dir, dataset, path, samples=plan.samples, split="test", seed=seed, model=model)
+        preds[label] = read_predictions(path)
+    times["predict_s"] = time.perf_counter() - t
+
+    t = _step(console, 5, n_steps, "template-fitting baseline on the same test spectra")
+    cat = read_catalog(dataset)
+    test_rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == "test")
+    spectra = read_spectra(dataset, bands=("GV", "GI"), rows=test_rows)
+    tmpl = fit_templates(spectra, bands=("GV", "GI"), workers=workers, progress=True)
+    write_predictions(out / "pred_templates.fits", tmpl, header={"METHOD": "templates"})
+    preds["templates"] = tmpl
+    times["templates_s"] = time.perf_counter() - t
+
+    t = _step(console, 6, n_steps, "evaluating and writing the report")
+    truth = cat[test_rows]
+    notes = {"plan": plan.name, "galaxies": plan.n_galaxies, "test spectra": len(test_rows), "seed": seed,
+             "CNN epochs run": summary["cnn"].get("epochs_run"), "BNN epochs run": summary["bnn"].get("epochs_run"),
+             "BNN passes": plan.samples}
+    notes.update({k: f"{v:.0f} s" for k, v in times.items()})
+    metrics = write_report(out / "report", preds, truth, extra_figures=data_figs, notes=notes)
+    times["report_s"] = time.perf_counter() - t
+    times["total_s"] = sum(times.values())
+
+    headline = {}
+    for label in preds:
+        entry = metrics["methods"][label]
+        headline[label] = {k: entry.get(k) for k in ("n", "sigma_nmad", "eta", "ebar", "coverage_68", "coverage_95")}
+    result = {"plan": asdict(plan), "seed": seed, "headline": headline, "times": times,
+              "report": str(out / "report" / "report.html"), "train_summary": summary}
+    (out / "demo_summary.json").write_text(json.dumps(result, indent=2, default=str))
+    console.print("\n[bold]Headline (test split)[/bold]")
+    for label, h in headline.items():
+        ebar = "" if h.get("ebar") is None else f"  E_bar {h['ebar']:.4f}"
+        cov = "" if h.get("coverage_68") is None else f"  68% coverage {h['coverage_68']:.3f}"
+        console.print(f"  {label:9s} sigma_NMAD {h['sigma_nmad']:.4f}  eta {100 * h['eta']:.2f}%{ebar}{cov}")
+    console.print(f"total {times['total_s']:.0f} s; report: {result['report']}")
+    return result
+
+
+def demo_from_args(a) -> dict:
+    return run_demo(a.out, quick=a.quick, seed=a.seed, workers=a.workers)
+
+
+__all__ = ["DemoPlan", "QUICK", "STANDARD", "run_demo", "demo_from_args"]
