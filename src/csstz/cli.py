@@ -186,6 +186,9 @@ def _add_fit_templates(sub):
     p.add_argument("--dz", type=float, default=None, help="grid step in ln(1+z) (default: fine)")
     p.add_argument("--workers", type=_positive_int, default=1)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lsf", choices=("point", "morphology"), default="point",
+                   help="line-spread model: point-source PSF (default), or broadened by each galaxy's "
+                        "catalogue shape projected on the dispersion axis")
     p.set_defaults(func=_run_fit_templates)
 
 

@@ -15,10 +15,13 @@ parabola through it and its two neighbours.
 Line-spread function (``shared/spec/instrument.md``): a Gaussian of
 sigma = PSF sigma [pixels] x dispersion [A/pixel] (0.3" FWHM -> 1.72 px; GV
 6.0 A/px -> 10.3 A) convolved with the one-pixel box. Extended galaxies have
-broader lines; the baseline, like a point-source pipeline, ignores that.
+broader lines: with ``lsf="morphology"`` the Gaussian is widened by each galaxy's
+catalogue shape projected on the dispersion axis (:func:`galaxy_lsf_sigma_pix`),
+galaxies being grouped in bins of LSF width (one template grid per bin).
 
 Output columns (:func:`fit_templates`): ``TARGETID, Z, ZERR, ZWARN, CHI2_MIN,
-DELTA_CHI2, NPIX, COEFF``.
+DELTA_CHI2, NPIX, COEFF`` (best non-negative template coefficients, (N, 5)),
+``LSF_SIGMA_PIX`` (the LSF sigma used, pixels).
 
 * ``ZERR``: half the width of the region where ``chi2 < chi2_min + 1``
   (linear interpolation between grid points), floored at the grid step
@@ -522,15 +525,85 @@ def _worker_fit(args):
     return _cached_model(*_WORKER_KEY).fit(flux, err)
 
 
+@lru_cache(maxsize=4)
+def sersic_width_factor_table(truncation_hlr: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-equivalent sigma of a Sersic profile projected on one axis, in half-light radii.
+
+    For a circular Sersic profile of half-light radius 1, truncated at ``truncation_hlr``
+    (as rendered by the simulator, instrument ``rendering.sersic_truncation_hlr``), the
+    light projected on the dispersion axis has an interquartile range IQR; the returned
+    factor is IQR / 1.349 (the sigma of a Gaussian with the same IQR). Computed
+    numerically on a 1201 x 1201 grid.
+
+    Returns
+    -------
+    n : ndarray, shape (M,)
+        Sersic indices 0.3-6.2.
+    factor : ndarray, shape (M,)
+    """
+    from scipy.special import gammaincinv
+    n_grid = np.array([0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.2])
+    x = np.linspace(-truncation_hlr, truncation_hlr, 1201)
+    r = np.hypot(x[:, None], x[None, :])
+    out = []
+    for n in n_grid:
+        b_n = gammaincinv(2.0 * n, 0.5)  # I(r) = exp(-b_n r^(1/n)) encloses half the light at r = 1
+        img = np.where(r <= truncation_hlr, np.exp(-b_n * r ** (1.0 / n)), 0.0)
+        cdf = np.cumsum(img.sum(axis=0))
+        cdf /= cdf[-1]
+        q1, q3 = np.interp([0.25, 0.75], cdf, x)
+        out.append((q3 - q1) / 1.349)
+    return n_grid, np.array(out)
+
+
+def galaxy_lsf_sigma_pix(instrument: Instrument, shape_r_arcsec, sersic, ba, pa_deg) -> np.ndarray:
+    """Gaussian-equivalent line-spread sigma of extended galaxies [pixels].
+
+    sigma^2 = sigma_PSF^2 + (r_e * p * k(n) / pixel scale)^2, with r_e = SHAPE_R (half-light
+    radius of the major axis) [arcsec], p = sqrt(cos^2 PA + (b/a)^2 sin^2 PA) the projection of
+    the ellipse on the dispersion axis (PA from that axis), and k(n) from
+    :func:`sersic_width_factor_table` (0.83 for n = 1, 0.63 for n = 4). SHAPE_R = 0 is a point source.
+
+    Parameters
+    ----------
+    shape_r_arcsec, sersic, ba, pa_deg : array_like, shape (N,)
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    r = np.asarray(shape_r_arcsec, np.float64)
+    n = np.asarray(sersic, np.float64)
+    q = np.asarray(ba, np.float64)
+    pa = np.deg2rad(np.asarray(pa_deg, np.float64))
+    for name, v in (("SHAPE_R", r), ("SERSIC", n), ("BA", q), ("PA", pa)):
+        if v.shape != r.shape or not np.all(np.isfinite(v)):
+            raise InputError(name, "must be finite and one value per source")
+    if np.any(r < 0) or np.any((q <= 0) | (q > 1)):
+        raise InputError("SHAPE_R/BA", "need SHAPE_R >= 0 and 0 < BA <= 1")
+    n_grid, k = sersic_width_factor_table(float(instrument.sersic_truncation_hlr))
+    proj = np.sqrt(np.cos(pa) ** 2 + (q * np.sin(pa)) ** 2)
+    sig_gal = r * proj * np.interp(n, n_grid, k) / instrument.pixel_scale_arcsec
+    return np.sqrt(instrument.psf_sigma_pix ** 2 + sig_gal ** 2)
+
+
+#: Morphology-aware LSF: galaxies are grouped in bins of LSF sigma whose edges grow by this
+#: factor from the PSF sigma; each bin is fitted with templates convolved at the bin's
+#: geometric centre. The last bin takes everything broader.
+LSF_BIN_RATIO = 1.3
+LSF_MAX_BINS = 10
+
+
 def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zmax: float = 1.6,
-                  dlnz: float | None = None, instrument=None, workers: int = 1, progress: bool = False) -> Table:
+                  dlnz: float | None = None, instrument=None, workers: int = 1, progress: bool = False,
+                  lsf: str = "point") -> Table:
     """Template-fitting redshifts of every spectrum in ``spectra``.
 
     Parameters
     ----------
     spectra : SpectraSet
         Spectra with at least ``bands`` (flux/err (N, L_b) in 1e-17 erg/s/cm^2/A) and
-        a catalogue with TARGETID.
+        a catalogue with TARGETID (and SHAPE_R, SERSIC, BA, PA for ``lsf="morphology"``).
     bands : sequence of str
         Bands to fit together (default GV + GI).
     zmin, zmax : float
@@ -540,19 +613,25 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
     instrument : Instrument or path, optional
         For the LSF; default: the configuration stored in the spectra file, else the packaged one.
     workers : int
-        Local processes (each renders its own template grid).
+        Local processes (forked after the template grid is rendered).
     progress : bool
         Show a rich progress bar.
+    lsf : {"point", "morphology"}
+        "point": every galaxy gets the point-source LSF (PSF sigma x dispersion).
+        "morphology": the LSF is broadened by each galaxy's catalogue shape projected on the
+        dispersion axis (:func:`galaxy_lsf_sigma_pix`), in bins of :data:`LSF_BIN_RATIO`
+        (one template grid per bin: slower).
 
     Returns
     -------
     astropy.table.Table
-        ``TARGETID, Z, ZERR, ZWARN, CHI2_MIN, DELTA_CHI2, NPIX, COEFF`` (see module docstring).
+        ``TARGETID, Z, ZERR, ZWARN, CHI2_MIN, DELTA_CHI2, NPIX, COEFF, LSF_SIGMA_PIX``
+        (see module docstring).
 
     Raises
     ------
     InputError
-        A band missing, bad grid options, or bad flux/err values.
+        A band or catalogue column missing, bad grid options, or bad flux/err values.
     """
     bands = tuple(bands)
     if not bands:
@@ -564,6 +643,8 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
         raise InputError("TARGETID", "column missing from the catalogue")
     if not isinstance(workers, int) or workers < 1:
         raise InputError("workers", "must be a positive integer", value=workers)
+    if lsf not in ("point", "morphology"):
+        raise InputError("lsf", "unknown line-spread model", value=lsf, allowed="point, morphology")
     inst = _instrument_for(spectra, instrument)
     waves = {b: np.asarray(spectra.bands[b].wave_aa, np.float64) for b in bands}
     flux = np.concatenate([np.asarray(spectra.bands[b].flux, np.float64) for b in bands], axis=1)
@@ -571,8 +652,36 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
     n = flux.shape[0]
     if n != len(spectra.catalog):
         raise InputError("flux", f"{n} spectra but {len(spectra.catalog)} catalogue rows")
-    sigmas = {b: lsf_sigma_aa(inst, b) for b in bands}
-    res = _run_fit(waves, sigmas, flux, err, zmin, zmax, dlnz, workers, progress)
+    psf_pix = inst.psf_sigma_pix
+    if lsf == "point":
+        bin_of = np.zeros(n, int)
+        bin_sigma_pix = np.array([psf_pix])
+        row_sigma = np.full(n, psf_pix)
+    else:
+        cat = spectra.catalog
+        for col in ("SHAPE_R", "SERSIC", "BA", "PA"):
+            if col not in cat.colnames:
+                raise InputError(col, "column missing from the catalogue (needed for lsf='morphology')")
+        row_sigma = galaxy_lsf_sigma_pix(inst, cat["SHAPE_R"], cat["SERSIC"], cat["BA"], cat["PA"])
+        bin_of = np.clip(np.floor(np.log(row_sigma / psf_pix) / math.log(LSF_BIN_RATIO)).astype(int),
+                         0, LSF_MAX_BINS - 1)
+        bin_sigma_pix = psf_pix * LSF_BIN_RATIO ** (np.arange(LSF_MAX_BINS) + 0.5)
+    res = None
+    bar, advance = _progress_bar(n) if progress else (None, None)
+    try:
+        for k in np.unique(bin_of):
+            rows = np.flatnonzero(bin_of == k)
+            sigmas = {b: float(bin_sigma_pix[k] if lsf == "morphology" else psf_pix)
+                      * inst.band(b).dispersion_aa_per_pix for b in bands}
+            key = _model_key(waves, sigmas, zmin, zmax, dlnz)
+            part = _run_fit(key, flux[rows], err[rows], workers, advance)
+            if res is None:
+                res = {name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in part.items()}
+            for name, v in part.items():
+                res[name][rows] = v
+    finally:
+        if bar is not None:
+            bar.stop()
     tab = Table()
     tab["TARGETID"] = np.asarray(spectra.catalog["TARGETID"], np.int64)
     tab["Z"] = res["z"]
@@ -582,41 +691,41 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
     tab["DELTA_CHI2"] = res["delta_chi2"]
     tab["NPIX"] = res["npix"]
     tab["COEFF"] = res["coeff"]
+    tab["LSF_SIGMA_PIX"] = (bin_sigma_pix[bin_of] if lsf == "morphology" else row_sigma).astype(np.float32)
     tab.meta.update({"METHOD": "templates", "TPLFILE": "kcorrect-default-v4", "ZMIN": float(zmin),
                      "ZMAX": float(zmax), "DLNZ": float(DEFAULT_DLNZ if dlnz is None else dlnz),
-                     "BANDS": ",".join(bands)})
+                     "BANDS": ",".join(bands), "LSF": lsf})
     return tab
 
 
-def _run_fit(waves, sigmas, flux, err, zmin, zmax, dlnz, workers, progress) -> dict:
+def _progress_bar(total: int):
+    from rich.progress import Progress
+    bar = Progress(transient=False)
+    bar.start()
+    task = bar.add_task("template fit", total=total)
+    return bar, (lambda k: bar.advance(task, k))
+
+
+def _run_fit(key, flux, err, workers, advance) -> dict:
+    """Fit with the model of ``key`` in-process or in ``workers`` forked processes."""
     n = flux.shape[0]
-    key = _model_key(waves, sigmas, zmin, zmax, dlnz)
     model = _cached_model(*key)  # validates the options and renders the grid once, here
-    bar = None
-    if progress:
-        from rich.progress import Progress
-        bar = Progress(transient=False)
-        bar.start()
-        task = bar.add_task("template fit", total=n)
-    try:
-        if workers == 1 or n <= GALAXY_BLOCK:
-            return model.fit(flux, err, progress=(lambda k: bar.advance(task, k)) if bar else None)
-        chunk = max(GALAXY_BLOCK, int(math.ceil(n / (4 * workers) / GALAXY_BLOCK)) * GALAXY_BLOCK)
-        jobs = [(flux[s:s + chunk], err[s:s + chunk]) for s in range(0, n, chunk)]
-        parts = []
-        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(key,)) as ex:
-            for part, (fl, _) in zip(ex.map(_worker_fit, jobs), jobs):
-                parts.append(part)
-                if bar:
-                    bar.advance(task, fl.shape[0])
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    finally:
-        if bar:
-            bar.stop()
+    if workers == 1 or n <= GALAXY_BLOCK:
+        return model.fit(flux, err, progress=advance)
+    chunk = max(GALAXY_BLOCK, int(math.ceil(n / (4 * workers) / GALAXY_BLOCK)) * GALAXY_BLOCK)
+    jobs = [(flux[s:s + chunk], err[s:s + chunk]) for s in range(0, n, chunk)]
+    parts = []
+    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(key,)) as ex:
+        for part, (fl, _) in zip(ex.map(_worker_fit, jobs), jobs):
+            parts.append(part)
+            if advance is not None:
+                advance(fl.shape[0])
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def fit_templates_from_args(a) -> Table:
-    """``csstz fit-templates SPECTRA.h5 --out PRED.fits [--split] [--bands] [--zmin] [--zmax] [--dz] [--workers]``."""
+    """``csstz fit-templates SPECTRA.h5 --out PRED.fits [--split] [--bands] [--zmin] [--zmax] [--dz] [--workers]
+    [--lsf point|morphology] [--no-progress]``."""
     from ..io.predictions import write_predictions
     from ..io.spectra import read_catalog, read_spectra
     bands = tuple(b.strip() for b in str(a.bands).split(",") if b.strip())
@@ -630,11 +739,12 @@ def fit_templates_from_args(a) -> Table:
             raise InputError("--split", "no row has this SPLIT", value=a.split, allowed="train, val, test")
     spectra = read_spectra(a.spectra, bands=bands, rows=rows)
     tab = fit_templates(spectra, bands=bands, zmin=a.zmin, zmax=a.zmax, dlnz=a.dz,
-                        workers=getattr(a, "workers", 1) or 1, progress=not getattr(a, "no_progress", False))
-    header = {k: tab.meta[k] for k in ("METHOD", "TPLFILE", "ZMIN", "ZMAX", "DLNZ", "BANDS")}
+                        workers=getattr(a, "workers", 1) or 1, progress=not getattr(a, "no_progress", False),
+                        lsf=getattr(a, "lsf", "point") or "point")
+    header = {k: tab.meta[k] for k in ("METHOD", "TPLFILE", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")}
     write_predictions(a.out, tab, header=header)
     return tab
 
 
 __all__ = ["fit_templates", "fit_templates_from_args", "TemplateModel", "template_model_for", "load_templates",
-           "lsf_sigma_aa", "DEFAULT_DLNZ", "ZWARN_AMBIGUOUS", "ZWARN_EDGE", "ZWARN_FEW_PIXELS", "MIN_VALID_PIX"]
+           "lsf_sigma_aa", "galaxy_lsf_sigma_pix", "sersic_width_factor_table", "LSF_BIN_RATIO", "LSF_MAX_BINS", "DEFAULT_DLNZ", "ZWARN_AMBIGUOUS", "ZWARN_EDGE", "ZWARN_FEW_PIXELS", "MIN_VALID_PIX"]
