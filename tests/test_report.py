@@ -31,7 +31,8 @@ def make_data(seed: int = 0):
     sig = 0.002 * (1 + z) / np.sqrt(snr)
     cnn_z = z + sig * rng.standard_normal(N)
     cnn_z[:8] += 0.2  # 2% catastrophic outliers
-    cnn = Table({"TARGETID": tid, "Z": cnn_z, "ZERR": np.full(N, 0.01), "ZWARN": np.zeros(N, np.int32)})
+    cnn = Table({"TARGETID": tid, "Z": cnn_z, "ZERR": np.full(N, 0.01), "ZERR_UNCAL": np.full(N, 0.01),
+                 "ZWARN": np.zeros(N, np.int32)})
     bnn_z = z + sig * rng.standard_normal(N)
     bnn = Table({"TARGETID": tid[::-1], "Z": bnn_z[::-1], "ZERR": sig[::-1], "ZERR_UNCAL": 0.5 * sig[::-1],
                  "ZERR_EPISTEMIC": 0.3 * sig[::-1], "ZERR_ALEATORIC": 0.9 * sig[::-1],
@@ -75,6 +76,7 @@ def test_metrics_json_per_method_and_headline(report, data):
     assert cnn["sigma_nmad"] == pytest.approx(metrics.sigma_nmad(methods["CNN"]["Z"], truth["Z"]))
     assert cnn["eta"] == pytest.approx(0.02)
     assert on_disk["sigma_nmad"] == cnn["sigma_nmad"]
+    assert "uncalibrated" not in cnn  # ZERR_UNCAL == ZERR: no calibration step to show
     bnn = on_disk["methods"]["BNN"]  # rows reversed: matching on TARGETID must undo that
     zb = np.asarray(methods["BNN"]["Z"])[::-1]
     assert bnn["sigma_nmad"] == pytest.approx(metrics.sigma_nmad(zb, truth["Z"]))

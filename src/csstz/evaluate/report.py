@@ -157,6 +157,8 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
         snr = np.where(np.isfinite(snr), snr, -1.0)
     if not good.any():
         raise InputError("Z", f"no finite prediction in {label}")
+    if zerr_uncal is not None and zerr is not None and np.allclose(zerr_uncal[good], zerr[good], equal_nan=True):
+        zerr_uncal = None  # no calibration step (e.g. the CNN): nothing "before" to show
     sel = lambda a: None if a is None else a[good]  # noqa: E731
     arrays = MethodArrays(label, z_true[good], z[good], sel(zerr) if has_err else None, sel(zerr_uncal), sel(snr))
     entry = {"label": label, "n_total": len(pred), "n_failed": int((~good).sum()),
