@@ -47,6 +47,25 @@ def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
             "file_mib": round(size / 2 ** 20, 2)}
 
 
+def stage_costs(n: int = 300) -> dict:
+    """Single-core cost per galaxy of the population draw and of the simulator (in this process)."""
+    import numpy as np
+
+    from csstz.population.embedded import get_population
+    from csstz.simulate.api import simulate_arrays
+
+    pop = get_population()
+    pop.draw(0, np.arange(5))
+    t0 = time.perf_counter()
+    ch = pop.draw(0, np.arange(1000, 1000 + n))
+    t1 = time.perf_counter()
+    c = ch.columns
+    simulate_arrays(ch.wave_aa, ch.flux_flam17, c["TARGETID"], c["SHAPE_R"], c["SERSIC"], c["BA"], c["PA"], seed=0)
+    t2 = time.perf_counter()
+    return {"n": n, "population_ms_per_galaxy": round(1e3 * (t1 - t0) / n, 3),
+            "simulate_ms_per_galaxy": round(1e3 * (t2 - t1) / n, 3)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n", type=int, nargs="+", default=[500, 1500])
@@ -55,10 +74,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "build.json"))
     a = p.parse_args(argv)
     runs = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.n:
             runs.append(run_one(n, a.workers, a.chunk, Path(tmp)))
             print(json.dumps(runs[-1]))
+    costs = stage_costs()
+    print(json.dumps(costs))
     # throughput net of start-up: slope between the smallest and largest N
     if len(runs) >= 2:
         dn = runs[-1]["n"] - runs[0]["n"]
@@ -68,7 +90,9 @@ def main(argv=None) -> int:
         marginal = None
     res = {"benchmark": "csstz build (embedded population, GU+GV+GI)", "cpu_count": os.cpu_count(),
            "machine": platform.machine(), "python": platform.python_version(), "runs": runs,
-           "marginal_galaxies_per_s": marginal, "target_galaxies_per_s": 300,
+           "marginal_galaxies_per_s": marginal,
+           "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)], "target_galaxies_per_s": 300,
+           "single_core_stage_costs": costs,
            "note": "machine shared with other jobs while measuring; wall time includes start-up "
                    "(imports, Dask cluster, population tables)"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
