@@ -11,6 +11,7 @@ from scipy.optimize import nnls
 from csstz.errors import InputError
 from csstz.evaluate import templates as T
 from csstz.evaluate.metrics import coverage, sigma_nmad
+from csstz.evaluate.nnls import nnls_enumerate
 from csstz.instrument import load_instrument
 from csstz.io.spectra import BandSpectra, SpectraSet, write_spectra
 
@@ -117,7 +118,7 @@ def test_nnls_enumeration_is_exact():
     y = rng.standard_normal((M, P))
     A = np.einsum("mpk,mpl->mkl", X, X)
     b = np.einsum("mpk,mp->mk", X, y)
-    chi2, coeff = T._nnls_enumerate(A, b, np.einsum("mp,mp->m", y, y))
+    chi2, coeff = nnls_enumerate(A, b, np.einsum("mp,mp->m", y, y))
     for i in range(M):
         c_ref, r_ref = nnls(X[i], y[i])
         assert chi2[i] == pytest.approx(r_ref ** 2, rel=1e-8, abs=1e-10)

@@ -46,31 +46,23 @@ minimum; elsewhere the curve holds the lower bound, which is then above
 """
 from __future__ import annotations
 
-import itertools
 import math
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
-from scipy import sparse
 
-from ..errors import FileFormatError, InputError
+from ..errors import InputError
 from ..instrument import Instrument, load_instrument, parse_instrument
 from ..io.spectra import SpectraSet
+from .nnls import chol_solve, nnls_enumerate, ridge
+from .template_basis import (galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix,
+                             sersic_width_factor_table)
 
-#: Package and path of the kcorrect NMF template basis (Blanton & Roweis 2007, AJ 133, 734).
-TEMPLATE_PACKAGE = "kcorrect"
-TEMPLATE_RELPATH = ("data", "templates", "kcorrect-default-v4.fits")
-#: Default grid step in ln(1+z): ~1/4 of a GV/GI pixel (6/5000 ~ 9.7/8300 ~ 1.2e-3 in ln(lambda)),
-#: so that the parabolic refinement reaches ~1e-4 (1+z) on noiseless spectra (tests).
+#: Default grid step in ln(1+z): ~1/2 of a GV/GI pixel (6/5000 ~ 9.7/8300 ~ 1.2e-3 in ln(lambda)),
+#: so that the parabolic refinement reaches ~1e-5 (1+z) on noiseless spectra (tests: < 1e-4).
 DEFAULT_DLNZ = 5.0e-4
-#: Fine sub-samples per band pixel used to render the redshifted templates before the LSF.
-N_SUB = 4
-#: The LSF kernel is cut at this many Gaussian sigmas beyond the pixel box.
-LSF_CUT_SIGMA = 5.0
 #: Fewest usable pixels for a fit (set ZWARN bit 4 below this).
 MIN_VALID_PIX = 20
 #: A second local minimum counts as ambiguous beyond this |dz|/(1+z) and below this Delta chi2.
@@ -81,94 +73,6 @@ ZWARN_EDGE = 2
 ZWARN_FEW_PIXELS = 4
 #: Galaxies per block of the matrix products (memory ~ block x grid x 20 x 8 bytes).
 GALAXY_BLOCK = 32
-
-
-# --- templates and line-spread function --------------------------------------------------------
-@lru_cache(maxsize=2)
-def load_templates(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The kcorrect NMF basis, each template scaled to unit mean flux over 1500-11000 A rest.
-
-    Parameters
-    ----------
-    path : str, optional
-        Template FITS file with HDU ``FLUX`` (columns ``wave`` (W,) and ``flux`` (K, W));
-        default: ``kcorrect/data/templates/kcorrect-default-v4.fits`` of the installed package.
-
-    Returns
-    -------
-    wave_rest_aa : ndarray, shape (W,)
-        Rest-frame wavelength [A], increasing.
-    flux : ndarray, shape (K, W)
-        Rest-frame f_lambda of each template (arbitrary unit; only shapes matter).
-
-    Raises
-    ------
-    FileFormatError
-        Missing file or unexpected layout.
-    """
-    if path is None:
-        path = str(resources.files(TEMPLATE_PACKAGE).joinpath(*TEMPLATE_RELPATH))
-    try:
-        with fits.open(path) as hdul:
-            data = hdul["FLUX"].data
-            wave = np.asarray(data["wave"][0], np.float64).ravel()
-            flux = np.asarray(data["flux"][0], np.float64)
-    except (OSError, KeyError) as exc:
-        raise FileFormatError(str(path), f"not a kcorrect template file ({exc})") from None
-    flux = flux.reshape(-1, wave.size)
-    if not (np.all(np.diff(wave) > 0) and np.all(np.isfinite(flux))):
-        raise FileFormatError(str(path), "template wavelengths must increase and fluxes be finite")
-    sel = (wave > 1500.0) & (wave < 11000.0)
-    return wave, flux / flux[:, sel].mean(axis=1, keepdims=True)
-
-
-def lsf_sigma_aa(instrument: Instrument, band: str) -> float:
-    """Gaussian sigma of the point-source line-spread function in band ``band`` [A].
-
-    PSF sigma in pixels (FWHM 0.3" / 2.355 / 0.074"/px = 1.72 px, arXiv:2407.13991
-    sec. 2.1) times the band's dispersion [A/pixel] (instrument file).
-    """
-    return instrument.psf_sigma_pix * instrument.band(band).dispersion_aa_per_pix
-
-
-def _norm_cdf(x):
-    from scipy.special import ndtr
-    return ndtr(x)
-
-
-def _resolution_matrix(wave_aa: np.ndarray, sigma_aa: float) -> tuple[np.ndarray, sparse.csr_matrix]:
-    """Fine grid and the sparse matrix taking a spectrum sampled on it to pixel values.
-
-    Pixel value = mean over the pixel (width from the pixel-centre spacing) of the
-    spectrum convolved with a Gaussian of sigma ``sigma_aa``; the combined kernel
-    ``[Phi((x + w/2)/s) - Phi((x - w/2)/s)] / w`` is exact for that convolution.
-
-    Returns
-    -------
-    fine_aa : ndarray, shape (F,)
-        Uniform fine grid [A] (step = smallest pixel width / N_SUB).
-    R : csr_matrix, shape (F, P)
-        Weights (each column sums to 1).
-    """
-    width = np.gradient(wave_aa)
-    step = float(width.min()) / N_SUB
-    reach = 0.5 * float(width.max()) + LSF_CUT_SIGMA * sigma_aa
-    n_lo = int(math.ceil(reach / step)) + 1
-    fine = wave_aa[0] + step * np.arange(-n_lo, int(math.ceil((wave_aa[-1] - wave_aa[0] + reach) / step)) + 2)
-    half = int(math.ceil(reach / step))
-    rows, cols, vals = [], [], []
-    for p, (centre, w) in enumerate(zip(wave_aa, width)):
-        j0 = int(round((centre - fine[0]) / step))
-        j = np.arange(j0 - half - 1, j0 + half + 2)
-        x = fine[j] - centre
-        k = (_norm_cdf((x + 0.5 * w) / sigma_aa) - _norm_cdf((x - 0.5 * w) / sigma_aa))
-        k /= k.sum()
-        rows.append(j)
-        cols.append(np.full(j.size, p))
-        vals.append(k)
-    R = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(fine.size, wave_aa.size))
-    return fine, R
 
 
 # --- the model grid ----------------------------------------------------------------------------
@@ -219,7 +123,7 @@ class TemplateModel:
             if not (math.isfinite(s) and s > 0):
                 raise InputError(f"{b}.lsf_sigma_aa", "must be > 0", value=s)
             self.wave_by_band[b] = w
-            self._fine[b], self._R[b] = _resolution_matrix(w, s)
+            self._fine[b], self._R[b] = resolution_matrix(w, s)
         self.template_wave_aa, self.template_flux = load_templates(template_path)
         n = int(math.ceil((math.log1p(zmax) - math.log1p(zmin)) / dlnz - 1e-9))
         self.lnz = np.linspace(math.log1p(zmin), math.log1p(zmax), n + 1)
@@ -324,7 +228,7 @@ class TemplateModel:
         f = np.where(finite, flux, 0.0)
         A, b, fwf = self._normal_equations(f, wgt)
         nz = self.z.size
-        chi2, _ = _nnls_enumerate(A.reshape(-1, *A.shape[2:]), b.reshape(-1, b.shape[-1]),
+        chi2, _ = nnls_enumerate(A.reshape(-1, *A.shape[2:]), b.reshape(-1, b.shape[-1]),
                                   np.repeat(fwf, nz))
         return chi2.reshape(-1, nz)
 
@@ -346,7 +250,7 @@ class TemplateModel:
         A, b, fwf = self._normal_equations(f, wgt)
         # lower bound: unconstrained least squares at every grid point
         Af, bf = A.reshape(-1, K, K), b.reshape(-1, K)
-        c_free = _chol_solve(_ridge(Af), bf)
+        c_free = chol_solve(ridge(Af), bf)
         lower = np.repeat(fwf, nz) - np.einsum("mk,mk->m", bf, np.nan_to_num(c_free, nan=0.0))
         feasible = np.all(c_free >= 0, axis=1)  # NaN -> False
         chi2 = lower.reshape(G, nz).copy()
@@ -354,11 +258,11 @@ class TemplateModel:
         # exact NNLS at each galaxy's unconstrained minimum -> upper bound U on the NNLS minimum
         i_low = np.argmin(chi2, axis=1)
         idx = np.arange(G) * nz + i_low
-        u_chi2, _ = _nnls_enumerate(Af[idx], bf[idx], fwf)
+        u_chi2, _ = nnls_enumerate(Af[idx], bf[idx], fwf)
         need = (~feasible.reshape(G, nz)) & (chi2 < (u_chi2 + SECOND_MIN_DCHI2 + 1e-6)[:, None])
         flat_need = np.flatnonzero(need.ravel())
         if flat_need.size:
-            c2, cc = _nnls_enumerate(Af[flat_need], bf[flat_need], np.repeat(fwf, nz)[flat_need])
+            c2, cc = nnls_enumerate(Af[flat_need], bf[flat_need], np.repeat(fwf, nz)[flat_need])
             chi2.ravel()[flat_need] = c2
             coeff_at.reshape(-1, K)[flat_need] = cc
         for g in range(G):
@@ -411,76 +315,6 @@ class TemplateModel:
         out["coeff"][row] = coeff[i]
 
 
-# --- batched small solvers ---------------------------------------------------------------------
-def _ridge(A: np.ndarray) -> np.ndarray:
-    """A + 1e-12 mean(diag A) I: keeps Cholesky defined for (nearly) degenerate templates."""
-    K = A.shape[-1]
-    d = np.trace(A, axis1=-2, axis2=-1) / K
-    return A + (1e-12 * d)[:, None, None] * np.eye(K)
-
-
-def _chol_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve many small SPD systems A x = b; A (M, s, s), b (M, s) -> x (M, s) (NaN where not SPD).
-
-    Plain Cholesky written over the batch axis (numpy's per-matrix LAPACK calls are
-    ~6x slower for s <= 5).
-    """
-    s = A.shape[-1]
-    At = np.moveaxis(A, 0, -1)  # (s, s, M)
-    bt = b.T
-    L = [[None] * s for _ in range(s)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for j in range(s):
-            d = At[j, j] - sum(L[j][k] ** 2 for k in range(j))
-            L[j][j] = np.sqrt(np.where(d > 0, d, np.nan))
-            for i in range(j + 1, s):
-                L[i][j] = (At[i, j] - sum(L[i][k] * L[j][k] for k in range(j))) / L[j][j]
-        y = [None] * s
-        for i in range(s):
-            y[i] = (bt[i] - sum(L[i][k] * y[k] for k in range(i))) / L[i][i]
-        x = [None] * s
-        for i in reversed(range(s)):
-            x[i] = (y[i] - sum(L[k][i] * x[k] for k in range(i + 1, s))) / L[i][i]
-    return np.stack(x, axis=1)
-
-
-@lru_cache(maxsize=8)
-def _supports(K: int) -> tuple:
-    return tuple(list(S) for s in range(1, K + 1) for S in itertools.combinations(range(K), s))
-
-
-def _nnls_enumerate(A: np.ndarray, b: np.ndarray, fwf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact NNLS of many K-template problems by enumerating supports.
-
-    For ``chi2(c) = fwf - 2 b.c + c.A.c`` with ``c >= 0``: the optimum is the
-    unconstrained optimum on its own support, so it is the lowest chi2 among the
-    supports whose restricted solution is non-negative (the empty support, c = 0,
-    is always allowed).
-
-    Parameters
-    ----------
-    A : (M, K, K), b : (M, K), fwf : (M,)
-
-    Returns
-    -------
-    chi2 : (M,), coeff : (M, K)
-    """
-    M, K = b.shape
-    best = np.asarray(fwf, np.float64).copy()
-    coeff = np.zeros((M, K))
-    A = _ridge(A)
-    for S in _supports(K):
-        c = _chol_solve(A[:, S][:, :, S], b[:, S])
-        ok = np.all(c >= 0, axis=1)
-        val = fwf - np.einsum("ms,ms->m", b[:, S], np.nan_to_num(c))
-        better = ok & (val < best)
-        if better.any():
-            best[better] = val[better]
-            coeff[better] = 0.0
-            coeff[np.ix_(np.flatnonzero(better), S)] = c[better]
-    return best, coeff
-
-
 # --- public entry points -----------------------------------------------------------------------
 def _instrument_for(spectra: SpectraSet, instrument) -> Instrument:
     if isinstance(instrument, Instrument):
@@ -523,68 +357,6 @@ def _worker_init(key):
 def _worker_fit(args):
     flux, err = args
     return _cached_model(*_WORKER_KEY).fit(flux, err)
-
-
-@lru_cache(maxsize=4)
-def sersic_width_factor_table(truncation_hlr: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian-equivalent sigma of a Sersic profile projected on one axis, in half-light radii.
-
-    For a circular Sersic profile of half-light radius 1, truncated at ``truncation_hlr``
-    (as rendered by the simulator, instrument ``rendering.sersic_truncation_hlr``), the
-    light projected on the dispersion axis has an interquartile range IQR; the returned
-    factor is IQR / 1.349 (the sigma of a Gaussian with the same IQR). Computed
-    numerically on a 1201 x 1201 grid.
-
-    Returns
-    -------
-    n : ndarray, shape (M,)
-        Sersic indices 0.3-6.2.
-    factor : ndarray, shape (M,)
-    """
-    from scipy.special import gammaincinv
-    n_grid = np.array([0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.2])
-    x = np.linspace(-truncation_hlr, truncation_hlr, 1201)
-    r = np.hypot(x[:, None], x[None, :])
-    out = []
-    for n in n_grid:
-        b_n = gammaincinv(2.0 * n, 0.5)  # I(r) = exp(-b_n r^(1/n)) encloses half the light at r = 1
-        img = np.where(r <= truncation_hlr, np.exp(-b_n * r ** (1.0 / n)), 0.0)
-        cdf = np.cumsum(img.sum(axis=0))
-        cdf /= cdf[-1]
-        q1, q3 = np.interp([0.25, 0.75], cdf, x)
-        out.append((q3 - q1) / 1.349)
-    return n_grid, np.array(out)
-
-
-def galaxy_lsf_sigma_pix(instrument: Instrument, shape_r_arcsec, sersic, ba, pa_deg) -> np.ndarray:
-    """Gaussian-equivalent line-spread sigma of extended galaxies [pixels].
-
-    sigma^2 = sigma_PSF^2 + (r_e * p * k(n) / pixel scale)^2, with r_e = SHAPE_R (half-light
-    radius of the major axis) [arcsec], p = sqrt(cos^2 PA + (b/a)^2 sin^2 PA) the projection of
-    the ellipse on the dispersion axis (PA from that axis), and k(n) from
-    :func:`sersic_width_factor_table` (0.83 for n = 1, 0.63 for n = 4). SHAPE_R = 0 is a point source.
-
-    Parameters
-    ----------
-    shape_r_arcsec, sersic, ba, pa_deg : array_like, shape (N,)
-
-    Returns
-    -------
-    ndarray, shape (N,)
-    """
-    r = np.asarray(shape_r_arcsec, np.float64)
-    n = np.asarray(sersic, np.float64)
-    q = np.asarray(ba, np.float64)
-    pa = np.deg2rad(np.asarray(pa_deg, np.float64))
-    for name, v in (("SHAPE_R", r), ("SERSIC", n), ("BA", q), ("PA", pa)):
-        if v.shape != r.shape or not np.all(np.isfinite(v)):
-            raise InputError(name, "must be finite and one value per source")
-    if np.any(r < 0) or np.any((q <= 0) | (q > 1)):
-        raise InputError("SHAPE_R/BA", "need SHAPE_R >= 0 and 0 < BA <= 1")
-    n_grid, k = sersic_width_factor_table(float(instrument.sersic_truncation_hlr))
-    proj = np.sqrt(np.cos(pa) ** 2 + (q * np.sin(pa)) ** 2)
-    sig_gal = r * proj * np.interp(n, n_grid, k) / instrument.pixel_scale_arcsec
-    return np.sqrt(instrument.psf_sigma_pix ** 2 + sig_gal ** 2)
 
 
 #: Morphology-aware LSF: galaxies are grouped in bins of LSF sigma whose edges grow by this
@@ -747,4 +519,5 @@ def fit_templates_from_args(a) -> Table:
 
 
 __all__ = ["fit_templates", "fit_templates_from_args", "TemplateModel", "template_model_for", "load_templates",
-           "lsf_sigma_aa", "galaxy_lsf_sigma_pix", "sersic_width_factor_table", "LSF_BIN_RATIO", "LSF_MAX_BINS", "DEFAULT_DLNZ", "ZWARN_AMBIGUOUS", "ZWARN_EDGE", "ZWARN_FEW_PIXELS", "MIN_VALID_PIX"]
+           "lsf_sigma_aa", "galaxy_lsf_sigma_pix", "sersic_width_factor_table", "LSF_BIN_RATIO", "LSF_MAX_BINS",
+           "DEFAULT_DLNZ", "ZWARN_AMBIGUOUS", "ZWARN_EDGE", "ZWARN_FEW_PIXELS", "MIN_VALID_PIX"]
