@@ -15,7 +15,6 @@ catalogue TARGETID.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
