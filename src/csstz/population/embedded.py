@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.integrate import trapezoid
 
 from ..errors import InputError
 from ..rng import STREAM_POPULATION, galaxy_rng
@@ -125,13 +126,13 @@ class EmbeddedPopulation:
         wave = np.arange(lo, hi + 5.0, 5.0)
         tp = band.throughput(wave)
         # photon-weighted band average of f_nu: int f_lam T lam dlam / int f_lam^AB T lam dlam
-        norm = np.trapezoid(AB_FNU_CGS * C_AA_PER_S / wave ** 2 * tp * wave, wave)
+        norm = trapezoid(AB_FNU_CGS * C_AA_PER_S / wave ** 2 * tp * wave, wave)
         opz = 1.0 + self.z_grid[:, None]
         rest = wave[None, :] / opz                                    # (Nz, W)
         out = np.empty((len(self.z_grid), self.rest_flux.shape[0]))
         for k in range(self.rest_flux.shape[0]):
             f = np.interp(rest, self.rest_wave_aa, self.rest_flux[k]) / opz
-            out[:, k] = np.trapezoid(f * (tp * wave)[None, :], wave, axis=1) / norm
+            out[:, k] = trapezoid(f * (tp * wave)[None, :], wave, axis=1) / norm
         return out
 
     def _interp_z(self, table: np.ndarray, z: float) -> np.ndarray:
