@@ -175,3 +175,36 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
                           capture_output=True, timeout=120)
     assert shot.is_file(), proc.stderr.decode(errors="replace")[-2000:]
     assert shot.read_bytes()[:8] == PNG_MAGIC and shot.stat().st_size > 5000
+
+
+def test_method_without_uncertainties_or_snr(data, tmp_path):
+    truth, methods = data
+    bare = Table({"TARGETID": methods["CNN"]["TARGETID"], "Z": methods["CNN"]["Z"]})
+    res = write_report(tmp_path, {"bare": bare}, Table({"TARGETID": truth["TARGETID"], "Z": truth["Z"]}))
+    assert res["ebar"] is None and res["coverage_68"] is None and res["by_snr_gi"] == []
+    assert res["sigma_nmad"] == pytest.approx(metrics.sigma_nmad(bare["Z"], truth["Z"]))
+    for name, _ in FIGURES:
+        assert (tmp_path / name).is_file()
+
+
+def test_html_is_well_formed(report):
+    from html.parser import HTMLParser
+    out, _ = report
+    void = {"meta", "img", "br", "hr", "link", "input"}
+
+    class Check(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in void:
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:])
+            self.stack.pop()
+
+    parser = Check()
+    parser.feed((out / "report.html").read_text())
+    assert parser.stack == []

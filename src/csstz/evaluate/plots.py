@@ -85,9 +85,12 @@ def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:
     lo, hi = _zrange(methods)
     grid = np.linspace(lo, hi, 2)
     for ax, m in zip(axes[0], methods):
-        colour = _log_snr(m.snr_gi) if m.snr_gi is not None else None
-        sc = ax.scatter(m.z_true, m.z_pred, c=colour, s=3, cmap="viridis", alpha=0.7, lw=0,
-                        vmin=-1 if colour is not None else None, vmax=1.5 if colour is not None else None)
+        if m.snr_gi is not None:
+            sc = ax.scatter(m.z_true, m.z_pred, c=_log_snr(m.snr_gi), s=3, cmap="viridis", alpha=0.7, lw=0,
+                            vmin=-1.0, vmax=1.5)
+            fig.colorbar(sc, ax=ax, label="log10 SNR (GI)")
+        else:
+            ax.scatter(m.z_true, m.z_pred, s=3, color=COLOURS[0], alpha=0.7, lw=0)
         ax.plot(grid, grid, "k-", lw=0.8)
         for s in (-1, 1):
             ax.plot(grid, grid + s * 0.02 * (1 + grid), "k--", lw=0.6)
@@ -95,8 +98,6 @@ def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:
                title=f"{m.label}: $\\sigma_{{NMAD}}$={metrics.sigma_nmad(m.z_pred, m.z_true):.5f}, "
                      f"$\\eta$={100 * metrics.outlier_fraction(m.z_pred, m.z_true):.2f}%")
         ax.title.set_fontsize(9)
-        if colour is not None:
-            fig.colorbar(sc, ax=ax, label="log10 SNR (GI)")
     return _save(fig, path)
 
 
@@ -143,7 +144,10 @@ def _metric_panels(methods, path, by_attr: str, edges, xlabel: str, logx: bool) 
     for ax in axes[0]:
         if logx:
             ax.set_xscale("log")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no data (no SNR_GI column?)", ha="center", va="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
     return _save(fig, path)
 
