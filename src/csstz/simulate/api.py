@@ -98,9 +98,9 @@ def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: flo
     for name in bands:
         band = instrument.band(name)
         dep = deposit_counts(wave_aa, dens, band, pad, instrument.oversample_x)
-        expected = disperse(stamp, dep)
+        expected = disperse(stamp, dep) if save_2d else None
         cols = slice(pad, pad + band.n_pix)
-        img = expected[rows, cols]
+        img = expected[rows, cols] if save_2d else disperse(stamp, dep, rows)[:, cols]
         if not noiseless:
             img = add_noise(img, band, instrument, galaxy_rng(seed, targetid, band_stream(name)), noise_mode)
         f_e, err_e = optimal_extract(img, prof_y, background_variance_e2(band, instrument))

@@ -111,7 +111,7 @@ def deposit_counts(wave_aa: np.ndarray, dens_e_per_aa: np.ndarray, band: Band, p
     return out.reshape(width, k)
 
 
-def disperse(stamp: Stamp, deposit: np.ndarray) -> np.ndarray:
+def disperse(stamp: Stamp, deposit: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
     """The noiseless first-order image: profile convolved with the deposited counts.
 
     Parameters
@@ -120,10 +120,12 @@ def disperse(stamp: Stamp, deposit: np.ndarray) -> np.ndarray:
         Flux-normalised pixel-integrated profile, shape (ny, 2h+1).
     deposit : ndarray, shape (W, k)
         Counts per sub-bin from :func:`deposit_counts`.
+    rows : slice
+        Rows of the stamp to compute (default all).
 
     Returns
     -------
-    ndarray, shape (ny, W)
+    ndarray, shape (len(rows), W)
         Expected electrons per pixel (all exposures), >= 0.
     """
     width, k = deposit.shape
@@ -135,9 +137,10 @@ def disperse(stamp: Stamp, deposit: np.ndarray) -> np.ndarray:
     dep_hat = sp_fft.rfft(deposit, n=nfft, axis=0)  # (nf, k)
     phase = np.exp(-2j * np.pi * freq[:, None] * shifts[None, :])
     spec_hat = (dep_hat * phase).sum(axis=1)  # (nf,)
-    kernel = np.zeros((stamp.image.shape[0], nfft))
-    kernel[:, : half + 1] = stamp.image[:, half:]
-    kernel[:, nfft - half:] = stamp.image[:, :half]
+    prof = stamp.image[rows]
+    kernel = np.zeros((prof.shape[0], nfft))
+    kernel[:, : half + 1] = prof[:, half:]
+    kernel[:, nfft - half:] = prof[:, :half]
     img = sp_fft.irfft(sp_fft.rfft(kernel, axis=1) * spec_hat[None, :], n=nfft, axis=1)[:, :width]
     np.maximum(img, 0.0, out=img)  # Fourier ringing is ~1e-7 of the peak; counts cannot be negative
     return img
