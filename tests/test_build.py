@@ -17,7 +17,7 @@ import pytest
 from csstz.cli import main
 from csstz.errors import FileFormatError, InputError
 from csstz.io.spectra import read_attrs, read_catalog, read_spectra
-from csstz.population.build import build_dataset
+from csstz.build import build_dataset
 
 
 def sha(path) -> str:

@@ -18,7 +18,7 @@ def _check_report(out):
     html = report.read_text()
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     for fig in PAPER_FIGURES:
-        assert re.search(rf"{fig}[_.]", " ".join(metrics["figures"])), (fig, metrics["figures"])
+        assert re.search(rf"fig0?{fig[3:]}[_.]", " ".join(metrics["figures"])), (fig, metrics["figures"])
     assert html.count("data:image/png;base64,") >= len(PAPER_FIGURES)
     assert "http://" not in html and "https://" not in html.replace("https://arxiv.org", "")  # opens offline
     assert set(metrics["methods"]) == {"CNN", "BNN", "templates"}

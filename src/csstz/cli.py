@@ -100,7 +100,7 @@ def _add_build(sub):
 
 
 def _run_build(a) -> int:
-    from .population.build import build_from_args
+    from .build import build_from_args
     build_from_args(a)
     print(f"wrote {a.out}")
     return 0

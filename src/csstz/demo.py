@@ -90,7 +90,7 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: in
     from .evaluate.templates import fit_templates
     from .io.predictions import read_predictions, write_predictions
     from .io.spectra import read_catalog, read_spectra
-    from .population.build import build_dataset
+    from .build import build_dataset
     from .population.figures import plot_dataset_figures
     from .predict import predict_file
     from .train.config import TrainConfig

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import InputError
+from . import __version__
+from .errors import InputError
 
 SOURCES = ("embedded", "desi", "boss")
 #: Columns of the build catalogue common to all sources, in file order.
@@ -38,7 +38,7 @@ _WORKER_CACHE: dict = {}
 
 # --- one chunk (runs on a worker) ------------------------------------------------------------------
 def _instrument(yaml_text: str):
-    from ..instrument import parse_instrument
+    from .instrument import parse_instrument
     key = ("instrument", hashlib.sha256(yaml_text.encode()).hexdigest())
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = parse_instrument(yaml_text, "<build instrument>")
@@ -46,7 +46,7 @@ def _instrument(yaml_text: str):
 
 
 def _embedded_population(yaml_text: str, mag_limit_gi: float):
-    from .embedded import EmbeddedPopulation
+    from .population.embedded import EmbeddedPopulation
     key = ("population", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi))
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = EmbeddedPopulation(_instrument(yaml_text), mag_limit_gi=mag_limit_gi)
@@ -80,7 +80,7 @@ def make_chunk(job: dict):
     bands : dict of str -> BandSpectra
     catalog : structured ndarray, shape (stop - start,)
     """
-    from ..simulate.api import simulate_arrays
+    from .simulate.api import simulate_arrays
 
     inst = _instrument(job["instrument_yaml"])
     seed = int(job["seed"])
@@ -90,7 +90,7 @@ def make_chunk(job: dict):
         cols, wave, flux = chunk.columns, chunk.wave_aa, chunk.flux_flam17
         extra = EMBEDDED_COLUMNS
     else:
-        from .redrock import redrock_sed_flam17
+        from .population.redrock import redrock_sed_flam17
         cols = job["rows"]
         wave, flux = redrock_sed_flam17(job["templates"], cols["Z"], cols["COEFF"])
         extra = REAL_COLUMNS
@@ -158,9 +158,9 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
     FileFormatError
         Unreadable inputs, or a partial build that cannot be resumed.
     """
-    from ..instrument import load_instrument
-    from ..io.dataset_writer import ChunkedDatasetWriter
-    from .embedded import MAG_LIMIT_GI, get_population_description
+    from .instrument import load_instrument
+    from .io.dataset_writer import ChunkedDatasetWriter
+    from .population.embedded import MAG_LIMIT_GI, get_population_description
 
     for name, val, lo in (("--n", n, 1), ("--chunk", chunk, 1), ("--workers", workers, 1), ("--seed", seed, 0)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
@@ -181,7 +181,7 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
         fingerprint["mag_limit_gi"] = mag_limit
         population = get_population_description(mag_limit)
     else:
-        from .desi import load_real_sources
+        from .population.desi import load_real_sources
         zcat, sweep, templates = (source_kwargs.get(k) for k in ("zcat", "sweep", "templates"))
         for name, val in (("--zcat", zcat), ("--sweep", sweep), ("--templates", templates)):
             if not val:
@@ -226,7 +226,7 @@ def _run_jobs(jobs: list, workers: int, scheduler: str | None):
         return
     from distributed import as_completed
 
-    from ..simulate.parallel import dask_client
+    from .simulate.parallel import dask_client
 
     with dask_client(workers=workers, scheduler=scheduler) as client:
         n_slots = 2 * max(workers, len(client.scheduler_info().get("workers", {})) or 1)
