@@ -42,13 +42,17 @@ ZWARN_Z_EDGE = 2
 ZWARN_EPISTEMIC = 4
 ZWARN_BAD_OUTPUT = 8
 MIN_VALID_FRAC = 0.5
-#: Rows of one head pass (samples x spectra) kept in memory at once.
+#: Rows (passes x spectra) of one head evaluation kept in memory at once.
 HEAD_ROWS = 65536
 
 
 @torch.no_grad()
 def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Head ``samples`` times on cached features.
+
+    The passes run in groups of ``HEAD_ROWS // B`` (each pass one weight draw shared by
+    the B spectra, see ``csstz.models.bayesian``); sums of mu, mu^2 and sigma^2 are kept
+    in float64.
 
     Parameters
     ----------
@@ -60,14 +64,23 @@ def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.
     -------
     z, zerr_epistemic, zerr_aleatoric : ndarray, shape (B,)
     """
-    out = [], [], []
-    chunk = max(1, HEAD_ROWS // samples)
-    for i in range(0, feats.shape[0], chunk):
-        mu, sigma = bnn.head_forward(feats[None, i:i + chunk], n_samples=samples)  # (S, b)
-        out[0].append(mu.mean(0))
-        out[1].append(mu.std(0, unbiased=False))
-        out[2].append(torch.sqrt((sigma.double() ** 2).mean(0)).float())
-    return tuple(torch.cat(o).double().numpy() for o in out)
+    n = feats.shape[0]
+    s1 = torch.zeros(n, dtype=torch.float64)
+    s2 = torch.zeros(n, dtype=torch.float64)
+    v = torch.zeros(n, dtype=torch.float64)
+    group = max(1, HEAD_ROWS // max(n, 1))
+    done = 0
+    while done < samples:
+        k = min(group, samples - done)
+        mu, sigma = bnn.head_forward(feats[None], n_samples=k)                     # (k, B)
+        mu = mu.double()
+        s1 += mu.sum(0)
+        s2 += (mu * mu).sum(0)
+        v += (sigma.double() ** 2).sum(0)
+        done += k
+    z = s1 / samples
+    epi = torch.sqrt(torch.clamp(s2 / samples - z * z, min=0.0))
+    return z.numpy(), epi.numpy(), torch.sqrt(v / samples).numpy()
 
 
 @torch.no_grad()

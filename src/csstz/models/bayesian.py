@@ -1,11 +1,17 @@
 """Bayesian dense layers: MNF (Louizos & Welling 2017), flipout (Wen et al. 2018), MC dropout.
 
-Every layer maps ``x`` of shape (B, in) -> (B, out), drawing new noise on every call, or,
-for prediction, ``x`` of shape (S, B, in) or (1, B, in) -> (S, B, out): the leading axis
-counts stochastic passes; each pass shares one weight-noise draw across the batch
-(per-example noise where the method has it: MNF's output noise, flipout's signs,
-dropout masks), and a (1, B, in) input is broadcast to ``S = n_samples`` passes without
-being copied. Each layer has ``kl()``: a (stochastic) estimate of KL(q(W) || p(W)).
+Training form: ``x`` of shape (B, in) -> (B, out) with per-example noise (MNF: local
+reparameterisation of the output; flipout: random sign flips; MC dropout: per-example
+masks), new noise on every call.
+
+Prediction form: :meth:`sample_weights` draws S whole weight matrices W_s (S, in, out)
+and biases (S, out) from the approximate posterior, one network per stochastic pass, and
+``x`` of shape (S, B, in) or (1, B, in) -> (S, B, out) applies pass s's weights to every
+spectrum of the batch (a (1, B, in) input is shared by all passes: one GEMM). For a given
+spectrum the S outputs are then S independent posterior draws, exactly as in the
+training form, but the noise costs O(S * in * out) per batch instead of O(S * B * out),
+which is what makes 200 passes affordable on a CPU.
+Each layer has ``kl()``: a (stochastic) estimate of KL(q(W) || p(W)).
 
 MNF
 ---
@@ -44,6 +50,15 @@ def _noise_shape(x: torch.Tensor, n_samples: int | None) -> tuple[int, ...]:
     if x.ndim == 3:
         return (n_samples or x.shape[0], 1)
     raise ConfigError("x", "input must be (B, in) or (S, B, in)", value=tuple(x.shape))
+
+
+def apply_sampled(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x (1|S, B, in), w (S, in, out), b (S, out) -> (S, B, out)."""
+    n_s, n_in, n_out = w.shape
+    if x.shape[0] == 1:  # one input shared by every pass: a single (B, in) x (in, S*out) GEMM
+        h = torch.addmm(b.reshape(1, n_s * n_out), x[0], w.permute(1, 0, 2).reshape(n_in, n_s * n_out))
+        return h.reshape(x.shape[1], n_s, n_out).transpose(0, 1)
+    return torch.baddbmm(b[:, None, :], x, w)
 
 
 class MaskedCoupling(nn.Module):
@@ -134,8 +149,19 @@ class MNFLinear(nn.Module):
         zk, logdet = self.q_flow(z0)
         return zk, logq0 - logdet
 
+    def sample_weights(self, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """W ~ q(W) = q(W|z) q(z): (S, in, out) and bias (S, out)."""
+        z, _ = self.sample_z((n_samples,))                                         # (S, in)
+        w = z[:, :, None] * self.w_mu + torch.exp(0.5 * self.w_logvar) * torch.randn(
+            n_samples, *self.w_mu.shape, device=z.device, dtype=z.dtype)
+        b = self.b_mu + torch.exp(0.5 * self.b_logvar) * torch.randn(n_samples, self.out_features,
+                                                                      device=z.device, dtype=z.dtype)
+        return w, b
+
     def forward(self, x: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
-        # x (B, in) -> (B, out); x (S|1, B, in) -> (S, B, out)
+        # x (B, in) -> (B, out): local reparameterisation; x (S|1, B, in) -> (S, B, out): sampled weights
+        if x.ndim == 3:
+            return apply_sampled(x, *self.sample_weights(_noise_shape(x, n_samples)[0]))
         z, _ = self.sample_z(_noise_shape(x, n_samples))
         mean = (x * z) @ self.w_mu + self.b_mu
         var = (x * x) @ self.w_logvar.exp() + self.b_logvar.exp()
@@ -176,20 +202,23 @@ class FlipoutLinear(nn.Module):
         self.w_rho = nn.Parameter(torch.full((in_features, out_features), -6.0))
         self.b = nn.Parameter(torch.zeros(out_features))
 
-    def forward(self, x: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
-        lead = _noise_shape(x, n_samples)
+    def sample_weights(self, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """W ~ q(W): (S, in, out) and the (deterministic) bias (S, out)."""
         sigma = F.softplus(self.w_rho)
-        if x.ndim == 2:
-            eps = torch.randn_like(sigma)
-            delta = sigma * eps                                  # (in, out)
-        else:
-            delta = sigma * torch.randn(lead[0], *sigma.shape, device=x.device, dtype=x.dtype)  # (S, in, out)
-        s_in = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1 if x.ndim == 2 else \
-            torch.randint(0, 2, (lead[0],) + tuple(x.shape[1:]), device=x.device).to(x.dtype) * 2 - 1
-        mean = x @ self.w_mu + self.b
+        w = self.w_mu + sigma * torch.randn(n_samples, *sigma.shape, device=sigma.device, dtype=sigma.dtype)
+        return w, self.b.expand(n_samples, -1)
+
+    def forward(self, x: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
+        # x (B, in) -> (B, out): flipout; x (S|1, B, in) -> (S, B, out): sampled weights
+        if x.ndim == 3:
+            return apply_sampled(x, *self.sample_weights(_noise_shape(x, n_samples)[0]))
+        if x.ndim != 2:
+            raise ConfigError("x", "input must be (B, in) or (S, B, in)", value=tuple(x.shape))
+        delta = F.softplus(self.w_rho) * torch.randn_like(self.w_rho)            # (in, out), shared
+        s_in = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1
         pert = (x * s_in) @ delta
         s_out = torch.randint(0, 2, pert.shape, device=x.device).to(x.dtype) * 2 - 1
-        return mean + pert * s_out
+        return x @ self.w_mu + self.b + pert * s_out
 
     def kl(self) -> torch.Tensor:
         """Closed-form KL(q(W) || N(0, prior_var)) (>= 0; bias is deterministic)."""
@@ -211,13 +240,20 @@ class MCDropoutLinear(nn.Module):
         self.p = float(p)
         self.linear = nn.Linear(in_features, out_features)
 
+    def sample_weights(self, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One thinned network per pass: W = mask * W^T / (1 - p), (S, in, out); bias (S, out)."""
+        w = self.linear.weight.t()
+        keep = torch.rand(n_samples, w.shape[0], 1, device=w.device) >= self.p
+        return keep.to(w.dtype) * w / (1.0 - self.p), self.linear.bias.expand(n_samples, -1)
+
     def forward(self, x: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
-        if x.ndim == 3 and n_samples and x.shape[0] != n_samples:
-            x = x.expand(n_samples, *x.shape[1:])
+        # x (B, in): per-example masks; x (S|1, B, in) -> (S, B, out): one mask per pass
+        if x.ndim == 3:
+            return apply_sampled(x, *self.sample_weights(_noise_shape(x, n_samples)[0]))
         return self.linear(F.dropout(x, self.p, training=True))
 
     def kl(self) -> torch.Tensor:
         return 0.5 * (1.0 - self.p) * torch.sum(self.linear.weight ** 2)
 
 
-__all__ = ["MNFLinear", "FlipoutLinear", "MCDropoutLinear", "MaskedCoupling", "CouplingFlow"]
+__all__ = ["apply_sampled", "MNFLinear", "FlipoutLinear", "MCDropoutLinear", "MaskedCoupling", "CouplingFlow"]

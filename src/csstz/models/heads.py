@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from .bayesian import FlipoutLinear, MCDropoutLinear, MNFLinear
+from .bayesian import FlipoutLinear, MCDropoutLinear, MNFLinear, apply_sampled
 
 #: Lower bound of the predicted width (authors' code: 1e-4).
 SIGMA_FLOOR = 1e-4
@@ -78,6 +78,13 @@ class BayesianHead(nn.Module):
         """(B, F) -> mu, sigma (B,); or (1|S, B, F) with ``n_samples`` -> (S, B) each."""
         h = feats
         for layer, norm in zip(self.layers, self.norms):
+            if h.ndim == 3 and not norm.training:
+                # prediction: sampled weights with the (eval) BatchNorm folded into them
+                w, b = layer.sample_weights(n_samples or h.shape[0])
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                shift = norm.bias - norm.running_mean * scale
+                h = F.leaky_relu_(apply_sampled(h, w * scale, b * scale + shift), 0.01)
+                continue
             h = layer(h, n_samples) if h.ndim == 3 else layer(h)
             shape = h.shape
             h = F.leaky_relu(norm(h.reshape(-1, shape[-1])).reshape(shape), 0.01)
