@@ -132,3 +132,17 @@ def test_bad_config(kw, field):
 def test_config_round_trip():
     cfg = TrainConfig(widths=(4,) * 8, head="flipout", bands=("GU", "GV", "GI"))
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_cli_train(dataset, tmp_path, capsys):
+    from csstz.cli import main
+    out = tmp_path / "clirun"
+    rc = main(["train", str(dataset), "--out", str(out), "--epochs", "1", "--bnn-epochs", "1", "--batch-size", "32",
+               "--widths", "4,4,8,8,8,8,16,16", "--max-train", "200", "--head", "mcdropout",
+               "--calibration", "scale", "--no-progress"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["head"] == "mcdropout" and s["calibration"]["method"] == "scale"
+    assert s["config"]["widths"] == [4, 4, 8, 8, 8, 8, 16, 16] and s["n_train"] == 200
+    rc = main(["train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "r2")])
+    assert rc == 2 and "missing.h5" in capsys.readouterr().err

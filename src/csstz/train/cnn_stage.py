@@ -6,8 +6,10 @@ best-by-validation-loss checkpoint and ``last.ckpt``, from which a killed run re
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +19,10 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ..io.torch_dataset import SpectraDataset, collate_batch
 from ..models.factory import build_cnn
+
+
+_EXPECTED_WARNINGS = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*",
+                      r".*does not have many workers.*", r".*LeafSpec.*")
 
 
 def logcosh(d: torch.Tensor) -> torch.Tensor:
@@ -82,8 +88,14 @@ def make_loaders(dataset_path, train_rows, val_rows, cfg: dict):
     return train_dl, val_dl
 
 
-def fit_stage(module: L.LightningModule, train_dl, val_dl, cfg: dict, ckpt_dir, epochs: int, name: str):
+def fit_stage(module: L.LightningModule, train_dl, val_dl, cfg: dict, ckpt_dir, epochs: int, name: str,
+              unused_parameters: bool = False):
     """Fit with Lightning; resume from ``ckpt_dir/last.ckpt`` when it exists.
+
+    With more than one device the strategy is DDP (``unused_parameters``: let DDP skip
+    parameters that do not reach the loss, e.g. MNF's auxiliary r(z|W) when the KL
+    weight is 0). Every rank runs the code after ``fit`` too; the files it writes are
+    identical and atomic.
 
     Returns
     -------
@@ -100,14 +112,19 @@ def fit_stage(module: L.LightningModule, train_dl, val_dl, cfg: dict, ckpt_dir, 
     devices = cfg.get("devices", "1")
     devices = int(devices) if str(devices).isdigit() else devices
     multi = isinstance(devices, int) and devices > 1
+    if not cfg.get("progress", True):  # no banner lines ("GPU available: ...") in quiet runs
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = L.Trainer(max_epochs=int(epochs), accelerator=cfg.get("accelerator", "cpu"), devices=devices,
-                        strategy="ddp" if multi else "auto", callbacks=[ckpt, hist],
+                        strategy=("ddp_find_unused_parameters_true" if unused_parameters else "ddp") if multi else "auto", callbacks=[ckpt, hist],
                         logger=CSVLogger(str(ckpt_dir.parent.parent / "logs"), name=name),
                         enable_progress_bar=bool(cfg.get("progress", True)), enable_model_summary=False,
                         num_sanity_val_steps=0, log_every_n_steps=10)
     last = ckpt_dir / "last.ckpt"
     t0 = time.perf_counter()
-    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if last.is_file() else None)
+    with warnings.catch_warnings():
+        for msg in _EXPECTED_WARNINGS:  # the frozen backbone is in eval mode on purpose, etc.
+            warnings.filterwarnings("ignore", message=msg)
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if last.is_file() else None)
     wall = time.perf_counter() - t0
     best = ckpt.best_model_path or str(last)
     return best, hist, wall

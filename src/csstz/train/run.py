@@ -133,7 +133,8 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
     if not bnn_path.is_file():
         L.seed_everything(cfg.seed + 1, workers=True, verbose=False)
         module = BNNModule(d, cnn, n_train=train_rows.size)
-        best, hist, wall = fit_stage(module, train_dl, val_dl, d, out / "checkpoints" / "bnn", cfg.bnn_epochs, "bnn")
+        best, hist, wall = fit_stage(module, train_dl, val_dl, d, out / "checkpoints" / "bnn", cfg.bnn_epochs, "bnn",
+                                     unused_parameters=True)
         module.bnn.load_state_dict(load_lightning_weights(best, "bnn."))
         save_model(bnn_path, module.bnn, "bnn", d,
                    {"val_losses": hist.val, "train_losses": hist.train, "best_val_loss": min(hist.val, default=None),
