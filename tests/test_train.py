@@ -146,3 +146,53 @@ def test_cli_train(dataset, tmp_path, capsys):
     assert s["config"]["widths"] == [4, 4, 8, 8, 8, 8, 16, 16] and s["n_train"] == 200
     rc = main(["train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "r2")])
     assert rc == 2 and "missing.h5" in capsys.readouterr().err
+
+
+# --- network input (csstz.io.torch_dataset) -------------------------------------------------------
+def test_normalise_scale_invariant_and_masks():
+    from csstz.io.torch_dataset import ERR_SENTINEL, normalise
+    rng = np.random.default_rng(0)
+    flux = rng.normal(1.0, 0.5, (3, 50))
+    err = rng.uniform(0.2, 0.4, (3, 50))
+    err[0, 5] = np.inf
+    err[1, 7] = 0.0
+    flux[2, 9] = np.nan
+    x, nv = normalise(flux, err)
+    x10, _ = normalise(10 * flux, 10 * err)
+    np.testing.assert_allclose(x, x10, rtol=1e-5)
+    assert x.shape == (3, 2, 50) and x.dtype == np.float32
+    assert list(nv) == [49, 49, 49]
+    for row, col in ((0, 5), (1, 7), (2, 9)):
+        assert x[row, 0, col] == 0.0 and x[row, 1, col] == ERR_SENTINEL
+    assert np.median(x[:, 1][x[:, 1] > 0]) == pytest.approx(1.0, abs=0.05)  # err / median err
+    x_all_masked, nv0 = normalise(np.ones((1, 4)), np.full((1, 4), np.inf))
+    assert nv0[0] == 0 and np.all(x_all_masked[0, 1] == ERR_SENTINEL)
+
+
+def test_augmentation_fresh_every_fetch(dataset):
+    from csstz.io.torch_dataset import SpectraDataset, split_rows
+    rows = split_rows(dataset, "train")[:40]
+    plain = SpectraDataset(dataset, rows, augment=False)
+    aug = SpectraDataset(dataset, rows, augment=True)
+    x0, z0 = plain.__getitems__(list(range(40)))
+    x1, z1 = aug.__getitems__(list(range(40)))
+    x2, _ = aug.__getitems__(list(range(40)))
+    assert torch.equal(z0, z1) and torch.equal(x0[:, 1], x1[:, 1])
+    assert not torch.equal(x1[:, 0], x2[:, 0])                 # a new realisation every time
+    assert torch.equal(plain.__getitems__([3, 1])[0], plain.__getitems__([3, 1])[0])
+    valid = x0[:, 1] > 0
+    resid = ((x1[:, 0] - x0[:, 0])[valid] / x0[:, 1][valid])
+    assert resid.std().item() == pytest.approx(1.0, abs=0.03)  # noise drawn from the error array
+    assert torch.all(x1[:, 0][~valid] == 0)                    # masked pixels stay masked
+    # unsorted, repeated indices come back in the asked order
+    xa, _ = plain.__getitems__([5, 2, 5])
+    assert torch.equal(xa[0], xa[2]) and torch.equal(xa[1], x0[2])
+
+
+def test_dataset_bad_band_and_rows(dataset):
+    from csstz.errors import FileFormatError
+    from csstz.io.torch_dataset import SpectraDataset
+    with pytest.raises(FileFormatError, match="GX"):
+        SpectraDataset(dataset, [0, 1], bands=("GV", "GX"))
+    with pytest.raises(InputError, match="rows"):
+        SpectraDataset(dataset, [0, 10**6])
