@@ -196,3 +196,43 @@ def test_dataset_bad_band_and_rows(dataset):
         SpectraDataset(dataset, [0, 1], bands=("GV", "GX"))
     with pytest.raises(InputError, match="rows"):
         SpectraDataset(dataset, [0, 10**6])
+
+
+@pytest.mark.slow
+def test_quick_training_on_real_build_dataset(tmp_path):
+    """`csstz build` data (embedded real-galaxy population, simulated CSST GV+GI), the demo's QUICK
+    training config. Seen (3000 galaxies, 2400 train / 300 val, 2 cores, 53 s training): naive val
+    logcosh 0.0565 -> CNN best 0.0071 (8 epochs, from 0.090); naive sigma_NMAD 0.232 -> CNN 0.048,
+    BNN 0.040; val 68/95% coverage 0.73/0.96 before, 0.68/0.94 after Beta calibration."""
+    from csstz.build import build_dataset
+    from csstz.train.config import QUICK
+    data = tmp_path / "build.h5"
+    build_dataset(data, 2000, seed=3, workers=1, progress=False)
+    s = train(data, tmp_path / "run", TrainConfig(**QUICK))
+    cnn = s["cnn"]
+    print({k: s[k] for k in ("naive_val_loss", "naive_val_sigma_nmad", "naive_val_nll")}, cnn["val_losses"],
+          cnn["val_sigma_nmad"], s["bnn"]["val_sigma_nmad"], s["bnn"]["best_val_loss"], s["calibration"])
+    assert cnn["best_val_loss"] < cnn["val_losses"][0]
+    assert cnn["best_val_loss"] < 0.5 * s["naive_val_loss"]
+    assert cnn["val_sigma_nmad"] < 0.4 * s["naive_val_sigma_nmad"]
+    assert s["bnn"]["val_sigma_nmad"] < 0.4 * s["naive_val_sigma_nmad"]
+    assert s["bnn"]["best_val_loss"] < s["naive_val_nll"]
+    assert abs(s["calibration"]["val_coverage_68_after"] - 0.683) < 0.08
+
+
+@pytest.mark.parametrize("head", ["mnf", "flipout", "mcdropout"])
+def test_kl_weight_enters_the_loss(head):
+    from csstz.train.bnn_stage import BNNModule, gaussian_nll
+    cfg = TrainConfig(head=head, **TINY).to_dict() | {"z_init": 0.5}
+    x, z = torch.randn(8, 2, 100), torch.rand(8)
+    losses = {}
+    for kw in (0.0, 1.0):
+        torch.manual_seed(0)
+        m = BNNModule(cfg | {"kl_weight": kw}, None, n_train=10)
+        m.log = lambda *a, **k: None
+        torch.manual_seed(1)
+        losses[kw] = float(m.training_step((x, z), 0))
+    assert losses[1.0] != losses[0.0]
+    torch.manual_seed(1)
+    mu, sigma = m.bnn(x)
+    assert float(gaussian_nll(mu, sigma, z).mean()) == pytest.approx(losses[0.0], rel=1e-5)
