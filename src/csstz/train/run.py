@@ -118,7 +118,7 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
     if not cnn_path.is_file():
         module = CNNModule(d)
         best, hist, wall = fit_stage(module, train_dl, val_dl, d, out / "checkpoints" / "cnn", cfg.epochs, "cnn")
-        module.net.load_state_dict(load_lightning_weights(best, "net."))
+        module.net.cpu().load_state_dict(load_lightning_weights(best, "net."))  # prediction runs on the CPU
         module.net.eval()
         vz = predict_dataset(module.net, "cnn", val_ds, batch_size=512)["z"]
         cnn_meta = {"val_losses": hist.val, "train_losses": hist.train, "best_val_loss": min(hist.val, default=None),
@@ -135,7 +135,7 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
         module = BNNModule(d, cnn, n_train=train_rows.size)
         best, hist, wall = fit_stage(module, train_dl, val_dl, d, out / "checkpoints" / "bnn", cfg.bnn_epochs, "bnn",
                                      unused_parameters=True)
-        module.bnn.load_state_dict(load_lightning_weights(best, "bnn."))
+        module.bnn.cpu().load_state_dict(load_lightning_weights(best, "bnn."))
         save_model(bnn_path, module.bnn, "bnn", d,
                    {"val_losses": hist.val, "train_losses": hist.train, "best_val_loss": min(hist.val, default=None),
                     "epochs_run": len(hist.val), "wall_s": wall, "z_range": z_range})
