@@ -55,7 +55,7 @@ def main(argv=None) -> int:
             xt = torch.from_numpy(x)
             with torch.no_grad():
                 t0 = time.perf_counter()
-                feats = bnn.backbone(xt)
+                feats = bnn.backbone.cnn.fused_copy().features(xt)  # as in predict (BN folded)
                 backbone_only = xt.shape[0] / (time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 bnn_moments(bnn, feats, a.samples)

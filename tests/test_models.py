@@ -78,3 +78,16 @@ def test_bnn_copies_cnn_weights():
 def test_unknown_head():
     with pytest.raises(ConfigError, match="head"):
         BayesianHead(16, kind="laplace")
+
+
+def test_fused_copy_same_output():
+    net = build_cnn(TINY.to_dict())
+    net.train()
+    for _ in range(3):  # move the BatchNorm running statistics away from their initial values
+        net(torch.randn(16, 2, 200) * 3 + 1)
+    net.eval()
+    x = torch.randn(4, 2, 200)
+    fused = net.fused_copy()
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fused.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-5)

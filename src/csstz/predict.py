@@ -97,16 +97,18 @@ def predict_dataset(model, kind: str, ds: SpectraDataset, samples: int = 200, ba
         raise InputError("samples", "samples and batch_size must be >= 1", value=(samples, batch_size))
     torch.manual_seed(int(seed))
     model.eval()
+    # BatchNorm folded into the convolutions (prediction only; same output to ~1e-6)
+    cnn = model.fused_copy() if kind == "cnn" else model.backbone.cnn.fused_copy()
     parts = {"z": [], "zerr_epistemic": [], "zerr_aleatoric": [], "n_valid": []}
     for start in range(0, len(ds), batch_size):
         idx = np.arange(start, min(start + batch_size, len(ds)))
         x, nv = ds.read(idx)
         xt = torch.from_numpy(x)
         if kind == "cnn":
-            z = model(xt).double().numpy()
+            z = cnn(xt).double().numpy()
             epi = ale = np.full(z.shape, np.nan)
         else:
-            z, epi, ale = bnn_moments(model, model.backbone(xt), samples)
+            z, epi, ale = bnn_moments(model, cnn.features(xt), samples)
         for key, val in zip(parts, (z, epi, ale, nv)):
             parts[key].append(val)
     return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
