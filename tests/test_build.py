@@ -186,7 +186,6 @@ def test_figures(reference, tmp_path):
     assert all(p.stat().st_size > 5000 for p in paths)
 
 
-@pytest.mark.slow
 def test_existing_scheduler_gives_identical_bytes(reference, tmp_path):
     """--scheduler ADDRESS: an existing (here local) Dask cluster, same bytes as in-process."""
     from distributed import LocalCluster

@@ -39,7 +39,6 @@ def run(dataset, tmp_path_factory):
     return out, summary
 
 
-@pytest.mark.slow
 def test_short_training_learns(dataset, tmp_path):
     """Numbers seen (900 synthetic spectra, 720 train / ~90 val, widths 8..32, 6 epochs, 2 cores):
     naive (median z) val logcosh 0.0369, CNN val logcosh per epoch 0.0241 ... 0.0046;
@@ -198,7 +197,6 @@ def test_dataset_bad_band_and_rows(dataset):
         SpectraDataset(dataset, [0, 10**6])
 
 
-@pytest.mark.slow
 def test_quick_training_on_real_build_dataset(tmp_path):
     """`csstz build` data (embedded real-galaxy population, simulated CSST GV+GI), the demo's QUICK
     training config. Seen (3000 galaxies, 2400 train / 300 val, 2 cores, 53 s training): naive val
