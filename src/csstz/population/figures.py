@@ -19,6 +19,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _groups(cat) -> list[tuple[str, np.ndarray]]:
     """(label, row mask) per split (or survey) plus the total."""
     out = []
@@ -45,10 +52,7 @@ def plot_redshift(cat, path: Path) -> Path:
     ax.set_ylabel("probability density")
     ax.legend(fontsize=8)
     ax.set_title(f"Redshift distribution (N = {len(cat)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_morphology(cat, path: Path) -> Path:
@@ -64,10 +68,7 @@ def plot_morphology(cat, path: Path) -> Path:
         ax.set_xlabel(label)
         ax.set_ylabel("N")
     fig.suptitle(f"Morphology (N = {len(cat)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def snr_modes(cat, bins=None) -> dict:
@@ -98,10 +99,7 @@ def plot_snr(cat, path: Path) -> Path:
     ax.set_ylabel("N")
     ax.legend(fontsize=8)
     ax.set_title(f"SNR distributions (N = {len(cat)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_dataset_figures(dataset_path, out_dir) -> list[Path]:

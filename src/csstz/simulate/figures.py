@@ -23,6 +23,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") -> Path:
     """Fig. 4: the first-order 2D image of each band.
 
@@ -44,11 +52,7 @@ def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") 
         ax.set_ylabel(f"{name}\npixel")
     axes[-1, 0].set_xlabel("wavelength of the trace centre [A]")
     fig.suptitle(title or "CSST first-order 2D spectra (4 x 150 s, sky subtracted)")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path, title: str = "") -> Path:
@@ -78,11 +82,7 @@ def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path
     ax.set_ylabel("f_lambda [1e-17 erg/s/cm^2/A]")
     ax.legend(loc="upper right", ncol=4, fontsize=8)
     ax.set_title(title or "Extracted CSST slitless spectra")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_source(wave_aa, flam17, shape_r_arcsec, sersic, ba, pa_deg, out_dir, targetid: int = 0, seed: int = 0,
