@@ -175,3 +175,16 @@ def test_other_instrument_file_works_without_code_changes(catalog_file, tmp_path
 def test_fits_input_columns_have_expected_hdus(catalog_file):
     with fits.open(catalog_file) as hdul:
         assert [h.name for h in hdul[1:]] == ["CATALOG", "WAVELENGTH", "FLUX"]
+
+
+def test_existing_scheduler_address(catalog_file, tmp_path):
+    """--scheduler sends the chunks to an already running Dask cluster; same arrays as in-process."""
+    from distributed import LocalCluster
+
+    a, b = tmp_path / "local.h5", tmp_path / "remote.h5"
+    assert main(["simulate", str(catalog_file), "--out", str(a), "--seed", "9"]) == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert main(["simulate", str(catalog_file), "--out", str(b), "--seed", "9",
+                     "--scheduler", cluster.scheduler_address]) == 0
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        assert np.array_equal(fa["GV/flux"][:], fb["GV/flux"][:])
