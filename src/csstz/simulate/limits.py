@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.integrate import trapezoid
 
 from ..errors import InputError
 from ..instrument import Band, Instrument
@@ -34,7 +35,7 @@ def count_rate_e_per_s(band: Band, instrument: Instrument, mag_ab: float = REFER
     lo, hi = band.tp_range_aa
     wave = np.arange(lo, hi + 1.0, 1.0)
     flam = abmag_to_flam17(mag_ab, wave) * 1e-17  # erg/s/cm^2/A
-    return float(np.trapezoid(flam * band.throughput(wave) * instrument.area_cm2 * wave / (H_ERG_S * C_AA_PER_S),
+    return float(trapezoid(flam * band.throughput(wave) * instrument.area_cm2 * wave / (H_ERG_S * C_AA_PER_S),
                               wave))
 
 

@@ -84,7 +84,8 @@ def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float,
     Parameters
     ----------
     hlr_arcsec : float
-        Half-light radius [arcsec]; 0 means a point source.
+        Half-light radius along the major axis [arcsec] (the LS DR9 SHAPE_R convention);
+        0 means a point source.
     sersic_n : float
         Sersic index (rounded to ``instrument.sersic_n_step``).
     ba : float
@@ -98,9 +99,12 @@ def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float,
     n = round_sersic_n(sersic_n, instrument.sersic_n_step)
     # a unit-radius profile cached per n, dilated: GalSim then reuses its maxk/stepk instead of
     # re-solving the truncated profile for every radius (6-7 ms per galaxy otherwise)
-    gal = _unit_sersic(n, instrument.sersic_truncation_hlr).dilate(float(hlr_arcsec))
-    if ba < 1.0:
-        gal = gal.shear(q=float(ba), beta=float(pa_deg) * galsim.degrees)
+    # SHAPE_R is the half-light radius along the MAJOR axis (LS DR9 / Tractor convention). GalSim's shear
+    # conserves area (a -> r / sqrt(q), b -> r sqrt(q)), so shrink by sqrt(q) first: a = r, b = q r.
+    q = float(ba)
+    gal = _unit_sersic(n, instrument.sersic_truncation_hlr).dilate(float(hlr_arcsec) * math.sqrt(q))
+    if q < 1.0:
+        gal = gal.shear(q=q, beta=float(pa_deg) * galsim.degrees)
     return galsim.Convolve(gal, psf, gsparams=_GSPARAMS)
 
 
