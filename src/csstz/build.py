@@ -22,6 +22,9 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
+from .rng import run_rng
+
+STREAM_REAL_SUBSET = 21  # run-level stream: which real sources a --n N build takes
 
 SOURCES = ("embedded", "desi", "boss")
 #: Columns of the build catalogue common to all sources, in file order.
@@ -192,6 +195,9 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
         real = load_real_sources(source, zcat, sweep, seed=seed)
         if n > len(real["TARGETID"]):
             raise InputError("--n", f"only {len(real['TARGETID'])} {source} sources pass the cuts", value=n)
+        # a seeded random subset, not the first N ids (DESI TARGETIDs encode survey, program and brick)
+        keep = np.sort(run_rng(seed, STREAM_REAL_SUBSET).choice(len(real["TARGETID"]), size=n, replace=False))
+        real = {c: v[keep] for c, v in real.items()}
         population = {"source": source, "cuts": "method.md eq. 1-3", "templates": str(templates),
                       "split": "test drawn with weights following the CSST n(z) table; 8:1:1 overall"}
     writer = ChunkedDatasetWriter(out, n, chunk, fingerprint)

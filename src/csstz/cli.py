@@ -232,15 +232,23 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except CsstzError as exc:
-        print(f"csstz {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"csstz {args.command}: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
-        print(f"csstz {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # one line for the user; CSSTZ_DEBUG=1 shows the traceback
+        if os.environ.get("CSSTZ_DEBUG"):
+            raise
+        what = "error" if isinstance(exc, (CsstzError, OSError)) else f"internal error ({type(exc).__name__})"
+        print(f"csstz {args.command}: {what}: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line, without terminal colour codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    return " ".join(text.split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

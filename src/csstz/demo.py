@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .io.atomic import atomic_path
+from .train.config import QUICK as TRAIN_QUICK
+
 
 @dataclass(frozen=True)
 class DemoPlan:
@@ -40,8 +43,7 @@ class DemoPlan:
     samples: int = 200
 
 
-QUICK = DemoPlan("quick", n_galaxies=3000,
-                 train=dict(epochs=8, bnn_epochs=4, batch_size=64, calib_samples=50, progress=False))
+QUICK = DemoPlan("quick", n_galaxies=3000, train=dict(TRAIN_QUICK))
 STANDARD = DemoPlan("standard", n_galaxies=20000,
                     train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False))
 
@@ -155,7 +157,8 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: in
         headline[label] = {k: entry.get(k) for k in ("n", "sigma_nmad", "eta", "ebar", "coverage_68", "coverage_95")}
     result = {"plan": asdict(plan), "seed": seed, "headline": headline, "times": times,
               "report": str(out / "report" / "report.html"), "train_summary": summary}
-    (out / "demo_summary.json").write_text(json.dumps(result, indent=2, default=str))
+    with atomic_path(out / "demo_summary.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2, default=str))
     console.print("\n[bold]Headline (test split)[/bold]")
     for label, h in headline.items():
         ebar = "" if h.get("ebar") is None else f"  E_bar {h['ebar']:.4f}"

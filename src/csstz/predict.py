@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from .calibrate import CALIBRATION_FILE, Calibration
+from .calibrate import CALIBRATION_FILE, P68, P95, Calibration
 from .errors import FileFormatError, InputError
 from .io.predictions import write_predictions
 from .io.torch_dataset import SpectraDataset, split_rows
@@ -196,6 +196,10 @@ def predict_file(run_dir, spectra_path, out_path, samples: int = 200, split: str
         tab["ZERR_EPISTEMIC"] = raw["zerr_epistemic"]
         tab["ZERR_ALEATORIC"] = raw["zerr_aleatoric"]
         tab["ZERR_UNCAL"] = uncal
+        # the calibrated central intervals themselves (a Beta map may be asymmetric about Z)
+        for name, level in (("68", P68), ("95", P95)):
+            lo, hi = cal.interval(z, uncal, level)
+            tab[f"Z_LO{name}"], tab[f"Z_HI{name}"] = lo, hi
         header.update(cal.header())
         header["NSAMPLE"] = int(samples)
         warn = zwarn_bits(z, zerr, raw["n_valid"], ds.length, meta["z_range"],

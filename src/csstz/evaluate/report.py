@@ -164,6 +164,16 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
     entry = {"label": label, "n_total": len(pred), "n_failed": int((~good).sum()),
              "zwarn_fraction": float(np.mean(zwarn != 0))}
     entry.update(metrics.summary(arrays.z_pred, arrays.z_true, arrays.zerr))
+    # the paper's eta leaves nothing out: a failed (non-finite) prediction counts as an outlier here
+    entry["eta_incl_failed"] = float((entry["eta"] * entry["n"] + entry["n_failed"]) / max(len(pred), 1))
+    lo68, hi68, lo95, hi95 = (_column(pred, c) for c in ("Z_LO68", "Z_HI68", "Z_LO95", "Z_HI95"))
+    if lo68 is not None and hi68 is not None and lo95 is not None and hi95 is not None:
+        # coverage of the calibrated intervals as written by predict (exact for asymmetric calibrations);
+        # the Gaussian Z +- k ZERR values stay under *_gauss
+        zt = z_true[good]
+        entry["coverage_68_gauss"], entry["coverage_95_gauss"] = entry["coverage_68"], entry["coverage_95"]
+        entry["coverage_68"] = float(np.mean((lo68[good] <= zt) & (zt <= hi68[good])))
+        entry["coverage_95"] = float(np.mean((lo95[good] <= zt) & (zt <= hi95[good])))
     ok0 = (zwarn[good] == 0)
     entry["zwarn0"] = (metrics.summary(arrays.z_pred[ok0], arrays.z_true[ok0],
                                        None if arrays.zerr is None else arrays.zerr[ok0])

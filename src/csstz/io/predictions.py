@@ -41,6 +41,11 @@ def write_predictions(path, table: Table, header: dict | None = None) -> None:
     for col in REQUIRED:
         if col not in table.colnames:
             raise InputError(col, "required predictions column missing")
+    zwarn = np.asarray(table["ZWARN"])
+    for col in ("Z", "ZERR"):
+        bad = ~np.isfinite(np.asarray(table[col], np.float64)) & (zwarn == 0)
+        if bad.any():
+            raise InputError(col, "non-finite value with ZWARN = 0 (flag it)", row=int(np.argmax(bad)))
     out = Table(table, copy=True)
     out["TARGETID"] = np.asarray(out["TARGETID"], np.int64)
     out["ZWARN"] = np.asarray(out["ZWARN"], np.int32)

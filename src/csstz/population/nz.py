@@ -137,15 +137,18 @@ def split_weighted_by_csst(seed: int, targetids, z, test_fraction: float = 0.1) 
 
     z = np.asarray(z, float)
     tids = np.asarray(targetids, np.int64)
-    b = np.clip(np.digitize(z, CSST_Z_EDGES) - 1, 0, len(CSST_Z_FRACTIONS) - 1)
-    p_data = np.bincount(b, minlength=len(CSST_Z_FRACTIONS)) / max(len(z), 1)
+    nbin = len(CSST_Z_FRACTIONS)
+    raw_bin = np.digitize(z, CSST_Z_EDGES) - 1
+    inside = (raw_bin >= 0) & (raw_bin < nbin)  # outside the CSST table: never test (weight 0)
+    b = np.clip(raw_bin, 0, nbin - 1)
+    p_data = np.bincount(b[inside], minlength=nbin) / max(len(z), 1)
     w = np.where(p_data > 0, csst_bin_probabilities() / np.where(p_data > 0, p_data, 1.0), 0.0)
     lo, hi = 0.0, 1.0 / max(w[w > 0].min(), 1e-12) if np.any(w > 0) else 1.0
     for _ in range(100):
         lam = 0.5 * (lo + hi)
         frac = float(np.sum(p_data * np.minimum(1.0, lam * w)))
         lo, hi = (lam, hi) if frac < test_fraction else (lo, lam)
-    q = np.minimum(1.0, lam * w)[b]
+    q = np.where(inside, np.minimum(1.0, lam * w)[b], 0.0)
     out = np.empty(len(z), dtype="<U5")
     for i, t in enumerate(tids):
         u1, u2 = galaxy_rng(seed, int(t), STREAM_SPLIT).random(2)

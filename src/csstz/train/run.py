@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..calibrate import CALIBRATION_FILE, P68, P95, coverage, fit_calibration
+from ..evaluate.metrics import sigma_nmad  # pure numpy, the paper's formula
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..io.spectra import read_catalog
@@ -38,12 +39,6 @@ from .cnn_stage import CNNModule, fit_stage, load_lightning_weights, logcosh, ma
 from .config import TrainConfig
 
 STREAM_SUBSET = 11
-
-
-def _sigma_nmad(z_pred, z_true) -> float:
-    # method.md section 5 (same formula as csstz.evaluate.metrics.sigma_nmad)
-    dz = np.asarray(z_pred, np.float64) - np.asarray(z_true, np.float64)
-    return float(1.48 * np.median(np.abs((dz - np.median(dz)) / (1.0 + np.asarray(z_true)))))
 
 
 def _subset(rows: np.ndarray, n: int | None, seed: int, salt: int) -> np.ndarray:
@@ -107,7 +102,7 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
     summary = {"dataset": str(dataset_path), "config": cfg.to_dict(), "n_train": int(train_rows.size),
                "n_val": int(val_rows.size), "z_range": z_range, "z_init": z_init,
                "naive_val_loss": naive_loss, "naive_val_nll": naive_nll,
-               "naive_val_sigma_nmad": _sigma_nmad(np.full_like(z_val, z_init), z_val)}
+               "naive_val_sigma_nmad": sigma_nmad(np.full_like(z_val, z_init), z_val)}
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     train_dl, val_dl = make_loaders(dataset_path, train_rows, val_rows, d)
     val_ds = SpectraDataset(dataset_path, val_rows, bands=cfg.bands, augment=False)
@@ -122,7 +117,7 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
         module.net.eval()
         vz = predict_dataset(module.net, "cnn", val_ds, batch_size=512)["z"]
         cnn_meta = {"val_losses": hist.val, "train_losses": hist.train, "best_val_loss": min(hist.val, default=None),
-                    "epochs_run": len(hist.val), "wall_s": wall, "val_sigma_nmad": _sigma_nmad(vz, z_val),
+                    "epochs_run": len(hist.val), "wall_s": wall, "val_sigma_nmad": sigma_nmad(vz, z_val),
                     "z_range": z_range}
         save_model(cnn_path, module.net, "cnn", d, cnn_meta)
     cnn, payload = load_model(cnn_path)
@@ -147,7 +142,7 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
     uncal = np.hypot(raw["zerr_epistemic"], raw["zerr_aleatoric"])
     cal = fit_calibration(z_val, raw["z"], uncal, cfg.calibration)
     cal.save(out / CALIBRATION_FILE)
-    summary["bnn"]["val_sigma_nmad"] = _sigma_nmad(raw["z"], z_val)
+    summary["bnn"]["val_sigma_nmad"] = sigma_nmad(raw["z"], z_val)
     summary["calibration"] = cal.to_dict() | {
         "val_coverage_68_before": coverage(z_val, raw["z"] - uncal, raw["z"] + uncal),
         "val_coverage_95_before": coverage(z_val, raw["z"] - 2 * uncal, raw["z"] + 2 * uncal),
