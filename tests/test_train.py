@@ -234,3 +234,28 @@ def test_kl_weight_enters_the_loss(head):
     torch.manual_seed(1)
     mu, sigma = m.bnn(x)
     assert float(gaussian_nll(mu, sigma, z).mean()) == pytest.approx(losses[0.0], rel=1e-5)
+
+
+def test_resume_refuses_a_different_dataset_or_config(tmp_path):
+    """A run directory is resumed only with the arguments that made it (else old weights would be reused)."""
+    from csstz.errors import InputError
+    from csstz.io.spectra import read_catalog
+    from csstz.train.config import TrainConfig
+    from csstz.train.run import _check_run_fingerprint
+
+    from synth_dataset import make_dataset
+
+    ds = tmp_path / "a.h5"
+    make_dataset(ds, n=60, seed=0)
+    cat = read_catalog(ds)
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = TrainConfig(epochs=2)
+    _check_run_fingerprint(out, ds, cat, cfg)
+    _check_run_fingerprint(out, ds, cat, TrainConfig(epochs=2, progress=False))  # display only: fine
+    with pytest.raises(InputError, match="epochs"):
+        _check_run_fingerprint(out, ds, cat, TrainConfig(epochs=5))
+    other = tmp_path / "b.h5"
+    make_dataset(other, n=60, seed=1)
+    with pytest.raises(InputError, match="dataset"):
+        _check_run_fingerprint(out, other, read_catalog(other), cfg)

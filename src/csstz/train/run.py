@@ -41,6 +41,43 @@ from .config import TrainConfig
 STREAM_SUBSET = 11
 
 
+#: config keys that do not change what is trained (hardware, display)
+_RUNTIME_KEYS = ("progress", "num_workers", "accelerator", "devices")
+FINGERPRINT_FILE = "run_fingerprint.json"
+
+
+def _check_run_fingerprint(out: Path, dataset_path, cat, cfg: TrainConfig) -> None:
+    """Refuse to resume a run directory made from another dataset or configuration.
+
+    A stage whose model file exists is skipped and a stage with a ``last.ckpt``
+    is resumed, so a changed dataset, seed or network would otherwise silently
+    reuse old weights. The fingerprint holds the catalogue's TARGETID/Z/SPLIT
+    digest and every config value that affects training.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for col in ("TARGETID", "Z", "SPLIT"):
+        if col in cat.colnames:
+            h.update(np.ascontiguousarray(np.asarray(cat[col])).tobytes())
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_KEYS}
+    fp = {"dataset_digest": h.hexdigest(), "n_rows": len(cat), "config": conf}
+    path = out / FINGERPRINT_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            raise InputError("--out", f"unreadable {FINGERPRINT_FILE} in the run directory", value=str(out)) from None
+        if old != json.loads(json.dumps(fp)):
+            changed = sorted(k for k in set(old.get("config", {})) | set(conf)
+                             if old.get("config", {}).get(k) != json.loads(json.dumps(conf)).get(k))
+            what = "the dataset" if old.get("dataset_digest") != fp["dataset_digest"] else ", ".join(changed)
+            raise InputError("--out", f"run directory was made with a different {what}; use a new --out "
+                             "(or the original arguments to resume)", value=str(out))
+    else:
+        _write_json(path, fp)
+
+
 def _subset(rows: np.ndarray, n: int | None, seed: int, salt: int) -> np.ndarray:
     if n is None or n >= rows.size:
         return rows
@@ -91,6 +128,7 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
     if train_rows.size < cfg.batch_size:
         raise InputError("batch_size", "more than the number of training spectra",
                          value=cfg.batch_size, allowed=f"<= {train_rows.size}")
+    _check_run_fingerprint(out, dataset_path, cat, cfg)
     z_all = np.asarray(cat["Z"], np.float64)
     z_train, z_val = z_all[train_rows], z_all[val_rows]
     z_init = float(np.median(z_train))
