@@ -12,18 +12,21 @@ from ..io.spectra import read_catalog
 from .nz import CSST_Z_EDGES, csst_bin_probabilities
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def _figure(**kwargs):
+    """A matplotlib Figure on the Agg canvas, without pyplot (no global backend state)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
-def _save(plt, fig, path: Path) -> Path:
+def _save(fig, path) -> Path:
+    """Write the PNG atomically (temporary name, then rename)."""
+    from ..io.atomic import atomic_path
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return Path(path)
 
 
 def _groups(cat) -> list[tuple[str, np.ndarray]]:
@@ -40,8 +43,8 @@ def _groups(cat) -> list[tuple[str, np.ndarray]]:
 
 def plot_redshift(cat, path: Path) -> Path:
     """Fig. 1: redshift distribution per split/source and in total, with the CSST n(z)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure(figsize=(6, 4))
+    ax = fig.subplots()
     bins = np.linspace(0.0, 1.6, 33)
     z = np.asarray(cat["Z"], float)
     for label, m in _groups(cat):
@@ -52,13 +55,13 @@ def plot_redshift(cat, path: Path) -> Path:
     ax.set_ylabel("probability density")
     ax.legend(fontsize=8)
     ax.set_title(f"Redshift distribution (N = {len(cat)})")
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_morphology(cat, path: Path) -> Path:
     """Fig. 2: r_eff [arcsec], Sersic n, b/a and position angle [deg]."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(8, 6))
+    fig = _figure(figsize=(8, 6))
+    axes = fig.subplots(2, 2)
     specs = [("SHAPE_R", r"$r_{\rm eff}$ [arcsec]", np.linspace(0, 4, 41)),
              ("SERSIC", "Sersic n", np.linspace(0, 6.5, 53)),
              ("BA", "b/a", np.linspace(0, 1, 41)),
@@ -68,7 +71,7 @@ def plot_morphology(cat, path: Path) -> Path:
         ax.set_xlabel(label)
         ax.set_ylabel("N")
     fig.suptitle(f"Morphology (N = {len(cat)})")
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def snr_modes(cat, bins=None) -> dict:
@@ -84,8 +87,8 @@ def snr_modes(cat, bins=None) -> dict:
 
 def plot_snr(cat, path: Path) -> Path:
     """Fig. 3: SNR distributions in GU, GV, GI and in total (log axis)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure(figsize=(6, 4))
+    ax = fig.subplots()
     bins = np.logspace(-2, 2, 41)
     modes = snr_modes(cat, bins)
     for col in ("SNR_GU", "SNR_GV", "SNR_GI", "SNR_TOTAL"):
@@ -99,7 +102,7 @@ def plot_snr(cat, path: Path) -> Path:
     ax.set_ylabel("N")
     ax.legend(fontsize=8)
     ax.set_title(f"SNR distributions (N = {len(cat)})")
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_dataset_figures(dataset_path, out_dir) -> list[Path]:

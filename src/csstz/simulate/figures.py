@@ -14,20 +14,20 @@ from ..instrument import Instrument, load_instrument
 from .api import read_input_catalog, simulate_source, validate_inputs
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A matplotlib Figure on the Agg canvas, without pyplot (no global backend state)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
-def _save(plt, fig, path) -> Path:
+def _save(fig, path) -> Path:
+    """Write the PNG atomically (temporary name, then rename)."""
+    from ..io.atomic import atomic_path
+
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return Path(path)
 
 
@@ -39,8 +39,8 @@ def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") 
     images : dict
         Band name -> ndarray (ny, nx) electrons (sky-subtracted), as saved with --save-2d.
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(images), 1, figsize=(10, 1.3 * len(images) + 0.8), squeeze=False)
+    fig = _figure(figsize=(10, 1.3 * len(images) + 0.8))
+    axes = fig.subplots(len(images), 1, squeeze=False)
     for ax, (name, img) in zip(axes[:, 0], images.items()):
         band = instrument.band(name)
         half = (img.shape[1] - band.n_pix) // 2
@@ -52,7 +52,7 @@ def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") 
         ax.set_ylabel(f"{name}\npixel")
     axes[-1, 0].set_xlabel("wavelength of the trace centre [A]")
     fig.suptitle(title or "CSST first-order 2D spectra (4 x 150 s, sky subtracted)")
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path, title: str = "") -> Path:
@@ -65,8 +65,8 @@ def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path
     wave_aa, flam17 : ndarray
         The input SED.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig = _figure(figsize=(10, 4))
+    ax = fig.subplots()
     colors = {"GU": "tab:purple", "GV": "tab:green", "GI": "tab:red"}
     lo, hi = np.inf, -np.inf
     for name, (w, f, e) in spectra.items():
@@ -82,7 +82,7 @@ def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path
     ax.set_ylabel("f_lambda [1e-17 erg/s/cm^2/A]")
     ax.legend(loc="upper right", ncol=4, fontsize=8)
     ax.set_title(title or "Extracted CSST slitless spectra")
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_source(wave_aa, flam17, shape_r_arcsec, sersic, ba, pa_deg, out_dir, targetid: int = 0, seed: int = 0,
