@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from csstz.calibrate import (P68, P95, Calibration, coverage, fit_calibration, pit, reliability_curve)
+from csstz.calibrate import (P68, P95, Calibration, calibrated_reliability, fit_calibration, interval_coverage,
+                             pit_values)
 from csstz.errors import FileFormatError, InputError
 
 
@@ -21,24 +22,24 @@ def test_calibration_restores_coverage(method, factor):
     zt, mu, sig = _synthetic(4000, factor, seed=1)          # "validation"
     cal = fit_calibration(zt, mu, sig, method)
     zt2, mu2, sig2 = _synthetic(20000, factor, seed=2)      # independent "test"
-    before68 = coverage(zt2, mu2 - sig2, mu2 + sig2)
+    before68 = interval_coverage(zt2, mu2 - sig2, mu2 + sig2)
     assert abs(before68 - P68) > 0.2                         # it really was miscalibrated
     for level in (P68, P95):
-        cov = coverage(zt2, *cal.interval(mu2, sig2, level))
+        cov = interval_coverage(zt2, *cal.interval(mu2, sig2, level))
         assert abs(cov - level) < 0.02, (method, factor, level, cov)
     # the calibrated 1-sigma ZERR is the half-width of the 68.27% interval: ~ factor * sigma
     assert cal.k68 == pytest.approx(factor, rel=0.05)
     zerr = cal.zerr(sig2)
-    assert coverage(zt2, mu2 - zerr, mu2 + zerr) == pytest.approx(P68, abs=0.02)
+    assert interval_coverage(zt2, mu2 - zerr, mu2 + zerr) == pytest.approx(P68, abs=0.02)
 
 
 def test_beta_handles_bias():
     zt, mu, sig = _synthetic(4000, 1.5, seed=3, bias_sigma=0.5)
     cal = fit_calibration(zt, mu, sig, "beta")
     zt2, mu2, sig2 = _synthetic(20000, 1.5, seed=4, bias_sigma=0.5)
-    lv, obs = reliability_curve(zt2, mu2, sig2, cal)
+    lv, obs = calibrated_reliability(zt2, mu2, sig2, cal)
     assert np.max(np.abs(obs - lv)) < 0.03
-    lv0, obs0 = reliability_curve(zt2, mu2, sig2)
+    lv0, obs0 = calibrated_reliability(zt2, mu2, sig2)
     assert np.max(np.abs(obs0 - lv0)) > 0.15
 
 
@@ -51,7 +52,7 @@ def test_well_calibrated_is_left_alone():
 
 def test_pit_uniform_for_true_gaussian():
     zt, mu, sig = _synthetic(20000, 1.0, seed=6)
-    u = pit(zt, mu, sig)
+    u = pit_values(zt, mu, sig)
     hist, _ = np.histogram(u, bins=10, range=(0, 1))
     assert np.all(np.abs(hist / u.size - 0.1) < 0.01)
 

@@ -48,7 +48,7 @@ N_LEVELS = 99
 CALIBRATION_FILE = "calibration.json"
 
 
-def pit(z_true, mu, sigma) -> np.ndarray:
+def pit_values(z_true, mu, sigma) -> np.ndarray:
     """Probability integral transform Phi((z_true - mu) / sigma), shape of the inputs."""
     z_true, mu, sigma = (np.asarray(a, np.float64) for a in (z_true, mu, sigma))
     return ndtr((z_true - mu) / sigma)
@@ -189,7 +189,7 @@ def fit_calibration(z_true, mu, sigma, method: str = "beta") -> Calibration:
         return Calibration("scale", {"s": s})
     from betacal import BetaCalibration  # imported lazily: sklearn is slow to import
 
-    u = pit(z_true, mu, s * sigma)
+    u = pit_values(z_true, mu, s * sigma)
     # levels: a uniform grid plus the quantiles of the observed PIT, so that the tails where
     # an over- or under-confident model puts its PIT values carry weight in the fit
     grid = (np.arange(N_LEVELS) + 1.0) / (N_LEVELS + 1.0)
@@ -204,13 +204,13 @@ def fit_calibration(z_true, mu, sigma, method: str = "beta") -> Calibration:
     return Calibration("beta", {"s": s, "a": float(a), "b": float(b), "c": c})
 
 
-def coverage(z_true, lo, hi) -> float:
+def interval_coverage(z_true, lo, hi) -> float:
     """Fraction of z_true inside [lo, hi]."""
     z_true, lo, hi = (np.asarray(a, np.float64) for a in (z_true, lo, hi))
     return float(np.mean((z_true >= lo) & (z_true <= hi)))
 
 
-def reliability_curve(z_true, mu, sigma, calibration: Calibration | None = None, levels=None):
+def calibrated_reliability(z_true, mu, sigma, calibration: Calibration | None = None, levels=None):
     """Observed coverage of central intervals against their nominal level.
 
     Returns
@@ -224,9 +224,9 @@ def reliability_curve(z_true, mu, sigma, calibration: Calibration | None = None,
     if levels is None:
         levels = np.unique(np.concatenate([np.arange(0.05, 0.96, 0.05), [P68, P95]]))
     levels = np.asarray(levels, np.float64)
-    obs = np.array([coverage(z_true, *cal.interval(mu, sigma, lv)) for lv in levels])
+    obs = np.array([interval_coverage(z_true, *cal.interval(mu, sigma, lv)) for lv in levels])
     return levels, obs
 
 
-__all__ = ["Calibration", "fit_calibration", "pit", "coverage", "reliability_curve", "METHODS",
+__all__ = ["Calibration", "fit_calibration", "pit_values", "interval_coverage", "calibrated_reliability", "METHODS",
            "P68", "P95", "CALIBRATION_FILE"]

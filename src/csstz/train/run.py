@@ -26,7 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..calibrate import CALIBRATION_FILE, P68, P95, coverage, fit_calibration
+from ..calibrate import CALIBRATION_FILE, P68, P95, fit_calibration, interval_coverage
 from ..evaluate.metrics import sigma_nmad  # pure numpy, the paper's formula
 from ..errors import InputError
 from ..io.atomic import atomic_path
@@ -182,10 +182,10 @@ def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
     cal.save(out / CALIBRATION_FILE)
     summary["bnn"]["val_sigma_nmad"] = sigma_nmad(raw["z"], z_val)
     summary["calibration"] = cal.to_dict() | {
-        "val_coverage_68_before": coverage(z_val, raw["z"] - uncal, raw["z"] + uncal),
-        "val_coverage_95_before": coverage(z_val, raw["z"] - 2 * uncal, raw["z"] + 2 * uncal),
-        "val_coverage_68_after": coverage(z_val, *cal.interval(raw["z"], uncal, P68)),
-        "val_coverage_95_after": coverage(z_val, *cal.interval(raw["z"], uncal, P95))}
+        "val_coverage_68_before": interval_coverage(z_val, raw["z"] - uncal, raw["z"] + uncal),
+        "val_coverage_95_before": interval_coverage(z_val, raw["z"] - 2 * uncal, raw["z"] + 2 * uncal),
+        "val_coverage_68_after": interval_coverage(z_val, *cal.interval(raw["z"], uncal, P68)),
+        "val_coverage_95_after": interval_coverage(z_val, *cal.interval(raw["z"], uncal, P95))}
     summary["wall_s"] = time.perf_counter() - t_start
     _write_json(out / "summary.json", summary)
     return summary
