@@ -55,6 +55,10 @@ def test_simulate_round_trip(catalog_file, tmp_path):
     # readable with plain astropy, as the contract says
     tab = Table.read(out, path="catalog")
     assert len(tab) == 4
+    # the paper's Figs. 1-3 from any spectra file
+    figs = tmp_path / "figs"
+    assert main(["plot-dataset", str(out), "--out", str(figs)]) == 0
+    assert sorted(p.name for p in figs.iterdir()) == ["fig1_redshift.png", "fig2_morphology.png", "fig3_snr.png"]
 
 
 def test_noiseless_flag(catalog_file, tmp_path):

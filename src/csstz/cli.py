@@ -106,6 +106,20 @@ def _run_build(a) -> int:
     return 0
 
 
+def _add_plot_dataset(sub):
+    p = sub.add_parser("plot-dataset", help="draw the paper's Figs. 1-3 (z, morphology, SNR) for a dataset file")
+    p.add_argument("dataset", help="spectra/dataset HDF5 (from build or simulate)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_run_plot_dataset)
+
+
+def _run_plot_dataset(a) -> int:
+    from .population.figures import plot_dataset_figures
+    for path in plot_dataset_figures(a.dataset, a.out):
+        print(f"wrote {path}")
+    return 0
+
+
 # --- train / predict --------------------------------------------------------------------------
 def _add_train(sub):
     p = sub.add_parser("train", help="train the CNN, the BNN head on its frozen backbone, and the calibration")
@@ -218,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csstz", description="Redshifts from CSST slitless spectra.")
     parser.add_argument("--version", action="version", version=f"csstz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_simulate, _add_plot_spectrum, _add_build, _add_train, _add_predict, _add_evaluate,
+    for add in (_add_simulate, _add_plot_spectrum, _add_build, _add_plot_dataset, _add_train, _add_predict, _add_evaluate,
                 _add_fit_templates, _add_demo):
         add(sub)
     return parser
