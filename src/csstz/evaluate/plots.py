@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_path
+from ..io.figures import save_png
 from . import metrics
 
 #: Line colours per method, in order (colour-blind-safe Okabe-Ito palette).
@@ -60,11 +60,7 @@ def _figure(nrows=1, ncols=1, width=5.0, height=4.2):
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return path
+    return save_png(fig, path, dpi=DPI)
 
 
 def _log_snr(snr: np.ndarray) -> np.ndarray:

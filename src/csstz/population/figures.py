@@ -8,25 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.figures import new_figure, save_png
 from ..io.spectra import read_catalog
 from .nz import CSST_Z_EDGES, csst_bin_probabilities
 
-
-def _figure(**kwargs):
-    """A matplotlib Figure on the Agg canvas, without pyplot (no global backend state)."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def _save(fig, path) -> Path:
-    """Write the PNG atomically (temporary name, then rename)."""
-    from ..io.atomic import atomic_path
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    return Path(path)
 
 
 def _groups(cat) -> list[tuple[str, np.ndarray]]:
@@ -43,7 +28,7 @@ def _groups(cat) -> list[tuple[str, np.ndarray]]:
 
 def plot_redshift(cat, path: Path) -> Path:
     """Fig. 1: redshift distribution per split/source and in total, with the CSST n(z)."""
-    fig = _figure(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
     bins = np.linspace(0.0, 1.6, 33)
     z = np.asarray(cat["Z"], float)
@@ -55,12 +40,12 @@ def plot_redshift(cat, path: Path) -> Path:
     ax.set_ylabel("probability density")
     ax.legend(fontsize=8)
     ax.set_title(f"Redshift distribution (N = {len(cat)})")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_morphology(cat, path: Path) -> Path:
     """Fig. 2: r_eff [arcsec], Sersic n, b/a and position angle [deg]."""
-    fig = _figure(figsize=(8, 6))
+    fig = new_figure(figsize=(8, 6))
     axes = fig.subplots(2, 2)
     specs = [("SHAPE_R", r"$r_{\rm eff}$ [arcsec]", np.linspace(0, 4, 41)),
              ("SERSIC", "Sersic n", np.linspace(0, 6.5, 53)),
@@ -71,7 +56,7 @@ def plot_morphology(cat, path: Path) -> Path:
         ax.set_xlabel(label)
         ax.set_ylabel("N")
     fig.suptitle(f"Morphology (N = {len(cat)})")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def snr_modes(cat, bins=None) -> dict:
@@ -87,7 +72,7 @@ def snr_modes(cat, bins=None) -> dict:
 
 def plot_snr(cat, path: Path) -> Path:
     """Fig. 3: SNR distributions in GU, GV, GI and in total (log axis)."""
-    fig = _figure(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
     bins = np.logspace(-2, 2, 41)
     modes = snr_modes(cat, bins)
@@ -102,7 +87,7 @@ def plot_snr(cat, path: Path) -> Path:
     ax.set_ylabel("N")
     ax.legend(fontsize=8)
     ax.set_title(f"SNR distributions (N = {len(cat)})")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_dataset_figures(dataset_path, out_dir) -> list[Path]:

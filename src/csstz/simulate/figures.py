@@ -1,6 +1,6 @@
 """The paper's Fig. 4 (2D first-order images) and Fig. 5 (extracted 1D spectra) for one source.
 
-matplotlib is imported inside the functions (Agg backend), so that importing
+matplotlib is imported inside the functions (Agg canvas, no pyplot), so that importing
 the simulator never pulls a plotting stack.
 """
 from __future__ import annotations
@@ -11,24 +11,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..instrument import Instrument, load_instrument
+from ..io.figures import new_figure, save_png
 from .api import read_input_catalog, simulate_source, validate_inputs
 
-
-def _figure(**kwargs):
-    """A matplotlib Figure on the Agg canvas, without pyplot (no global backend state)."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def _save(fig, path) -> Path:
-    """Write the PNG atomically (temporary name, then rename)."""
-    from ..io.atomic import atomic_path
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    return Path(path)
 
 
 def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") -> Path:
@@ -39,7 +24,7 @@ def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") 
     images : dict
         Band name -> ndarray (ny, nx) electrons (sky-subtracted), as saved with --save-2d.
     """
-    fig = _figure(figsize=(10, 1.3 * len(images) + 0.8))
+    fig = new_figure(figsize=(10, 1.3 * len(images) + 0.8))
     axes = fig.subplots(len(images), 1, squeeze=False)
     for ax, (name, img) in zip(axes[:, 0], images.items()):
         band = instrument.band(name)
@@ -52,7 +37,7 @@ def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") 
         ax.set_ylabel(f"{name}\npixel")
     axes[-1, 0].set_xlabel("wavelength of the trace centre [A]")
     fig.suptitle(title or "CSST first-order 2D spectra (4 x 150 s, sky subtracted)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path, title: str = "") -> Path:
@@ -65,7 +50,7 @@ def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path
     wave_aa, flam17 : ndarray
         The input SED.
     """
-    fig = _figure(figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
     ax = fig.subplots()
     colors = {"GU": "tab:purple", "GV": "tab:green", "GI": "tab:red"}
     lo, hi = np.inf, -np.inf
@@ -82,7 +67,7 @@ def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path
     ax.set_ylabel("f_lambda [1e-17 erg/s/cm^2/A]")
     ax.legend(loc="upper right", ncol=4, fontsize=8)
     ax.set_title(title or "Extracted CSST slitless spectra")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_source(wave_aa, flam17, shape_r_arcsec, sersic, ba, pa_deg, out_dir, targetid: int = 0, seed: int = 0,
