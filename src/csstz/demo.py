@@ -60,14 +60,13 @@ def _step(console, i: int, n: int, text: str) -> float:
     return time.perf_counter()
 
 
-def _example_figures(dataset: Path, out_dir: Path, seed: int) -> list[Path]:
+def _example_figures(dataset: Path, cat, out_dir: Path, seed: int) -> list[Path]:
     """Fig. 4/5 for the test galaxy with the median GI SNR, regenerated from its catalogue row."""
-    from .io.spectra import read_attrs, read_catalog
+    from .io.spectra import read_attrs
     from .instrument import parse_instrument
     from .population.embedded import get_population
     from .simulate.figures import plot_source
 
-    cat = read_catalog(dataset)
     test = cat[cat["SPLIT"] == "test"]
     snr = np.asarray(test["SNR_GI"])
     i = int(np.argsort(snr)[len(snr) // 2])
@@ -115,7 +114,8 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: in
 
     t = _step(console, 2, n_steps, "figures of the dataset (paper Figs. 1-5)")
     fig_dir = out / "figures"
-    data_figs = list(plot_dataset_figures(dataset, fig_dir)) + _example_figures(dataset, fig_dir, seed)
+    cat = read_catalog(dataset)
+    data_figs = list(plot_dataset_figures(dataset, fig_dir)) + _example_figures(dataset, cat, fig_dir, seed)
     times["figures_s"] = time.perf_counter() - t
 
     t = _step(console, 3, n_steps, "training the CNN, the BNN head and the calibration (validation split)")
@@ -133,7 +133,6 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: in
     times["predict_s"] = time.perf_counter() - t
 
     t = _step(console, 5, n_steps, "template-fitting baseline on the same test spectra")
-    cat = read_catalog(dataset)
     test_rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == "test")
     spectra = read_spectra(dataset, bands=("GV", "GI"), rows=test_rows)
     # each galaxy's own shape broadens its lines (CSST images the same galaxies): a fair baseline

@@ -381,16 +381,20 @@ def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False
              pa[i:i + chunk], seed, noiseless, save_2d, inst.to_yaml(), bands)
             for i in range(0, len(tid), chunk)]
     parts = run_parallel(jobs, workers=workers, scheduler=scheduler)
-    spectra = {b: BandSpectra(inst.band(b).wave_aa.copy(),
-                              np.concatenate([p[0][b].flux for p in parts]) if parts else np.empty((0, inst.band(b).n_pix), np.float32),
-                              np.concatenate([p[0][b].err for p in parts]) if parts else np.empty((0, inst.band(b).n_pix), np.float32),
-                              np.concatenate([p[0][b].image2d for p in parts]) if (save_2d and parts) else None)
-               for b in bands}
-    out_cat = Table()
-    for col in cat.colnames:
-        out_cat[col] = cat[col]
+
+    def joined(get, empty_shape):
+        return np.concatenate([get(p) for p in parts]) if parts else np.empty(empty_shape, np.float32)
+
+    spectra = {}
+    for b in bands:
+        n_pix = inst.band(b).n_pix
+        spectra[b] = BandSpectra(inst.band(b).wave_aa.copy(),
+                                 joined(lambda p: p[0][b].flux, (0, n_pix)),
+                                 joined(lambda p: p[0][b].err, (0, n_pix)),
+                                 joined(lambda p: p[0][b].image2d, (0, 1, n_pix)) if save_2d else None)
+    out_cat = Table(cat, copy=False)
     for key in [f"SNR_{b}" for b in bands] + ["SNR_TOTAL"]:
-        out_cat[key] = np.concatenate([p[1][key] for p in parts]) if parts else np.empty(0)
+        out_cat[key] = joined(lambda p: p[1][key], (0,))
     attrs = dict(csstz_version=__version__, seed=int(seed), noiseless=bool(noiseless), instrument=inst.to_yaml(),
                  bands=",".join(bands), source_catalog=str(catalog_path),
                  snr_definition="SNR_<band>: median over valid pixels of flux/err; SNR_TOTAL: same over all bands")
