@@ -2,7 +2,7 @@
 
 Builds a dataset of N galaxies from the embedded real-galaxy population
 (``csstz build``, the same simulated CSST spectra the networks see), then times
-``csstz.evaluate.templates.fit_templates`` on GV+GI over z = 0-1.6 with the
+``csstz.templates.fit.fit_templates`` on GV+GI over z = 0-1.6 with the
 default grid (step 5e-4 in ln(1+z)), with the point-source LSF in-process (1 worker)
 and with 2 local processes, and with the morphology-aware LSF (2 processes; one
 template grid per LSF-width bin, rendering included). The time to render one
@@ -35,7 +35,7 @@ from astropy.table import vstack
 
 from csstz import __version__
 from csstz.evaluate import metrics
-from csstz.evaluate.templates import DEFAULT_DLNZ, fit_templates, template_model_for
+from csstz.templates.fit import DEFAULT_DLNZ, fit_templates, template_model_for
 from csstz.instrument import load_instrument
 
 #: Timing runs fit the dataset repeated this many times.

@@ -9,9 +9,9 @@ from astropy.table import Table
 from scipy.optimize import nnls
 
 from csstz.errors import InputError
-from csstz.evaluate import templates as T
+from csstz.templates import fit as T
 from csstz.evaluate.metrics import coverage, sigma_nmad
-from csstz.evaluate.nnls import nnls_enumerate
+from csstz.templates.nnls import nnls_enumerate
 from csstz.instrument import load_instrument
 from csstz.io.spectra import BandSpectra, SpectraSet, write_spectra
 

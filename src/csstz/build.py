@@ -22,19 +22,26 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
+from .parallel import parallel_map
 from .rng import run_rng
+from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, snr_column
 
 STREAM_REAL_SUBSET = 21  # run-level stream: which real sources a --n N build takes
 
 SOURCES = ("embedded", "desi", "boss")
-#: Columns of the build catalogue common to all sources, in file order.
-BASE_COLUMNS = [("TARGETID", "i8"), ("Z", "f8"), ("SHAPE_R", "f8"), ("SERSIC", "f8"), ("BA", "f8"),
-                ("PA", "f8"), ("SNR_GU", "f8"), ("SNR_GV", "f8"), ("SNR_GI", "f8"), ("SNR_TOTAL", "f8"),
-                ("SPLIT", "S5")]
-EMBEDDED_COLUMNS = [("SDSS_INDEX", "i8"), ("SDSS_Z", "f8"), ("MAG_GV", "f8"), ("MAG_GI", "f8"),
-                    ("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"),
-                    ("COEFF", "f4", (5,))]
 REAL_COLUMNS = [("RA", "f8"), ("DEC", "f8"), ("SURVEY", "S5")]
+
+
+def base_columns(bands) -> list:
+    """Columns of the build catalogue common to all sources, in file order (one SNR column per band)."""
+    return ([("TARGETID", "i8"), ("Z", "f8"), ("SHAPE_R", "f8"), ("SERSIC", "f8"), ("BA", "f8"), ("PA", "f8")]
+            + [(snr_column(b), "f8") for b in bands] + [(SNR_TOTAL, "f8"), (SPLIT_COLUMN, "S5")])
+
+
+def embedded_columns(mag_bands) -> list:
+    """Extra columns of the embedded population (one magnitude per band of ``mag_bands``)."""
+    return ([("SDSS_INDEX", "i8"), ("SDSS_Z", "f8")] + [(f"MAG_{b}", "f8") for b in mag_bands]
+            + [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("COEFF", "f4", (5,))])
 
 _WORKER_CACHE: dict = {}
 
@@ -56,8 +63,8 @@ def _embedded_population(yaml_text: str, mag_limit_gi: float):
     return _WORKER_CACHE[key]
 
 
-def _pack(columns: dict, snr: dict, extra_dtype: list) -> np.ndarray:
-    dtype = np.dtype(BASE_COLUMNS + extra_dtype)
+def _pack(columns: dict, snr: dict, bands, extra_dtype: list) -> np.ndarray:
+    dtype = np.dtype(base_columns(bands) + extra_dtype)
     n = len(columns["TARGETID"])
     out = np.zeros(n, dtype=dtype)
     for name in dtype.names:
@@ -91,7 +98,7 @@ def make_chunk(job: dict):
         pop = _embedded_population(job["instrument_yaml"], job["mag_limit_gi"])
         chunk = pop.draw(seed, np.arange(job["start"], job["stop"], dtype=np.int64))
         cols, wave, flux = chunk.columns, chunk.wave_aa, chunk.flux_flam17
-        extra = EMBEDDED_COLUMNS
+        extra = embedded_columns(pop.mag_bands)
     else:
         from .population.redrock import redrock_sed_flam17
         cols = job["rows"]
@@ -99,7 +106,7 @@ def make_chunk(job: dict):
         extra = REAL_COLUMNS
     bands, snr = simulate_arrays(wave, flux, cols["TARGETID"], cols["SHAPE_R"], cols["SERSIC"], cols["BA"],
                                  cols["PA"], seed=seed, instrument=inst)
-    return bands, _pack(cols, snr, extra)
+    return bands, _pack(cols, snr, inst.band_names, extra)
 
 
 # --- the build --------------------------------------------------------------------------------------
@@ -214,46 +221,13 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
     done_rows = n - sum(j["stop"] - j["start"] for j in jobs)
     prog, task = _progress(progress, n, done_rows)
     with prog:
-        for k, (bands, cat) in _run_jobs(jobs, workers, scheduler):
-            writer.write_chunk(k, bands, cat)
+        for i, (bands, cat) in parallel_map(make_chunk, jobs, workers=workers, scheduler=scheduler):
+            writer.write_chunk(jobs[i]["k"], bands, cat)
             prog.update(task, advance=len(cat))
     attrs = {"csstz_version": __version__, "seed": seed, "instrument": yaml_text, "n": n, "source": source,
              "population": population, "chunk": chunk,
-             "snr_definition": "SNR_<band> = median over the band's valid pixels of flux/err; "
-                               "SNR_TOTAL = the same over the valid pixels of all bands"}
+             "snr_definition": SNR_DEFINITION}
     return writer.finalize(attrs)
-
-
-def _run_jobs(jobs: list, workers: int, scheduler: str | None):
-    """Yield (chunk index, result) as chunks finish; at most 2 per worker in flight."""
-    if scheduler is None and workers <= 1:
-        for job in jobs:
-            yield job["k"], make_chunk(job)
-        return
-    from distributed import as_completed
-
-    from .simulate.parallel import dask_client
-
-    with dask_client(workers=workers, scheduler=scheduler) as client:
-        n_slots = 2 * max(workers, len(client.scheduler_info().get("workers", {})) or 1)
-        pending = list(jobs)
-        futures = {}
-        ac = as_completed()
-        while pending and len(futures) < n_slots:
-            job = pending.pop(0)
-            fut = client.submit(make_chunk, job, pure=False)
-            futures[fut] = job["k"]
-            ac.add(fut)
-        for fut in ac:
-            k = futures.pop(fut)
-            result = fut.result()
-            fut.release()
-            if pending:
-                job = pending.pop(0)
-                nf = client.submit(make_chunk, job, pure=False)
-                futures[nf] = job["k"]
-                ac.add(nf)
-            yield k, result
 
 
 def build_from_args(a) -> Path:

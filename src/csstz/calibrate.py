@@ -37,15 +37,16 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit, log_ndtr, ndtr, ndtri
 
+from .config import CALIBRATIONS
 from .errors import FileFormatError, InputError
 from .io.atomic import atomic_path
+from .schema import CALIBRATION_FILE
 
-METHODS = ("beta", "scale", "none")
+METHODS = CALIBRATIONS
 #: Central 1-sigma probability of a Gaussian.
 P68 = 0.6826894921370859
 P95 = 0.9544997361036416
 N_LEVELS = 99
-CALIBRATION_FILE = "calibration.json"
 
 
 def pit_values(z_true, mu, sigma) -> np.ndarray:

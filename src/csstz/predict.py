@@ -13,14 +13,14 @@ times (default 200) on the cached features (each pass one weight-noise draw):
 ``model="cnn"`` uses the CNN alone: Z = its output, and ``ZERR = ZERR_UNCAL =``
 sigma_NMAD of the CNN on the validation split times (1 + Z) (no per-object error).
 
-ZWARN bits (0 = nothing to distrust):
+ZWARN bits (:class:`csstz.zwarn.ZWARN`, 0 = nothing to distrust):
 
-* 1 ``LOW_VALID``: fewer than ``MIN_VALID_FRAC`` (50%) of the input pixels are valid;
-* 2 ``Z_EDGE``: the 1-sigma interval [Z - ZERR, Z + ZERR] reaches outside the redshift
+* ``LITTLE_COVERAGE``: fewer than ``MIN_VALID_FRAC`` (50%) of the input pixels are valid;
+* ``Z_FITLIMIT``: the 1-sigma interval [Z - ZERR, Z + ZERR] reaches outside the redshift
   range of the training split (extrapolation, or piled up at the edge);
-* 4 ``EPISTEMIC``: ZERR_EPISTEMIC > ZERR_ALEATORIC (the model, not the noise, is unsure;
+* ``EPISTEMIC``: ZERR_EPISTEMIC > ZERR_ALEATORIC (the model, not the noise, is unsure;
   BNN only);
-* 8 ``BAD_OUTPUT``: non-finite output (Z/ZERR are then NaN).
+* ``BAD_MINFIT``: non-finite output (Z/ZERR are then NaN).
 """
 from __future__ import annotations
 
@@ -37,10 +37,13 @@ from .io.predictions import write_predictions
 from .io.torch_dataset import SpectraDataset, split_rows
 from .train.checkpoint import BNN_FILE, CNN_FILE, file_checksum, load_model
 
-ZWARN_LOW_VALID = 1
-ZWARN_Z_EDGE = 2
-ZWARN_EPISTEMIC = 4
-ZWARN_BAD_OUTPUT = 8
+from .zwarn import ZWARN, flag_where
+
+# names of the bits as this module uses them
+ZWARN_LOW_VALID = ZWARN.LITTLE_COVERAGE
+ZWARN_Z_EDGE = ZWARN.Z_FITLIMIT
+ZWARN_EPISTEMIC = ZWARN.EPISTEMIC
+ZWARN_BAD_OUTPUT = ZWARN.BAD_MINFIT
 MIN_VALID_FRAC = 0.5
 #: Rows (passes x spectra) of one head evaluation kept in memory at once.
 HEAD_ROWS = 65536
@@ -118,15 +121,15 @@ def zwarn_bits(z, zerr, n_valid, n_pixels, z_range, epistemic=None, aleatoric=No
     """ZWARN (int32) from the module docstring's rules."""
     z, zerr = np.asarray(z, np.float64), np.asarray(zerr, np.float64)
     w = np.zeros(z.shape, np.int32)
-    w |= np.where(np.asarray(n_valid) < MIN_VALID_FRAC * n_pixels, ZWARN_LOW_VALID, 0).astype(np.int32)
+    w |= flag_where(np.asarray(n_valid) < MIN_VALID_FRAC * n_pixels, ZWARN_LOW_VALID)
     with np.errstate(invalid="ignore"):
         edge = (z - zerr < z_range[0]) | (z + zerr > z_range[1])
-    w |= np.where(edge, ZWARN_Z_EDGE, 0).astype(np.int32)
+    w |= flag_where(edge, ZWARN_Z_EDGE)
     if epistemic is not None:
         with np.errstate(invalid="ignore"):
-            w |= np.where(np.asarray(epistemic) > np.asarray(aleatoric), ZWARN_EPISTEMIC, 0).astype(np.int32)
+            w |= flag_where(np.asarray(epistemic) > np.asarray(aleatoric), ZWARN_EPISTEMIC)
     bad = ~(np.isfinite(z) & np.isfinite(zerr))
-    w |= np.where(bad, ZWARN_BAD_OUTPUT, 0).astype(np.int32)
+    w |= flag_where(bad, ZWARN_BAD_OUTPUT)
     return w
 
 
@@ -211,7 +214,7 @@ def predict_file(run_dir, spectra_path, out_path, samples: int = 200, split: str
         tab["ZERR_UNCAL"] = zerr
         header.update({"CALMETH": "cnn-val-nmad", "CNNNMAD": snmad})
         warn = zwarn_bits(z, zerr, raw["n_valid"], ds.length, meta["z_range"])
-    bad = (warn & ZWARN_BAD_OUTPUT) > 0
+    bad = (warn & int(ZWARN_BAD_OUTPUT)) > 0
     for col in ("Z", "ZERR"):
         tab[col][bad] = np.nan
     tab["ZWARN"] = warn

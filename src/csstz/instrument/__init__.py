@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -18,7 +18,6 @@ import yaml
 from ..errors import ConfigError, FileFormatError
 from ..units import C_AA_PER_S, H_ERG_S, FLAM17
 
-BAND_NAMES = ("GU", "GV", "GI")
 DEFAULT_INSTRUMENT = "csst.yaml"
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
@@ -96,7 +95,13 @@ class Instrument:
     stamp_max_half_pix: int
     image2d_half_height_pix: int
     bands: dict = field(repr=False)
+    network_bands: tuple = ()
     source_text: str = field(repr=False, default="")
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """All bands of the instrument file, in file order (the order of every output)."""
+        return tuple(self.bands)
 
     @property
     def total_exptime_s(self) -> float:
@@ -193,6 +198,16 @@ def parse_instrument(text: str, origin: str = "<string>") -> Instrument:
         if band.wave_max_aa <= band.wave_min_aa:
             raise ConfigError(where + ".wave_max_aa", "must exceed wave_min_aa", value=band.wave_max_aa)
         bands[str(name)] = band
+    net = cfg.get("network", {}) or {}
+    if not isinstance(net, dict):
+        raise ConfigError("network", "must be a mapping with key 'bands'")
+    # files written before the key existed: every band
+    network_bands = tuple(str(b) for b in net.get("bands", list(bands)))
+    for b in network_bands:
+        if b not in bands:
+            raise ConfigError("network.bands", "unknown band", value=b, allowed=", ".join(bands))
+    if not network_bands:
+        raise ConfigError("network.bands", "needs at least one band")
     inst = Instrument(
         name=str(cfg.get("name", origin)),
         area_cm2=_get(tel, "area_cm2", "telescope", lo=0, lo_open=True),
@@ -211,12 +226,19 @@ def parse_instrument(text: str, origin: str = "<string>") -> Instrument:
         stamp_max_half_pix=_get(ren, "stamp_max_half_pix", "rendering", kind=int, lo=2),
         image2d_half_height_pix=_get(ren, "image2d_half_height_pix", "rendering", kind=int, lo=1),
         bands=bands,
+        network_bands=network_bands,
         source_text=text,
     )
     if inst.stamp_max_half_pix < inst.stamp_min_half_pix:
         raise ConfigError("rendering.stamp_max_half_pix", "must be >= stamp_min_half_pix",
                           value=inst.stamp_max_half_pix)
     return inst
+
+
+@lru_cache(maxsize=1)
+def default_instrument() -> Instrument:
+    """The packaged CSST description (parsed once per process)."""
+    return load_instrument(None)
 
 
 def load_instrument(path: str | Path | None = None) -> Instrument:
@@ -238,4 +260,4 @@ def load_instrument(path: str | Path | None = None) -> Instrument:
     return parse_instrument(p.read_text(), origin=str(p))
 
 
-__all__ = ["Band", "Instrument", "BAND_NAMES", "load_instrument", "parse_instrument", "FWHM_TO_SIGMA"]
+__all__ = ["Band", "Instrument", "default_instrument", "load_instrument", "parse_instrument", "FWHM_TO_SIGMA"]

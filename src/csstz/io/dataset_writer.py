@@ -34,12 +34,11 @@ import numpy as np
 
 from ..errors import FileFormatError
 from .atomic import atomic_path
-from .spectra import CATALOG_PATH
+from ..schema import CATALOG_PATH, order_bands
+from .spectra import create_band_group, write_attrs
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-#: Row chunking of the flux/err datasets in the final file (rows per HDF5 chunk).
-H5_ROW_CHUNK = 256
 
 
 def _sha256(path: Path) -> str:
@@ -169,10 +168,7 @@ class ChunkedDatasetWriter:
                     if b.flux.shape != (n_k, len(b.wave_aa)) or b.err.shape != b.flux.shape:
                         raise FileFormatError(str(self.chunk_path(k)), f"band {name}: shape {b.flux.shape}, "
                                                                       f"expected ({n_k}, {len(b.wave_aa)})")
-                    g = h5.create_group(name)
-                    g.create_dataset("wave", data=np.asarray(b.wave_aa, np.float64), track_times=False)
-                    g.create_dataset("flux", data=np.asarray(b.flux, np.float32), track_times=False)
-                    g.create_dataset("err", data=np.asarray(b.err, np.float32), track_times=False)
+                    create_band_group(h5, name, b.wave_aa, n_k, b.flux, b.err, chunked=False)
                 h5.create_dataset(CATALOG_PATH, data=catalog, track_times=False)
                 h5.attrs["chunk"] = k
                 h5.attrs["row_start"] = start
@@ -181,7 +177,7 @@ class ChunkedDatasetWriter:
         self._save_manifest()
 
     # -- final file -----------------------------------------------------------------------------
-    def finalize(self, attrs: dict, band_order=("GU", "GV", "GI")) -> Path:
+    def finalize(self, attrs: dict) -> Path:
         """Assemble all chunks into OUT (atomic) and remove the partial directory.
 
         Parameters
@@ -199,8 +195,7 @@ class ChunkedDatasetWriter:
             raise FileFormatError(str(self.partial_dir), f"chunks {missing[:10]} not built yet")
         first = self.chunk_path(0)
         with h5py.File(first, "r") as h5:
-            names = [b for b in band_order if b in h5] + sorted(
-                k for k in h5 if k not in band_order and k != CATALOG_PATH)
+            names = order_bands(k for k in h5 if k != CATALOG_PATH)
             waves = {b: h5[b]["wave"][:] for b in names}
             cat_dtype = h5[CATALOG_PATH].dtype
         n = self.n_rows
@@ -208,17 +203,8 @@ class ChunkedDatasetWriter:
             with h5py.File(tmp, "w") as out:
                 dsets = {}
                 for b in names:
-                    g = out.create_group(b)
-                    g.create_dataset("wave", data=waves[b], track_times=False)
-                    shape = (n, len(waves[b]))
-                    ch = (min(n, H5_ROW_CHUNK), len(waves[b]))
-                    dsets[b] = (g.create_dataset("flux", shape=shape, dtype=np.float32, chunks=ch,
-                                                 track_times=False),
-                                g.create_dataset("err", shape=shape, dtype=np.float32, chunks=ch,
-                                                 track_times=False))
-                    g["wave"].attrs["unit"] = "Angstrom"
-                    g["flux"].attrs["unit"] = "1e-17 erg/s/cm^2/Angstrom"
-                    g["err"].attrs["unit"] = "1e-17 erg/s/cm^2/Angstrom"
+                    g = create_band_group(out, b, waves[b], n)
+                    dsets[b] = (g["flux"], g["err"])
                 cat = out.create_dataset(CATALOG_PATH, shape=(n,), dtype=cat_dtype, track_times=False)
                 for k, (start, stop) in enumerate(self.bounds):
                     path = self.chunk_path(k)
@@ -233,9 +219,7 @@ class ChunkedDatasetWriter:
                                 raise FileFormatError(str(path), f"band {b} wavelength grid differs from chunk 0")
                             dsets[b][0][start:stop] = h5[b]["flux"][:]
                             dsets[b][1][start:stop] = h5[b]["err"][:]
-                for key in sorted(attrs):
-                    val = attrs[key]
-                    out.attrs[key] = json.dumps(val, sort_keys=True) if isinstance(val, (dict, list, tuple)) else val
+                write_attrs(out, attrs)
         shutil.rmtree(self.partial_dir)
         return self.out_path
 

@@ -2,13 +2,15 @@
 
 HDU ``REDSHIFTS`` (binary table), one row per input spectrum:
 ``TARGETID`` (int64), ``Z`` (float64), ``ZERR`` (float64, calibrated 1-sigma),
-``ZWARN`` (int32, 0 = no problem; bits documented by the writer), and for the
+``ZWARN`` (int32, 0 = no problem; bits of :class:`csstz.zwarn.ZWARN`), and for the
 BNN also ``ZERR_EPISTEMIC``, ``ZERR_ALEATORIC``. Any further columns are kept.
 Header keywords: ``CSSTZVER`` (package version), ``METHOD``, ``MODELSUM``
-(model file checksum, where a model was used), calibration parameters.
+(model file checksum, where a model was used), calibration parameters, ``CONFIG``
+(the stage configuration as one line of JSON, which is also YAML). See ``docs/formats.md``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +19,12 @@ from astropy.table import Table
 
 from .. import __version__
 from ..errors import FileFormatError, InputError
+from ..schema import PRED_HDU as HDU_NAME
+from ..schema import PRED_REQUIRED as REQUIRED
 from .atomic import atomic_path
 
-HDU_NAME = "REDSHIFTS"
-REQUIRED = ("TARGETID", "Z", "ZERR", "ZWARN")
 
-
-def write_predictions(path, table: Table, header: dict | None = None) -> None:
+def write_predictions(path, table: Table, header: dict | None = None, config: dict | None = None) -> None:
     """Write predictions atomically.
 
     Parameters
@@ -32,6 +33,8 @@ def write_predictions(path, table: Table, header: dict | None = None) -> None:
         Must hold TARGETID, Z, ZERR, ZWARN (one row per spectrum).
     header : dict, optional
         Extra FITS header keywords (8 characters at most, or HIERARCH).
+    config : dict, optional
+        The configuration that made the predictions, stored as keyword ``CONFIG`` (JSON).
 
     Raises
     ------
@@ -53,6 +56,8 @@ def write_predictions(path, table: Table, header: dict | None = None) -> None:
     hdu.header["CSSTZVER"] = (__version__, "csstz version")
     for key, val in (header or {}).items():
         hdu.header[key] = val
+    if config is not None:
+        hdu.header["CONFIG"] = json.dumps(config, sort_keys=True, default=str)
     with atomic_path(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
 

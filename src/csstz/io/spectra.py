@@ -1,8 +1,8 @@
 """The spectra file (HDF5) written by ``csstz simulate`` and ``csstz build``.
 
-Layout (``shared/spec/interfaces.md``)::
+Layout (``docs/formats.md``; names in :mod:`csstz.schema`)::
 
-    /GU, /GV, /GI          one group per band
+    /<band>                one group per band of the instrument file (GU, GV, GI)
         wave   (L,)        float64, Angstrom (pixel centres)
         flux   (N, L)      float32, 1e-17 erg/s/cm^2/A
         err    (N, L)      float32, same unit; inf where a pixel has no data
@@ -23,9 +23,9 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import FileFormatError
+from ..schema import (BAND_DATASETS, CATALOG_PATH, H5_ROW_CHUNK, IMAGE2D, UNIT_FLAM17, UNIT_IMAGE2D, UNIT_WAVE,
+                      order_bands, select_split)
 from .atomic import atomic_path
-
-CATALOG_PATH = "catalog"
 
 
 @dataclass
@@ -76,12 +76,60 @@ def decode_catalog(tab: Table) -> Table:
     return tab
 
 
-def _write_attrs(h5: h5py.File, attrs: dict) -> None:
-    for key, val in attrs.items():
-        if isinstance(val, (dict, list, tuple)):
-            h5.attrs[key] = json.dumps(val)
+def create_band_group(h5: h5py.Group, name: str, wave_aa: np.ndarray, n_rows: int,
+                      flux: np.ndarray | None = None, err: np.ndarray | None = None,
+                      image2d: np.ndarray | None = None, chunked: bool = True) -> h5py.Group:
+    """Write one band group of the spectra layout: the only place that lays it out.
+
+    Parameters
+    ----------
+    h5 : h5py.Group
+        Parent (file root).
+    name : str
+        Band name (group name).
+    wave_aa : ndarray, shape (L,)
+        Pixel-centre wavelengths [A].
+    n_rows : int
+        Number of spectra N.
+    flux, err : ndarray, shape (N, L), optional
+        1e-17 erg/s/cm^2/A. Without them empty (N, L) float32 datasets are created, to be
+        filled by the caller (streamed writes).
+    image2d : ndarray, shape (N, ny, nx), optional
+        Electrons (``--save-2d``).
+    chunked : bool
+        Row-chunk the flux/err datasets (:data:`csstz.schema.H5_ROW_CHUNK` rows).
+
+    Returns
+    -------
+    h5py.Group
+        The new group (datasets ``wave``, ``flux``, ``err`` and optionally ``image2d``).
+    """
+    wave = np.asarray(wave_aa, np.float64)
+    n = int(n_rows)
+    g = h5.create_group(name)
+    g.create_dataset("wave", data=wave, track_times=False)
+    chunks = (min(n, H5_ROW_CHUNK), wave.size) if (chunked and n) else None
+    for key, data in (("flux", flux), ("err", err)):
+        if data is None:
+            g.create_dataset(key, shape=(n, wave.size), dtype=np.float32, chunks=chunks, track_times=False)
         else:
-            h5.attrs[key] = val
+            g.create_dataset(key, data=np.asarray(data, np.float32), chunks=chunks, track_times=False)
+    g["wave"].attrs["unit"] = UNIT_WAVE
+    g["flux"].attrs["unit"] = UNIT_FLAM17
+    g["err"].attrs["unit"] = UNIT_FLAM17
+    if image2d is not None:
+        img = np.asarray(image2d, np.float32)
+        g.create_dataset(IMAGE2D, data=img, chunks=(1,) + img.shape[1:] if (chunked and n) else None,
+                         track_times=False)
+        g[IMAGE2D].attrs["unit"] = UNIT_IMAGE2D
+    return g
+
+
+def write_attrs(h5: h5py.File, attrs: dict) -> None:
+    """Root attributes: dicts, lists and tuples as JSON text, in sorted key order."""
+    for key in sorted(attrs):
+        val = attrs[key]
+        h5.attrs[key] = json.dumps(val, sort_keys=True) if isinstance(val, (dict, list, tuple)) else val
 
 
 def write_spectra(path, spectra: SpectraSet) -> None:
@@ -99,29 +147,18 @@ def write_spectra(path, spectra: SpectraSet) -> None:
                                              f"({n}, {len(b.wave_aa)})")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
-            for name, b in spectra.bands.items():
-                g = h5.create_group(name)
-                g.create_dataset("wave", data=np.asarray(b.wave_aa, np.float64))
-                chunks = (min(max(n, 1), 256), len(b.wave_aa))
-                g.create_dataset("flux", data=np.asarray(b.flux, np.float32), chunks=chunks if n else None)
-                g.create_dataset("err", data=np.asarray(b.err, np.float32), chunks=chunks if n else None)
-                g["wave"].attrs["unit"] = "Angstrom"
-                g["flux"].attrs["unit"] = "1e-17 erg/s/cm^2/Angstrom"
-                g["err"].attrs["unit"] = "1e-17 erg/s/cm^2/Angstrom"
-                if b.image2d is not None:
-                    g.create_dataset("image2d", data=np.asarray(b.image2d, np.float32),
-                                     chunks=(1,) + b.image2d.shape[1:] if n else None)
-                    g["image2d"].attrs["unit"] = "electron (sum of exposures, sky and dark subtracted)"
+            for name in order_bands(spectra.bands):
+                b = spectra.bands[name]
+                create_band_group(h5, name, b.wave_aa, n, b.flux, b.err, b.image2d)
             _catalog_for_hdf5(spectra.catalog).write(h5, path=CATALOG_PATH)
-            _write_attrs(h5, spectra.attrs)
+            write_attrs(h5, spectra.attrs)
 
 
 def band_names(path) -> list[str]:
-    """Band groups present in a spectra file, in GU, GV, GI order."""
+    """Band groups present in a spectra file, in instrument order (unknown bands last, sorted)."""
     with open_spectra(path) as h5:
-        return [b for b in ("GU", "GV", "GI") if b in h5] + sorted(
-            k for k in h5 if k not in ("GU", "GV", "GI", CATALOG_PATH) and isinstance(h5[k], h5py.Group)
-            and "flux" in h5[k])
+        present = [k for k in h5 if k != CATALOG_PATH and isinstance(h5[k], h5py.Group) and "flux" in h5[k]]
+    return order_bands(present)
 
 
 def open_spectra(path) -> h5py.File:
@@ -168,15 +205,16 @@ def read_spectra(path, bands=None, rows=None, with_image2d: bool = False) -> Spe
     sel = slice(None) if rows is None else rows
     out = {}
     with open_spectra(path) as h5:
-        names = bands if bands is not None else [b for b in ("GU", "GV", "GI") if b in h5]
+        names = list(bands) if bands is not None else order_bands(
+            k for k in h5 if k != CATALOG_PATH and isinstance(h5[k], h5py.Group) and "flux" in h5[k])
         for name in names:
             if name not in h5:
                 raise FileFormatError(str(path), f"band group /{name} missing")
             g = h5[name]
-            for key in ("wave", "flux", "err"):
+            for key in BAND_DATASETS:
                 if key not in g:
                     raise FileFormatError(str(path), f"dataset /{name}/{key} missing")
-            img = g["image2d"][sel] if (with_image2d and "image2d" in g) else None
+            img = g[IMAGE2D][sel] if (with_image2d and IMAGE2D in g) else None
             out[name] = BandSpectra(g["wave"][:], g["flux"][sel], g["err"][sel], img)
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
     cat = read_catalog(path)
@@ -185,5 +223,16 @@ def read_spectra(path, bands=None, rows=None, with_image2d: bool = False) -> Spe
     return SpectraSet(out, cat, attrs)
 
 
-__all__ = ["BandSpectra", "SpectraSet", "write_spectra", "read_spectra", "read_catalog", "read_attrs",
+def split_rows(path, split: str | None) -> np.ndarray:
+    """Sorted row indices of a spectra file whose catalogue ``SPLIT`` equals ``split`` (None: all rows).
+
+    Raises
+    ------
+    InputError
+        ``split`` is given but the catalogue has no SPLIT column, or no row has it.
+    """
+    return select_split(read_catalog(path), split, path=str(path))
+
+
+__all__ = ["split_rows", "create_band_group", "write_attrs", "BandSpectra", "SpectraSet", "write_spectra", "read_spectra", "read_catalog", "read_attrs",
            "open_spectra", "band_names", "decode_catalog", "CATALOG_PATH"]

@@ -1,6 +1,6 @@
 """Network input from a spectra file: the only torch module of ``csstz.io``.
 
-Input representation (method.md section 3: GV and GI, flux and error as two channels)
+Input representation (docs/design.md: GV and GI, flux and error as two channels)
 -------------------------------------------------------------------------------------
 The chosen bands (default GV, GI) are concatenated, in the order given, into one
 fixed-length sequence of ``L = sum(L_band)`` pixels (464 + 462 = 926 for the default
@@ -17,7 +17,7 @@ instrument). Each spectrum becomes an array ``x`` of shape ``(2, L)``:
 * a spectrum without any valid pixel becomes all flux 0 / err sentinel (flagged later
   by ``predict`` through its count of valid pixels).
 
-Augmentation (method.md section 4): a training spectrum is replaced, every time it is
+Augmentation (docs/design.md): a training spectrum is replaced, every time it is
 seen, by ``flux + N(0, err)`` on its valid pixels (in the normalised units, which is the
 same because the scale is fixed). The draw comes from torch's global generator, which
 Lightning seeds per worker, so a run is reproducible from its seed and the copies are
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import FileFormatError, InputError
+from ..schema import network_bands
 from .spectra import open_spectra, read_catalog
 
 #: Error-channel value of masked pixels (valid normalised errors are > 0).
@@ -92,28 +93,6 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def split_rows(path, split: str | None) -> np.ndarray:
-    """Sorted row indices of a spectra file whose catalogue ``SPLIT`` equals ``split``.
-
-    ``split=None`` returns all rows.
-
-    Raises
-    ------
-    InputError
-        ``split`` is given but the catalogue has no SPLIT column, or no row has it.
-    """
-    cat = read_catalog(path)
-    if split is None:
-        return np.arange(len(cat))
-    if "SPLIT" not in cat.colnames:
-        raise InputError("SPLIT", "catalogue has no SPLIT column (use a `csstz build` dataset)", path=str(path))
-    rows = np.flatnonzero(np.char.strip(np.asarray(cat["SPLIT"]).astype(str)) == split)
-    if rows.size == 0:
-        raise InputError("SPLIT", f"no rows with SPLIT == {split!r}", path=str(path),
-                         allowed="train, val, test")
-    return rows
-
-
 class SpectraDataset(torch.utils.data.Dataset):
     """Rows of a spectra file as network input, streamed from HDF5.
 
@@ -123,8 +102,8 @@ class SpectraDataset(torch.utils.data.Dataset):
         Spectra/dataset HDF5 file.
     rows : ndarray of int, shape (M,)
         Row indices of the file that make up this dataset.
-    bands : sequence of str
-        Bands concatenated into the input (default GV, GI).
+    bands : sequence of str, optional
+        Bands concatenated into the input (default: the instrument file's ``network.bands``).
     augment : bool
         Draw a fresh Gaussian realisation each time an item is fetched.
 
@@ -132,10 +111,10 @@ class SpectraDataset(torch.utils.data.Dataset):
     the file has no Z column). :meth:`__getitems__` fetches a batch with one read per band.
     """
 
-    def __init__(self, path, rows, bands=("GV", "GI"), augment: bool = False):
+    def __init__(self, path, rows, bands: tuple[str, ...] | None = None, augment: bool = False):
         self.path = str(path)
         self.rows = np.asarray(rows, np.int64)
-        self.bands = tuple(bands)
+        self.bands = tuple(bands) if bands is not None else network_bands()
         self.augment = bool(augment)
         with open_spectra(self.path) as h5:
             lengths = []
@@ -218,4 +197,4 @@ def collate_batch(batch):
     return batch
 
 
-__all__ = ["normalise", "augment", "split_rows", "SpectraDataset", "collate_batch", "ERR_SENTINEL", "CLIP"]
+__all__ = ["normalise", "augment", "SpectraDataset", "collate_batch", "ERR_SENTINEL", "CLIP"]

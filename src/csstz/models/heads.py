@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import HEAD_KINDS
 from ..errors import ConfigError
 from .bayesian import FlipoutLinear, MCDropoutLinear, MNFLinear, apply_sampled
 
 #: Lower bound of the predicted width (authors' code: 1e-4).
 SIGMA_FLOOR = 1e-4
-HEAD_KINDS = ("mnf", "flipout", "mcdropout")
 
 
 class BayesianHead(nn.Module):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FileFormatError, InputError
+from ..schema import SERSIC_RANGE
 
 DESI_REQUIRED = ("TARGETID", "TARGET_RA", "TARGET_DEC", "Z", "ZWARN", "SPECTYPE", "COEFF", "SV_PRIMARY",
                  "MASKBITS", "MORPHTYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "FLUX_IVAR_G", "FLUX_IVAR_R",
@@ -34,7 +35,7 @@ BOSS_COLUMNS = ("Z", "ZWARN", "ZWARNING", "RA", "DEC", "PLUG_RA", "PLUG_DEC", "T
 #: Matching radius [arcsec] (paper sec. 2.2).
 MATCH_RADIUS_ARCSEC = 1.0
 #: Sersic range accepted by the simulator; LS DR9 caps n at 6 (paper sec. 2.2).
-SERSIC_MIN, SERSIC_MAX = 0.3, 6.2
+SERSIC_MIN, SERSIC_MAX = SERSIC_RANGE  # the simulator's valid range (csstz.schema)
 
 
 def _read_table(path, hdu_names=("ZCATALOG",), wanted=None):

@@ -38,6 +38,8 @@ from .sdss_fit import load_coefficients, read_templates, rest_frame_projections
 #: Faint selection limit in the CSST GI band [AB mag], tuned so that the simulated
 #: SNR distribution resembles the paper's Fig. 3 (docs/population.md).
 MAG_LIMIT_GI = 21.0
+#: The band of the magnitude selection (``MAG_LIMIT_GI``).
+SELECTION_BAND = "GI"
 #: Bright limit [AB mag]: brighter galaxies are not slitless-survey targets (near saturation).
 MAG_BRIGHT_GI = 15.0
 #: Log-normal scatter of each NMF coefficient of a drawn galaxy about its real parent (project choice).
@@ -117,7 +119,9 @@ class EmbeddedPopulation:
         zg = np.maximum(self.z_grid, 1e-4)
         self.dfac_grid = 10.0 ** (0.4 * Planck18.distmod(zg).to_value(u.mag))
         self.kpc_per_arcsec_grid = Planck18.kpc_proper_per_arcmin(zg).to_value(u.kpc / u.arcmin) / 60.0
-        self.band_tables = {b: self._band_table(instrument.band(b)) for b in ("GV", "GI")}
+        # magnitudes in the bands the networks read, and in the selection band
+        self.mag_bands = tuple(dict.fromkeys(instrument.network_bands + (SELECTION_BAND,)))
+        self.band_tables = {b: self._band_table(instrument.band(b)) for b in self.mag_bands}
         self.wave_aa = sed_wave_aa()
 
     def _band_table(self, band) -> np.ndarray:
@@ -167,7 +171,7 @@ class EmbeddedPopulation:
         """Catalogue entries of one galaxy (regenerable from seed and TARGETID)."""
         rng = galaxy_rng(seed, targetid, STREAM_POPULATION)
         z = sample_z_for_split(rng, split)
-        mag_all = self.band_mag("GI", self.coeff_int, z)
+        mag_all = self.band_mag(SELECTION_BAND, self.coeff_int, z)
         ok = np.flatnonzero((mag_all < self.mag_limit_gi) & (mag_all > self.mag_bright_gi))
         fallback = ok.size == 0
         if fallback:  # nothing passes (only far above z ~ 1.5 for deep limits): the brightest few
@@ -176,7 +180,7 @@ class EmbeddedPopulation:
         c_int = self.coeff_int[idx]
         for _ in range(10):
             trial = c_int * np.exp(COEFF_SCATTER_LN * rng.normal(size=c_int.shape))
-            m = float(self.band_mag("GI", trial, z))
+            m = float(self.band_mag(SELECTION_BAND, trial, z))
             if fallback or self.mag_bright_gi < m < self.mag_limit_gi:
                 c_int = trial
                 break
@@ -188,7 +192,7 @@ class EmbeddedPopulation:
         return {"TARGETID": int(targetid), "Z": float(z), "SHAPE_R": morph["SHAPE_R"],
                 "SERSIC": morph["SERSIC"], "BA": morph["BA"], "PA": morph["PA"], "SPLIT": split,
                 "SDSS_INDEX": int(self.sdss_index[idx]), "SDSS_Z": float(self.sdss_z[idx]),
-                "MAG_GV": float(self.band_mag("GV", c_int, z)), "MAG_GI": float(self.band_mag("GI", c_int, z)),
+                **{f"MAG_{b}": float(self.band_mag(b, c_int, z)) for b in self.mag_bands},
                 "ABSMAG_R": float(absmag_r), "REST_UR": float(rest_ur), "EARLY": bool(morph["EARLY"]),
                 "SEL_FALLBACK": bool(fallback), "COEFF": (c_int / dfac).astype(np.float64)}
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..io.figures import new_figure, save_png
 from ..io.spectra import read_catalog
+from ..schema import SNR_TOTAL, Z_RANGE
 from .nz import CSST_Z_EDGES, csst_bin_probabilities
 
 
@@ -30,7 +31,7 @@ def plot_redshift(cat, path: Path) -> Path:
     """Fig. 1: redshift distribution per split/source and in total, with the CSST n(z)."""
     fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
-    bins = np.linspace(0.0, 1.6, 33)
+    bins = np.linspace(Z_RANGE[0], Z_RANGE[1], 33)
     z = np.asarray(cat["Z"], float)
     for label, m in _groups(cat):
         ax.hist(z[m], bins=bins, histtype="step", density=True, lw=1.5 if label == "total" else 1, label=label)
@@ -59,11 +60,16 @@ def plot_morphology(cat, path: Path) -> Path:
     return save_png(fig, path)
 
 
+def snr_columns(cat) -> list[str]:
+    """The per-band SNR columns of a catalogue in file order, then SNR_TOTAL."""
+    return [c for c in cat.colnames if c.startswith("SNR_") and c != SNR_TOTAL] + [SNR_TOTAL]
+
+
 def snr_modes(cat, bins=None) -> dict:
     """Mode of each SNR distribution: centre of the fullest bin of a log-spaced histogram."""
     bins = np.logspace(-2, 2, 41) if bins is None else bins
     out = {}
-    for col in ("SNR_GU", "SNR_GV", "SNR_GI", "SNR_TOTAL"):
+    for col in snr_columns(cat):
         v = np.asarray(cat[col], float)
         h, e = np.histogram(v[v > 0], bins=bins)
         out[col] = float(np.sqrt(e[h.argmax()] * e[h.argmax() + 1]))
@@ -71,12 +77,12 @@ def snr_modes(cat, bins=None) -> dict:
 
 
 def plot_snr(cat, path: Path) -> Path:
-    """Fig. 3: SNR distributions in GU, GV, GI and in total (log axis)."""
+    """Fig. 3: SNR distributions in every band and in total (log axis)."""
     fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
     bins = np.logspace(-2, 2, 41)
     modes = snr_modes(cat, bins)
-    for col in ("SNR_GU", "SNR_GV", "SNR_GI", "SNR_TOTAL"):
+    for col in snr_columns(cat):
         v = np.asarray(cat[col], float)
         frac_lt1 = float(np.mean(v < 1))
         ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.5,

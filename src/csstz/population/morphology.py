@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..schema import SERSIC_RANGE
+
 #: u - r separator of early and late types (Strateva et al. 2001).
 UR_SEPARATOR_MAG = 2.22
 #: Shen et al. 2003 size-luminosity relation coefficients (r band, kpc, h = 0.7).
@@ -40,7 +42,7 @@ EVOL_LATE, EVOL_EARLY = -0.75, -1.48
 DISC_Q0 = 0.2
 #: Range of SHAPE_R kept [arcsec]: LS DR9 resolves ~0.03" at best; 15" bounds nearby giants.
 SHAPE_R_MIN_ARCSEC, SHAPE_R_MAX_ARCSEC = 0.03, 15.0
-SERSIC_MIN, SERSIC_MAX = 0.3, 6.2
+SERSIC_MIN, SERSIC_MAX = SERSIC_RANGE  # the simulator's valid range (csstz.schema)
 #: Grid of the free Sersic indices (see _quantise).
 SERSIC_STEP = 0.05
 

@@ -24,14 +24,15 @@ from .. import __version__
 from ..errors import FileFormatError, InputError
 from ..instrument import Instrument, load_instrument
 from ..io.spectra import BandSpectra, SpectraSet, write_spectra
+from ..parallel import parallel_list
 from ..rng import STREAM_NOISE, galaxy_rng
+from ..schema import (INPUT_HDUS, MORPH_COLUMNS, SERSIC_RANGE, SNR_DEFINITION, SNR_TOTAL, UNIT_FLAM17, UNIT_WAVE,
+                      all_bands, snr_column)
 from .disperse import deposit_counts, disperse, photon_density_e_per_aa
 from .extract import optimal_extract, snr_median
 from .noise import add_noise, background_variance_e2
 from .render import Stamp, render_stamp
 
-SERSIC_RANGE = (0.3, 6.2)  # LS DR9 Sersic fits (interfaces.md); GalSim supports 0.3 <= n <= 6.2
-MORPH_COLUMNS = ("TARGETID", "Z", "SHAPE_R", "SERSIC", "BA", "PA")
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _crop_2d(img: np.ndarray, pad: int, n_pix: int, half_out: int) -> np.ndarray
 
 
 def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: float, sersic: float, ba: float,
-                    pa_deg: float, instrument: Instrument, bands=("GU", "GV", "GI"), targetid: int = 0,
+                    pa_deg: float, instrument: Instrument, bands: tuple[str, ...] | None = None, targetid: int = 0,
                     seed: int = 0, noiseless: bool = False, save_2d: bool = False, noise_mode: str = "summed",
                     stamp: Stamp | None = None) -> dict[str, SourceResult]:
     """Simulate one galaxy in several bands (inputs assumed valid; see :func:`simulate_arrays`).
@@ -77,6 +78,8 @@ def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: flo
         Half-light radius [arcsec]; 0 for a point source.
     sersic, ba, pa_deg : float
         Sersic index, axis ratio, major-axis angle from the dispersion axis [deg].
+    bands : sequence of str, optional
+        Default: every band of the instrument file.
     targetid, seed : int
         Identify the noise streams.
     noiseless : bool
@@ -87,6 +90,7 @@ def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: flo
     dict
         Band name -> :class:`SourceResult`.
     """
+    bands = all_bands(instrument) if bands is None else tuple(bands)
     if stamp is None:
         stamp = render_stamp(shape_r_arcsec, sersic, ba, pa_deg, instrument)
     dens = photon_density_e_per_aa(wave_aa, flam17, instrument)
@@ -230,7 +234,7 @@ def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
 
 def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg, seed: int = 0,
                     noiseless: bool = False, save_2d: bool = False, instrument: Instrument | None = None,
-                    bands=("GU", "GV", "GI"), noise_mode: str = "summed"):
+                    bands: tuple[str, ...] | None = None, noise_mode: str = "summed"):
     """Simulate N galaxies sharing one wavelength grid.
 
     Parameters
@@ -249,7 +253,8 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
     noiseless, save_2d : bool
     instrument : Instrument, optional
         Default: the packaged CSST description.
-    bands : sequence of str
+    bands : sequence of str, optional
+        Default: every band of the instrument file.
 
     Returns
     -------
@@ -264,7 +269,7 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
         Bad shapes or values; the message names the column and the row.
     """
     inst = instrument if instrument is not None else load_instrument()
-    bands = tuple(bands)
+    bands = all_bands(inst) if bands is None else tuple(bands)
     for b in bands:
         inst.band(b)
     wave, flux, tid, hlr, n_s, q, pa = validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic,
@@ -284,8 +289,8 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
             if save_2d:
                 res[b]["image2d"][i] = one[b].image2d
     spectra = {b: BandSpectra(inst.band(b).wave_aa.copy(), r["flux"], r["err"], r["image2d"]) for b, r in res.items()}
-    snr = {f"SNR_{b}": snr_median(spectra[b].flux, spectra[b].err) for b in bands}
-    snr["SNR_TOTAL"] = snr_median(np.concatenate([spectra[b].flux for b in bands], axis=1),
+    snr = {snr_column(b): snr_median(spectra[b].flux, spectra[b].err) for b in bands}
+    snr[SNR_TOTAL] = snr_median(np.concatenate([spectra[b].flux for b in bands], axis=1),
                                   np.concatenate([spectra[b].err for b in bands], axis=1))
     return spectra, snr
 
@@ -308,7 +313,7 @@ def read_input_catalog(path) -> tuple[Table, np.ndarray, np.ndarray]:
         raise FileFormatError(str(p), "catalogue file not found")
     try:
         with fits.open(p, memmap=False) as hdul:
-            for hdu in ("CATALOG", "WAVELENGTH", "FLUX"):
+            for hdu in INPUT_HDUS:
                 if hdu not in hdul:
                     raise FileFormatError(str(p), f"HDU {hdu} missing (need CATALOG, WAVELENGTH, FLUX)")
             cat = Table(hdul["CATALOG"].data, copy=True)
@@ -331,8 +336,8 @@ def write_input_catalog(path, catalog: Table, wave_aa: np.ndarray, flux_flam17: 
     hdus = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(catalog, name="CATALOG"),
                          fits.ImageHDU(np.asarray(wave_aa, np.float64), name="WAVELENGTH"),
                          fits.ImageHDU(np.asarray(flux_flam17, np.float32), name="FLUX")])
-    hdus["WAVELENGTH"].header["BUNIT"] = "Angstrom"
-    hdus["FLUX"].header["BUNIT"] = "1e-17 erg/s/cm^2/Angstrom"
+    hdus["WAVELENGTH"].header["BUNIT"] = UNIT_WAVE
+    hdus["FLUX"].header["BUNIT"] = UNIT_FLAM17
     with atomic_path(path) as tmp:
         hdus.writeto(tmp)
 
@@ -346,21 +351,9 @@ def _chunk_job(args):
                            instrument=inst, bands=bands)
 
 
-def run_parallel(jobs: list, workers: int = 1, scheduler: str | None = None) -> list:
-    """Run ``_chunk_job`` over ``jobs`` in order: in-process, a local Dask cluster, or ``scheduler``."""
-    if scheduler is None and workers <= 1:
-        return [_chunk_job(j) for j in jobs]
-    from .parallel import dask_client
-
-    with dask_client(workers=workers, scheduler=scheduler) as client:
-        data = client.scatter(jobs)  # ship each chunk's arrays once, not inside the task graph
-        futures = client.map(_chunk_job, data, pure=False)
-        return client.gather(futures)
-
-
 def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False, save_2d: bool = False,
                   workers: int = 1, scheduler: str | None = None, instrument_path=None,
-                  bands=("GU", "GV", "GI"), chunk: int = 500) -> Path:
+                  bands: tuple[str, ...] | None = None, chunk: int = 500) -> Path:
     """``csstz simulate``: read a FITS catalogue, simulate, write the spectra HDF5 atomically.
 
     Raises
@@ -369,7 +362,7 @@ def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False
         Bad files or values (nothing is written).
     """
     inst = load_instrument(instrument_path)
-    bands = tuple(bands)
+    bands = all_bands(inst) if bands is None else tuple(bands)
     for b in bands:
         inst.band(b)
     cat, wave, flux = read_input_catalog(catalog_path)
@@ -380,7 +373,7 @@ def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False
     jobs = [(wave, flux[i:i + chunk], tid[i:i + chunk], hlr[i:i + chunk], n_s[i:i + chunk], q[i:i + chunk],
              pa[i:i + chunk], seed, noiseless, save_2d, inst.to_yaml(), bands)
             for i in range(0, len(tid), chunk)]
-    parts = run_parallel(jobs, workers=workers, scheduler=scheduler)
+    parts = parallel_list(_chunk_job, jobs, workers=workers, scheduler=scheduler)
 
     def joined(get, empty_shape):
         return np.concatenate([get(p) for p in parts]) if parts else np.empty(empty_shape, np.float32)
@@ -393,14 +386,14 @@ def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False
                                  joined(lambda p: p[0][b].err, (0, n_pix)),
                                  joined(lambda p: p[0][b].image2d, (0, 1, n_pix)) if save_2d else None)
     out_cat = Table(cat, copy=False)
-    for key in [f"SNR_{b}" for b in bands] + ["SNR_TOTAL"]:
+    for key in [snr_column(b) for b in bands] + [SNR_TOTAL]:
         out_cat[key] = joined(lambda p: p[1][key], (0,))
     attrs = dict(csstz_version=__version__, seed=int(seed), noiseless=bool(noiseless), instrument=inst.to_yaml(),
                  bands=",".join(bands), source_catalog=str(catalog_path),
-                 snr_definition="SNR_<band>: median over valid pixels of flux/err; SNR_TOTAL: same over all bands")
+                 snr_definition=SNR_DEFINITION)
     write_spectra(out_path, SpectraSet(spectra, out_cat, attrs))
     return Path(out_path)
 
 
 __all__ = ["simulate_source", "simulate_arrays", "simulate_file", "validate_inputs", "read_input_catalog",
-           "write_input_catalog", "band_stream", "SourceResult", "run_parallel"]
+           "write_input_catalog", "band_stream", "SourceResult"]

@@ -19,9 +19,8 @@ from .. import __version__
 from ..errors import FileFormatError
 from ..io.atomic import atomic_path
 from ..models.factory import build_bnn, build_cnn
+from ..schema import BNN_FILE, CNN_FILE
 
-CNN_FILE = "cnn.pt"
-BNN_FILE = "bnn.pt"
 
 
 def save_model(path, model: torch.nn.Module, kind: str, config: dict, meta: dict | None = None) -> Path:
@@ -46,8 +45,8 @@ def load_payload(path) -> dict:
         raise FileFormatError(str(p), "model file not found")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt files
-        raise FileFormatError(str(p), f"not a readable csstz model file ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # torch raises several types, with pages of text, for foreign or corrupt files
+        raise FileFormatError(str(p), f"not a csstz model file (torch.load failed: {type(exc).__name__})") from None
     if not isinstance(payload, dict) or not {"kind", "state_dict", "config"} <= set(payload):
         raise FileFormatError(str(p), "not a csstz model file (keys kind, state_dict, config missing)")
     return payload

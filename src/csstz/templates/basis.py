@@ -3,7 +3,7 @@
 * :func:`load_templates`: the kcorrect NMF galaxy basis (Blanton & Roweis 2007,
   AJ 133, 734; ``kcorrect-default-v4.fits`` shipped with the ``kcorrect`` package).
 * :func:`lsf_sigma_aa`: the point-source LSF, a Gaussian of sigma = PSF sigma
-  [pixels] x dispersion [A/pixel] (``shared/spec/instrument.md``).
+  [pixels] x dispersion [A/pixel] (``docs/design.md``).
 * :func:`galaxy_lsf_sigma_pix`: the LSF broadened by an extended galaxy's light
   profile projected on the dispersion axis.
 * :func:`resolution_matrix`: the sparse operator taking a finely sampled spectrum
@@ -21,6 +21,7 @@ from scipy import sparse
 
 from ..errors import FileFormatError, InputError
 from ..instrument import Instrument
+from ..schema import SERSIC_RANGE
 
 #: Package and path of the kcorrect NMF template basis (Blanton & Roweis 2007, AJ 133, 734).
 TEMPLATE_PACKAGE = "kcorrect"
@@ -131,11 +132,11 @@ def sersic_width_factor_table(truncation_hlr: float = 5.0) -> tuple[np.ndarray, 
     Returns
     -------
     n : ndarray, shape (M,)
-        Sersic indices 0.3-6.2.
+        Sersic indices over :data:`csstz.schema.SERSIC_RANGE`.
     factor : ndarray, shape (M,)
     """
     from scipy.special import gammaincinv
-    n_grid = np.array([0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.2])
+    n_grid = np.array([SERSIC_RANGE[0], 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, SERSIC_RANGE[1]])
     x = np.linspace(-truncation_hlr, truncation_hlr, 1201)
     r = np.hypot(x[:, None], x[None, :])
     out = []

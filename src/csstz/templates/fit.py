@@ -12,7 +12,7 @@ over the pixels with finite ``err > 0`` of the chosen bands (GV + GI by default,
 the paper's network inputs). The best redshift is the grid minimum refined by a
 parabola through it and its two neighbours.
 
-Line-spread function (``shared/spec/instrument.md``): a Gaussian of
+Line-spread function (``docs/design.md``): a Gaussian of
 sigma = PSF sigma [pixels] x dispersion [A/pixel] (0.3" FWHM -> 1.72 px; GV
 6.0 A/px -> 10.3 A) convolved with the one-pixel box. Extended galaxies have
 broader lines: with ``lsf="morphology"`` the Gaussian is widened by each galaxy's
@@ -26,11 +26,10 @@ DELTA_CHI2, NPIX, COEFF`` (best non-negative template coefficients, (N, 5)),
 * ``ZERR``: half the width of the region where ``chi2 < chi2_min + 1``
   (linear interpolation between grid points), floored at the grid step
   ``(1 + z) dlnz``.
-* ``ZWARN`` bits: 1 (``ZWARN_AMBIGUOUS``) another local minimum of the chi2 curve
-  lies more than ``|dz|/(1+z) = 0.01`` away with ``chi2 < chi2_min + 9``;
-  2 (``ZWARN_EDGE``) the minimum is the first or last grid point;
-  4 (``ZWARN_FEW_PIXELS``) fewer than ``MIN_VALID_PIX`` usable pixels (Z, ZERR
-  are then NaN).
+* ``ZWARN`` bits (:class:`csstz.zwarn.ZWARN`): ``SMALL_DELTA_CHI2`` another local
+  minimum of the chi2 curve lies more than ``|dz|/(1+z) = 0.01`` away with
+  ``chi2 < chi2_min + 9``; ``Z_FITLIMIT`` the minimum is the first or last grid point;
+  ``LITTLE_COVERAGE`` fewer than ``MIN_VALID_PIX`` usable pixels (Z, ZERR are then NaN).
 * ``DELTA_CHI2``: chi2 of the best other local minimum beyond 0.01 (1+z), minus
   ``CHI2_MIN`` (inf if none). Values above 9 are lower bounds (see below).
 
@@ -47,7 +46,6 @@ minimum; elsewhere the curve holds the lower bound, which is then above
 from __future__ import annotations
 
 import math
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -56,8 +54,11 @@ from astropy.table import Table
 from ..errors import InputError
 from ..instrument import Instrument, load_instrument, parse_instrument
 from ..io.spectra import SpectraSet
+from ..parallel import parallel_map
+from ..schema import Z_RANGE, network_bands
+from ..zwarn import ZWARN
 from .nnls import chol_solve, nnls_enumerate, ridge
-from .template_basis import (galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix,
+from .basis import (galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix,
                              sersic_width_factor_table)
 
 #: Default grid step in ln(1+z): ~1/2 of a GV/GI pixel (6/5000 ~ 9.7/8300 ~ 1.2e-3 in ln(lambda)),
@@ -68,9 +69,10 @@ MIN_VALID_PIX = 20
 #: A second local minimum counts as ambiguous beyond this |dz|/(1+z) and below this Delta chi2.
 SECOND_MIN_DZ = 0.01
 SECOND_MIN_DCHI2 = 9.0
-ZWARN_AMBIGUOUS = 1
-ZWARN_EDGE = 2
-ZWARN_FEW_PIXELS = 4
+# the bits of csstz.zwarn.ZWARN this method sets
+ZWARN_AMBIGUOUS = ZWARN.SMALL_DELTA_CHI2
+ZWARN_EDGE = ZWARN.Z_FITLIMIT
+ZWARN_FEW_PIXELS = ZWARN.LITTLE_COVERAGE
 #: Galaxies per block of the matrix products (memory ~ block x grid x 20 x 8 bytes).
 GALAXY_BLOCK = 32
 
@@ -100,7 +102,7 @@ class TemplateModel:
         Template k at grid redshift i on the P concatenated pixels [template unit].
     """
 
-    def __init__(self, wave_by_band: dict, lsf_sigma_by_band: dict, zmin: float = 0.0, zmax: float = 1.6,
+    def __init__(self, wave_by_band: dict, lsf_sigma_by_band: dict, zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1],
                  dlnz: float | None = None, template_path: str | None = None):
         dlnz = DEFAULT_DLNZ if dlnz is None else dlnz
         for name, val, lo in (("zmin", zmin, 0.0), ("zmax", zmax, 0.0), ("dlnz", dlnz, 0.0)):
@@ -268,7 +270,7 @@ class TemplateModel:
         for g in range(G):
             row = sl.start + g
             if npix[g] < MIN_VALID_PIX:
-                out["zwarn"][row] |= ZWARN_FEW_PIXELS
+                out["zwarn"][row] |= int(ZWARN_FEW_PIXELS)
                 continue
             self._summarise(chi2[g], coeff_at[g], out, row)
 
@@ -278,7 +280,7 @@ class TemplateModel:
         i = int(np.argmin(c2))
         zwarn = 0
         if i == 0 or i == nz - 1:
-            zwarn |= ZWARN_EDGE
+            zwarn |= int(ZWARN_EDGE)
             x_best, c_best = x[i], c2[i]
         else:
             y0, y1, y2 = c2[i - 1], c2[i], c2[i + 1]
@@ -306,7 +308,7 @@ class TemplateModel:
         others = c2[is_min & far]
         dchi2 = float(others.min() - c_best) if others.size else math.inf
         if dchi2 < SECOND_MIN_DCHI2:
-            zwarn |= ZWARN_AMBIGUOUS
+            zwarn |= int(ZWARN_AMBIGUOUS)
         out["z"][row] = z_best
         out["zerr"][row] = (1.0 + z_best) * sigma_lnz
         out["zwarn"][row] |= zwarn
@@ -338,25 +340,18 @@ def _model_key(wave_by_band: dict, sigma_by_band: dict, zmin, zmax, dlnz) -> tup
             None if dlnz is None else float(dlnz))
 
 
-def template_model_for(wave_by_band: dict, instrument: Instrument, zmin=0.0, zmax=1.6, dlnz=None) -> TemplateModel:
+def template_model_for(wave_by_band: dict, instrument: Instrument, zmin: float = Z_RANGE[0],
+                       zmax: float = Z_RANGE[1], dlnz: float | None = None) -> TemplateModel:
     """A (cached) :class:`TemplateModel` for these band grids and this instrument's LSF."""
     sigmas = {b: lsf_sigma_aa(instrument, b) for b in wave_by_band}
     return _cached_model(*_model_key(wave_by_band, sigmas, zmin, zmax, dlnz))
 
 
-_WORKER_KEY: tuple | None = None
-
-
-def _worker_init(key):
-    # under the fork start method the parent's cached model is inherited; otherwise it is rendered here
-    global _WORKER_KEY
-    _WORKER_KEY = key
-    _cached_model(*key)
-
-
-def _worker_fit(args):
-    flux, err = args
-    return _cached_model(*_WORKER_KEY).fit(flux, err)
+def _worker_fit(args: tuple) -> dict:
+    # under the fork start method the parent's cached model is inherited; otherwise it is rendered
+    # once per worker process (lru_cache)
+    key, flux, err = args
+    return _cached_model(*key).fit(flux, err)
 
 
 #: Morphology-aware LSF: galaxies are grouped in bins of LSF sigma whose edges grow by this
@@ -366,9 +361,9 @@ LSF_BIN_RATIO = 1.3
 LSF_MAX_BINS = 10
 
 
-def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zmax: float = 1.6,
-                  dlnz: float | None = None, instrument=None, workers: int = 1, progress: bool = False,
-                  lsf: str = "point") -> Table:
+def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmin: float = Z_RANGE[0],
+                  zmax: float = Z_RANGE[1], dlnz: float | None = None, instrument=None, workers: int = 1,
+                  progress: bool = False, lsf: str = "point", scheduler: str | None = None) -> Table:
     """Template-fitting redshifts of every spectrum in ``spectra``.
 
     Parameters
@@ -376,16 +371,18 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
     spectra : SpectraSet
         Spectra with at least ``bands`` (flux/err (N, L_b) in 1e-17 erg/s/cm^2/A) and
         a catalogue with TARGETID (and SHAPE_R, SERSIC, BA, PA for ``lsf="morphology"``).
-    bands : sequence of str
-        Bands to fit together (default GV + GI).
+    bands : sequence of str, optional
+        Bands to fit together (default: the instrument file's ``network.bands``, GV + GI).
     zmin, zmax : float
-        Redshift range (0-1.6 by default, the paper's range).
+        Redshift range (default :data:`csstz.schema.Z_RANGE`, the paper's 0-1.6).
     dlnz : float, optional
         Grid step in ln(1+z) (default :data:`DEFAULT_DLNZ`).
     instrument : Instrument or path, optional
         For the LSF; default: the configuration stored in the spectra file, else the packaged one.
     workers : int
         Local processes (forked after the template grid is rendered).
+    scheduler : str, optional
+        Address of an existing Dask scheduler (:func:`csstz.parallel.parallel_map`).
     progress : bool
         Show a rich progress bar.
     lsf : {"point", "morphology"}
@@ -405,7 +402,7 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
     InputError
         A band or catalogue column missing, bad grid options, or bad flux/err values.
     """
-    bands = tuple(bands)
+    bands = network_bands() if bands is None else tuple(bands)
     if not bands:
         raise InputError("bands", "no band to fit")
     for b in bands:
@@ -446,7 +443,7 @@ def fit_templates(spectra: SpectraSet, bands=("GV", "GI"), zmin: float = 0.0, zm
             sigmas = {b: float(bin_sigma_pix[k] if lsf == "morphology" else psf_pix)
                       * inst.band(b).dispersion_aa_per_pix for b in bands}
             key = _model_key(waves, sigmas, zmin, zmax, dlnz)
-            part = _run_fit(key, flux[rows], err[rows], workers, advance)
+            part = _run_fit(key, flux[rows], err[rows], workers, advance, scheduler)
             if res is None:
                 res = {name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in part.items()}
             for name, v in part.items():
@@ -478,46 +475,61 @@ def _progress_bar(total: int):
     return bar, (lambda k: bar.advance(task, k))
 
 
-def _run_fit(key, flux, err, workers, advance) -> dict:
-    """Fit with the model of ``key`` in-process or in ``workers`` forked processes."""
+def _run_fit(key, flux, err, workers, advance, scheduler: str | None = None) -> dict:
+    """Fit with the model of ``key`` in-process, in ``workers`` processes or on a Dask ``scheduler``."""
     n = flux.shape[0]
     model = _cached_model(*key)  # validates the options and renders the grid once, here
-    if workers == 1 or n <= GALAXY_BLOCK:
+    if (workers == 1 and scheduler is None) or n <= GALAXY_BLOCK:
         return model.fit(flux, err, progress=advance)
     chunk = max(GALAXY_BLOCK, int(math.ceil(n / (4 * workers) / GALAXY_BLOCK)) * GALAXY_BLOCK)
-    jobs = [(flux[s:s + chunk], err[s:s + chunk]) for s in range(0, n, chunk)]
-    parts = []
-    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(key,)) as ex:
-        for part, (fl, _) in zip(ex.map(_worker_fit, jobs), jobs):
-            parts.append(part)
-            if advance is not None:
-                advance(fl.shape[0])
+    jobs = [(key, flux[s:s + chunk], err[s:s + chunk]) for s in range(0, n, chunk)]
+    parts: list = [None] * len(jobs)
+    for i, part in parallel_map(_worker_fit, jobs, workers=workers, scheduler=scheduler, local="processes"):
+        parts[i] = part
+        if advance is not None:
+            advance(jobs[i][1].shape[0])
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def fit_templates_from_args(a) -> Table:
-    """``csstz fit-templates SPECTRA.h5 --out PRED.fits [--split] [--bands] [--zmin] [--zmax] [--dz] [--workers]
-    [--lsf point|morphology] [--no-progress]``."""
+#: FITS header keywords of a template-fit predictions file.
+HEADER_KEYS = ("METHOD", "TPLFILE", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")
+
+
+def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: tuple[str, ...] | None = None,
+                       zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1], dlnz: float | None = None,
+                       workers: int = 1, scheduler: str | None = None, progress: bool = True,
+                       lsf: str = "point", config: dict | None = None) -> Table:
+    """``csstz fit-templates``: fit the spectra of a file (or of one split) and write the predictions FITS.
+
+    Parameters
+    ----------
+    spectra_path, out_path : path-like
+        Spectra HDF5 in; predictions FITS out (None: do not write).
+    split : str, optional
+        Only rows whose catalogue SPLIT equals this.
+    config : dict, optional
+        Stage configuration written into the header (``CONFIG``, YAML text).
+
+    Other parameters are those of :func:`fit_templates`.
+
+    Raises
+    ------
+    InputError, FileFormatError
+    """
     from ..io.predictions import write_predictions
-    from ..io.spectra import read_catalog, read_spectra
-    bands = tuple(b.strip() for b in str(a.bands).split(",") if b.strip())
-    rows = None
-    if getattr(a, "split", None):
-        cat = read_catalog(a.spectra)
-        if "SPLIT" not in cat.colnames:
-            raise InputError("--split", "the spectra file has no SPLIT column", path=str(a.spectra))
-        rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == a.split)
-        if rows.size == 0:
-            raise InputError("--split", "no row has this SPLIT", value=a.split, allowed="train, val, test")
-    spectra = read_spectra(a.spectra, bands=bands, rows=rows)
-    tab = fit_templates(spectra, bands=bands, zmin=a.zmin, zmax=a.zmax, dlnz=a.dz,
-                        workers=getattr(a, "workers", 1) or 1, progress=not getattr(a, "no_progress", False),
-                        lsf=getattr(a, "lsf", "point") or "point")
-    header = {k: tab.meta[k] for k in ("METHOD", "TPLFILE", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")}
-    write_predictions(a.out, tab, header=header)
+    from ..io.spectra import read_spectra, split_rows
+
+    bands = network_bands() if bands is None else tuple(bands)
+    rows = None if split is None else split_rows(spectra_path, split)
+    spectra = read_spectra(spectra_path, bands=bands, rows=rows)
+    tab = fit_templates(spectra, bands=bands, zmin=zmin, zmax=zmax, dlnz=dlnz, workers=workers,
+                        scheduler=scheduler, progress=progress, lsf=lsf)
+    header = {k: tab.meta[k] for k in HEADER_KEYS}
+    if out_path is not None:
+        write_predictions(out_path, tab, header=header, config=config)
     return tab
 
 
-__all__ = ["fit_templates", "fit_templates_from_args", "TemplateModel", "template_model_for", "load_templates",
+__all__ = ["fit_templates", "fit_templates_file", "HEADER_KEYS", "TemplateModel", "template_model_for", "load_templates",
            "lsf_sigma_aa", "galaxy_lsf_sigma_pix", "sersic_width_factor_table", "LSF_BIN_RATIO", "LSF_MAX_BINS",
            "DEFAULT_DLNZ", "ZWARN_AMBIGUOUS", "ZWARN_EDGE", "ZWARN_FEW_PIXELS", "MIN_VALID_PIX"]

@@ -1,0 +1,145 @@
+"""The file contracts of csstz in one torch-free place.
+
+Everything that two stages must agree on about names, rather than numbers,
+lives here: the order of bands (taken from the instrument file, never typed
+in code), the unit strings written into files, the names inside a run
+directory, the splits and how their rows are selected, and the valid ranges
+of the input catalogue. ``docs/formats.md`` describes the files these names
+belong to.
+
+This module imports neither torch nor h5py; the default instrument is read
+lazily, only by the functions that need it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+# --- bands -------------------------------------------------------------------------------------
+
+
+def all_bands(instrument=None) -> tuple[str, ...]:
+    """Every band of the instrument file, in file order (the order of every output).
+
+    Parameters
+    ----------
+    instrument : csstz.instrument.Instrument, optional
+        Default: the packaged CSST description.
+    """
+    if instrument is None:
+        from .instrument import default_instrument
+
+        instrument = default_instrument()
+    return instrument.band_names
+
+
+def network_bands(instrument=None) -> tuple[str, ...]:
+    """The bands a redshift estimator reads by default (``network.bands`` of the instrument file)."""
+    if instrument is None:
+        from .instrument import default_instrument
+
+        instrument = default_instrument()
+    return tuple(instrument.network_bands)
+
+
+def order_bands(names: Iterable[str], instrument=None) -> list[str]:
+    """``names`` in instrument order, then any band the instrument does not know, sorted."""
+    names = list(names)
+    known = [b for b in all_bands(instrument) if b in names]
+    return known + sorted(b for b in names if b not in known)
+
+
+def parse_bands(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"GV,GI"`` (or a sequence) -> ``("GV", "GI")``; empty entries dropped."""
+    if isinstance(text, str):
+        return tuple(b.strip() for b in text.split(",") if b.strip())
+    return tuple(str(b).strip() for b in text if str(b).strip())
+
+
+def snr_column(band: str) -> str:
+    """Catalogue column holding the SNR of ``band``."""
+    return f"SNR_{band}"
+
+
+SNR_TOTAL = "SNR_TOTAL"
+SNR_DEFINITION = ("SNR_<band> = median over the band's valid pixels of flux/err; "
+                  "SNR_TOTAL = the same over the valid pixels of all bands")
+
+# --- units (strings written into files) ----------------------------------------------------------
+UNIT_WAVE = "Angstrom"
+UNIT_FLAM17 = "1e-17 erg/s/cm^2/Angstrom"
+UNIT_IMAGE2D = "electron (sum of exposures, sky and dark subtracted)"
+
+# --- spectra file (HDF5) --------------------------------------------------------------------------
+CATALOG_PATH = "catalog"
+BAND_DATASETS = ("wave", "flux", "err")
+IMAGE2D = "image2d"
+#: Rows per HDF5 chunk of the flux/err datasets.
+H5_ROW_CHUNK = 256
+
+# --- input catalogue (FITS) of `csstz simulate` ---------------------------------------------------
+INPUT_HDUS = ("CATALOG", "WAVELENGTH", "FLUX")
+MORPH_COLUMNS = ("TARGETID", "Z", "SHAPE_R", "SERSIC", "BA", "PA")
+#: Sersic indices GalSim can render (GalSim's documented 0.3 <= n <= 6.2; LS DR9 fits lie inside).
+SERSIC_RANGE = (0.3, 6.2)
+#: The redshift range of the method (arXiv:2407.13991: 0 < z < 1.6).
+Z_RANGE = (0.0, 1.6)
+
+# --- splits -----------------------------------------------------------------------------------------
+SPLIT_COLUMN = "SPLIT"
+SPLITS = ("train", "val", "test")
+
+
+def split_mask(catalog, split: str | None, path: str | None = None) -> np.ndarray:
+    """Boolean mask of the catalogue rows whose ``SPLIT`` equals ``split`` (all rows for None).
+
+    Raises
+    ------
+    InputError
+        ``split`` is given but the catalogue has no SPLIT column, or no row has it.
+    """
+    n = len(catalog)
+    if split is None:
+        return np.ones(n, bool)
+    if SPLIT_COLUMN not in catalog.colnames:
+        raise InputError(SPLIT_COLUMN, "catalogue has no SPLIT column (use a `csstz build` dataset)",
+                         path=None if path is None else str(path))
+    col = np.asarray(catalog[SPLIT_COLUMN])
+    if col.dtype.kind == "S":
+        col = np.char.decode(col, "ascii")
+    mask = np.char.strip(col.astype(str)) == split
+    if not mask.any():
+        raise InputError(SPLIT_COLUMN, f"no rows with SPLIT == {split!r}", path=None if path is None else str(path),
+                         allowed=", ".join(SPLITS))
+    return mask
+
+
+def select_split(catalog, split: str | None, path: str | None = None) -> np.ndarray:
+    """Sorted row indices of ``catalog`` in ``split`` (all rows for None); see :func:`split_mask`."""
+    return np.flatnonzero(split_mask(catalog, split, path))
+
+
+# --- run directory (written by `csstz train`) --------------------------------------------------
+CNN_FILE = "cnn.pt"
+BNN_FILE = "bnn.pt"
+CALIBRATION_FILE = "calibration.json"
+SUMMARY_FILE = "summary.json"
+FINGERPRINT_FILE = "run_fingerprint.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+MODEL_KINDS = ("bnn", "cnn")
+
+# --- predictions file (FITS) ---------------------------------------------------------------------
+PRED_HDU = "REDSHIFTS"
+PRED_REQUIRED = ("TARGETID", "Z", "ZERR", "ZWARN")
+
+# --- report ---------------------------------------------------------------------------------------
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+
+__all__ = [name for name in dir() if name.isupper() or name in (
+    "all_bands", "network_bands", "order_bands", "parse_bands", "snr_column", "split_mask", "select_split")]
