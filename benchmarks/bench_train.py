@@ -78,7 +78,7 @@ import torch
 torch.set_num_threads({threads})
 from csstz.train.cnn_stage import CNNModule, fit_stage, make_loaders
 from csstz.train.config import TrainConfig
-from csstz.io.torch_dataset import split_rows
+from csstz.io.spectra import split_rows
 cfg = TrainConfig(progress=False).to_dict() | {{"z_init": 0.5}}
 tr, va = split_rows({path!r}, "train"), split_rows({path!r}, "val")
 tdl, vdl = make_loaders({path!r}, tr, va, cfg)

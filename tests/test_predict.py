@@ -12,13 +12,13 @@ from synth_dataset import make_dataset  # noqa: E402
 
 from csstz.cli import main  # noqa: E402
 from csstz.io.predictions import read_predictions  # noqa: E402
-from csstz.io.spectra import read_catalog, read_spectra, write_spectra  # noqa: E402
-from csstz.io.torch_dataset import SpectraDataset, split_rows  # noqa: E402
+from csstz.io.spectra import read_catalog, read_spectra, split_rows, write_spectra  # noqa: E402
+from csstz.io.torch_dataset import SpectraDataset  # noqa: E402
+from csstz.pipeline import predict_calibrated, train_and_calibrate  # noqa: E402
 from csstz.predict import (ZWARN_EPISTEMIC, ZWARN_LOW_VALID, ZWARN_Z_EDGE, predict_dataset,  # noqa: E402
                            predict_file, zwarn_bits)
 from csstz.train.checkpoint import file_checksum, load_model, save_model  # noqa: E402
 from csstz.train.config import TrainConfig  # noqa: E402
-from csstz.train.run import train  # noqa: E402
 
 TINY = dict(widths=(4, 4, 8, 8, 8, 8, 16, 16), stem_channels=8, head_hidden=(16, 8), flow_hidden=8,
             batch_size=32, progress=False, calib_samples=10)
@@ -29,14 +29,14 @@ def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("pred")
     data = base / "synthetic.h5"
     make_dataset(data, n=300, seed=3)
-    train(data, base / "run", TrainConfig(epochs=1, bnn_epochs=1, **TINY))
+    train_and_calibrate(data, base / "run", TrainConfig(epochs=1, bnn_epochs=1, **TINY))
     return base / "run", data
 
 
 def test_columns_header_and_split(run, tmp_path):
     run_dir, data = run
     out = tmp_path / "pred.fits"
-    tab = predict_file(run_dir, data, out, samples=20, split="test", seed=0)
+    tab = predict_calibrated(run_dir, data, out, samples=20, split="test", seed=0)
     cat = read_catalog(data)
     n_test = int(np.sum(cat["SPLIT"] == "test"))
     back = read_predictions(out)
@@ -51,6 +51,17 @@ def test_columns_header_and_split(run, tmp_path):
     assert back.meta["METHOD"] == "csstz-bnn-mnf"
     assert back.meta["CALMETH"] == "beta"
     np.testing.assert_allclose(back["ZERR"], back.meta["CALK68"] * back["ZERR_UNCAL"], rtol=1e-6)
+
+
+def test_predict_applies_only_the_calibration_it_is_given(run):
+    """predict_file alone is uncalibrated (ZERR = ZERR_UNCAL); the pipeline applies the run's calibration."""
+    run_dir, data = run
+    raw = predict_file(run_dir, data, None, samples=10, split="val", seed=1)
+    cal = predict_calibrated(run_dir, data, None, samples=10, split="val", seed=1)
+    np.testing.assert_array_equal(raw["ZERR"], raw["ZERR_UNCAL"])
+    assert raw.meta["CALMETH"] == "none" and cal.meta["CALMETH"] == "beta"
+    np.testing.assert_array_equal(raw["Z"], cal["Z"])
+    np.testing.assert_allclose(cal["ZERR"], cal.meta["CALK68"] * raw["ZERR_UNCAL"], rtol=1e-6)
 
 
 def test_fixed_seed_is_reproducible(run):
@@ -124,3 +135,34 @@ def test_cli_predict_and_errors(run, tmp_path, capsys):
     assert "summary" in capsys.readouterr().err
     assert main(["predict", str(run_dir), str(data), "--out", str(tmp_path / "y.fits"), "--split", "nope"]) == 2
     assert not (tmp_path / "y.fits").exists()
+    assert main(["predict", str(run_dir), str(data), "--out", str(tmp_path / "z.fits"), "--config",
+                 str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_foreign_model_file_is_one_line_naming_the_file(run, tmp_path, capsys):
+    """A model file that is not a csstz file (here a text file, and a pickle of a live object) gives one
+    line naming the file, not PyTorch's pages of advice."""
+    import shutil
+
+    run_dir, data = run
+    for i, content in enumerate((b"not a model at all", None)):
+        bad_run = tmp_path / f"bad{i}"
+        shutil.copytree(run_dir, bad_run)
+        if content is None:
+            torch.save(torch.nn.Linear(2, 2), bad_run / "bnn.pt")  # a pickled module: refused by weights_only
+        else:
+            (bad_run / "bnn.pt").write_bytes(content)
+        assert main(["predict", str(bad_run), str(data), "--out", str(tmp_path / "w.fits"), "--samples", "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(bad_run / "bnn.pt") in err and "not a csstz model file" in err
+        assert len(err) < 300
+
+
+def test_zwarn_bits_follow_redrock_where_they_overlap():
+    from csstz.zwarn import ZWARN, names
+
+    assert int(ZWARN.SMALL_DELTA_CHI2) == 4 and int(ZWARN.Z_FITLIMIT) == 32 and int(ZWARN.BAD_TARGET) == 256
+    assert int(ZWARN.LITTLE_COVERAGE) == 2 and int(ZWARN.BAD_MINFIT) == 1024
+    assert names(ZWARN_Z_EDGE | ZWARN_EPISTEMIC) == ["Z_FITLIMIT", "EPISTEMIC"]
+    assert {int(b) for b in ZWARN} == {1 << i for i in range(12)} | {1 << 16, 1 << 17, 1 << 18}

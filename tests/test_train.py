@@ -15,6 +15,7 @@ from csstz.errors import ConfigError, InputError  # noqa: E402
 from csstz.train.checkpoint import load_model  # noqa: E402
 from csstz.train.cnn_stage import CNNModule, fit_stage, make_loaders  # noqa: E402
 from csstz.train.config import TrainConfig  # noqa: E402
+from csstz.pipeline import train_and_calibrate  # noqa: E402
 from csstz.train.run import train  # noqa: E402
 
 SMALL = dict(widths=(8, 8, 16, 16, 32, 32, 32, 32), stem_channels=8, head_hidden=(32, 16), flow_hidden=8,
@@ -35,7 +36,7 @@ TINY = dict(SMALL, widths=(4, 4, 8, 8, 8, 8, 16, 16), head_hidden=(16, 8))
 def run(dataset, tmp_path_factory):
     """A tiny 2 + 1 epoch run (contracts only; learning is tested by the slow test)."""
     out = tmp_path_factory.mktemp("run")
-    summary = train(dataset, out, TrainConfig(epochs=2, bnn_epochs=1, max_train=300, **TINY))
+    summary = train_and_calibrate(dataset, out, TrainConfig(epochs=2, bnn_epochs=1, max_train=300, **TINY))
     return out, summary
 
 
@@ -45,7 +46,7 @@ def test_short_training_learns(dataset, tmp_path):
     naive sigma_NMAD 0.235, CNN 0.059; BNN val NLL 0.20 -> -0.28 in 2 epochs (naive Gaussian 0.127);
     val coverage of the 68/95% intervals 0.47/0.74 before and 0.68/0.96 after Beta calibration."""
     out = tmp_path / "run"
-    s = train(dataset, out, TrainConfig(epochs=6, bnn_epochs=2, **SMALL))
+    s = train_and_calibrate(dataset, out, TrainConfig(epochs=6, bnn_epochs=2, **SMALL))
     cnn = s["cnn"]
     assert cnn["epochs_run"] == 6 and len(cnn["val_losses"]) == 6
     assert cnn["best_val_loss"] < cnn["val_losses"][0]
@@ -93,9 +94,23 @@ def test_rerun_skips_finished_stages(run, dataset):
     assert again["cnn"]["val_losses"] == s["cnn"]["val_losses"]
 
 
+def test_train_only_trains(dataset, tmp_path):
+    """`train` writes models and a summary, no calibration; the pipeline adds validation scores and the
+    calibration to the same run directory."""
+    out = tmp_path / "run"
+    cfg = TrainConfig(epochs=1, bnn_epochs=1, max_train=64, **TINY)
+    s = train(dataset, out, cfg)
+    assert (out / "bnn.pt").is_file() and (out / "config.yaml").is_file()
+    assert not (out / "calibration.json").exists() and "calibration" not in s
+    full = train_and_calibrate(dataset, out, cfg)
+    assert (out / "calibration.json").is_file() and full["calibration"]["method"] == "beta"
+    assert full["cnn"]["val_losses"] == s["cnn"]["val_losses"]  # the models were reused, not retrained
+    assert np.isfinite(full["cnn"]["val_sigma_nmad"]) and np.isfinite(full["naive_val_sigma_nmad"])
+
+
 def test_killed_stage_resumes_from_last_ckpt(dataset, tmp_path):
     cfg = TrainConfig(epochs=2, **SMALL).to_dict() | {"z_init": 0.5}
-    from csstz.io.torch_dataset import split_rows
+    from csstz.io.spectra import split_rows
     tr, va = split_rows(dataset, "train")[:200], split_rows(dataset, "val")
     train_dl, val_dl = make_loaders(dataset, tr, va, cfg)
     ckdir = tmp_path / "checkpoints" / "cnn"
@@ -110,14 +125,13 @@ def test_killed_stage_resumes_from_last_ckpt(dataset, tmp_path):
 def test_dataset_without_split(tmp_path):
     path = tmp_path / "nosplit.h5"
     make_dataset(path, n=40, seed=2)
-    from astropy.table import Table
     from csstz.io.spectra import read_spectra, write_spectra
     sp = read_spectra(path)
     sp.catalog.remove_column("SPLIT")
     write_spectra(tmp_path / "nosplit2.h5", sp)
     with pytest.raises(InputError, match="SPLIT"):
         train(tmp_path / "nosplit2.h5", tmp_path / "run", TrainConfig(epochs=1, **SMALL))
-    assert isinstance(sp.catalog, Table)
+    assert not (tmp_path / "run").exists()  # bad input leaves nothing behind
 
 
 @pytest.mark.parametrize("kw, field", [({"epochs": 0}, "epochs"), ({"head": "gp"}, "head"),
@@ -145,6 +159,13 @@ def test_cli_train(dataset, tmp_path, capsys):
     assert s["config"]["widths"] == [4, 4, 8, 8, 8, 8, 16, 16] and s["n_train"] == 200
     rc = main(["train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "r2")])
     assert rc == 2 and "missing.h5" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"\x00" * 4096)
+    rc = main(["train", str(garbage), "--out", str(tmp_path / "r3")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "garbage.h5" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r3").exists()  # an unreadable dataset leaves no run directory
 
 
 # --- network input (csstz.io.torch_dataset) -------------------------------------------------------
@@ -169,7 +190,8 @@ def test_normalise_scale_invariant_and_masks():
 
 
 def test_augmentation_fresh_every_fetch(dataset):
-    from csstz.io.torch_dataset import SpectraDataset, split_rows
+    from csstz.io.spectra import split_rows
+    from csstz.io.torch_dataset import SpectraDataset
     rows = split_rows(dataset, "train")[:40]
     plain = SpectraDataset(dataset, rows, augment=False)
     aug = SpectraDataset(dataset, rows, augment=True)
@@ -206,7 +228,7 @@ def test_quick_training_on_real_build_dataset(tmp_path):
     from csstz.train.config import QUICK
     data = tmp_path / "build.h5"
     build_dataset(data, 2000, seed=3, workers=1, progress=False)
-    s = train(data, tmp_path / "run", TrainConfig(**QUICK))
+    s = train_and_calibrate(data, tmp_path / "run", TrainConfig(**QUICK))
     cnn = s["cnn"]
     print({k: s[k] for k in ("naive_val_loss", "naive_val_sigma_nmad", "naive_val_nll")}, cnn["val_losses"],
           cnn["val_sigma_nmad"], s["bnn"]["val_sigma_nmad"], s["bnn"]["best_val_loss"], s["calibration"])

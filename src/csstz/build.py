@@ -22,13 +22,13 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
+from .config import SOURCES, BuildConfig, ParallelConfig, PopulationConfig, to_yaml
 from .parallel import parallel_map
 from .rng import run_rng
 from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, snr_column
 
 STREAM_REAL_SUBSET = 21  # run-level stream: which real sources a --n N build takes
 
-SOURCES = ("embedded", "desi", "boss")
 REAL_COLUMNS = [("RA", "f8"), ("DEC", "f8"), ("SURVEY", "S5")]
 
 
@@ -128,7 +128,8 @@ def _progress(enabled: bool, total: int, done: int):
 
 
 def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", instrument_path=None,
-                  chunk=2000, progress=True, **source_kwargs) -> Path:
+                  chunk=BuildConfig.chunk, progress=True, config_yaml: str | None = None,
+                  **source_kwargs) -> Path:
     """Draw ``n`` galaxies, simulate their CSST spectra and write a dataset file.
 
     Parameters
@@ -151,6 +152,8 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
         Galaxies per chunk (unit of work, of resuming and of memory).
     progress : bool
         Show a rich progress bar.
+    config_yaml : str, optional
+        The stage configuration (YAML) stored as root attribute ``config``.
     **source_kwargs
         embedded: ``mag_limit_gi`` (default :data:`csstz.population.embedded.MAG_LIMIT_GI`).
         desi/boss: ``zcat`` (FITS), ``sweep`` (list of LS DR9 sweep FITS), ``templates``
@@ -227,18 +230,26 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
     attrs = {"csstz_version": __version__, "seed": seed, "instrument": yaml_text, "n": n, "source": source,
              "population": population, "chunk": chunk,
              "snr_definition": SNR_DEFINITION}
+    if config_yaml is not None:
+        attrs["config"] = config_yaml
     return writer.finalize(attrs)
 
 
-def build_from_args(a) -> Path:
-    """Run :func:`build_dataset` from the parsed ``csstz build`` arguments."""
-    kwargs = {}
-    if a.source != "embedded":
-        kwargs = {"zcat": a.zcat, "sweep": a.sweep, "templates": a.templates}
-    elif a.zcat or a.sweep or a.templates:
-        raise InputError("--source", "--zcat/--sweep/--templates need --source desi or boss", value=a.source)
-    return build_dataset(a.out, a.n, seed=a.seed, workers=a.workers, scheduler=a.scheduler, source=a.source,
-                         instrument_path=a.instrument, chunk=a.chunk, progress=not a.no_progress, **kwargs)
+def build_from_config(out, build: BuildConfig, population: PopulationConfig | None = None,
+                      parallel: ParallelConfig | None = None) -> Path:
+    """:func:`build_dataset` from stage configs; the configs are stored in the file (attribute ``config``)."""
+    pop = population or PopulationConfig()
+    par = parallel or ParallelConfig()
+    kwargs: dict = {}
+    if pop.source == "embedded":
+        if pop.mag_limit_gi is not None:
+            kwargs["mag_limit_gi"] = pop.mag_limit_gi
+    else:
+        kwargs = {"zcat": pop.zcat, "sweep": list(pop.sweep or ()), "templates": pop.templates}
+    return build_dataset(out, build.n, seed=build.seed, workers=par.workers, scheduler=par.scheduler,
+                         source=pop.source, instrument_path=build.instrument, chunk=build.chunk,
+                         progress=build.progress, config_yaml=to_yaml({"build": build, "population": pop,
+                                                                       "parallel": par}), **kwargs)
 
 
-__all__ = ["build_dataset", "build_from_args", "make_chunk", "SOURCES"]
+__all__ = ["build_dataset", "build_from_config", "make_chunk", "SOURCES"]

@@ -37,15 +37,12 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit, log_ndtr, ndtr, ndtri
 
-from .config import CALIBRATIONS
+from .config import CALIBRATIONS, CalibrateConfig
 from .errors import FileFormatError, InputError
 from .io.atomic import atomic_path
-from .schema import CALIBRATION_FILE
+from .schema import CALIBRATION_FILE, P68, P95
 
 METHODS = CALIBRATIONS
-#: Central 1-sigma probability of a Gaussian.
-P68 = 0.6826894921370859
-P95 = 0.9544997361036416
 N_LEVELS = 99
 
 
@@ -229,5 +226,42 @@ def calibrated_reliability(z_true, mu, sigma, calibration: Calibration | None = 
     return levels, obs
 
 
-__all__ = ["Calibration", "fit_calibration", "pit_values", "interval_coverage", "calibrated_reliability", "METHODS",
+def calibrate_run(run_dir, val: dict, config: CalibrateConfig | None = None) -> tuple[Calibration, dict]:
+    """Fit the calibration of a run on its validation predictions and save it beside the model.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        Run directory; ``calibration.json`` is written there (atomically).
+    val : dict of ndarray
+        Raw BNN predictions on the validation split (:func:`csstz.predict.predict_validation`):
+        ``z_true``, ``z``, ``zerr_epistemic``, ``zerr_aleatoric``.
+    config : CalibrateConfig, optional
+
+    Returns
+    -------
+    calibration : Calibration
+    summary : dict
+        Method, parameters and the validation coverage of the 68/95% intervals before and after.
+    """
+    cfg = config or CalibrateConfig()
+    z_val, z = np.asarray(val["z_true"], np.float64), np.asarray(val["z"], np.float64)
+    uncal = np.hypot(val["zerr_epistemic"], val["zerr_aleatoric"])
+    cal = fit_calibration(z_val, z, uncal, cfg.calibration)
+    cal.save(Path(run_dir) / CALIBRATION_FILE)
+    summary = cal.to_dict() | {
+        "val_coverage_68_before": interval_coverage(z_val, z - uncal, z + uncal),
+        "val_coverage_95_before": interval_coverage(z_val, z - 2 * uncal, z + 2 * uncal),
+        "val_coverage_68_after": interval_coverage(z_val, *cal.interval(z, uncal, P68)),
+        "val_coverage_95_after": interval_coverage(z_val, *cal.interval(z, uncal, P95))}
+    return cal, summary
+
+
+def load_run_calibration(run_dir) -> Calibration | None:
+    """The calibration saved in a run directory, or None if it has none."""
+    p = Path(run_dir) / CALIBRATION_FILE
+    return Calibration.load(p) if p.is_file() else None
+
+
+__all__ = ["calibrate_run", "load_run_calibration", "Calibration", "fit_calibration", "pit_values", "interval_coverage", "calibrated_reliability", "METHODS",
            "P68", "P95", "CALIBRATION_FILE"]

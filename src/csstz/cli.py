@@ -4,14 +4,26 @@
 file, column or value on stderr and exit status 2. Library modules are imported
 lazily so that ``csstz --help`` is fast and torch is loaded only by the
 commands that need it.
+
+The options of each command are generated from the stage configuration
+dataclasses (:mod:`csstz.config`): name, type, choices, help text and the
+default shown in ``--help`` all come from the field. ``--config FILE`` reads a
+YAML file of the same sections; an option given on the command line wins over
+the file, and the file over the dataclass default.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
+from typing import Any
 
 from . import __version__
+from .config import (DEFAULT_SEED, BuildConfig, CalibrateConfig, EvaluateConfig, ModelConfig, OptimiserConfig,
+                     ParallelConfig, PopulationConfig, PredictConfig, SimulateConfig, StageConfig, TemplateFitConfig,
+                     TrainConfig, base_type, field_types, read_config_file)
 from .errors import CsstzError
 
 
@@ -35,28 +47,101 @@ def _nonneg_int(text: str) -> int:
     return val
 
 
-# --- simulate ---------------------------------------------------------------------------------
+def _tuple_of(kind: type):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__}: {text!r}") from None
+    return parse
+
+
+def _show(val: Any) -> str:
+    return ",".join(map(str, val)) if isinstance(val, tuple) else str(val)
+
+
+# --- options generated from the stage configs ---------------------------------------------------
+def add_config_options(p: argparse.ArgumentParser, *classes: type) -> None:
+    """Add one option per field of each config class (and ``--config FILE``)."""
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML file of stage settings (sections: " + ", ".join(c.section for c in classes) + ")")
+    for cls in classes:
+        hints = field_types(cls)
+        group = p.add_argument_group(f"{cls.section} settings")
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if not meta.get("cli", True):
+                continue
+            tp, _ = base_type(hints[f.name])
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            flag = "--" + f.name.replace("_", "-")
+            kw: dict = {"dest": f"{cls.section}.{f.name}", "default": argparse.SUPPRESS}
+            help_text = meta.get("help", "")
+            if tp is bool:
+                kw["action"] = "store_const"
+                kw["const"] = not default
+                if default:
+                    flag = "--no-" + f.name.replace("_", "-")
+                    help_text = f"no {help_text}" if help_text else help_text
+            else:
+                if typing.get_origin(tp) is tuple:
+                    elem = typing.get_args(tp)[0]
+                    if meta.get("append"):
+                        kw["action"] = "append"
+                        kw["type"] = elem
+                    else:
+                        kw["type"] = _tuple_of(elem)
+                elif tp is int:
+                    kw["type"] = _nonneg_int if f.name in ("seed", "num_workers", "n_flows") else _positive_int
+                elif tp is float:
+                    kw["type"] = float
+                else:
+                    kw["type"] = str
+                kw["metavar"] = f.name.upper()
+                if meta.get("choices"):
+                    kw["choices"] = meta["choices"]
+                    del kw["metavar"]
+                if meta.get("required"):
+                    kw["required"] = True
+                elif default is not None:
+                    help_text += f" (default: {_show(default)})"
+            flags = [flag] + ([meta["alias"]] if meta.get("alias") else [])
+            group.add_argument(*flags, help=help_text, **kw)
+
+
+def stage_configs(a: argparse.Namespace, *classes: type) -> dict[str, StageConfig]:
+    """The configs of a command: dataclass defaults < ``--config`` file < command-line options."""
+    from_file = read_config_file(a.config) if getattr(a, "config", None) else {}
+    given = vars(a)
+    out = {}
+    for cls in classes:
+        values = dict(from_file.get(cls.section, {}))
+        prefix = cls.section + "."
+        values.update({k[len(prefix):]: v for k, v in given.items() if k.startswith(prefix)})
+        out[cls.section] = cls.from_dict(values, strict=True)
+    return out
+
+
+# --- simulate / build ---------------------------------------------------------------------------
 def _add_simulate(sub):
-    p = sub.add_parser("simulate", help="simulate CSST GU/GV/GI slitless spectra for a FITS catalogue",
+    p = sub.add_parser("simulate", help="simulate CSST slitless spectra (every band of the instrument file) for a "
+                                        "FITS catalogue",
                        description="Simulate CSST first-order slitless spectra (2D images, noise, optimal "
                                    "extraction) for the sources of a FITS catalogue (HDUs CATALOG, WAVELENGTH, FLUX).")
     p.add_argument("catalog", help="input FITS catalogue")
     p.add_argument("--out", required=True, help="output spectra file (HDF5)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="root random seed (default 0)")
-    p.add_argument("--noiseless", action="store_true", help="no noise: expected counts only")
-    p.add_argument("--save-2d", action="store_true", help="also store the 2D first-order images")
-    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
-    p.add_argument("--instrument", default=None, help="instrument YAML (default: packaged CSST file)")
-    p.add_argument("--bands", default="GU,GV,GI", help="comma-separated bands (default GU,GV,GI)")
+    add_config_options(p, SimulateConfig, ParallelConfig)
     p.set_defaults(func=_run_simulate)
 
 
 def _run_simulate(a) -> int:
+    from .config import to_yaml
     from .simulate.api import simulate_file
-    simulate_file(a.catalog, a.out, seed=a.seed, noiseless=a.noiseless, save_2d=a.save_2d,
-                  workers=a.workers, scheduler=a.scheduler, instrument_path=a.instrument,
-                  bands=tuple(b.strip() for b in a.bands.split(",") if b.strip()))
+    c = stage_configs(a, SimulateConfig, ParallelConfig)
+    sim, par = c["simulate"], c["parallel"]
+    simulate_file(a.catalog, a.out, seed=sim.seed, noiseless=sim.noiseless, save_2d=sim.save_2d,
+                  workers=par.workers, scheduler=par.scheduler, instrument_path=sim.instrument, bands=sim.bands,
+                  chunk=sim.chunk, config_yaml=to_yaml(c))
     print(f"wrote {a.out}")
     return 0
 
@@ -67,8 +152,8 @@ def _add_plot_spectrum(sub):
     p.add_argument("catalog", help="input FITS catalogue (as for simulate)")
     p.add_argument("--targetid", type=int, required=True, help="TARGETID of the source to draw")
     p.add_argument("--out", required=True, help="output directory for fig4_<id>.png, fig5_<id>.png")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--instrument", default=None)
+    p.add_argument("--seed", type=_nonneg_int, default=DEFAULT_SEED, help=f"root random seed (default: {DEFAULT_SEED})")
+    p.add_argument("--instrument", default=None, help="instrument YAML (default: the packaged CSST file)")
     p.set_defaults(func=_run_plot_spectrum)
 
 
@@ -80,28 +165,17 @@ def _run_plot_spectrum(a) -> int:
     return 0
 
 
-# --- build ------------------------------------------------------------------------------------
 def _add_build(sub):
     p = sub.add_parser("build", help="draw N real galaxies, simulate them, assign train/val/test splits")
-    p.add_argument("--n", type=_positive_int, required=True, help="number of galaxies")
     p.add_argument("--out", required=True, help="output dataset file (HDF5)")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--workers", type=_positive_int, default=1)
-    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
-    p.add_argument("--instrument", default=None)
-    p.add_argument("--source", choices=("embedded", "desi", "boss"), default="embedded",
-                   help="galaxy population: embedded SDSS/kcorrect default, or real DESI-EDR / BOSS files")
-    p.add_argument("--zcat", default=None, help="(desi/boss) redshift catalogue FITS")
-    p.add_argument("--sweep", action="append", default=None, help="(desi/boss) LS DR9 sweep FITS (repeatable)")
-    p.add_argument("--templates", default=None, help="(desi/boss) Redrock galaxy template FITS")
-    p.add_argument("--chunk", type=_positive_int, default=2000, help="galaxies per written chunk")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_options(p, BuildConfig, PopulationConfig, ParallelConfig)
     p.set_defaults(func=_run_build)
 
 
 def _run_build(a) -> int:
-    from .build import build_from_args
-    build_from_args(a)
+    from .build import build_from_config
+    c = stage_configs(a, BuildConfig, PopulationConfig, ParallelConfig)
+    build_from_config(a.out, c["build"], c["population"], c["parallel"])
     print(f"wrote {a.out}")
     return 0
 
@@ -125,29 +199,14 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train the CNN, the BNN head on its frozen backbone, and the calibration")
     p.add_argument("dataset", help="dataset file from `csstz build`")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model files, logs)")
-    p.add_argument("--epochs", type=_positive_int, default=30, help="CNN epochs (paper: 100)")
-    p.add_argument("--bnn-epochs", type=_positive_int, default=None, help="BNN-head epochs (default: --epochs)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: CPU-tuned)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    p.add_argument("--head", choices=("mnf", "flipout", "mcdropout"), default="mnf", help="Bayesian head")
-    p.add_argument("--calibration", choices=("beta", "scale", "none"), default="beta")
-    p.add_argument("--bands", default="GV,GI", help="input bands (default GV,GI)")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu, auto")
-    p.add_argument("--devices", default="1", help="Lightning devices (e.g. 1, 4, auto); >1 uses DDP")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--widths", default=None, help="8 comma-separated ResNet block widths "
-                   "(default 16,16,32,32,64,64,128,128; authors 64,64,128,128,256,256,512,512)")
-    p.add_argument("--kl-weight", type=float, default=None, help="weight of the KL term (0 = authors' code)")
-    p.add_argument("--n-flows", type=_nonneg_int, default=None, help="MNF coupling layers (default 2)")
-    p.add_argument("--max-train", type=_positive_int, default=None, help="use at most N training spectra")
-    p.add_argument("--num-workers", type=_nonneg_int, default=None, help="DataLoader worker processes")
+    add_config_options(p, ModelConfig, OptimiserConfig, CalibrateConfig)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(a) -> int:
-    from .train.run import train_from_args
-    train_from_args(a)
+    from .pipeline import train_and_calibrate
+    c = stage_configs(a, ModelConfig, OptimiserConfig, CalibrateConfig)
+    train_and_calibrate(a.dataset, a.out, TrainConfig.from_parts(c["model"], c["optimiser"], c["calibrate"]))
     return 0
 
 
@@ -156,18 +215,13 @@ def _add_predict(sub):
     p.add_argument("run_dir", help="run directory from `csstz train`")
     p.add_argument("spectra", help="spectra file (HDF5)")
     p.add_argument("--out", required=True, help="output predictions (FITS)")
-    p.add_argument("--samples", type=_positive_int, default=200, help="stochastic head passes (default 200)")
-    p.add_argument("--split", default=None, help="only rows of this SPLIT (train/val/test)")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--batch-size", type=_positive_int, default=1024)
-    p.add_argument("--model", choices=("bnn", "cnn"), default="bnn",
-                   help="bnn (default) or the CNN alone (ZERR = its validation sigma_NMAD x (1+z))")
+    add_config_options(p, PredictConfig)
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(a) -> int:
-    from .predict import predict_from_args
-    predict_from_args(a)
+    from .pipeline import predict_calibrated
+    predict_calibrated(a.run_dir, a.spectra, a.out, stage_configs(a, PredictConfig)["predict"])
     print(f"wrote {a.out}")
     return 0
 
@@ -178,13 +232,13 @@ def _add_evaluate(sub):
     p.add_argument("pred", help="predictions FITS from predict or fit-templates")
     p.add_argument("--truth", required=True, help="spectra/dataset HDF5 with the true Z")
     p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--label", default=None, help="name of the method in the report")
+    add_config_options(p, EvaluateConfig)
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(a) -> int:
-    from .evaluate.report import evaluate_from_args
-    evaluate_from_args(a)
+    from .pipeline import evaluate
+    evaluate(a.pred, a.truth, a.out, stage_configs(a, EvaluateConfig)["evaluate"])
     print(f"wrote {a.out}")
     return 0
 
@@ -193,38 +247,33 @@ def _add_fit_templates(sub):
     p = sub.add_parser("fit-templates", help="template-fitting baseline (chi-square over a redshift grid)")
     p.add_argument("spectra", help="spectra file (HDF5)")
     p.add_argument("--out", required=True, help="output predictions (FITS)")
-    p.add_argument("--split", default=None, help="only rows of this SPLIT")
-    p.add_argument("--bands", default="GV,GI", help="bands to fit (default GV,GI)")
-    p.add_argument("--zmin", type=float, default=0.0)
-    p.add_argument("--zmax", type=float, default=1.6)
-    p.add_argument("--dz", type=float, default=None, help="grid step in ln(1+z) (default: fine)")
-    p.add_argument("--workers", type=_positive_int, default=1)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--lsf", choices=("point", "morphology"), default="point",
-                   help="line-spread model: point-source PSF (default), or broadened by each galaxy's "
-                        "catalogue shape projected on the dispersion axis")
+    add_config_options(p, TemplateFitConfig, ParallelConfig)
     p.set_defaults(func=_run_fit_templates)
 
 
 def _run_fit_templates(a) -> int:
-    from .evaluate.templates import fit_templates_from_args
-    fit_templates_from_args(a)
+    from .templates.fit import fit_templates_file
+    c = stage_configs(a, TemplateFitConfig, ParallelConfig)
+    t, par = c["template_fit"], c["parallel"]
+    fit_templates_file(a.spectra, a.out, split=t.split, bands=t.bands, zmin=t.zmin, zmax=t.zmax, dlnz=t.dlnz,
+                       workers=par.workers, scheduler=par.scheduler, progress=t.progress, lsf=t.lsf,
+                       config={k: v.to_dict() for k, v in c.items()})
     print(f"wrote {a.out}")
     return 0
 
 
 def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole chain on the embedded default, ending in a report")
-    p.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--quick", action="store_true", help="small run, <= 10 minutes on 2 cores")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--seed", type=_nonneg_int, default=DEFAULT_SEED, help=f"root random seed (default: {DEFAULT_SEED})")
+    p.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: up to 2)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(a) -> int:
-    from .demo import demo_from_args
-    demo_from_args(a)
+    from .demo import run_demo
+    run_demo(a.out, quick=a.quick, seed=a.seed, workers=a.workers)
     return 0
 
 

@@ -57,9 +57,13 @@ CPU_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128)
 
 
 def opt(default: Any = None, help: str = "", choices: tuple | None = None, *, factory: Any = None,
-        cli: bool = True, append: bool = False, required: bool = False) -> Any:
-    """A dataclass field with its command-line description in ``metadata``."""
-    meta = {"help": help, "choices": choices, "cli": cli, "append": append, "required": required}
+        cli: bool = True, append: bool = False, required: bool = False, alias: str | None = None) -> Any:
+    """A dataclass field with its command-line description in ``metadata``.
+
+    ``help`` and ``choices`` describe the option; ``cli=False`` keeps it off the command
+    line; ``append`` makes it repeatable; ``alias`` is a second option name.
+    """
+    meta = {"help": help, "choices": choices, "cli": cli, "append": append, "required": required, "alias": alias}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -320,7 +324,7 @@ class PredictConfig(StageConfig):
     seed: int = opt(DEFAULT_SEED, "seed of the head's weight noise (same seed, same output)")
     batch_size: int = opt(1024, "spectra per backbone batch")
     model: str = opt("bnn", "bnn, or the CNN alone (ZERR = its validation sigma_NMAD x (1+z))", MODEL_KINDS)
-    split: str | None = opt(None, "only rows of this SPLIT", SPLITS)
+    split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
 
     def check(self) -> None:
         self._require("samples", isinstance(self.samples, int) and self.samples >= 1, ">= 1")
@@ -336,10 +340,11 @@ class TemplateFitConfig(StageConfig):
                                         "instrument file)")
     zmin: float = opt(Z_RANGE[0], "lowest redshift of the grid")
     zmax: float = opt(Z_RANGE[1], "highest redshift of the grid")
-    dlnz: float | None = opt(None, "grid step in ln(1+z) (default: fine, csstz.templates.fit.DEFAULT_DLNZ)")
+    dlnz: float | None = opt(None, "grid step in ln(1+z) (default: fine, csstz.templates.fit.DEFAULT_DLNZ)",
+                             alias="--dz")
     lsf: str = opt("point", "line-spread model: point-source PSF, or broadened by each galaxy's catalogue "
                    "shape projected on the dispersion axis", LSF_MODELS)
-    split: str | None = opt(None, "only rows of this SPLIT", SPLITS)
+    split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
     progress: bool = opt(True, "progress bar")
 
     def check(self) -> None:

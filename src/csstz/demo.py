@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import DEFAULT_SEED, PredictConfig
 from .io.atomic import atomic_path
 from .train.config import QUICK as TRAIN_QUICK
 
@@ -40,7 +41,7 @@ class DemoPlan:
     name: str
     n_galaxies: int
     train: dict = field(default_factory=dict)
-    samples: int = 200
+    samples: int = PredictConfig.samples
 
 
 # quick: ~5 min on 2 cores (measured: 3,000 galaxies x 8 epochs took only 93 s, so the budget buys more data)
@@ -79,7 +80,7 @@ def _example_figures(dataset: Path, cat, out_dir: Path, seed: int) -> list[Path]
                        instrument=inst)
 
 
-def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: int | None = None,
+def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, workers: int | None = None,
              plan: DemoPlan | None = None) -> dict:
     """Run the whole chain and write ``out_dir/report/report.html``.
 
@@ -88,15 +89,14 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: in
     dict
         Headline metrics per method, wall times per step and the report path.
     """
+    from .build import build_dataset
     from .evaluate.report import write_report
-    from .evaluate.templates import fit_templates
     from .io.predictions import read_predictions, write_predictions
     from .io.spectra import read_catalog, read_spectra
-    from .build import build_dataset
+    from .pipeline import predict_calibrated, train_and_calibrate
     from .population.figures import plot_dataset_figures
-    from .predict import predict_file
+    from .templates.fit import fit_templates
     from .train.config import TrainConfig
-    from .train.run import train
 
     plan = plan or (QUICK if quick else STANDARD)
     workers = workers or min(2, os.cpu_count() or 1)
@@ -121,22 +121,22 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: in
     t = _step(console, 3, n_steps, "training the CNN, the BNN head and the calibration (validation split)")
     run_dir = out / "run"
     config = TrainConfig(seed=seed, **plan.train)
-    summary = train(dataset, run_dir, config)
+    summary = train_and_calibrate(dataset, run_dir, config)
     times["train_s"] = time.perf_counter() - t
 
     t = _step(console, 4, n_steps, f"predicting the test split (BNN with {plan.samples} passes, and the CNN)")
     preds = {}
     for label, model in (("BNN", "bnn"), ("CNN", "cnn")):  # the BNN first: the report's primary method
         path = out / f"pred_{model}.fits"
-        predict_file(run_dir, dataset, path, samples=plan.samples, split="test", seed=seed, model=model)
+        predict_calibrated(run_dir, dataset, path, samples=plan.samples, split="test", seed=seed, model=model)
         preds[label] = read_predictions(path)
     times["predict_s"] = time.perf_counter() - t
 
     t = _step(console, 5, n_steps, "template-fitting baseline on the same test spectra")
     test_rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == "test")
-    spectra = read_spectra(dataset, bands=("GV", "GI"), rows=test_rows)
+    spectra = read_spectra(dataset, bands=config.bands, rows=test_rows)
     # each galaxy's own shape broadens its lines (CSST images the same galaxies): a fair baseline
-    tmpl = fit_templates(spectra, bands=("GV", "GI"), workers=workers, progress=True, lsf="morphology")
+    tmpl = fit_templates(spectra, bands=config.bands, workers=workers, progress=True, lsf="morphology")
     write_predictions(out / "pred_templates.fits", tmpl, header={"METHOD": "templates", "LSF": "morphology"})
     preds["templates"] = tmpl
     times["templates_s"] = time.perf_counter() - t
@@ -168,8 +168,4 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = 0, workers: in
     return result
 
 
-def demo_from_args(a) -> dict:
-    return run_demo(a.out, quick=a.quick, seed=a.seed, workers=a.workers)
-
-
-__all__ = ["DemoPlan", "QUICK", "STANDARD", "run_demo", "demo_from_args"]
+__all__ = ["DemoPlan", "QUICK", "STANDARD", "run_demo"]

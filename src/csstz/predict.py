@@ -7,8 +7,9 @@ times (default 200) on the cached features (each pass one weight-noise draw):
 * ``ZERR_EPISTEMIC`` = standard deviation of the means;
 * ``ZERR_ALEATORIC`` = root mean square of the predicted widths;
 * ``ZERR_UNCAL`` = the two in quadrature (before calibration);
-* ``ZERR`` = calibrated 1-sigma: half-width of the calibrated 68.27% central interval
-  (``csstz.calibrate``; the calibration fitted on the validation split by ``train``).
+* ``ZERR`` = calibrated 1-sigma: half-width of the calibrated 68.27% central interval, when a
+  calibration is passed in (``csstz.calibrate``; :mod:`csstz.pipeline` passes the one fitted
+  on the validation split); without one, ``ZERR = ZERR_UNCAL``.
 
 ``model="cnn"`` uses the CNN alone: Z = its output, and ``ZERR = ZERR_UNCAL =``
 sigma_NMAD of the CNN on the validation split times (1 + Z) (no per-object error).
@@ -24,19 +25,22 @@ ZWARN bits (:class:`csstz.zwarn.ZWARN`, 0 = nothing to distrust):
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from astropy.table import Table
+from scipy.special import ndtri
 
-from .calibrate import CALIBRATION_FILE, P68, P95, Calibration
-from .errors import FileFormatError, InputError
+from .config import PredictConfig
+from .errors import InputError
 from .io.predictions import write_predictions
-from .io.torch_dataset import SpectraDataset, split_rows
-from .train.checkpoint import BNN_FILE, CNN_FILE, file_checksum, load_model
-
+from .io.run_dir import read_summary
+from .io.spectra import split_rows
+from .io.torch_dataset import SpectraDataset
+from .schema import BNN_FILE, CNN_FILE, INTERVALS, MODEL_KINDS
+from .train.checkpoint import file_checksum, load_model
 from .zwarn import ZWARN, flag_where
 
 # names of the bits as this module uses them
@@ -87,8 +91,8 @@ def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.
 
 
 @torch.no_grad()
-def predict_dataset(model, kind: str, ds: SpectraDataset, samples: int = 200, batch_size: int = 1024,
-                    seed: int = 0) -> dict:
+def predict_dataset(model, kind: str, ds: SpectraDataset, samples: int = PredictConfig.samples,
+                    batch_size: int = PredictConfig.batch_size, seed: int = PredictConfig.seed) -> dict:
     """Raw (uncalibrated) predictions for every item of a dataset, streamed in batches.
 
     Returns
@@ -133,77 +137,87 @@ def zwarn_bits(z, zerr, n_valid, n_pixels, z_range, epistemic=None, aleatoric=No
     return w
 
 
-def _run_meta(run_dir: Path) -> dict:
-    p = run_dir / "summary.json"
-    if not p.is_file():
-        raise FileFormatError(str(p), "run summary missing (is this a `csstz train` run directory?)")
-    try:
-        return json.loads(p.read_text())
-    except ValueError as exc:
-        raise FileFormatError(str(p), f"unreadable run summary ({exc})") from None
+def predict_validation(run_dir, dataset_path, rows: np.ndarray, model: str, samples: int = PredictConfig.samples,
+                       seed: int = PredictConfig.seed, batch_size: int = 512) -> dict:
+    """Raw predictions of a run's network on given (validation) rows: the input of the calibration fit.
+
+    Returns
+    -------
+    dict of ndarray, shape (M,)
+        As :func:`predict_dataset`, plus ``z_true`` (the catalogue Z).
+    """
+    if model not in MODEL_KINDS:
+        raise InputError("model", "unknown model", value=model, allowed=", ".join(MODEL_KINDS))
+    net, payload = load_model(Path(run_dir) / (BNN_FILE if model == "bnn" else CNN_FILE))
+    ds = SpectraDataset(dataset_path, rows, bands=tuple(payload["config"]["bands"]), augment=False)
+    raw = predict_dataset(net, model, ds, samples=samples, batch_size=batch_size, seed=seed)
+    raw["z_true"] = ds.z.astype(np.float64)
+    return raw
 
 
-def predict_file(run_dir, spectra_path, out_path, samples: int = 200, split: str | None = None, seed: int = 0,
-                 model: str = "bnn", batch_size: int = 1024) -> Table:
-    """Predict redshifts for a spectra file and write the predictions FITS.
+def _gaussian_interval(z: np.ndarray, sigma: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    half = ndtri(0.5 + level / 2) * sigma
+    return z - half, z + half
+
+
+def predict_file(run_dir, spectra_path, out_path, config: PredictConfig | None = None, calibration: Any = None,
+                 **overrides: Any) -> Table:
+    """Predict redshifts for a spectra file and (optionally) write the predictions FITS.
 
     Parameters
     ----------
     run_dir : path-like
-        Directory written by ``csstz train`` (cnn.pt, bnn.pt, calibration.json, summary.json).
+        Directory written by ``csstz train`` (cnn.pt, bnn.pt, summary.json).
     spectra_path : path-like
         Spectra HDF5 (needs the bands the model was trained on).
     out_path : path-like or None
         Output FITS (None: do not write).
-    samples : int
-        Head passes per spectrum (BNN).
-    split : str, optional
-        Only rows whose catalogue SPLIT equals this.
-    seed : int
-        Seed of the head's noise (same seed, same output).
-    model : {"bnn", "cnn"}
-    batch_size : int
-        Spectra per backbone batch.
+    config : PredictConfig, optional
+        samples, seed, batch size, model ("bnn" or "cnn") and split; ``overrides`` replace
+        single fields (``samples=20``).
+    calibration : csstz.calibrate.Calibration, optional
+        Applied to the BNN's uncertainties (anything with ``zerr``, ``interval`` and
+        ``header``); None: uncalibrated (ZERR = ZERR_UNCAL).
 
     Returns
     -------
     astropy.table.Table
-        TARGETID, Z, ZERR, ZWARN, ZERR_UNCAL (+ ZERR_EPISTEMIC, ZERR_ALEATORIC for the BNN).
+        TARGETID, Z, ZERR, ZWARN, ZERR_UNCAL (+ ZERR_EPISTEMIC, ZERR_ALEATORIC, Z_LO68, Z_HI68,
+        Z_LO95, Z_HI95 for the BNN).
 
     Raises
     ------
     InputError, FileFormatError
     """
-    if model not in ("bnn", "cnn"):
-        raise InputError("model", "unknown model", value=model, allowed="bnn, cnn")
+    cfg = (config or PredictConfig()).replace(**overrides) if overrides else (config or PredictConfig())
+    model, samples, seed = cfg.model, cfg.samples, cfg.seed
     run_dir = Path(run_dir)
-    meta = _run_meta(run_dir)
+    meta = read_summary(run_dir)
     model_path = run_dir / (BNN_FILE if model == "bnn" else CNN_FILE)
     net, payload = load_model(model_path)
-    cfg = payload["config"]
-    rows = split_rows(spectra_path, split)
-    ds = SpectraDataset(spectra_path, rows, bands=tuple(cfg["bands"]), augment=False)
-    raw = predict_dataset(net, model, ds, samples=samples, batch_size=batch_size, seed=seed)
+    mcfg = payload["config"]
+    rows = split_rows(spectra_path, cfg.split)
+    ds = SpectraDataset(spectra_path, rows, bands=tuple(mcfg["bands"]), augment=False)
+    raw = predict_dataset(net, model, ds, samples=samples, batch_size=cfg.batch_size, seed=seed)
     z = raw["z"]
     tab = Table()
     tab["TARGETID"] = ds.targetid
     tab["Z"] = z
-    header = {"METHOD": f"csstz-{model}" + (f"-{cfg['head']}" if model == "bnn" else ""),
+    header = {"METHOD": f"csstz-{model}" + (f"-{mcfg['head']}" if model == "bnn" else ""),
               "MODELSUM": file_checksum(model_path), "SEED": int(seed)}
     if model == "bnn":
         uncal = np.hypot(raw["zerr_epistemic"], raw["zerr_aleatoric"])
-        cal_path = run_dir / CALIBRATION_FILE
-        cal = Calibration.load(cal_path) if cal_path.is_file() else Calibration("none")
-        zerr = cal.zerr(uncal)
+        zerr = uncal if calibration is None else calibration.zerr(uncal)
         tab["ZERR"] = zerr
         tab["ZERR_EPISTEMIC"] = raw["zerr_epistemic"]
         tab["ZERR_ALEATORIC"] = raw["zerr_aleatoric"]
         tab["ZERR_UNCAL"] = uncal
         # the calibrated central intervals themselves (a Beta map may be asymmetric about Z)
-        for name, level in (("68", P68), ("95", P95)):
-            lo, hi = cal.interval(z, uncal, level)
+        for name, level in INTERVALS:
+            lo, hi = (_gaussian_interval(z, uncal, level) if calibration is None
+                      else calibration.interval(z, uncal, level))
             tab[f"Z_LO{name}"], tab[f"Z_HI{name}"] = lo, hi
-        header.update(cal.header())
+        header.update({"CALMETH": "none", "CALK68": 1.0} if calibration is None else calibration.header())
         header["NSAMPLE"] = int(samples)
         warn = zwarn_bits(z, zerr, raw["n_valid"], ds.length, meta["z_range"],
                           raw["zerr_epistemic"], raw["zerr_aleatoric"])
@@ -219,16 +233,10 @@ def predict_file(run_dir, spectra_path, out_path, samples: int = 200, split: str
         tab[col][bad] = np.nan
     tab["ZWARN"] = warn
     if out_path is not None:
-        write_predictions(out_path, tab, header)
+        write_predictions(out_path, tab, header, config={"predict": cfg.to_dict()})
     tab.meta.update(header)
     return tab
 
 
-def predict_from_args(a) -> Table:
-    """``csstz predict`` entry point."""
-    return predict_file(a.run_dir, a.spectra, a.out, samples=a.samples, split=a.split, seed=a.seed,
-                        model=getattr(a, "model", "bnn"), batch_size=a.batch_size)
-
-
-__all__ = ["predict_file", "predict_from_args", "predict_dataset", "bnn_moments", "zwarn_bits",
+__all__ = ["predict_file", "predict_validation", "predict_dataset", "bnn_moments", "zwarn_bits",
            "ZWARN_LOW_VALID", "ZWARN_Z_EDGE", "ZWARN_EPISTEMIC", "ZWARN_BAD_OUTPUT", "MIN_VALID_FRAC"]

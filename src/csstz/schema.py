@@ -137,6 +137,11 @@ MODEL_KINDS = ("bnn", "cnn")
 PRED_HDU = "REDSHIFTS"
 PRED_REQUIRED = ("TARGETID", "Z", "ZERR", "ZWARN")
 
+#: Central probabilities of the 1- and 2-sigma intervals written as Z_LO68/Z_HI68 and Z_LO95/Z_HI95.
+P68 = 0.6826894921370859
+P95 = 0.9544997361036416
+INTERVALS = (("68", P68), ("95", P95))
+
 # --- report ---------------------------------------------------------------------------------------
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"

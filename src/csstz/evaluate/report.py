@@ -367,10 +367,5 @@ def evaluate_predictions(pred_path, truth_path, out_dir, label: str | None = Non
                                                               "truth": str(truth_path)})
 
 
-def evaluate_from_args(a) -> dict:
-    """Entry point of ``csstz evaluate PRED.fits --truth SPECTRA.h5 --out REPORT_DIR [--label]``."""
-    return evaluate_predictions(a.pred, a.truth, a.out, label=getattr(a, "label", None))
-
-
-__all__ = ["write_report", "evaluate_predictions", "evaluate_from_args", "method_entry", "match_truth",
+__all__ = ["write_report", "evaluate_predictions", "method_entry", "match_truth",
            "FIGURES", "PAPER"]

@@ -21,6 +21,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .. import __version__
+from ..config import SimulateConfig
 from ..errors import FileFormatError, InputError
 from ..instrument import Instrument, load_instrument
 from ..io.spectra import BandSpectra, SpectraSet, write_spectra
@@ -353,7 +354,8 @@ def _chunk_job(args):
 
 def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False, save_2d: bool = False,
                   workers: int = 1, scheduler: str | None = None, instrument_path=None,
-                  bands: tuple[str, ...] | None = None, chunk: int = 500) -> Path:
+                  bands: tuple[str, ...] | None = None, chunk: int = SimulateConfig.chunk,
+                  config_yaml: str | None = None) -> Path:
     """``csstz simulate``: read a FITS catalogue, simulate, write the spectra HDF5 atomically.
 
     Raises
@@ -391,6 +393,8 @@ def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False
     attrs = dict(csstz_version=__version__, seed=int(seed), noiseless=bool(noiseless), instrument=inst.to_yaml(),
                  bands=",".join(bands), source_catalog=str(catalog_path),
                  snr_definition=SNR_DEFINITION)
+    if config_yaml is not None:
+        attrs["config"] = config_yaml
     write_spectra(out_path, SpectraSet(spectra, out_cat, attrs))
     return Path(out_path)
 
