@@ -33,7 +33,7 @@ from csstz.models.resnet1d import AUTHORS_WIDTHS, ResNet1d  # noqa: E402
 from csstz.train.config import CPU_WIDTHS, TrainConfig  # noqa: E402
 
 L_PIX = 926  # GV 464 + GI 462 pixels (default instrument)
-PAPER_SAMPLES = 600_000 * 50 * 100  # method.md section 4
+PAPER_SAMPLES = 600_000 * 50 * 100  # the paper's sec. 3.2 (docs/design.md, Training)
 
 
 def step_rate(widths, batch, steps=4, bf16=False) -> float:

@@ -12,7 +12,7 @@ from astropy.table import Table
 
 from csstz.io.spectra import BandSpectra, SpectraSet, write_spectra
 
-# band grids of the default instrument (shared/spec common brief)
+# band grids of the default instrument (src/csstz/instrument/data/csst.yaml)
 GRIDS_AA = {"GU": (2460.0, 4200.0, 4.0), "GV": (3810.0, 6588.0, 6.0), "GI": (6110.0, 10571.0, 9.676)}
 LINES_AA = (3727.0, 4861.0, 5007.0, 6563.0)  # rest-frame vacuum-ish wavelengths of the lines
 

@@ -208,7 +208,7 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
         # a seeded random subset, not the first N ids (DESI TARGETIDs encode survey, program and brick)
         keep = np.sort(run_rng(seed, STREAM_REAL_SUBSET).choice(len(real["TARGETID"]), size=n, replace=False))
         real = {c: v[keep] for c, v in real.items()}
-        population = {"source": source, "cuts": "method.md eq. 1-3", "templates": str(templates),
+        population = {"source": source, "cuts": "docs/design.md, selection cuts 1-3", "templates": str(templates),
                       "split": "test drawn with weights following the CSST n(z) table; 8:1:1 overall"}
     writer = ChunkedDatasetWriter(out, n, chunk, fingerprint)
     jobs = []

@@ -207,8 +207,8 @@ class ModelConfig(StageConfig):
     sigma_init: float = opt(0.05, "initial weight-noise scale of the head")
     residual: bool = opt(True, "the head predicts a residual on the CNN's redshift", cli=False)
     kl_weight: float = opt(0.0, "weight of the KL term (0 = authors' code; 1 = full ELBO)")
-    bands: tuple[str, ...] = opt(help="comma-separated input bands (default: network.bands of the instrument "
-                                 "file)", factory=network_bands)
+    bands: tuple[str, ...] = opt(help="comma-separated input bands; the default is network.bands of the "
+                                 "instrument file", factory=network_bands)
     instrument: str | None = opt(None, "instrument YAML the bands come from (default: the packaged CSST file)")
 
     def check(self) -> None:

@@ -1,7 +1,7 @@
 """Redshift-accuracy and calibration metrics (pure numpy; no torch, no matplotlib).
 
 The point metrics are exactly those of arXiv:2407.13991 sec. 4
-(``shared/spec/method.md`` sec. 5), with ``dz = z_pred - z_true``:
+(``docs/design.md``, Metrics), with ``dz = z_pred - z_true``:
 
 * ``sigma_nmad = 1.48 * median(| (dz - median(dz)) / (1 + z_true) |)``
 * ``eta`` (outlier fraction) = fraction with ``|dz| / (1 + z_true) > 0.02``
@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
+from ..schema import Z_RANGE
 
 #: Normalised median absolute deviation factor (arXiv:2407.13991 sec. 4).
 NMAD_FACTOR = 1.48
@@ -30,8 +31,8 @@ OUTLIER_THRESHOLD = 0.02
 #: Nominal content of the +-1 sigma and +-2 sigma central Gaussian intervals.
 LEVEL_68 = math.erf(1.0 / math.sqrt(2.0))  # 0.682689...
 LEVEL_95 = math.erf(2.0 / math.sqrt(2.0))  # 0.954500...
-#: Edges of the true-redshift bins of the report (the paper's range 0-1.6 in 0.2 steps).
-Z_EDGES = tuple(round(0.2 * i, 1) for i in range(9))
+#: Edges of the true-redshift bins of the report (the method's range, csstz.schema.Z_RANGE, in 0.2 steps).
+Z_EDGES = tuple(round(Z_RANGE[0] + 0.2 * i, 1) for i in range(int(round((Z_RANGE[1] - Z_RANGE[0]) / 0.2)) + 1))
 #: Edges of the GI-SNR bins of the report (SNR = median flux/err over valid pixels).
 SNR_EDGES = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, math.inf)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.figures import save_png
+from ..schema import Z_RANGE
 from . import metrics
 
 #: Line colours per method, in order (colour-blind-safe Okabe-Ito palette).
@@ -69,7 +70,7 @@ def _log_snr(snr: np.ndarray) -> np.ndarray:
 
 def _zrange(methods) -> tuple[float, float]:
     hi = max(float(np.max(m.z_true)) for m in methods)
-    return 0.0, max(1.6, hi * 1.02)
+    return Z_RANGE[0], max(Z_RANGE[1], hi * 1.02)
 
 
 def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:

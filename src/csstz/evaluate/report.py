@@ -18,7 +18,7 @@ predictions file (``csstz evaluate``).
              "zwarn0": the same metrics for ZWARN == 0 only,
              "uncalibrated": the uncertainty metrics with ZERR_UNCAL (where present),
              "ebar_epistemic", "ebar_aleatoric" (where present),
-             "by_z": bins of true z (edges 0, 0.2, ..., 1.6), "by_snr_gi": bins of SNR_GI
+             "by_z": bins of true z (metrics.Z_EDGES: 0, 0.2, ... to the top of schema.Z_RANGE), "by_snr_gi": bins of SNR_GI
                      (edges 0, 0.5, 1, 2, 3, 5, 10, inf), each a list of {"lo", "hi", "n", metrics...},
              "reliability": {"levels", "observed", "observed_uncal"}, "header": predictions header}
 

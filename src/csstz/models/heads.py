@@ -1,6 +1,6 @@
 """Bayesian head on the frozen CNN features: mean and width of a Gaussian in z.
 
-Layout (the authors' BNN head, method.md section 3)::
+Layout (the authors' BNN head, ``docs/design.md``, Networks)::
 
     features (B, F)
     Bayesian dense (F -> 256) + BatchNorm + LeakyReLU

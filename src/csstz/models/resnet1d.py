@@ -1,4 +1,4 @@
-"""The 1d ResNet redshift network (method.md section 3; He et al. 2015 blocks).
+"""The 1d ResNet redshift network (``docs/design.md``, Networks; He et al. 2015 blocks).
 
 Layout (paper section 3.1, with the block widths of the authors' released code)::
 

@@ -1,6 +1,6 @@
 """Real training sources: DESI-EDR / BOSS DR16 redshift catalogues matched to LS DR9 sweeps.
 
-* DESI EDR (``zall-pix-fuji.fits``, HDU ZCATALOG) cuts, method.md eq. 1:
+* DESI EDR (``zall-pix-fuji.fits``, HDU ZCATALOG) cuts, selection cut 1 of ``docs/design.md``:
   SV_PRIMARY, MASKBITS == 0, SPECTYPE == GALAXY, ZWARN == 0, FLUX_G/R/Z > 0,
   FLUX_IVAR_G/R/Z > 0, MORPHTYPE != PSF.
 * BOSS DR16: ZWARN == 0 (``ZWARNING`` accepted as its SDSS name), CLASS (or
@@ -72,7 +72,7 @@ def _strip(col) -> np.ndarray:
 
 
 def desi_cuts(tab) -> np.ndarray:
-    """Boolean mask of method.md eq. 1 over a DESI EDR redshift catalogue, shape (N,)."""
+    """Boolean mask of selection cut 1 (``docs/design.md``) over a DESI EDR redshift catalogue, shape (N,)."""
     keep = np.asarray(tab["SV_PRIMARY"]).astype(bool)
     keep &= np.asarray(tab["MASKBITS"]) == 0
     keep &= _strip(tab["SPECTYPE"]) == "GALAXY"
@@ -138,7 +138,7 @@ def read_boss_zcat(path):
 
 
 def sweep_cuts(tab) -> np.ndarray:
-    """Boolean mask of method.md eq. 2 over an LS DR9 sweep table, shape (N,)."""
+    """Boolean mask of selection cut 2 (``docs/design.md``) over an LS DR9 sweep table, shape (N,)."""
     ivar_r = "SHAPE_R_IVAR" if "SHAPE_R_IVAR" in tab.colnames else "SHAPE_IVAR_R"
     keep = np.asarray(tab["SHAPE_R"]) > 0
     keep &= np.asarray(tab[ivar_r]) > 0

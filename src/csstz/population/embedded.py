@@ -246,7 +246,7 @@ def get_population_description(mag_limit_gi: float = MAG_LIMIT_GI) -> dict:
         "kcorrect_version": version("kcorrect"),
         "templates": "kcorrect-default-v4.fits (5 NMF templates with emission lines)",
         "cosmology": "Planck18",
-        "z_test": "CSST n(z) histogram (instrument.md), uniform within bins, z >= 0.01",
+        "z_test": "CSST n(z) histogram (docs/design.md), uniform within bins, z >= 0.01",
         "z_train_val": f"{1 - TRAIN_UNIFORM_WEIGHT:.1f} CSST histogram + {TRAIN_UNIFORM_WEIGHT:.1f} uniform 0.01-1.6",
         "csst_fractions": list(map(float, CSST_Z_FRACTIONS)),
         "selection": f"{MAG_BRIGHT_GI} < MAG_GI < {mag_limit_gi} (AB, CSST GI band average), parent drawn "

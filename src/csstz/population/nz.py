@@ -3,7 +3,7 @@
 The test split follows the expected redshift distribution of the CSST slitless
 survey: binned fractions from a COSMOS-based CSST spectroscopic mock (16,599
 galaxies in 1.7 deg^2, used in CSST BAO forecasts; Gong et al. 2019 and
-``shared/spec/instrument.md``). It is sampled as a histogram, uniform within a
+``docs/design.md``, Population). It is sampled as a histogram, uniform within a
 bin, as the paper did; the table is bimodal, so no smooth fit is used.
 
 Train and validation use a broader distribution over the same range (a mixture
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: CSST slitless n(z) bin edges (instrument.md, "Expected redshift distribution").
+#: CSST slitless n(z) bin edges (``docs/design.md``, Population).
 CSST_Z_EDGES = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6])
 #: Fraction of galaxies per bin (same source; sums to 0.9995 as published, renormalised here).
 CSST_Z_FRACTIONS = np.array([0.0775, 0.2634, 0.1968, 0.2475, 0.1719, 0.0345, 0.0066, 0.0013])

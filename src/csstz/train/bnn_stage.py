@@ -1,4 +1,4 @@
-"""Stage 2: the Bayesian head on the CNN's frozen backbone (method.md section 3-4).
+"""Stage 2: the Bayesian head on the CNN's frozen backbone (``docs/design.md``, Networks and Training).
 
 Only the head's parameters reach the optimiser; the backbone is a
 :class:`csstz.models.resnet1d.FrozenBackbone` (no gradients, always eval mode), so its

@@ -1,4 +1,4 @@
-"""Stage 1: the CNN, trained with logcosh loss and Adam (method.md section 4).
+"""Stage 1: the CNN, trained with logcosh loss and Adam (``docs/design.md``, Training).
 
 Shared by both stages: :func:`make_loaders` (streamed HDF5 data, fresh augmentation on
 every pass through the training rows) and :func:`fit_stage` (a Lightning Trainer with a
