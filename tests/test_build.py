@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 import h5py
+import yaml
 import numpy as np
 import pytest
 
 from csstz.cli import main
 from csstz.errors import FileFormatError, InputError
 from csstz.io.spectra import read_attrs, read_catalog, read_spectra
-from csstz.build import build_dataset
+from csstz.build import build_dataset, build_from_config
+from csstz.config import BuildConfig, ParallelConfig
 
 
 def sha(path) -> str:
@@ -28,7 +30,7 @@ def sha(path) -> str:
 def reference(tmp_path_factory):
     """An uninterrupted in-process build: 30 galaxies in chunks of 5."""
     out = tmp_path_factory.mktemp("ref") / "ref.h5"
-    build_dataset(out, 30, seed=11, chunk=5, progress=False)
+    build_from_config(out, BuildConfig(n=30, seed=11, chunk=5, progress=False))
     return out
 
 
@@ -46,6 +48,8 @@ def test_layout_and_contract(reference):
     attrs = read_attrs(reference)
     assert attrs["seed"] == 11 and "bands" in attrs["instrument"] and attrs["csstz_version"]
     assert json.loads(attrs["population"])["source"] == "embedded"
+    stored = yaml.safe_load(attrs["config"])  # the configuration that made it, readable with --config
+    assert stored["build"]["n"] == 30 and stored["population"]["source"] == "embedded"
     assert not Path(str(reference) + ".partial").exists()
 
 
@@ -59,7 +63,7 @@ def test_rows_equal_a_direct_draw(reference):
 
 def test_one_and_two_workers_give_identical_bytes(reference, tmp_path):
     out = tmp_path / "w2.h5"
-    build_dataset(out, 30, seed=11, chunk=5, workers=2, progress=False)
+    build_from_config(out, BuildConfig(n=30, seed=11, chunk=5, progress=False), parallel=ParallelConfig(workers=2))
     assert sha(out) == sha(reference)
 
 
@@ -96,7 +100,7 @@ def test_truncated_chunk_is_rebuilt(reference, tmp_path):
     data = chunk.read_bytes()
     chunk.write_bytes(data[: len(data) // 2])
     with pytest.warns(RuntimeWarning, match=r"chunk\(s\) \[1\]"):
-        build_dataset(out, 30, seed=11, chunk=5, progress=False)
+        build_from_config(out, BuildConfig(n=30, seed=11, chunk=5, progress=False))
     assert sha(out) == sha(reference)
 
 

@@ -199,3 +199,12 @@ def test_network_input_reads_the_added_band(tmp_path):
     ds = SpectraDataset(path, np.arange(10))
     assert ds.bands == ("GV", "GI")
     assert BuildConfig(n=3).chunk == BuildConfig.chunk
+
+
+def test_redshift_range_defined_once():
+    """The published CSST n(z) table ends where the method's range does (csstz.schema.Z_RANGE)."""
+    from csstz.evaluate.metrics import Z_EDGES
+    from csstz.population.nz import CSST_Z_EDGES, Z_MAX
+    from csstz.schema import Z_RANGE
+
+    assert Z_MAX == Z_RANGE[1] == CSST_Z_EDGES[-1] == Z_EDGES[-1] and Z_EDGES[0] == Z_RANGE[0]

@@ -237,7 +237,11 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
 
 def build_from_config(out, build: BuildConfig, population: PopulationConfig | None = None,
                       parallel: ParallelConfig | None = None) -> Path:
-    """:func:`build_dataset` from stage configs; the configs are stored in the file (attribute ``config``)."""
+    """:func:`build_dataset` from stage configs; the configs are stored in the file (attribute ``config``).
+
+    Only what changes the content is stored (not the workers, the scheduler or the progress bar), so the
+    same build on any number of workers gives the same bytes.
+    """
     pop = population or PopulationConfig()
     par = parallel or ParallelConfig()
     kwargs: dict = {}
@@ -248,8 +252,8 @@ def build_from_config(out, build: BuildConfig, population: PopulationConfig | No
         kwargs = {"zcat": pop.zcat, "sweep": list(pop.sweep or ()), "templates": pop.templates}
     return build_dataset(out, build.n, seed=build.seed, workers=par.workers, scheduler=par.scheduler,
                          source=pop.source, instrument_path=build.instrument, chunk=build.chunk,
-                         progress=build.progress, config_yaml=to_yaml({"build": build, "population": pop,
-                                                                       "parallel": par}), **kwargs)
+                         progress=build.progress, config_yaml=to_yaml({"build": build, "population": pop},
+                                                                      exclude=("progress",)), **kwargs)
 
 
 __all__ = ["build_dataset", "build_from_config", "make_chunk", "SOURCES"]

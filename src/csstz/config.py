@@ -397,9 +397,10 @@ def read_config_file(path: str | Path) -> dict[str, dict]:
     return data
 
 
-def to_yaml(configs: dict[str, StageConfig]) -> str:
-    """YAML text of ``{section: config}``, readable back with ``--config``."""
-    return yaml.safe_dump({k: v.to_dict() for k, v in configs.items()}, sort_keys=False)
+def to_yaml(configs: dict[str, StageConfig], exclude: tuple[str, ...] = ()) -> str:
+    """YAML text of ``{section: config}``, readable back with ``--config`` (fields in ``exclude`` left out)."""
+    return yaml.safe_dump({k: {f: x for f, x in v.to_dict().items() if f not in exclude}
+                           for k, v in configs.items()}, sort_keys=False)
 
 
 def field_types(cls: type) -> dict[str, Any]:
