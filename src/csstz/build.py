@@ -127,7 +127,8 @@ def _progress(enabled: bool, total: int, done: int):
     return prog, task
 
 
-def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", instrument_path=None,
+def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers, scheduler=None,
+                  source=PopulationConfig.source, instrument_path=None,
                   chunk=BuildConfig.chunk, progress=True, config_yaml: str | None = None,
                   **source_kwargs) -> Path:
     """Draw ``n`` galaxies, simulate their CSST spectra and write a dataset file.

@@ -21,7 +21,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .. import __version__
-from ..config import SimulateConfig
+from ..config import ParallelConfig, SimulateConfig
 from ..errors import FileFormatError, InputError
 from ..instrument import Instrument, load_instrument
 from ..io.spectra import BandSpectra, SpectraSet, write_spectra
@@ -65,7 +65,7 @@ def _crop_2d(img: np.ndarray, pad: int, n_pix: int, half_out: int) -> np.ndarray
 
 def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: float, sersic: float, ba: float,
                     pa_deg: float, instrument: Instrument, bands: tuple[str, ...] | None = None, targetid: int = 0,
-                    seed: int = 0, noiseless: bool = False, save_2d: bool = False, noise_mode: str = "summed",
+                    seed: int = SimulateConfig.seed, noiseless: bool = False, save_2d: bool = False, noise_mode: str = "summed",
                     stamp: Stamp | None = None) -> dict[str, SourceResult]:
     """Simulate one galaxy in several bands (inputs assumed valid; see :func:`simulate_arrays`).
 
@@ -233,7 +233,7 @@ def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
     return wave, flux, tid.astype(np.int64), cols["SHAPE_R"], cols["SERSIC"], cols["BA"], cols["PA"]
 
 
-def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg, seed: int = 0,
+def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg, seed: int = SimulateConfig.seed,
                     noiseless: bool = False, save_2d: bool = False, instrument: Instrument | None = None,
                     bands: tuple[str, ...] | None = None, noise_mode: str = "summed"):
     """Simulate N galaxies sharing one wavelength grid.
@@ -352,8 +352,9 @@ def _chunk_job(args):
                            instrument=inst, bands=bands)
 
 
-def simulate_file(catalog_path, out_path, seed: int = 0, noiseless: bool = False, save_2d: bool = False,
-                  workers: int = 1, scheduler: str | None = None, instrument_path=None,
+def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noiseless: bool = False,
+                  save_2d: bool = False, workers: int = ParallelConfig.workers, scheduler: str | None = None,
+                  instrument_path=None,
                   bands: tuple[str, ...] | None = None, chunk: int = SimulateConfig.chunk,
                   config_yaml: str | None = None) -> Path:
     """``csstz simulate``: read a FITS catalogue, simulate, write the spectra HDF5 atomically.

@@ -51,6 +51,7 @@ from functools import lru_cache
 import numpy as np
 from astropy.table import Table
 
+from ..config import LSF_MODELS, ParallelConfig
 from ..errors import InputError
 from ..instrument import Instrument, load_instrument, parse_instrument
 from ..io.spectra import SpectraSet
@@ -362,8 +363,9 @@ LSF_MAX_BINS = 10
 
 
 def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmin: float = Z_RANGE[0],
-                  zmax: float = Z_RANGE[1], dlnz: float | None = None, instrument=None, workers: int = 1,
-                  progress: bool = False, lsf: str = "point", scheduler: str | None = None) -> Table:
+                  zmax: float = Z_RANGE[1], dlnz: float | None = None, instrument=None,
+                  workers: int = ParallelConfig.workers, progress: bool = False, lsf: str = LSF_MODELS[0],
+                  scheduler: str | None = None) -> Table:
     """Template-fitting redshifts of every spectrum in ``spectra``.
 
     Parameters
@@ -412,8 +414,8 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
         raise InputError("TARGETID", "column missing from the catalogue")
     if not isinstance(workers, int) or workers < 1:
         raise InputError("workers", "must be a positive integer", value=workers)
-    if lsf not in ("point", "morphology"):
-        raise InputError("lsf", "unknown line-spread model", value=lsf, allowed="point, morphology")
+    if lsf not in LSF_MODELS:
+        raise InputError("lsf", "unknown line-spread model", value=lsf, allowed=", ".join(LSF_MODELS))
     inst = _instrument_for(spectra, instrument)
     waves = {b: np.asarray(spectra.bands[b].wave_aa, np.float64) for b in bands}
     flux = np.concatenate([np.asarray(spectra.bands[b].flux, np.float64) for b in bands], axis=1)
@@ -497,8 +499,8 @@ HEADER_KEYS = ("METHOD", "TPLFILE", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")
 
 def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: tuple[str, ...] | None = None,
                        zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1], dlnz: float | None = None,
-                       workers: int = 1, scheduler: str | None = None, progress: bool = True,
-                       lsf: str = "point", config: dict | None = None) -> Table:
+                       workers: int = ParallelConfig.workers, scheduler: str | None = None, progress: bool = True,
+                       lsf: str = LSF_MODELS[0], config: dict | None = None) -> Table:
     """``csstz fit-templates``: fit the spectra of a file (or of one split) and write the predictions FITS.
 
     Parameters
