@@ -208,3 +208,20 @@ def test_redshift_range_defined_once():
     from csstz.schema import Z_RANGE
 
     assert Z_MAX == Z_RANGE[1] == CSST_Z_EDGES[-1] == Z_EDGES[-1] and Z_EDGES[0] == Z_RANGE[0]
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("kw", [dict(workers=1), dict(workers=2, local="processes")])
+def test_parallel_map_engines_agree(kw):
+    from csstz.parallel import parallel_list, parallel_map
+
+    items = list(range(11))
+    assert parallel_list(_square, items, **kw) == [i * i for i in items]
+    assert sorted(i for i, _ in parallel_map(_square, items, in_flight=1, **kw)) == items
+    with pytest.raises(ValueError, match="workers"):
+        list(parallel_map(_square, items, workers=0))
+    with pytest.raises(ValueError, match="local"):
+        list(parallel_map(_square, items, workers=2, local="threads"))
