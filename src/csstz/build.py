@@ -26,7 +26,7 @@ from .rng import run_rng
 
 STREAM_REAL_SUBSET = 21  # run-level stream: which real sources a --n N build takes
 
-SOURCES = ("embedded", "desi", "boss")
+SOURCES = ("embedded", "desi", "boss", "sps")
 #: Columns of the build catalogue common to all sources, in file order.
 BASE_COLUMNS = [("TARGETID", "i8"), ("Z", "f8"), ("SHAPE_R", "f8"), ("SERSIC", "f8"), ("BA", "f8"),
                 ("PA", "f8"), ("SNR_GU", "f8"), ("SNR_GV", "f8"), ("SNR_GI", "f8"), ("SNR_TOTAL", "f8"),
@@ -35,6 +35,12 @@ EMBEDDED_COLUMNS = [("SDSS_INDEX", "i8"), ("SDSS_Z", "f8"), ("MAG_GV", "f8"), ("
                     ("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"),
                     ("COEFF", "f4", (5,))]
 REAL_COLUMNS = [("RA", "f8"), ("DEC", "f8"), ("SURVEY", "S5")]
+#: Columns of the SPS source (csstz.population.sps; needs the optional extra csstz[sps]).
+SPS_COLUMNS = [("SOURCE", "S8"), ("MAG_GV", "f8"), ("MAG_GI", "f8"), ("ABSMAG_R", "f8"), ("REST_UR", "f8"),
+               ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("BANK_INDEX", "i8"), ("BANK_Z", "f8"),
+               ("LOG_MASS_SHIFT", "f8"), ("LOG_MSTAR", "f8"), ("SFR", "f8"), ("LOG_SSFR", "f8"),
+               ("METALLICITY", "f8"), ("AV", "f8"), ("LOG_U", "f8"), ("AGE", "f8"), ("TAU", "f8"),
+               ("QUIESCENT", "?"), ("BURST", "?"), ("EW_OII", "f8"), ("EW_HA", "f8")]
 
 _WORKER_CACHE: dict = {}
 
@@ -53,6 +59,14 @@ def _embedded_population(yaml_text: str, mag_limit_gi: float):
     key = ("population", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi))
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = EmbeddedPopulation(_instrument(yaml_text), mag_limit_gi=mag_limit_gi)
+    return _WORKER_CACHE[key]
+
+
+def _sps_population(yaml_text: str, mag_limit_gi: float, bank_size: int):
+    from .population.sps import SpsPopulation
+    key = ("sps", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi), int(bank_size))
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = SpsPopulation(_instrument(yaml_text), mag_limit_gi=mag_limit_gi, bank_size=bank_size)
     return _WORKER_CACHE[key]
 
 
@@ -92,6 +106,12 @@ def make_chunk(job: dict):
         chunk = pop.draw(seed, np.arange(job["start"], job["stop"], dtype=np.int64))
         cols, wave, flux = chunk.columns, chunk.wave_aa, chunk.flux_flam17
         extra = EMBEDDED_COLUMNS
+    elif job["source"] == "sps":
+        pop = _sps_population(job["instrument_yaml"], job["mag_limit_gi"], job["bank_size"])
+        chunk = pop.draw(seed, np.arange(job["start"], job["stop"], dtype=np.int64))
+        cols, wave, flux = dict(chunk.columns), chunk.wave_aa, chunk.flux_flam17
+        cols["SOURCE"] = np.full(len(cols["TARGETID"]), "sps")
+        extra = SPS_COLUMNS
     else:
         from .population.redrock import redrock_sed_flam17
         cols = job["rows"]
@@ -183,6 +203,16 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
         mag_limit = float(source_kwargs.get("mag_limit_gi") or MAG_LIMIT_GI)
         fingerprint["mag_limit_gi"] = mag_limit
         population = get_population_description(mag_limit)
+    elif source == "sps":
+        from .population.sps import BANK_SIZE, ensure_bank, get_sps_description
+        unknown = set(source_kwargs) - {"mag_limit_gi", "bank_size"}
+        if unknown:
+            raise InputError(sorted(unknown)[0], "not an option of the sps source")
+        mag_limit = float(source_kwargs.get("mag_limit_gi") or MAG_LIMIT_GI)
+        bank_size = int(source_kwargs.get("bank_size") or BANK_SIZE)
+        fingerprint.update(mag_limit_gi=mag_limit, bank_size=bank_size)
+        population = get_sps_description(mag_limit, bank_size)
+        ensure_bank(seed, bank_size, progress=progress)  # once, here, before the workers load it
     else:
         from .population.desi import load_real_sources
         zcat, sweep, templates = (source_kwargs.get(k) for k in ("zcat", "sweep", "templates"))
@@ -207,6 +237,8 @@ def build_dataset(out, n, seed=0, workers=1, scheduler=None, source="embedded", 
         job = {"k": k, "seed": seed, "source": source, "instrument_yaml": yaml_text, "start": start, "stop": stop}
         if source == "embedded":
             job["mag_limit_gi"] = mag_limit
+        elif source == "sps":
+            job["mag_limit_gi"], job["bank_size"] = mag_limit, bank_size
         else:
             job["templates"] = str(templates)
             job["rows"] = {c: v[start:stop] for c, v in real.items()}
@@ -259,7 +291,7 @@ def _run_jobs(jobs: list, workers: int, scheduler: str | None):
 def build_from_args(a) -> Path:
     """Run :func:`build_dataset` from the parsed ``csstz build`` arguments."""
     kwargs = {}
-    if a.source != "embedded":
+    if a.source not in ("embedded", "sps"):
         kwargs = {"zcat": a.zcat, "sweep": a.sweep, "templates": a.templates}
     elif a.zcat or a.sweep or a.templates:
         raise InputError("--source", "--zcat/--sweep/--templates need --source desi or boss", value=a.source)

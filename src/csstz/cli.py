@@ -89,8 +89,9 @@ def _add_build(sub):
     p.add_argument("--workers", type=_positive_int, default=1)
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--instrument", default=None)
-    p.add_argument("--source", choices=("embedded", "desi", "boss"), default="embedded",
-                   help="galaxy population: embedded SDSS/kcorrect default, or real DESI-EDR / BOSS files")
+    p.add_argument("--source", choices=("embedded", "desi", "boss", "sps"), default="embedded",
+                   help="galaxy population: embedded SDSS/kcorrect default, real DESI-EDR / BOSS files, or "
+                        "sps (bagpipes SPS with nebular lines; needs pip install 'csstz[sps]')")
     p.add_argument("--zcat", default=None, help="(desi/boss) redshift catalogue FITS")
     p.add_argument("--sweep", action="append", default=None, help="(desi/boss) LS DR9 sweep FITS (repeatable)")
     p.add_argument("--templates", default=None, help="(desi/boss) Redrock galaxy template FITS")
