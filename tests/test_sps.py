@@ -15,7 +15,7 @@ pytest.importorskip("bagpipes", reason="optional extra csstz[sps] (bagpipes) not
 
 from csstz.population import sps  # noqa: E402
 
-BANK_K = 400
+BANK_K = 800
 SEED = 3
 
 
@@ -57,7 +57,7 @@ def test_cache_layout_and_reuse(cache, monkeypatch):
 
 
 def test_bank_prefix_is_independent_of_size(cache):
-    """Member k depends on (seed, k) only: a 50-member bank is the prefix of the 400-member one."""
+    """Member k depends on (seed, k) only: a 50-member bank is the prefix of the 800-member one."""
     small = sps.load_bank(sps.ensure_bank(SEED, 50))
     big = sps.load_bank(sps.ensure_bank(SEED, BANK_K))
     np.testing.assert_array_equal(small.lum, big.lum[:50])
@@ -117,14 +117,16 @@ def test_halpha_at_the_observed_wavelength(chunk):
 
 def test_line_strengths_grow_with_redshift(cache):
     """At fixed mass the main sequence rises with z (Speagle+14), and so do the line EWs
-    (H-alpha roughly as (1+z)^1.8, Fumagalli+12)."""
+    (H-alpha roughly as (1+z)^1.8, Fumagalli+12): fit log EW = a + g log(1+z) + b (log M - 10)
+    over the bank's star-formers."""
     P = sps.load_bank(sps.ensure_bank(SEED, BANK_K)).params
-    sf = ~P["QUIESCENT"] & (P["LOG_MSTAR"] > 9.5) & (P["LOG_MSTAR"] < 10.5)
-    lo, hi = sf & (P["BANK_Z"] < 0.4), sf & (P["BANK_Z"] > 1.0)
-    assert lo.sum() >= 10 and hi.sum() >= 10
-    assert np.median(P["EW_HA"][hi]) > 1.5 * np.median(P["EW_HA"][lo])
-    assert np.median(P["EW_OII"][hi]) > np.median(P["EW_OII"][lo])
-    assert np.median(P["LOG_SSFR"][hi]) > np.median(P["LOG_SSFR"][lo]) + 0.4
+    sf = ~P["QUIESCENT"] & (P["EW_HA"] > 0) & (P["EW_OII"] > 0)
+    X = np.column_stack([np.ones(sf.sum()), np.log10(1 + P["BANK_Z"][sf]), P["LOG_MSTAR"][sf] - 10])
+    g = {c: np.linalg.lstsq(X, y, rcond=None)[0][1] for c, y in
+         (("HA", np.log10(P["EW_HA"][sf])), ("OII", np.log10(P["EW_OII"][sf])), ("SSFR", P["LOG_SSFR"][sf]))}
+    assert g["SSFR"] > 1.5      # Speagle+14: ~0.9 dex from z = 0 to 1 at fixed mass
+    assert g["HA"] > 1.0
+    assert g["OII"] > 0.3
 
 
 def test_quiescent_are_redder(chunk):
@@ -157,3 +159,14 @@ def test_build_end_to_end(cache, tmp_path):
                else cat["SOURCE"]) == {"sps"}
     assert json.loads(read_attrs(out)["population"])["source"] == "sps"
     np.testing.assert_array_equal(cat["TARGETID"], np.arange(12))
+
+
+def test_realism_checks_run_and_lines_evolve(cache, tmp_path):
+    from csstz.population.sps_realism import realism_checks
+    r = realism_checks(SEED, tmp_path, bank_size=BANK_K, n_draw=200)
+    assert (tmp_path / "sps_colour_vs_sdss.png").stat().st_size > 0
+    assert (tmp_path / "sps_ew_vs_z.png").stat().st_size > 0
+    assert r["colour_bins"] and r["ew_fixed_mass"]["gamma_ha_fit"] > 1.0
+    # bright galaxies are red in both SDSS and the SPS bank
+    bright = r["colour_bins"][0]
+    assert bright["median_ur_sdss"] > 2.2 and bright["median_ur_sps"] > 2.2

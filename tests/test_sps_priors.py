@@ -38,6 +38,8 @@ def test_mzr_and_dust_increase_with_mass():
     assert sps.mzr_z_solar(10.0, 1.0) < sps.mzr_z_solar(10.0, 0.0)  # Zahid+14 evolution
     av = sps.av_star_forming(np.array([9.0, 10.0, 11.0]))
     assert np.all(np.diff(av) > 0) and av[1] == pytest.approx(0.91 / 1.87, rel=0.01)
+    assert sps.eta_birth_cloud(0.0) == pytest.approx(1 / 0.44) and sps.eta_birth_cloud(2.0) == pytest.approx(1 / 0.76)
+    assert sps.av_star_forming(10.0, 1.6) > sps.av_star_forming(10.0, 0.0)  # same A_Halpha, less extra on lines
 
 
 def test_tau_solution_reproduces_the_target():

@@ -14,7 +14,10 @@ How a galaxy is made
    models. Member k draws its parameters from ``galaxy_rng(seed, k,
    STREAM_SPS_BANK)`` (so a bank of K members is the prefix of any larger bank):
    an epoch z_k ~ U(0, 1.7), a type (star-forming or quiescent, proposal 50/50),
-   a stellar mass log M ~ U(8.5, 12) (proposal), then, conditionally, sSFR, SFH,
+   a stellar mass from a proposal that starts just below the selection limit at
+   z_k (``LOGM_LO_*``; half a truncated exponential of scale 0.6 dex, half uniform
+   up to 10^12.3), then,
+   conditionally, sSFR, SFH,
    metallicity, dust and ionisation parameter (priors below). Each member
    records its importance weight w_k = phi_type(M_k, z_k) / q(M_k, type), so that
    weighted draws follow the stellar mass functions.
@@ -65,22 +68,28 @@ Priors (every number with its source; ``docs/population.md`` has the table)
   typical KK04 offset of Kewley & Ellison 2008), scatter 0.1 dex; quiescent
   galaxies use the z = 0 relation. Clipped to the BC03 grid, 0.005-2.5 Z_sun.
 * Dust: Calzetti et al. 2000 curve; nebular lines and stars younger than 10 Myr
-  get eta = 1/0.44 times the continuum A_V (Calzetti 2000 stellar/gas E(B-V)).
-  Star-formers: A_Halpha = 0.91 + 0.77 X + 0.11 X^2 - 0.09 X^3, X = log(M/1e10)
-  (Garn & Best 2010, MNRAS 409, 421; no evolution to z ~ 1.5, Sobral et al.
-  2012), scatter 0.28 mag, A_V = A_Halpha / (eta k(Halpha)/R_V) = A_Halpha/1.87.
-  Quiescent: A_V ~ U(0, 0.5) (project choice).
-* Ionisation parameter: log U = -3.0 + 0.3 (log sSFR[yr^-1] + 9.5) + N(0, 0.2),
-  clipped to [-4, -2] (project choice: local star-formers near log U ~ -3,
-  rising with sSFR as in Kaasinen et al. 2018, MNRAS 477, 5568).
+  get eta = 1/f times the continuum A_V, f = E(B-V)_star / E(B-V)_gas = 0.44 at
+  z = 0 (Calzetti et al. 2000) rising linearly to 0.76 at z >= 1.6 (Kashino et
+  al. 2013, ApJL 777, L8: f = 0.69-0.83 at z ~ 1.6; Reddy et al. 2015 find the
+  same trend at z ~ 2). Star-formers: A_Halpha = 0.91 + 0.77 X + 0.11 X^2 -
+  0.09 X^3, X = log(M/1e10) (Garn & Best 2010, MNRAS 409, 421; no evolution
+  to z ~ 1.5, Sobral et al. 2012), X clipped to [-1.5, 1] (their fitted mass
+  range), scatter 0.28 mag; the continuum A_V = A_Halpha / (eta k(Halpha)/R_V)
+  (A_Halpha / 1.87 at z = 0). Quiescent: A_V ~ U(0, 0.5) (project choice).
+* Ionisation parameter: log U = -3.1 + 0.1 (log sSFR[yr^-1] + 9.5) + N(0, 0.2),
+  clipped to [-4, -2] (project choice: local star-formers near log U ~ -3.2 to -3,
+  and only a weak rise with sSFR: Kaasinen et al. 2018, MNRAS 477, 5568, find z ~ 1.5
+  galaxies with U similar to local galaxies of the same SFR surface density). The
+  [OII] EW is very sensitive to this: in bagpipes, log U -3.0 -> -2.5 halves it at
+  fixed SFH; an earlier slope of 0.3 flattened the [OII] EW evolution to ~(1+z)^0.
 * IGM: Inoue et al. 2014 (bagpipes' table), applied at the galaxy's z.
 
 The cache
 ---------
 ``$CSSTZ_CACHE/sps/<key>/`` (default ``~/.cache/csstz/sps/<key>/``), key =
 ``seed<seed>-K<K>-v<PRIOR_VERSION>-bagpipes<version>``: ``lum.npy`` (K x W
-float32 L_lambda [L_sun/A] at the member's mass; W ~ 5,100 rest wavelengths
-850-11,000 A at R = 1000, i.e. ~20 MB per 1,000 members), ``rest_wave_aa.npy``,
+float32 L_lambda [L_sun/A] at the member's mass; W = 2,560 rest wavelengths
+850-11,000 A, d ln(lam) = 1e-3, i.e. 10.2 MB per 1,000 members), ``rest_wave_aa.npy``,
 ``params.npz`` (the members' parameters and derived quantities), ``igm.npy``,
 ``meta.json``; written into a temporary directory and renamed (atomic).
 """
@@ -106,23 +115,36 @@ from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
 
 #: Version of the priors below; part of the cache key (bump when a prior changes).
-PRIOR_VERSION = 1
+PRIOR_VERSION = 5
 #: Pinned bagpipes version (the optional extra ``csstz[sps]``).
 BAGPIPES_VERSION = "1.3.6"
-#: Default number of bank members (project choice; ~20 ms of bagpipes each, ~20 MB per 1,000).
-BANK_SIZE = 3000
+#: Default number of bank members (project choice; ~11 ms of bagpipes each, 10 MB per 1,000).
+BANK_SIZE = 6000
 #: Epochs of bank members: z_k ~ U(0, BANK_Z_MAX) (covers the CSST range 0-1.6 plus the window).
 BANK_Z_MAX = 1.7
 #: A galaxy at z uses bank members with |z_k - z| < DZ_WINDOW.
 DZ_WINDOW = 0.1
-#: Proposal of log10 living stellar mass [Msun] of bank members (uniform).
-LOGM_PROPOSAL_MIN, LOGM_PROPOSAL_MAX = 8.5, 12.0
+#: Proposal of log10 stellar mass [Msun] of bank members: M_lo(z) + an exponential of scale
+#: LOGM_PROPOSAL_SCALE_DEX, truncated at LOGM_PROPOSAL_MAX, where M_lo(z) = LOGM_LO_AT_Z02 +
+#: LOGM_LO_SLOPE * log10(d_L(z) / d_L(0.2)) (floor LOGM_LO_FLOOR) lies ~0.5 dex below the lightest
+#: star-formers that pass MAG_GI < 21 (measured on a uniform-proposal bank: 8.7 at z = 0.2 ... 11.4 at
+#: z = 1.5). Concentrating members near the selection limit, where the mass function puts most
+#: selected galaxies, keeps many distinct members in play at every z (importance weights undo it).
+LOGM_LO_AT_Z02, LOGM_LO_SLOPE, LOGM_LO_FLOOR = 8.2, 2.57, 7.0
+LOGM_PROPOSAL_SCALE_DEX, LOGM_PROPOSAL_MAX = 0.6, 12.3
+#: Share of the exponential in the mass proposal; the rest is uniform on [M_lo(z), 12.3], so that
+#: bright, rare galaxies (M_r < -21 at z < 0.2) are also represented by many members.
+LOGM_PROPOSAL_EXP_SHARE = 0.5
 #: Proposal probability of a quiescent member.
 Q_PROPOSAL = 0.5
 #: Log-normal scatter [dex] of a drawn galaxy's mass about its bank member (project choice).
 MASS_SCATTER_DEX = 0.1
 #: Rest-frame wavelength range stored in the bank [A] (observed 2380-10720 A at 0 < z < 1.7 + margin).
 REST_MIN_AA, REST_MAX_AA = 850.0, 11000.0
+#: Bank wavelength grid: log-uniform, d(ln lam) = 1e-3 (R = 1000 per pixel; bagpipes' R = 2000
+#: model sampling rebinned by flux-conserving integration, unresolved lines keep their flux;
+#: CSST's slitless resolution is R ~ 250).
+REST_DLNLAM = 1e-3
 
 # --- stellar mass functions (Baldry et al. 2012 components; Peng et al. 2010; Muzzin et al. 2013)
 LOG_MSTAR_SCHECHTER = 10.66
@@ -143,13 +165,15 @@ MZR_Z0, MZR_GAMMA, MZR_LOGM0, MZR_LOGM0_Z = 9.100, 0.513, 9.138, 2.64
 MZR_KK04_OFFSET_DEX, OH_SOLAR, MZR_SCATTER_DEX = -0.3, 8.69, 0.1
 Z_SUN_MIN, Z_SUN_MAX = 0.005, 2.5
 # --- dust (Calzetti et al. 2000; Garn & Best 2010)
-ETA_BIRTH_CLOUD = 1.0 / 0.44
+#: Stellar-to-gas E(B-V) ratio f(z) = F_STAR_GAS_Z0 + (F_STAR_GAS_HIGHZ - F_STAR_GAS_Z0) min(z / 1.6, 1)
+#: (Calzetti+2000 at z = 0; Kashino+2013 at z ~ 1.6); bagpipes' eta = 1 / f.
+F_STAR_GAS_Z0, F_STAR_GAS_HIGHZ, F_STAR_GAS_Z_HIGH = 0.44, 0.76, 1.6
 K_HALPHA_CALZETTI, RV_CALZETTI = 3.33, 4.05
 GB10_COEFFS = (0.91, 0.77, 0.11, -0.09)
 GB10_SCATTER_MAG = 0.28
 AV_Q_MAX = 0.5
 # --- ionisation parameter (project choice, see module doc)
-LOGU_ZP, LOGU_SLOPE, LOGU_PIVOT, LOGU_SCATTER, LOGU_MIN, LOGU_MAX = -3.0, 0.3, -9.5, 0.2, -4.0, -2.0
+LOGU_ZP, LOGU_SLOPE, LOGU_PIVOT, LOGU_SCATTER, LOGU_MIN, LOGU_MAX = -3.1, 0.1, -9.5, 0.2, -4.0, -2.0
 #: Rest-frame continuum windows [A] for the equivalent widths (avoid [NII], [SII], [NeIII]).
 HA_CONT_WINDOWS_AA = ((6400.0, 6520.0), (6610.0, 6700.0))
 OII_CONT_WINDOWS_AA = ((3680.0, 3715.0), (3740.0, 3790.0))
@@ -232,12 +256,22 @@ def mzr_z_solar(log_mstar, z) -> np.ndarray:
     return 10.0 ** (oh + MZR_KK04_OFFSET_DEX - OH_SOLAR)
 
 
-def av_star_forming(log_mstar) -> np.ndarray:
-    """Mean continuum A_V [mag] of star-formers from A_Halpha(M) (Garn & Best 2010)."""
-    x = np.asarray(log_mstar, float) - 10.0
+def eta_birth_cloud(z) -> np.ndarray:
+    """bagpipes' eta = E(B-V)_gas / E(B-V)_star at redshift z (see F_STAR_GAS_*)."""
+    f = F_STAR_GAS_Z0 + (F_STAR_GAS_HIGHZ - F_STAR_GAS_Z0) * np.minimum(np.asarray(z, float) / F_STAR_GAS_Z_HIGH, 1.0)
+    return 1.0 / f
+
+
+def a_halpha_star_forming(log_mstar) -> np.ndarray:
+    """Mean nebular A_Halpha [mag] of star-formers (Garn & Best 2010, within their mass range)."""
+    x = np.clip(np.asarray(log_mstar, float) - 10.0, -1.5, 1.0)
     a0, a1, a2, a3 = GB10_COEFFS
-    a_ha = a0 + a1 * x + a2 * x ** 2 + a3 * x ** 3
-    return a_ha / (ETA_BIRTH_CLOUD * K_HALPHA_CALZETTI / RV_CALZETTI)
+    return a0 + a1 * x + a2 * x ** 2 + a3 * x ** 3
+
+
+def av_star_forming(log_mstar, z=0.0) -> np.ndarray:
+    """Mean continuum A_V [mag] of star-formers from A_Halpha(M) (Garn & Best 2010)."""
+    return a_halpha_star_forming(log_mstar) / (eta_birth_cloud(z) * K_HALPHA_CALZETTI / RV_CALZETTI)
 
 
 def delayed_tau_ssfr_per_gyr(age_gyr, tau_gyr) -> float:
@@ -267,6 +301,34 @@ def solve_tau_gyr(age_gyr: float, ssfr_formed_per_gyr: float) -> float:
     return float(np.exp(0.5 * (lo + hi)))
 
 
+@lru_cache(maxsize=1)
+def _dl_table():
+    from astropy import units as u
+    from astropy.cosmology import Planck18
+    zg = np.linspace(1e-3, 3.0, 3000)
+    return zg, np.log10(Planck18.luminosity_distance(zg).to_value(u.Mpc))
+
+
+def logm_proposal_floor(z) -> np.ndarray:
+    """Lower end M_lo(z) of the bank's mass proposal [log Msun] (see LOGM_LO_*)."""
+    zg, ldl = _dl_table()
+    rel = np.interp(z, zg, ldl) - np.interp(0.2, zg, ldl)
+    return np.maximum(LOGM_LO_FLOOR, LOGM_LO_AT_Z02 + LOGM_LO_SLOPE * rel)
+
+
+def rest_wave_grid_aa() -> tuple[np.ndarray, np.ndarray]:
+    """Bank rest-frame grid: centres (W,) and edges (W+1,) [A], log-uniform (REST_DLNLAM)."""
+    n = int(np.floor(np.log(REST_MAX_AA / REST_MIN_AA) / REST_DLNLAM))
+    edges = REST_MIN_AA * np.exp(REST_DLNLAM * np.arange(n + 1))
+    return np.sqrt(edges[1:] * edges[:-1]), edges
+
+
+def rebin_flux_conserving(wave, flux, edges) -> np.ndarray:
+    """Mean flux density in each bin [edges[i], edges[i+1]] of a sampled spectrum (trapezoid integral)."""
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (flux[1:] + flux[:-1]) * np.diff(wave))])
+    return np.diff(np.interp(edges, wave, cum)) / np.diff(edges)
+
+
 def draw_bank_parameters(seed: int, k: int) -> dict:
     """Physical parameters of bank member k (regenerable from (seed, k); no bagpipes).
 
@@ -280,7 +342,14 @@ def draw_bank_parameters(seed: int, k: int) -> dict:
     rng = galaxy_rng(seed, k, STREAM_SPS_BANK)
     z = float(BANK_Z_MAX * rng.random())
     quiescent = bool(rng.random() < Q_PROPOSAL)
-    logm = float(LOGM_PROPOSAL_MIN + (LOGM_PROPOSAL_MAX - LOGM_PROPOSAL_MIN) * rng.random())
+    m_lo = logm_proposal_floor(z)
+    span = LOGM_PROPOSAL_MAX - m_lo
+    # mixture: half a truncated exponential above m_lo (inverse CDF), half uniform up to the maximum
+    norm = -np.expm1(-span / LOGM_PROPOSAL_SCALE_DEX)
+    if rng.random() < LOGM_PROPOSAL_EXP_SHARE:
+        logm = float(m_lo - LOGM_PROPOSAL_SCALE_DEX * np.log1p(-norm * rng.random()))
+    else:
+        logm = float(m_lo + span * rng.random())
     t_univ = float(age_of_universe_gyr(z))
     a_max = float(age_of_universe_gyr(z + DZ_WINDOW)) - 0.05
     log_sfr_ms = float(main_sequence_log_sfr(logm, t_univ))
@@ -298,13 +367,16 @@ def draw_bank_parameters(seed: int, k: int) -> dict:
     if quiescent:
         av = float(AV_Q_MAX * rng.random())
     else:
-        av = float(max(0.0, av_star_forming(logm) + GB10_SCATTER_MAG / 1.87 * float(rng.normal())))
+        a_ha = float(a_halpha_star_forming(logm)) + GB10_SCATTER_MAG * float(rng.normal())
+        av = max(0.0, a_ha / (float(eta_birth_cloud(z)) * K_HALPHA_CALZETTI / RV_CALZETTI))
     logu = float(np.clip(LOGU_ZP + LOGU_SLOPE * (log_ssfr - LOGU_PIVOT) + LOGU_SCATTER * float(rng.normal()),
                          LOGU_MIN, LOGU_MAX))
     burst = (not quiescent) and bool(rng.random() < BURST_PROB)
     burst_frac = float(rng.uniform(BURST_FRAC_MIN, BURST_FRAC_MAX)) if burst else 0.0
     burst_age = float(np.exp(rng.uniform(np.log(BURST_AGE_MIN_GYR), np.log(BURST_AGE_MAX_GYR)))) if burst else 0.0
-    proposal = (Q_PROPOSAL if quiescent else 1.0 - Q_PROPOSAL) / (LOGM_PROPOSAL_MAX - LOGM_PROPOSAL_MIN)
+    q_m = (LOGM_PROPOSAL_EXP_SHARE * np.exp(-(logm - m_lo) / LOGM_PROPOSAL_SCALE_DEX) / (LOGM_PROPOSAL_SCALE_DEX * norm)
+           + (1.0 - LOGM_PROPOSAL_EXP_SHARE) / span)
+    proposal = (Q_PROPOSAL if quiescent else 1.0 - Q_PROPOSAL) * q_m
     weight = float(smf_phi(logm, z, quiescent)) / proposal
     return {"BANK_Z": z, "QUIESCENT": quiescent, "LOG_MSTAR_TARGET": logm, "LOG_SSFR_TARGET": log_ssfr,
             "AGE": age, "TAU": tau, "METALLICITY": z_met, "AV": av, "LOG_U": logu, "BURST": burst,
@@ -318,7 +390,7 @@ def _components(p: dict, burst: bool) -> dict:
     comp = {"redshift": 0.0,
             "delayed": {"age": p["AGE"], "tau": p["TAU"], "metallicity": p["METALLICITY"],
                         "massformed": float(log_formed + np.log10(1.0 - f_b))},
-            "dust": {"type": "Calzetti", "Av": p["AV"], "eta": ETA_BIRTH_CLOUD},
+            "dust": {"type": "Calzetti", "Av": p["AV"], "eta": float(eta_birth_cloud(p["BANK_Z"]))},
             "nebular": {"logU": p["LOG_U"]}}
     if burst:
         comp["burst"] = {"age": p["BURST_AGE"], "metallicity": p["METALLICITY"],
@@ -364,12 +436,11 @@ def _make_member(models: dict, p: dict, bp):
     key = "burst" if p["BURST"] else "plain"
     comp = _components(p, p["BURST"])
     if key not in models:
-        models[key] = bp.model_galaxy(comp, spec_wavs=np.array([REST_MIN_AA, REST_MAX_AA]))
+        models[key] = bp.model_galaxy(comp, spec_wavs=np.array([REST_MIN_AA - 50.0, REST_MAX_AA + 50.0]))
     else:
         models[key].update(comp)
     mod = models[key]
     wave = mod.wavelengths
-    keep = (wave >= REST_MIN_AA) & (wave <= REST_MAX_AA)
     # erg/s/A at redshift 0; bagpipes' nebular continuum leaves NaN in a few pixels just above
     # the Lyman edge (912-915 A): set to 0 (they lie below the GU band for z < 1.6)
     lum = np.nan_to_num(np.asarray(mod.spectrum_full, float), nan=0.0, posinf=0.0, neginf=0.0) / LSUN_ERG_S
@@ -379,7 +450,8 @@ def _make_member(models: dict, p: dict, bp):
     derived = {"LOG_MSTAR": float(mod.sfh.stellar_mass), "SFR": float(mod.sfh.sfr),
                "EW_HA": float(lines[HA_LINE] / LSUN_ERG_S / ha_cont) if ha_cont > 0 else 0.0,
                "EW_OII": float(sum(lines[n] for n in OII_LINES) / LSUN_ERG_S / oii_cont) if oii_cont > 0 else 0.0}
-    return wave[keep], lum[keep], derived
+    centres, edges = rest_wave_grid_aa()
+    return centres, rebin_flux_conserving(wave, lum, edges), derived
 
 
 @dataclass
