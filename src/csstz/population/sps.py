@@ -13,7 +13,8 @@ How a galaxy is made
 1. **SED bank** (once per seed, cached on disk, :func:`ensure_bank`): K rest-frame
    models. Member k draws its parameters from ``galaxy_rng(seed, k,
    STREAM_SPS_BANK)`` (so a bank of K members is the prefix of any larger bank):
-   an epoch z_k ~ U(0, 1.7), a type (star-forming or quiescent, proposal 50/50),
+   an epoch z_k in [0, 1.7] (half uniform, half ~ z^2: more members where few pass
+   the selection), a type (star-forming or quiescent, proposal 50/50),
    a stellar mass from a proposal that starts just below the selection limit at
    z_k (``LOGM_LO_*``; half a truncated exponential of scale 0.6 dex, half uniform
    up to 10^12.3), then,
@@ -25,11 +26,12 @@ How a galaxy is made
    embedded source (``galaxy_rng(seed, t, STREAM_POPULATION)``, first draw
    :func:`.nz.sample_z_for_split`), so the same (seed, TARGETID) has the same z in
    both populations. Among bank members with |z_k - z| < ``DZ_WINDOW`` that pass
-   ``15 < MAG_GI < mag_limit_gi`` when placed at z, one is picked with probability
-   proportional to w_k (selection applied to the mass-function-weighted
-   population, so it never distorts n(z)); its mass is then scaled by
-   10**N(0, 0.1 dex) (redrawn up to 10 times to keep the selection), which makes
-   an unlimited number of distinct galaxies. Its rest-frame L_lambda is moved to
+   ``15 < MAG_GI < mag_limit_gi`` at some mass within 0.5 dex of their own, one is
+   picked with probability int phi(M_k + d, z) dd / q_k over the passing shifts d
+   (the mass function restricted to the selection, so n(z) is never distorted;
+   weights truncated at sqrt(n) x mean, Ionides 2008), and d is drawn from phi
+   on that range: each member is an SED shape used over a continuum of masses,
+   which makes an unlimited number of distinct galaxies. Its rest-frame L_lambda is moved to
    z with Planck18: f_lambda(lam) = L(lam/(1+z)) T_IGM / (4 pi d_L^2 (1+z)),
    averaged over each 2.5 A output pixel (flux conserving, so the unresolved
    lines keep their flux). Morphology: :mod:`.morphology` (Shen et al. 2003
@@ -115,7 +117,7 @@ from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
 
 #: Version of the priors below; part of the cache key (bump when a prior changes).
-PRIOR_VERSION = 5
+PRIOR_VERSION = 6
 #: Pinned bagpipes version (the optional extra ``csstz[sps]``).
 BAGPIPES_VERSION = "1.3.6"
 #: Default number of bank members (project choice; ~11 ms of bagpipes each, 10 MB per 1,000).
@@ -124,21 +126,28 @@ BANK_SIZE = 6000
 BANK_Z_MAX = 1.7
 #: A galaxy at z uses bank members with |z_k - z| < DZ_WINDOW.
 DZ_WINDOW = 0.1
-#: Proposal of log10 stellar mass [Msun] of bank members: M_lo(z) + an exponential of scale
-#: LOGM_PROPOSAL_SCALE_DEX, truncated at LOGM_PROPOSAL_MAX, where M_lo(z) = LOGM_LO_AT_Z02 +
-#: LOGM_LO_SLOPE * log10(d_L(z) / d_L(0.2)) (floor LOGM_LO_FLOOR) lies ~0.5 dex below the lightest
-#: star-formers that pass MAG_GI < 21 (measured on a uniform-proposal bank: 8.7 at z = 0.2 ... 11.4 at
-#: z = 1.5). Concentrating members near the selection limit, where the mass function puts most
-#: selected galaxies, keeps many distinct members in play at every z (importance weights undo it).
-LOGM_LO_AT_Z02, LOGM_LO_SLOPE, LOGM_LO_FLOOR = 8.2, 2.57, 7.0
+#: Proposal of log10 stellar mass [Msun] of bank members: from M_lo(z) up to LOGM_PROPOSAL_MAX, where
+#: M_lo(z) (piecewise linear through LOGM_LO_NODES) lies ~0.4 dex below the lightest star-formers
+#: that pass MAG_GI < 21 (1st percentile measured on earlier banks: 8.7 at z = 0.22, 9.4 at 0.45,
+#: 10.0 at 0.75, 10.5 at 1.05, 11.25 at 1.3, 11.5 at 1.5). Concentrating members near the selection
+#: limit, where the mass function puts most selected galaxies, keeps many distinct members in play
+#: at every z (the importance weights undo the proposal).
+LOGM_LO_NODES = ((0.0, 7.0), (0.2, 8.2), (0.45, 9.0), (0.75, 9.6), (1.05, 10.2), (1.3, 10.85), (1.5, 11.1),
+                 (1.8, 11.3))
+#: Epoch proposal: with probability BANK_Z_UNIFORM_SHARE uniform on [0, BANK_Z_MAX], else with density
+#: ~ z^2 (more members at high z, where few pass the selection); a galaxy only uses members within
+#: DZ_WINDOW of its z, so this density never enters its probabilities.
+BANK_Z_UNIFORM_SHARE = 0.5
 LOGM_PROPOSAL_SCALE_DEX, LOGM_PROPOSAL_MAX = 0.6, 12.3
 #: Share of the exponential in the mass proposal; the rest is uniform on [M_lo(z), 12.3], so that
 #: bright, rare galaxies (M_r < -21 at z < 0.2) are also represented by many members.
 LOGM_PROPOSAL_EXP_SHARE = 0.5
 #: Proposal probability of a quiescent member.
 Q_PROPOSAL = 0.5
-#: Log-normal scatter [dex] of a drawn galaxy's mass about its bank member (project choice).
-MASS_SCATTER_DEX = 0.1
+#: A bank member's SED shape is used at masses within this many dex of its own (project choice:
+#: the mass-dependent priors then hold to within their scatter, and the selection, not the
+#: accident of one member's mass, decides which mass a selected galaxy has).
+MASS_SHIFT_MAX_DEX = 0.5
 #: Rest-frame wavelength range stored in the bank [A] (observed 2380-10720 A at 0 < z < 1.7 + margin).
 REST_MIN_AA, REST_MAX_AA = 850.0, 11000.0
 #: Bank wavelength grid: log-uniform, d(ln lam) = 1e-3 (R = 1000 per pixel; bagpipes' R = 2000
@@ -301,19 +310,10 @@ def solve_tau_gyr(age_gyr: float, ssfr_formed_per_gyr: float) -> float:
     return float(np.exp(0.5 * (lo + hi)))
 
 
-@lru_cache(maxsize=1)
-def _dl_table():
-    from astropy import units as u
-    from astropy.cosmology import Planck18
-    zg = np.linspace(1e-3, 3.0, 3000)
-    return zg, np.log10(Planck18.luminosity_distance(zg).to_value(u.Mpc))
-
-
 def logm_proposal_floor(z) -> np.ndarray:
-    """Lower end M_lo(z) of the bank's mass proposal [log Msun] (see LOGM_LO_*)."""
-    zg, ldl = _dl_table()
-    rel = np.interp(z, zg, ldl) - np.interp(0.2, zg, ldl)
-    return np.maximum(LOGM_LO_FLOOR, LOGM_LO_AT_Z02 + LOGM_LO_SLOPE * rel)
+    """Lower end M_lo(z) of the bank's mass proposal [log Msun] (see LOGM_LO_NODES)."""
+    zn, mn = np.array(LOGM_LO_NODES).T
+    return np.interp(z, zn, mn)
 
 
 def rest_wave_grid_aa() -> tuple[np.ndarray, np.ndarray]:
@@ -340,7 +340,8 @@ def draw_bank_parameters(seed: int, k: int) -> dict:
         WEIGHT (importance weight: phi_type(M, z) / proposal density).
     """
     rng = galaxy_rng(seed, k, STREAM_SPS_BANK)
-    z = float(BANK_Z_MAX * rng.random())
+    u_z = rng.random()
+    z = float(BANK_Z_MAX * (rng.random() if u_z < BANK_Z_UNIFORM_SHARE else rng.random() ** (1.0 / 3.0)))
     quiescent = bool(rng.random() < Q_PROPOSAL)
     m_lo = logm_proposal_floor(z)
     span = LOGM_PROPOSAL_MAX - m_lo
@@ -619,7 +620,10 @@ class SpsPopulation:
             bank = load_bank(ensure_bank(seed, self.bank_size, self.cache_dir))
             order = np.argsort(bank.params["BANK_Z"], kind="stable")
             tables = {b: self._band_table(bank, self.instrument.band(b)) for b in ("GV", "GI")}
-            self._banks[seed] = (bank, {"order": order, "z_sorted": bank.params["BANK_Z"][order], **tables})
+            P = bank.params
+            # 1 / proposal density of each member (WEIGHT = phi(M_target, z_k) / q)
+            inv_q = P["WEIGHT"] / np.maximum(smf_phi(P["LOG_MSTAR_TARGET"], P["BANK_Z"], P["QUIESCENT"]), 1e-300)
+            self._banks[seed] = (bank, {"order": order, "z_sorted": P["BANK_Z"][order], "inv_q": inv_q, **tables})
         return self._banks[seed]
 
     def _band_table(self, bank: SedBank, band) -> np.ndarray:
@@ -657,24 +661,33 @@ class SpsPopulation:
         z = sample_z_for_split(rng, split)
         lo, hi = np.searchsorted(tab["z_sorted"], [z - DZ_WINDOW, z + DZ_WINDOW])
         cand = tab["order"][lo:hi]
+        P = bank.params
         m_gi = self._mag_at(tab["GI"], cand, z)
-        ok = (m_gi > self.mag_bright_gi) & (m_gi < self.mag_limit_gi)
+        # each member is an SED shape at mass M_k, usable at M_k + d for |d| <= MASS_SHIFT_MAX_DEX:
+        # the d that pass the selection form [d_lo, d_hi]; the member's probability is
+        # int phi(M_k + d, z) dd / q_k (q_k its proposal density), and d is then drawn from phi
+        d_lo = np.maximum(-MASS_SHIFT_MAX_DEX, (m_gi - self.mag_limit_gi) / 2.5)
+        d_hi = np.minimum(MASS_SHIFT_MAX_DEX, (m_gi - self.mag_bright_gi) / 2.5)
+        ok = d_lo < d_hi
         fallback = not np.any(ok)
-        if fallback:
-            pick = cand[np.argsort(m_gi)[:10]]
-            w = np.ones(pick.size)
+        if fallback:  # nothing can pass (not seen at the default limits): the brightest few, unshifted
+            idx = int(rng.choice(cand[np.argsort(m_gi)[:10]]))
+            dlog = 0.0
         else:
-            pick = cand[ok]
-            w = bank.params["WEIGHT"][pick]
-        idx = int(rng.choice(pick, p=w / w.sum()))
+            pick, d_lo, d_hi = cand[ok], d_lo[ok], d_hi[ok]
+            t = np.linspace(0.0, 1.0, 9)
+            d = d_lo[:, None] + (d_hi - d_lo)[:, None] * t[None, :]
+            phi = smf_phi(P["LOG_MSTAR"][pick][:, None] + d, z, P["QUIESCENT"][pick][:, None])
+            w = trapezoid(phi, d, axis=1) * tab["inv_q"][pick]
+            # truncated importance sampling (Ionides 2008): cap at sqrt(n) x mean
+            w = np.minimum(w, np.sqrt(w.size) * w.mean())
+            j = int(rng.choice(pick.size, p=w / w.sum()))
+            idx = int(pick[j])
+            dd = np.linspace(d_lo[j], d_hi[j], 33)
+            pd = smf_phi(P["LOG_MSTAR"][idx] + dd, z, bool(P["QUIESCENT"][idx]))
+            cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pd[1:] + pd[:-1]) * np.diff(dd))])
+            dlog = float(np.interp(rng.random() * cdf[-1], cdf, dd))
         m0 = float(self._mag_at(tab["GI"], [idx], z)[0])
-        dlog = 0.0
-        for _ in range(10):
-            trial = MASS_SCATTER_DEX * float(rng.normal())
-            m = m0 - 2.5 * trial
-            if fallback or self.mag_bright_gi < m < self.mag_limit_gi:
-                dlog = trial
-                break
         P = bank.params
         absmag_r = float(P["ABSMAG_R"][idx]) - 2.5 * dlog
         rest_ur = float(P["REST_UR"][idx])
