@@ -16,7 +16,7 @@ How a galaxy is made
    an epoch z_k in [0, 1.7] (half uniform, half ~ z^2: more members where few pass
    the selection), a type (star-forming or quiescent, proposal 50/50),
    a stellar mass from a proposal that starts just below the selection limit at
-   z_k (``LOGM_LO_*``; half a truncated exponential of scale 0.6 dex, half uniform
+   z_k (``LOGM_LO_NODES``; half a truncated exponential of scale 0.6 dex, half uniform
    up to 10^12.3), then,
    conditionally, sSFR, SFH,
    metallicity, dust and ionisation parameter (priors below). Each member
