@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 THREADS ?= 2
 
-.PHONY: venv test test-slow demo demo-full bench clean
+.PHONY: venv test test-slow test-sps demo demo-full bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -ra -m slow
+
+# the SPS population: installs the optional extra csstz[sps] (bagpipes, GPL-3, ~250 MB of grids)
+test-sps: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e ".[sps]"
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -ra -m sps
 
 demo: $(STAMP)
 	$(BIN)/csstz demo --quick --out demo_out

@@ -9,8 +9,12 @@ chunks go through :class:`csstz.io.dataset_writer.ChunkedDatasetWriter`, so a
 killed build resumes where it stopped, and the same seed gives the same bytes
 whatever the number of workers.
 
-TARGETIDs of the embedded population are 0 .. N-1; real sources keep their
-catalogue TARGETID.
+TARGETIDs: the embedded population's are 0 .. N-1 and the SPS population's
+``SPS_TARGETID_OFFSET`` + (0 .. N-1), so ids of the two synthetic sources never
+collide (a galaxy is regenerable from (seed, TARGETID) alone); real sources keep
+their catalogue TARGETID. A mixed build (``source="embedded,sps"``, ``mix``) draws
+row i from the second source when a run-level uniform number is below ``mix``; the
+``SOURCE`` column says which.
 """
 from __future__ import annotations
 
@@ -22,14 +26,27 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
-from .config import SOURCES, BuildConfig, ParallelConfig, PopulationConfig, to_yaml
+from .config import SOURCES, SYNTHETIC_SOURCES, BuildConfig, ParallelConfig, PopulationConfig, to_yaml
 from .parallel import parallel_map
+from .io.spectra import BandSpectra
 from .rng import run_rng
 from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, snr_column
 
 STREAM_REAL_SUBSET = 21  # run-level stream: which real sources a --n N build takes
+STREAM_MIX = 22  # run-level stream: which source each row of a mixed build comes from
+
+#: TARGETID offset of each synthetic source (2**40: far above any build size, below DESI's 2**60 ids).
+TARGETID_OFFSET = {"embedded": 0, "sps": 1 << 40}
+SPS_TARGETID_OFFSET = TARGETID_OFFSET["sps"]
 
 REAL_COLUMNS = [("RA", "f8"), ("DEC", "f8"), ("SURVEY", "S5")]
+#: First extra column of every synthetic-source build.
+SOURCE_COLUMN = ("SOURCE", "S8")
+#: Columns of the SPS source (csstz.population.sps), after the magnitudes.
+SPS_COLUMNS = [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("BANK_INDEX", "i8"),
+               ("BANK_Z", "f8"), ("LOG_MASS_SHIFT", "f8"), ("LOG_MSTAR", "f8"), ("SFR", "f8"), ("LOG_SSFR", "f8"),
+               ("METALLICITY", "f8"), ("AV", "f8"), ("LOG_U", "f8"), ("AGE", "f8"), ("TAU", "f8"),
+               ("QUIESCENT", "?"), ("BURST", "?"), ("EW_OII", "f8"), ("EW_HA", "f8")]
 
 
 def base_columns(bands) -> list:
@@ -42,6 +59,27 @@ def embedded_columns(mag_bands) -> list:
     """Extra columns of the embedded population (one magnitude per band of ``mag_bands``)."""
     return ([("SDSS_INDEX", "i8"), ("SDSS_Z", "f8")] + [(f"MAG_{b}", "f8") for b in mag_bands]
             + [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("COEFF", "f4", (5,))])
+
+
+def sps_columns(mag_bands) -> list:
+    """Extra columns of the SPS population (one magnitude per band of ``mag_bands``)."""
+    return [(f"MAG_{b}", "f8") for b in mag_bands] + SPS_COLUMNS
+
+
+def synthetic_columns(sources, mag_bands) -> list:
+    """Extra columns of a build from synthetic sources: SOURCE, then the union of their columns in order."""
+    out, seen = [SOURCE_COLUMN], {SOURCE_COLUMN[0]}
+    for src in sources:
+        for col in (embedded_columns if src == "embedded" else sps_columns)(mag_bands):
+            if col[0] not in seen:
+                out.append(col)
+                seen.add(col[0])
+    return out
+
+
+def _missing_value(dt: np.dtype):
+    """Fill value of a column a row's source does not have: NaN, -1, False or empty."""
+    return {"f": np.nan, "i": -1, "b": False, "S": b""}[dt.base.kind]
 
 _WORKER_CACHE: dict = {}
 
@@ -63,11 +101,22 @@ def _embedded_population(yaml_text: str, mag_limit_gi: float):
     return _WORKER_CACHE[key]
 
 
+def _sps_population(yaml_text: str, mag_limit_gi: float, bank_size: int):
+    from .population.sps import SpsPopulation
+    key = ("sps", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi), int(bank_size))
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = SpsPopulation(_instrument(yaml_text), mag_limit_gi=mag_limit_gi, bank_size=bank_size)
+    return _WORKER_CACHE[key]
+
+
 def _pack(columns: dict, snr: dict, bands, extra_dtype: list) -> np.ndarray:
     dtype = np.dtype(base_columns(bands) + extra_dtype)
     n = len(columns["TARGETID"])
     out = np.zeros(n, dtype=dtype)
     for name in dtype.names:
+        if not name.startswith("SNR_") and name not in columns:
+            out[name] = _missing_value(dtype[name])
+            continue
         src = snr[name] if name.startswith("SNR_") else columns[name]
         if dtype[name].kind == "S":
             src = np.char.encode(np.asarray(src, dtype=str), "ascii")
@@ -94,19 +143,45 @@ def make_chunk(job: dict):
 
     inst = _instrument(job["instrument_yaml"])
     seed = int(job["seed"])
-    if job["source"] == "embedded":
-        pop = _embedded_population(job["instrument_yaml"], job["mag_limit_gi"])
-        chunk = pop.draw(seed, np.arange(job["start"], job["stop"], dtype=np.int64))
-        cols, wave, flux = chunk.columns, chunk.wave_aa, chunk.flux_flam17
-        extra = embedded_columns(pop.mag_bands)
-    else:
+    if job["source"] in ("desi", "boss"):
         from .population.redrock import redrock_sed_flam17
         cols = job["rows"]
         wave, flux = redrock_sed_flam17(job["templates"], cols["Z"], cols["COEFF"])
-        extra = REAL_COLUMNS
-    bands, snr = simulate_arrays(wave, flux, cols["TARGETID"], cols["SHAPE_R"], cols["SERSIC"], cols["BA"],
-                                 cols["PA"], seed=seed, instrument=inst)
-    return bands, _pack(cols, snr, inst.band_names, extra)
+        bands, snr = simulate_arrays(wave, flux, cols["TARGETID"], cols["SHAPE_R"], cols["SERSIC"], cols["BA"],
+                                     cols["PA"], seed=seed, instrument=inst)
+        return bands, _pack(cols, snr, inst.band_names, REAL_COLUMNS)
+    sources = tuple(job["source"].split(","))
+    row_source = np.asarray(job.get("row_source", np.zeros(job["stop"] - job["start"], np.int8)))
+    rows = np.arange(job["start"], job["stop"], dtype=np.int64)
+    extra, cat, bands = None, None, None
+    for code, src in enumerate(sources):
+        idx = np.flatnonzero(row_source == code)
+        if idx.size == 0:
+            continue
+        pop = (_embedded_population(job["instrument_yaml"], job["mag_limit_gi"]) if src == "embedded" else
+               _sps_population(job["instrument_yaml"], job["mag_limit_gi"], job["bank_size"]))
+        if extra is None:
+            extra = synthetic_columns(sources, pop.mag_bands)
+        chunk = pop.draw(seed, TARGETID_OFFSET[src] + rows[idx])
+        cols = dict(chunk.columns, SOURCE=np.full(idx.size, src))
+        part, snr = simulate_arrays(chunk.wave_aa, chunk.flux_flam17, cols["TARGETID"], cols["SHAPE_R"],
+                                    cols["SERSIC"], cols["BA"], cols["PA"], seed=seed, instrument=inst)
+        packed = _pack(cols, snr, inst.band_names, extra)
+        if len(idx) == len(rows):
+            return part, packed
+        if cat is None:
+            cat = np.zeros(len(rows), dtype=packed.dtype)
+            bands = {b: BandSpectra(sp.wave_aa, np.empty((len(rows),) + sp.flux.shape[1:], sp.flux.dtype),
+                                    np.empty((len(rows),) + sp.err.shape[1:], sp.err.dtype),
+                                    None if sp.image2d is None else
+                                    np.empty((len(rows),) + sp.image2d.shape[1:], sp.image2d.dtype))
+                     for b, sp in part.items()}
+        cat[idx] = packed
+        for b, sp in part.items():
+            bands[b].flux[idx], bands[b].err[idx] = sp.flux, sp.err
+            if sp.image2d is not None:
+                bands[b].image2d[idx] = sp.image2d
+    return bands, cat
 
 
 # --- the build --------------------------------------------------------------------------------------
@@ -146,7 +221,8 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
         Local worker processes (1 = in-process, no Dask).
     scheduler : str, optional
         Address of an existing Dask scheduler (overrides ``workers``).
-    source : {"embedded", "desi", "boss"}
+    source : str
+        "embedded", "sps", "embedded,sps" (mixed; needs ``mix``), "desi" or "boss".
     instrument_path : path-like, optional
         Instrument YAML (default: packaged CSST).
     chunk : int
@@ -156,7 +232,8 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
     config_yaml : str, optional
         The stage configuration (YAML) stored as root attribute ``config``.
     **source_kwargs
-        embedded: ``mag_limit_gi`` (default :data:`csstz.population.embedded.MAG_LIMIT_GI`).
+        embedded, sps: ``mag_limit_gi`` (default :data:`csstz.population.embedded.MAG_LIMIT_GI`);
+        sps: ``bank_size`` (SED bank members); mixed: ``mix`` (fraction from the second source).
         desi/boss: ``zcat`` (FITS), ``sweep`` (list of LS DR9 sweep FITS), ``templates``
         (Redrock template FITS).
 
@@ -179,21 +256,44 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
     for name, val, lo in (("--n", n, 1), ("--chunk", chunk, 1), ("--workers", workers, 1), ("--seed", seed, 0)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
             raise InputError(name, "must be an integer" + (" > 0" if lo else " >= 0"), value=val)
-    if source not in SOURCES:
-        raise InputError("--source", "unknown source", value=source, allowed=", ".join(SOURCES))
+    sources = tuple(x.strip() for x in str(source).split(",") if x.strip())
+    mixed = len(sources) > 1
+    if not sources or any(x not in SOURCES for x in sources) or (
+            mixed and (len(sources) != 2 or len(set(sources)) != 2 or not set(sources) <= set(SYNTHETIC_SOURCES))):
+        raise InputError("--source", "unknown source", value=source,
+                         allowed=", ".join(SOURCES) + ", or embedded,sps with --mix")
+    mix = source_kwargs.pop("mix", None)
+    if mixed != (mix is not None) or (mixed and not 0.0 <= float(mix) <= 1.0):
+        raise InputError("--mix", "a fraction in [0, 1], given exactly when two sources are mixed", value=mix)
     n, seed, chunk = int(n), int(seed), int(chunk)
+    source = ",".join(sources)
     inst = load_instrument(instrument_path)
     yaml_text = inst.to_yaml()
     fingerprint = {"csstz_version": __version__, "n": n, "seed": seed, "chunk": chunk, "source": source,
                    "instrument_sha256": hashlib.sha256(yaml_text.encode()).hexdigest()}
     real = None
-    if source == "embedded":
-        unknown = set(source_kwargs) - {"mag_limit_gi"}
+    row_source = None
+    if set(sources) <= set(SYNTHETIC_SOURCES):
+        allowed_kw = {"mag_limit_gi"} | ({"bank_size"} if "sps" in sources else set())
+        unknown = set(source_kwargs) - allowed_kw
         if unknown:
-            raise InputError(sorted(unknown)[0], "not an option of the embedded source")
+            raise InputError(sorted(unknown)[0], f"not an option of the {source} source")
         mag_limit = float(source_kwargs.get("mag_limit_gi") or MAG_LIMIT_GI)
         fingerprint["mag_limit_gi"] = mag_limit
-        population = get_population_description(mag_limit)
+        population = {}
+        if "embedded" in sources:
+            population["embedded"] = get_population_description(mag_limit)
+        if "sps" in sources:
+            from .population.sps import BANK_SIZE, ensure_bank, get_sps_description
+            bank_size = int(source_kwargs.get("bank_size") or BANK_SIZE)
+            fingerprint["bank_size"] = bank_size
+            population["sps"] = get_sps_description(mag_limit, bank_size)
+            ensure_bank(seed, bank_size, progress=progress)  # once, here, before the workers load it
+        if mixed:
+            fingerprint["mix"] = float(mix)
+            population["mix"] = {"sources": list(sources), "fraction_second": float(mix)}
+            row_source = (run_rng(seed, STREAM_MIX).random(n) < float(mix)).astype(np.int8)
+        population = population[sources[0]] if not mixed else population
     else:
         from .population.desi import load_real_sources
         zcat, sweep, templates = (source_kwargs.get(k) for k in ("zcat", "sweep", "templates"))
@@ -216,8 +316,12 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
     for k in writer.pending():
         start, stop = writer.bounds[k]
         job = {"k": k, "seed": seed, "source": source, "instrument_yaml": yaml_text, "start": start, "stop": stop}
-        if source == "embedded":
+        if real is None:
             job["mag_limit_gi"] = mag_limit
+            if "sps" in sources:
+                job["bank_size"] = bank_size
+            if row_source is not None:
+                job["row_source"] = row_source[start:stop]
         else:
             job["templates"] = str(templates)
             job["rows"] = {c: v[start:stop] for c, v in real.items()}
@@ -246,9 +350,11 @@ def build_from_config(out, build: BuildConfig, population: PopulationConfig | No
     pop = population or PopulationConfig()
     par = parallel or ParallelConfig()
     kwargs: dict = {}
-    if pop.source == "embedded":
+    if set(pop.sources) <= set(SYNTHETIC_SOURCES):
         if pop.mag_limit_gi is not None:
             kwargs["mag_limit_gi"] = pop.mag_limit_gi
+        if pop.mix is not None:
+            kwargs["mix"] = pop.mix
     else:
         kwargs = {"zcat": pop.zcat, "sweep": list(pop.sweep or ()), "templates": pop.templates}
     return build_dataset(out, build.n, seed=build.seed, workers=par.workers, scheduler=par.scheduler,
@@ -257,4 +363,4 @@ def build_from_config(out, build: BuildConfig, population: PopulationConfig | No
                                                                       exclude=("progress",)), **kwargs)
 
 
-__all__ = ["build_dataset", "build_from_config", "make_chunk", "SOURCES"]
+__all__ = ["build_dataset", "build_from_config", "make_chunk", "SOURCES", "TARGETID_OFFSET"]

@@ -48,8 +48,10 @@ DEFAULT_SEED = 0
 HEAD_KINDS = ("mnf", "flipout", "mcdropout")
 #: Calibration methods (csstz.calibrate).
 CALIBRATIONS = ("beta", "scale", "none")
-#: Galaxy sources of `csstz build`.
-SOURCES = ("embedded", "desi", "boss")
+#: Galaxy sources of `csstz build`: two synthetic populations (mixable) and two real-data readers.
+SOURCES = ("embedded", "sps", "desi", "boss")
+#: Sources that draw galaxies from (seed, TARGETID) and can be mixed in one build (``--source embedded,sps``).
+SYNTHETIC_SOURCES = ("embedded", "sps")
 #: Line-spread models of the template fit.
 LSF_MODELS = ("point", "morphology")
 #: CPU-tuned ResNet block widths (a quarter of the authors' 64..512; see csstz.train.config).
@@ -139,15 +141,31 @@ class PopulationConfig(StageConfig):
     """Which galaxies a build draws."""
 
     section: typing.ClassVar[str] = "population"
-    source: str = opt("embedded", "galaxy population: the embedded SDSS/kcorrect default, or real DESI-EDR / "
-                      "BOSS files", SOURCES)
-    mag_limit_gi: float | None = opt(None, "(embedded) faint GI magnitude limit, AB (default: the population's)")
+    source: str = opt("embedded", "galaxy population: embedded (SDSS/kcorrect, the default), sps (stellar-"
+                      "population synthesis with nebular lines; pip install 'csstz[sps]'), a comma list of "
+                      "these two mixed by --mix, or real desi / boss files")
+    mix: float | None = opt(None, "(mixed sources a,b) fraction of the galaxies drawn from the second source")
+    mag_limit_gi: float | None = opt(None, "(embedded, sps) faint GI magnitude limit, AB (default: the population's)")
     zcat: str | None = opt(None, "(desi/boss) redshift catalogue FITS")
     sweep: tuple[str, ...] | None = opt(None, "(desi/boss) LS DR9 sweep FITS (repeatable)", append=True)
     templates: str | None = opt(None, "(desi/boss) Redrock galaxy template FITS")
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The source names of ``source`` (one, or the mixed synthetic sources in order)."""
+        return tuple(s.strip() for s in str(self.source).split(",") if s.strip())
+
     def check(self) -> None:
-        if self.source == "embedded" and (self.zcat or self.sweep or self.templates):
+        srcs = self.sources
+        if len(srcs) == 1:
+            self._require("source", srcs[0] in SOURCES, ", ".join(SOURCES) + ", or embedded,sps")
+            self._require("mix", self.mix is None, "only with two mixed sources (--source embedded,sps)")
+        else:
+            self._require("source", len(srcs) == 2 and len(set(srcs)) == 2
+                          and all(s in SYNTHETIC_SOURCES for s in srcs), "two of " + ", ".join(SYNTHETIC_SOURCES))
+            self._require("mix", self.mix is not None and 0.0 <= float(self.mix) <= 1.0,
+                          "a fraction in [0, 1] (share of the second source)")
+        if set(srcs) <= set(SYNTHETIC_SOURCES) and (self.zcat or self.sweep or self.templates):
             raise ConfigError("source", "zcat/sweep/templates need source desi or boss", value=self.source)
 
 
@@ -422,4 +440,4 @@ def base_type(tp: Any) -> tuple[Any, bool]:
 __all__ = ["StageConfig", "ParallelConfig", "PopulationConfig", "SimulateConfig", "BuildConfig", "ModelConfig",
            "OptimiserConfig", "CalibrateConfig", "TrainConfig", "PredictConfig", "TemplateFitConfig",
            "EvaluateConfig", "SECTIONS", "read_config_file", "to_yaml", "field_types", "base_type", "opt",
-           "DEFAULT_SEED", "HEAD_KINDS", "CALIBRATIONS", "SOURCES", "LSF_MODELS", "CPU_WIDTHS"]
+           "DEFAULT_SEED", "HEAD_KINDS", "CALIBRATIONS", "SOURCES", "SYNTHETIC_SOURCES", "LSF_MODELS", "CPU_WIDTHS"]

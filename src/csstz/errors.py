@@ -62,3 +62,7 @@ class FileFormatError(CsstzError, ValueError):
 
 class ConfigError(InputError):
     """An instrument or stage configuration value is invalid."""
+
+
+class MissingDependencyError(CsstzError, ImportError):
+    """An optional dependency is not installed (the message names the extra to install)."""

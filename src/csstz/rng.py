@@ -14,6 +14,7 @@ STREAM_NOISE = 1
 STREAM_POPULATION = 2
 STREAM_SPLIT = 3
 STREAM_AUGMENT = 4
+STREAM_SPS_BANK = 5
 
 
 def galaxy_rng(root_seed: int, targetid: int, stream: int = STREAM_NOISE) -> np.random.Generator:

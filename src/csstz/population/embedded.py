@@ -196,6 +196,27 @@ class EmbeddedPopulation:
                 "ABSMAG_R": float(absmag_r), "REST_UR": float(rest_ur), "EARLY": bool(morph["EARLY"]),
                 "SEL_FALLBACK": bool(fallback), "COEFF": (c_int / dfac).astype(np.float64)}
 
+    def rest_frame_seds(self, seed: int, targetids) -> tuple[np.ndarray, np.ndarray]:
+        """Rest-frame SEDs of the given galaxies (torch-free; for learned template bases).
+
+        Returns
+        -------
+        rest_wave_aa : ndarray (W,)
+            kcorrect's template wavelengths [A].
+        lum_lsun_per_aa : ndarray (N, W) float32
+            L_lambda [L_sun/A] (L_sun = 3.826e33 erg/s): intrinsic coefficients (10 pc) times the
+            templates (erg/s/cm^2/A at 10 pc) times 4 pi (10 pc)^2.
+        """
+        tids = np.asarray(targetids, np.int64)
+        splits = split_of(seed, tids)
+        out = np.empty((tids.size, self.rest_wave_aa.size), np.float32)
+        area_10pc_cm2 = 4.0 * np.pi * (10.0 * 3.0856775814913673e18) ** 2  # 10 pc (IAU 2015 parsec)
+        for i, (t, s) in enumerate(zip(tids, splits)):
+            r = self.draw_one(seed, int(t), str(s))
+            c_int = r["COEFF"] * float(np.interp(r["Z"], self.z_grid, self.dfac_grid))
+            out[i] = c_int @ self.rest_flux * (area_10pc_cm2 / 3.826e33)
+        return self.rest_wave_aa.copy(), out
+
     def draw(self, seed: int, targetids) -> PopulationChunk:
         """Draw the galaxies with the given TARGETIDs.
 
