@@ -1,0 +1,358 @@
+"""Cramer-Rao bound on redshift from a galaxy's noiseless extracted spectrum (``ZERR_CRB``).
+
+Definition (docs/crb.md). With the observed SED shape known and only the
+redshift z and an amplitude A free, the model of band pixel p is
+``A m_p(z)``, m the noiseless extracted spectrum [1e-17 erg/s/cm^2/A], and the
+spectrum's 1-sigma errors sigma_p are those the simulator returns. The Fisher
+matrix over (z, A) at A = 1 is::
+
+    F_zz = sum_p (dm_p/dz)^2 / sigma_p^2
+    F_zA = sum_p (dm_p/dz) m_p / sigma_p^2
+    F_AA = sum_p m_p^2 / sigma_p^2
+
+and the amplitude-marginalised bound is ``sigma_z = 1 / sqrt(F_zz - F_zA^2 / F_AA)``,
+in z (not divided by 1 + z). The sum runs over the chosen bands (GV + GI by
+default) and over pixels with a finite, positive error.
+
+Redshifting by dz stretches the observed SED: f_lambda at z + dz is
+f(lambda / s) with s = (1 + z + dz) / (1 + z), up to a normalisation that A
+absorbs, so ``dm/dz = (dm/d ln s) / (1 + z)``.
+
+The default forward model (:func:`band_model`) is the simulator's own linear
+chain written in one dimension: the SED integrated exactly over
+``oversample_x`` sub-bins per pixel, times throughput x lambda, placed at the
+sub-bins' sub-pixel positions, convolved with the extraction's line-spread
+function (the Gaussian-equivalent of :func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix`
+or, when given, the stamp's own effective LSF, ``csstz.simulate.api.effective_lsf``)
+by a Fourier shift per sub-bin phase, and divided by the LSF-smoothed
+sensitivity (as the simulator calibrates). Its stretch derivative is analytic:
+a sub-bin [a, b] holds s (F(b/s) - F(a/s)) of the stretched SED, F the
+cumulative integral of f, so ``d/d ln s = (F(b) - F(a)) - (b f(b) - a f(a))``.
+Absolute throughput constants (area, exposure time, h c) cancel in the
+calibrated spectrum.
+
+Not modelled by the fast path (measured in tests/test_crb.py and docs/crb.md):
+the source term of the Horne variance (which makes the extraction weights of
+bright galaxies flux-dependent) and, with the Gaussian LSF, the non-Gaussian
+shape of extended galaxies' LSFs.
+
+This module is torch-free.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy import fft as sp_fft
+from scipy.special import ndtr
+
+from ..errors import InputError
+from ..instrument import Band, Instrument
+
+#: Default bands of the bound: GV + GI (the bands the estimators read).
+CRB_BANDS = ("GV", "GI")
+#: The Gaussian LSF kernel is cut at this many sigmas (plus one pixel).
+LSF_CUT_SIGMA = 6.0
+#: Below this fraction of F_zz left after marginalising the amplitude, the spectrum carries no
+#: redshift information beyond rounding (a featureless power law): the bound is reported as inf.
+MIN_INFO_FRACTION = 1e-10
+
+
+# ------------------------------------------------------------------------------------------------
+# line-spread function
+# ------------------------------------------------------------------------------------------------
+def gaussian_lsf_pix(sigma_pix: float) -> np.ndarray:
+    """Pixel-integrated Gaussian LSF sampled at whole-pixel offsets, odd length, sums to 1.
+
+    Parameters
+    ----------
+    sigma_pix : float
+        Gaussian sigma before pixel integration [pixels] (e.g. from
+        :func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix`).
+    """
+    half = int(np.ceil(LSF_CUT_SIGMA * float(sigma_pix))) + 1
+    d = np.arange(-half, half + 1, dtype=np.float64)
+    k = ndtr((d + 0.5) / sigma_pix) - ndtr((d - 0.5) / sigma_pix)
+    return k / k.sum()
+
+
+@lru_cache(maxsize=64)
+def _band_tables(band: Band, pad: int, k: int):
+    """Sub-bin edges [A], relative sensitivity (T lambda) at sub-bin and column centres, for a padded band."""
+    disp = band.dispersion_aa_per_pix
+    width = band.n_pix + 2 * pad
+    edges_x = -0.5 + np.arange(width * k + 1) / k  # column coordinates, as the simulator's deposit
+    edges_aa = band.wave_min_aa + (edges_x - pad) * disp
+    centre_aa = 0.5 * (edges_aa[1:] + edges_aa[:-1])
+    sens_sub = band.throughput(centre_aa) * centre_aa / disp  # counts per A per unit f, up to a constant
+    col_aa = band.wave_min_aa + (np.arange(width) - pad) * disp
+    sens_col = band.throughput(col_aa) * col_aa  # counts per pixel per unit f, same constant
+    return edges_aa, sens_sub, sens_col
+
+
+@lru_cache(maxsize=16)
+def _phases(nfft: int, k: int) -> np.ndarray:
+    freq = np.fft.rfftfreq(nfft)
+    shifts = (np.arange(k) + 0.5) / k - 0.5  # sub-bin q sits this far from its column centre [pixels]
+    return np.exp(-2j * np.pi * freq[:, None] * shifts[None, :])
+
+
+# ------------------------------------------------------------------------------------------------
+# forward model and its stretch derivative
+# ------------------------------------------------------------------------------------------------
+def _cumtrapz(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    out = np.empty(y.shape[-1])
+    out[0] = 0.0
+    np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x), out=out[1:])
+    return out
+
+
+def band_model(wave_aa: np.ndarray, flam17: np.ndarray, band: Band, lsf_pix: np.ndarray, oversample: int = 4,
+               cum_flam17: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Noiseless extracted spectrum of one band and its derivative with respect to ln(stretch).
+
+    Parameters
+    ----------
+    wave_aa : ndarray, shape (L,)
+        Observed wavelength [A], strictly increasing, covering the band plus the LSF reach.
+    flam17 : ndarray, shape (L,)
+        Observed f_lambda [1e-17 erg/s/cm^2/A].
+    band : Band
+    lsf_pix : ndarray, shape (2h+1,)
+        Pixel-sampled, pixel-integrated LSF of the extraction (sums to 1): :func:`gaussian_lsf_pix`
+        or the simulator's ``effective_lsf``.
+    oversample : int
+        Sub-bins per pixel (the instrument's ``oversample_x``).
+    cum_flam17 : ndarray, shape (L,), optional
+        Cumulative trapezoid integral of ``flam17`` over ``wave_aa`` (pass it to share it across bands).
+
+    Returns
+    -------
+    m : ndarray, shape (n_pix,)
+        Extracted f_lambda on the band grid [1e-17 erg/s/cm^2/A] (0 where the sensitivity is 0).
+    dm_dlns : ndarray, shape (n_pix,)
+        d m / d ln s for the SED stretched to f(lambda / s); d m / dz = dm_dlns / (1 + z).
+    """
+    lsf = np.asarray(lsf_pix, np.float64)
+    half = lsf.size // 2
+    pad = half + 2
+    k = int(oversample)
+    edges_aa, sens_sub, sens_col = _band_tables(band, pad, k)
+    cum = _cumtrapz(flam17, wave_aa) if cum_flam17 is None else cum_flam17
+    f_edge = np.interp(edges_aa, wave_aa, flam17)
+    integ = np.diff(np.interp(edges_aa, wave_aa, cum))  # integral of f over each sub-bin [flam17 A]
+    lf = edges_aa * f_edge
+    d_integ = integ - np.diff(lf)  # d/d ln s of s (F(b/s) - F(a/s)) at s = 1
+    width = band.n_pix + 2 * pad
+    counts = np.stack([integ * sens_sub, d_integ * sens_sub]).reshape(2, width, k)
+    nfft = sp_fft.next_fast_len(width + 2 * half + 1, real=True)
+    kern = np.zeros(nfft)
+    kern[: half + 1] = lsf[half:]
+    kern[nfft - half:] = lsf[:half]
+    kern_hat = sp_fft.rfft(kern)
+    spec_hat = (sp_fft.rfft(counts, n=nfft, axis=1) * _phases(nfft, k)[None]).sum(axis=2)
+    # the sensitivity at column centres smoothed by the same LSF: the simulator's flux calibration
+    both = sp_fft.irfft(np.concatenate([spec_hat, sp_fft.rfft(sens_col, n=nfft)[None]]) * kern_hat[None],
+                        n=nfft, axis=1)[:, pad:pad + band.n_pix]
+    sens = both[2]
+    good = sens > 1e-12 * max(float(sens.max()), 1e-300)
+    safe = np.where(good, sens, 1.0)
+    return np.where(good, both[0] / safe, 0.0), np.where(good, both[1] / safe, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fisher matrix
+# ------------------------------------------------------------------------------------------------
+def sigma_z_from_fisher(m: np.ndarray, dm_dz: np.ndarray, err: np.ndarray) -> float:
+    """Amplitude-marginalised Cramer-Rao bound on z from a model, its z-derivative and errors.
+
+    Parameters
+    ----------
+    m, dm_dz, err : ndarray, shape (P,)
+        Model spectrum, its derivative with respect to z, 1-sigma errors (same unit as m).
+        Pixels with a non-finite or non-positive error, or a non-finite model, carry no weight.
+
+    Returns
+    -------
+    float
+        1 / sqrt(F_zz - F_zA^2 / F_AA); ``inf`` when the spectrum holds no redshift information
+        (no valid pixel, no flux, or less than :data:`MIN_INFO_FRACTION` of F_zz left after
+        marginalising the amplitude).
+    """
+    m = np.asarray(m, np.float64)
+    d = np.asarray(dm_dz, np.float64)
+    e = np.asarray(err, np.float64)
+    ok = np.isfinite(e) & (e > 0) & np.isfinite(m) & np.isfinite(d)
+    if not ok.any():
+        return float("inf")
+    w = 1.0 / e[ok] ** 2
+    m, d = m[ok], d[ok]
+    f_zz = float(np.sum(d * d * w))
+    f_za = float(np.sum(d * m * w))
+    f_aa = float(np.sum(m * m * w))
+    if not (f_aa > 0 and f_zz > 0):
+        return float("inf")
+    info = f_zz - f_za * f_za / f_aa
+    if not np.isfinite(info) or info <= MIN_INFO_FRACTION * f_zz:
+        return float("inf")
+    return float(1.0 / np.sqrt(info))
+
+
+def zerr_crb(wave_aa: np.ndarray, flam17: np.ndarray, z: float, err: dict, instrument: Instrument,
+             lsf_sigma_pix: float | None = None, lsf_pix: np.ndarray | None = None,
+             bands=CRB_BANDS) -> float:
+    """Cramer-Rao bound on z of one galaxy (fast forward model).
+
+    Parameters
+    ----------
+    wave_aa : ndarray, shape (L,)
+        Observed wavelength of the SED [A], strictly increasing, covering the bands.
+    flam17 : ndarray, shape (L,)
+        Observed f_lambda [1e-17 erg/s/cm^2/A] at redshift ``z``.
+    z : float
+        True redshift (only 1 + z enters: dm/dz = dm/d ln s / (1 + z)).
+    err : dict
+        Band name -> 1-sigma errors of the extracted spectrum, shape (n_pix,) [1e-17 erg/s/cm^2/A]
+        (the simulator's ``err``; inf where unusable).
+    instrument : Instrument
+    lsf_sigma_pix : float, optional
+        Gaussian-equivalent LSF sigma [pixels] (``galaxy_lsf_sigma_pix``); default: the PSF's.
+    lsf_pix : ndarray, optional
+        The stamp's effective LSF (``csstz.simulate.api.effective_lsf``); overrides ``lsf_sigma_pix``.
+    bands : sequence of str
+        Bands summed in the Fisher matrix (default GV + GI).
+
+    Returns
+    -------
+    float
+        sigma_z in z (not divided by 1 + z); inf for a spectrum without redshift information.
+    """
+    if lsf_pix is None:
+        sig = instrument.psf_sigma_pix if lsf_sigma_pix is None else float(lsf_sigma_pix)
+        lsf_pix = gaussian_lsf_pix(sig)
+    wave = np.asarray(wave_aa, np.float64)
+    f = np.asarray(flam17, np.float64)
+    cum = _cumtrapz(f, wave)
+    ms, ds, es = [], [], []
+    for b in bands:
+        if b not in err:
+            raise InputError("err", "no errors for a band of the bound", value=b, allowed=", ".join(err))
+        m, dm = band_model(wave, f, instrument.band(b), lsf_pix, instrument.oversample_x, cum)
+        ms.append(m)
+        ds.append(dm)
+        es.append(np.asarray(err[b], np.float64))
+    return sigma_z_from_fisher(np.concatenate(ms), np.concatenate(ds) / (1.0 + float(z)), np.concatenate(es))
+
+
+def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, shape_r_arcsec, sersic, ba,
+                    pa_deg, instrument: Instrument, bands=CRB_BANDS) -> np.ndarray:
+    """``ZERR_CRB`` of N galaxies sharing one SED grid (what ``simulate_arrays``/``build`` have at hand).
+
+    Parameters
+    ----------
+    wave_aa : ndarray, shape (L,)
+    flux_flam17 : ndarray, shape (N, L)
+        Observed f_lambda [1e-17 erg/s/cm^2/A].
+    z : array, shape (N,)
+        True redshifts.
+    err : dict
+        Band name -> ndarray (N, n_pix): the simulated spectra's errors (``BandSpectra.err``).
+    shape_r_arcsec, sersic, ba, pa_deg : array, shape (N,)
+        Morphology (as ``simulate_arrays``); the LSF is the Gaussian-equivalent
+        :func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix`.
+    instrument : Instrument
+    bands : sequence of str
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        sigma_z [z units]; inf where the spectrum holds no redshift information.
+    """
+    from ..evaluate.template_basis import galaxy_lsf_sigma_pix
+
+    flux = np.atleast_2d(np.asarray(flux_flam17, np.float64))
+    zz = np.asarray(z, np.float64).reshape(-1)
+    if zz.shape[0] != flux.shape[0]:
+        raise InputError("Z", "length does not match the flux rows", value=zz.shape[0], allowed=str(flux.shape[0]))
+    sig = galaxy_lsf_sigma_pix(instrument, shape_r_arcsec, sersic, ba, pa_deg)
+    out = np.empty(flux.shape[0])
+    for i in range(flux.shape[0]):
+        out[i] = zerr_crb(wave_aa, flux[i], zz[i], {b: err[b][i] for b in bands}, instrument,
+                          lsf_sigma_pix=float(sig[i]), bands=bands)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the reference: finite differences through the simulator itself
+# ------------------------------------------------------------------------------------------------
+def zerr_crb_simulator(wave_aa: np.ndarray, flam17: np.ndarray, z: float, shape_r_arcsec: float, sersic: float,
+                       ba: float, pa_deg: float, instrument: Instrument, err: dict | None = None,
+                       bands=CRB_BANDS, dlns: float = 3e-4) -> float:
+    """Cramer-Rao bound with dm/dz from central finite differences through ``simulate_source``.
+
+    Three noiseless simulations (SED stretched by exp(-dlns), 1, exp(+dlns)) sharing one rendered
+    stamp; exact for the simulator (including the flux-dependent Horne weights) up to O(dlns^2).
+
+    Parameters
+    ----------
+    err : dict, optional
+        Band -> errors; default: the noiseless run's expected errors.
+    dlns : float
+        Step in ln(1 + z).
+
+    Returns
+    -------
+    float
+        sigma_z [z units].
+    """
+    from .api import simulate_source
+    from .render import render_stamp
+
+    stamp = render_stamp(shape_r_arcsec, sersic, ba, pa_deg, instrument)
+    wave = np.asarray(wave_aa, np.float64)
+    runs = [simulate_source(wave * np.exp(s * dlns), flam17, shape_r_arcsec, sersic, ba, pa_deg, instrument,
+                            bands=bands, noiseless=True, stamp=stamp) for s in (-1, 0, 1)]
+    m = np.concatenate([runs[1][b].flux for b in bands]).astype(np.float64)
+    dm = np.concatenate([runs[2][b].flux.astype(np.float64) - runs[0][b].flux for b in bands]) / (2 * dlns)
+    e = np.concatenate([(runs[1][b].err if err is None else err[b]) for b in bands]).astype(np.float64)
+    return sigma_z_from_fisher(m, dm / (1.0 + float(z)), e)
+
+
+# ------------------------------------------------------------------------------------------------
+# the noiseless extracted spectrum, for the build's flux_noiseless
+# ------------------------------------------------------------------------------------------------
+def calibrated_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float,
+                       sens_e_per_flam17: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal extraction and flux calibration of one band's image, as ``simulate_source`` does it.
+
+    Given the *expected* (noiseless) image this is the noiseless extracted spectrum
+    (``flux_noiseless``), identical to what ``simulate_source(..., noiseless=True)`` returns.
+
+    Parameters
+    ----------
+    image_e : ndarray, shape (ny, n_pix)
+        Electrons in the extraction rows and the band's columns (sky-subtracted).
+    profile_y : ndarray, shape (ny,)
+        Cross-dispersion profile of those rows.
+    var_bkg_e2 : float
+        Source-free variance per pixel [e-^2] (``noise.background_variance_e2``).
+    sens_e_per_flam17 : ndarray, shape (n_pix,)
+        LSF-smoothed sensitivity of the band's columns (``api.effective_sensitivity(...)[cols]``).
+
+    Returns
+    -------
+    flux, err : ndarray, shape (n_pix,), float32
+        [1e-17 erg/s/cm^2/A]; flux 0 and err inf where the sensitivity is 0.
+    """
+    from .extract import optimal_extract
+
+    f_e, err_e = optimal_extract(image_e, profile_y, var_bkg_e2)
+    good = sens_e_per_flam17 > 0
+    safe = np.where(good, sens_e_per_flam17, 1.0)
+    flux = np.where(good, f_e / safe, 0.0)
+    err = np.where(good, err_e / safe, np.inf)
+    return flux.astype(np.float32), err.astype(np.float32)
+
+
+__all__ = ["zerr_crb", "zerr_crb_arrays", "zerr_crb_simulator", "band_model", "sigma_z_from_fisher",
+           "gaussian_lsf_pix", "calibrated_extract", "CRB_BANDS", "MIN_INFO_FRACTION"]
