@@ -20,7 +20,7 @@ absorbs, so ``dm/dz = (dm/d ln s) / (1 + z)``.
 
 The default forward model (:func:`band_model`) is the simulator's own linear
 chain written in one dimension: the SED integrated exactly over
-``oversample_x`` sub-bins per pixel, times throughput x lambda, placed at the
+:data:`CRB_OVERSAMPLE` sub-bins per pixel, times throughput x lambda, placed at the
 sub-bins' sub-pixel positions, convolved with the extraction's line-spread
 function (the Gaussian-equivalent of :func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix`
 or, when given, the stamp's own effective LSF, ``csstz.simulate.api.effective_lsf``)
@@ -56,8 +56,10 @@ CRB_BANDS = ("GV", "GI")
 CRB_OVERSAMPLE = 2
 #: The Gaussian LSF kernel is cut at this many sigmas (plus one pixel).
 LSF_CUT_SIGMA = 6.0
-#: Below this fraction of F_zz left after marginalising the amplitude, the spectrum carries no
-#: redshift information beyond rounding (a featureless power law): the bound is reported as inf.
+#: The bound is reported as inf (no redshift information beyond rounding) when the information left
+#: after marginalising the amplitude, F_zz - F_zA^2/F_AA, is below this fraction of F_zz (a power law,
+#: whose stretch is a pure amplitude change) or of F_AA (a flat f_lambda, whose stretch changes
+#: nothing: sigma_z would exceed 1e5 / total SNR).
 MIN_INFO_FRACTION = 1e-10
 
 
@@ -211,8 +213,8 @@ def sigma_z_from_fisher(m: np.ndarray, dm_dz: np.ndarray, err: np.ndarray) -> np
     -------
     float or ndarray, shape (N,)
         1 / sqrt(F_zz - F_zA^2 / F_AA); ``inf`` when a spectrum holds no redshift information
-        (no valid pixel, no flux, or less than :data:`MIN_INFO_FRACTION` of F_zz left after
-        marginalising the amplitude). Never NaN.
+        (no valid pixel, no flux, or less than :data:`MIN_INFO_FRACTION` of F_zz or of F_AA left
+        after marginalising the amplitude). Never NaN.
     """
     m = np.asarray(m, np.float64)
     scalar = m.ndim == 1
@@ -229,7 +231,7 @@ def sigma_z_from_fisher(m: np.ndarray, dm_dz: np.ndarray, err: np.ndarray) -> np
     with np.errstate(divide="ignore", invalid="ignore"):
         info = f_zz - f_za * f_za / f_aa
         sig = 1.0 / np.sqrt(info)
-    bad = ~((f_aa > 0) & (f_zz > 0) & np.isfinite(info) & (info > MIN_INFO_FRACTION * f_zz))
+    bad = ~((f_aa > 0) & (f_zz > 0) & np.isfinite(info) & (info > MIN_INFO_FRACTION * np.maximum(f_zz, f_aa)))
     sig[bad] = np.inf
     return float(sig[0]) if scalar else sig
 
