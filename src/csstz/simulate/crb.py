@@ -81,6 +81,33 @@ def gaussian_lsf_pix(sigma_pix: float) -> np.ndarray:
     return k / k.sum()
 
 
+def extraction_lsf(image_rows: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float,
+                   flux_e: float = 0.0) -> np.ndarray:
+    """LSF of the Horne extraction of a galaxy (in pixels), shape (2h+1,), sums to 1.
+
+    The Horne weight of row y is w_y = P_y / V_y with V_y = B + f P_y, so a spectrum feature
+    is spread along x by ``L(x) = sum_y w_y P(x, y) / sum_y w_y P_y``. With ``flux_e = 0``
+    (sky-limited) this is ``csstz.simulate.api.effective_lsf``; for bright, large galaxies the
+    source term down-weights the core and broadens the LSF (the bound of a 1.7 arcsec n = 4
+    galaxy at GI SNR 106 moves by 13%, docs/crb.md).
+
+    Parameters
+    ----------
+    image_rows : ndarray, shape (ny, 2h+1)
+        The stamp's rows used in the extraction (``stamp.image[rows]``).
+    profile_y : ndarray, shape (ny,)
+        Their cross-dispersion profile (``stamp.profile_y[rows]``).
+    var_bkg_e2 : float
+        Source-free variance per pixel [e-^2] (``noise.background_variance_e2``).
+    flux_e : float
+        Typical extracted source electrons per column (e.g. the band's median of the extraction);
+        negative values count as 0.
+    """
+    p = np.asarray(profile_y, np.float64)
+    w = p / (float(var_bkg_e2) + max(float(flux_e), 0.0) * p)
+    return (w[:, None] * np.asarray(image_rows, np.float64)).sum(axis=0) / float((w * p).sum())
+
+
 @lru_cache(maxsize=64)
 def _band_tables(band: Band, pad: int, k: int):
     """Sub-bin edges [A], relative sensitivity (T lambda) at sub-bin and column centres, for a padded band."""
@@ -120,10 +147,13 @@ def _lerp_table(wave_aa: np.ndarray, at_aa: np.ndarray) -> tuple[np.ndarray, np.
     return i, t
 
 
-def _lsf_list(lsf_pix, n: int) -> list:
+def _lsf_list(lsf_pix, n: int, band: str | None = None) -> list:
+    """One LSF array per galaxy: from one array, N arrays, or N dicts band -> array."""
     if isinstance(lsf_pix, np.ndarray) and lsf_pix.ndim == 1:
         return [lsf_pix] * n
-    out = [np.asarray(x, np.float64) for x in lsf_pix]
+    if isinstance(lsf_pix, dict):
+        return _lsf_list(np.asarray(lsf_pix[band], np.float64), n)
+    out = [np.asarray(x[band] if isinstance(x, dict) else x, np.float64) for x in lsf_pix]
     if len(out) != n:
         raise InputError("lsf_pix", "one LSF per galaxy needed", value=len(out), allowed=str(n))
     return out
@@ -140,9 +170,9 @@ def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pi
     flux_flam17 : ndarray, shape (N, L)
         Observed f_lambda [1e-17 erg/s/cm^2/A].
     band : Band
-    lsf_pix : ndarray (2h+1,) or sequence of N such arrays
-        Pixel-sampled, pixel-integrated LSF of the extraction (sums to 1): the simulator's
-        ``effective_lsf`` of each galaxy's stamp, or :func:`gaussian_lsf_pix`.
+    lsf_pix : ndarray (2h+1,), or sequence of N such arrays or of N dicts band -> array
+        Pixel-sampled, pixel-integrated LSF of the extraction (sums to 1): :func:`extraction_lsf`
+        of each galaxy's stamp, or :func:`gaussian_lsf_pix`.
     oversample : int
         Sub-bins per pixel (the instrument's ``oversample_x``).
     cum_flam17 : ndarray, shape (N, L), optional
@@ -157,7 +187,7 @@ def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pi
     """
     flux = np.atleast_2d(np.asarray(flux_flam17, np.float64))
     n = flux.shape[0]
-    lsfs = _lsf_list(lsf_pix, n)
+    lsfs = _lsf_list(lsf_pix, n, band.name)
     half = max(x.size // 2 for x in lsfs)
     pad = half + 2
     k = int(oversample)
@@ -253,9 +283,9 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
         Band name -> ndarray (N, n_pix): the simulated spectra's errors (``BandSpectra.err``;
         inf where unusable).
     instrument : Instrument
-    lsf_pix : sequence of N arrays, optional
-        Each galaxy's effective LSF (``csstz.simulate.api.effective_lsf`` of its stamp): the
-        accurate choice (agrees with the simulator to < 1%, docs/crb.md).
+    lsf_pix : sequence of N arrays or of N dicts band -> array, optional
+        Each galaxy's extraction LSF (:func:`extraction_lsf` of its stamp, per band with the band's
+        typical flux): the accurate choice (within 1.2% of the simulator, docs/crb.md).
     shape_r_arcsec, sersic, ba, pa_deg : array, shape (N,), optional
         Morphology, used when ``lsf_pix`` is not given: Gaussian-equivalent LSF of
         :func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix` (within ~40% of the simulator
@@ -319,8 +349,8 @@ def zerr_crb(wave_aa: np.ndarray, flam17: np.ndarray, z: float, err: dict, instr
     instrument : Instrument
     lsf_sigma_pix : float, optional
         Gaussian LSF sigma [pixels]; default: the PSF's.
-    lsf_pix : ndarray, optional
-        The stamp's effective LSF; overrides ``lsf_sigma_pix``.
+    lsf_pix : ndarray or dict band -> ndarray, optional
+        The stamp's extraction LSF (:func:`extraction_lsf`); overrides ``lsf_sigma_pix``.
     bands : sequence of str
     oversample : int
         Sub-bins per pixel of the forward model.
@@ -333,8 +363,8 @@ def zerr_crb(wave_aa: np.ndarray, flam17: np.ndarray, z: float, err: dict, instr
     if lsf_pix is None:
         lsf_pix = gaussian_lsf_pix(instrument.psf_sigma_pix if lsf_sigma_pix is None else float(lsf_sigma_pix))
     e = {b: np.asarray(err[b])[None] for b in bands if b in err}
-    return float(zerr_crb_arrays(wave_aa, np.asarray(flam17)[None], [z], e, instrument,
-                                 lsf_pix=np.asarray(lsf_pix, np.float64), bands=bands,
+    lsf = lsf_pix if isinstance(lsf_pix, dict) else np.asarray(lsf_pix, np.float64)
+    return float(zerr_crb_arrays(wave_aa, np.asarray(flam17)[None], [z], e, instrument, lsf_pix=lsf, bands=bands,
                                  oversample=oversample)[0])
 
 
@@ -411,5 +441,5 @@ def calibrated_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: f
 
 
 __all__ = ["zerr_crb", "zerr_crb_arrays", "zerr_crb_simulator", "band_model", "band_models", "sigma_z_from_fisher",
-           "gaussian_lsf_pix", "calibrated_extract", "CRB_BANDS", "CRB_OVERSAMPLE",
+           "gaussian_lsf_pix", "extraction_lsf", "calibrated_extract", "CRB_BANDS", "CRB_OVERSAMPLE",
            "MIN_INFO_FRACTION"]
