@@ -44,6 +44,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import fft as sp_fft
+from scipy import sparse
 from scipy.special import ndtr
 
 from ..errors import InputError
@@ -132,14 +133,6 @@ def _phases(nfft: int, k: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # forward model and its stretch derivative
 # ------------------------------------------------------------------------------------------------
-def _cumtrapz(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Cumulative trapezoid integral along the last axis, starting at 0 (as the simulator's deposit)."""
-    out = np.empty(y.shape)
-    out[..., 0] = 0.0
-    np.cumsum(0.5 * (y[..., 1:] + y[..., :-1]) * np.diff(x), axis=-1, out=out[..., 1:])
-    return out
-
-
 def _lerp_table(wave_aa: np.ndarray, at_aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices and weights of linear interpolation on ``wave_aa`` at ``at_aa`` (clamped like np.interp)."""
     i = np.clip(np.searchsorted(wave_aa, at_aa) - 1, 0, wave_aa.size - 2)
@@ -159,8 +152,44 @@ def _lsf_list(lsf_pix, n: int, band: str | None = None) -> list:
     return out
 
 
-def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pix, oversample: int = 4,
-                cum_flam17: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=32)
+def _deposit_matrix(wave_bytes: bytes, band: Band, pad: int, k: int):
+    """Sparse map from an SED sampled on a grid to sub-bin counts and their stretch derivative.
+
+    Rows 0..E-1: integral of f over sub-bin j (linear interpolation of its cumulative trapezoid
+    integral, as the simulator's deposit) times throughput x lambda at the sub-bin centre; rows
+    E..2E-1: d/d ln s of the same for f(lambda / s) at s = 1, i.e.
+    ``s (F(b/s) - F(a/s))' = (F(b) - F(a)) - (b f(b) - a f(a))``.
+    """
+    wave = np.frombuffer(wave_bytes, np.float64)
+    n_w = wave.size
+    edges_aa, sens_sub, _ = _band_tables(band, pad, k)
+    i, t = _lerp_table(wave, edges_aa)
+    n_e = edges_aa.size - 1
+    # integral between edges as a combination of trapezoid segments seg_m = (f_m + f_m+1) dw_m / 2
+    lo, hi = i[:-1], i[1:]
+    span = hi - lo
+    rows = np.repeat(np.arange(n_e), span)
+    cols = np.repeat(lo, span) + (np.arange(rows.size) - np.repeat(np.cumsum(span) - span, span))
+    g_rows = np.concatenate([rows, np.arange(n_e), np.arange(n_e)])
+    g_cols = np.concatenate([cols, hi, lo])
+    g_vals = np.concatenate([np.ones(rows.size), t[1:], -t[:-1]])
+    seg_to_sub = sparse.csr_matrix((g_vals, (g_rows, g_cols)), shape=(n_e, n_w - 1))
+    half_dw = 0.5 * np.diff(wave)
+    f_to_seg = sparse.csr_matrix((np.concatenate([half_dw, half_dw]),
+                                  (np.tile(np.arange(n_w - 1), 2), np.concatenate([np.arange(n_w - 1),
+                                                                                   np.arange(1, n_w)]))),
+                                 shape=(n_w - 1, n_w))
+    integ = seg_to_sub @ f_to_seg
+    at_edge = sparse.csr_matrix((np.concatenate([edges_aa * (1.0 - t), edges_aa * t]),
+                                 (np.tile(np.arange(n_e + 1), 2), np.concatenate([i, i + 1]))), shape=(n_e + 1, n_w))
+    d_integ = integ - (at_edge[1:] - at_edge[:-1])
+    weight = sparse.diags(sens_sub)
+    return sparse.vstack([weight @ integ, weight @ d_integ]).tocsr()
+
+
+def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pix,
+                oversample: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Noiseless extracted spectra of N galaxies in one band and their derivatives with respect to ln(stretch).
 
     Parameters
@@ -175,8 +204,6 @@ def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pi
         of each galaxy's stamp, or :func:`gaussian_lsf_pix`.
     oversample : int
         Sub-bins per pixel (the instrument's ``oversample_x``).
-    cum_flam17 : ndarray, shape (N, L), optional
-        Cumulative trapezoid integrals of the rows over ``wave_aa`` (pass them to share across bands).
 
     Returns
     -------
@@ -189,34 +216,27 @@ def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pi
     n = flux.shape[0]
     lsfs = _lsf_list(lsf_pix, n, band.name)
     half = max(x.size // 2 for x in lsfs)
-    pad = half + 2
+    pad = 8 * int(np.ceil((half + 2) / 8.0))  # a few sizes only: the deposit matrices stay cached
     k = int(oversample)
-    edges_aa, sens_sub, sens_col = _band_tables(band, pad, k)
-    cum = _cumtrapz(flux, wave_aa) if cum_flam17 is None else cum_flam17
-    i, t = _lerp_table(wave_aa, edges_aa)
-    f_edge = flux[:, i] * (1.0 - t) + flux[:, i + 1] * t
-    c_edge = cum[:, i] * (1.0 - t) + cum[:, i + 1] * t
-    integ = np.diff(c_edge, axis=1)  # integral of f over each sub-bin [flam17 A]
-    d_integ = integ - np.diff(edges_aa * f_edge, axis=1)  # d/d ln s of s (F(b/s) - F(a/s)) at s = 1
+    wave = np.ascontiguousarray(wave_aa, np.float64)
+    dep = _deposit_matrix(wave.tobytes(), band, pad, k)  # (2 width k, L) sparse
+    _, _, sens_col = _band_tables(band, pad, k)
     width = band.n_pix + 2 * pad
-    counts = np.concatenate([integ, d_integ]) * sens_sub  # (2N, width k)
+    counts = (dep @ flux.T).reshape(2, width, k, n)  # sub-bin counts and their d/d ln s; galaxies last
     nfft = sp_fft.next_fast_len(width + 2 * half + 1, real=True)
-    kern = np.zeros((n, nfft))
+    kern = np.zeros((nfft, n))
     for j, lsf in enumerate(lsfs):
         h = lsf.size // 2
-        kern[j, : h + 1] = lsf[h:]
-        kern[j, nfft - h:] = lsf[:h]
-    kern_hat = sp_fft.rfft(kern, axis=1)
-    spec_hat = np.einsum("nfq,fq->nf", sp_fft.rfft(counts.reshape(2 * n, width, k), n=nfft, axis=1),
-                         _phases(nfft, k))
-    sens_hat = sp_fft.rfft(sens_col, n=nfft)
+        kern[: h + 1, j] = lsf[h:]
+        kern[nfft - h:, j] = lsf[:h]
+    kern_hat = sp_fft.rfft(kern, axis=0)  # (nf, N)
+    spec_hat = np.einsum("cfqn,fq->cfn", sp_fft.rfft(counts, n=nfft, axis=1), _phases(nfft, k))
+    out = sp_fft.irfft(spec_hat * kern_hat, n=nfft, axis=1)[:, pad:pad + band.n_pix]  # (2, n_pix, N)
     # the sensitivity at column centres smoothed by each galaxy's LSF: the simulator's flux calibration
-    prod = np.concatenate([spec_hat * np.concatenate([kern_hat, kern_hat]), sens_hat * kern_hat])
-    out = sp_fft.irfft(prod, n=nfft, axis=1)[:, pad:pad + band.n_pix]
-    sens = out[2 * n:]
-    good = sens > 1e-12 * np.maximum(sens.max(axis=1, keepdims=True), 1e-300)
+    sens = sp_fft.irfft(sp_fft.rfft(sens_col, n=nfft)[:, None] * kern_hat, n=nfft, axis=0)[pad:pad + band.n_pix]
+    good = sens > 1e-12 * np.maximum(sens.max(axis=0, keepdims=True), 1e-300)
     safe = np.where(good, sens, 1.0)
-    return np.where(good, out[:n] / safe, 0.0), np.where(good, out[n:2 * n] / safe, 0.0)
+    return np.where(good, out[0] / safe, 0.0).T, np.where(good, out[1] / safe, 0.0).T
 
 
 def band_model(wave_aa: np.ndarray, flam17: np.ndarray, band: Band, lsf_pix: np.ndarray,
@@ -314,7 +334,6 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
 
             sig = galaxy_lsf_sigma_pix(instrument, shape_r_arcsec, sersic, ba, pa_deg)
             lsf_pix = [gaussian_lsf_pix(s) for s in sig]
-    cum = _cumtrapz(flux, wave)
     ms, ds, es = [], [], []
     for b in bands:
         if b not in err:
@@ -324,7 +343,7 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
         if e.shape != (n, band.n_pix):
             raise InputError(f"err[{b}]", "shape does not match (N galaxies, band pixels)", value=e.shape,
                              allowed=f"({n}, {band.n_pix})")
-        m, dm = band_models(wave, flux, band, lsf_pix, oversample, cum)
+        m, dm = band_models(wave, flux, band, lsf_pix, oversample)
         ms.append(m)
         ds.append(dm)
         es.append(e)
