@@ -271,3 +271,17 @@ def test_monte_carlo_scatter_matches_bound(galaxies, case):
     scatter, bound, at_edge = _mc_scatter(wave, sed, z, mo)
     assert at_edge == 0
     assert scatter / bound == pytest.approx(1.0, abs=0.2), (scatter, bound)
+
+
+def test_more_bands_never_loosen_the_bound(galaxies):
+    """Adding GU (more pixels, same model) can only add Fisher information."""
+    all_bands = ("GU", "GV", "GI")
+    for tid in (3, 10):
+        wave, sed, z, mo = _galaxy(galaxies, tid, None)
+        stamp = render_stamp(*mo, INST)
+        sim = simulate_source(wave, sed, *mo, INST, bands=all_bands, noiseless=True, stamp=stamp)
+        lsf = effective_lsf(stamp, extraction_rows(stamp, INST))
+        err = {b: sim[b].err for b in all_bands}
+        two = zerr_crb(wave, sed, z, err, INST, lsf_pix=lsf)
+        three = zerr_crb(wave, sed, z, err, INST, lsf_pix=lsf, bands=all_bands)
+        assert three <= two
