@@ -220,6 +220,8 @@ def test_arrays_match_single_and_bad_input(galaxies):
     gauss = zerr_crb_arrays(wave, flux, c["Z"][:4], err, INST, shape_r_arcsec=c["SHAPE_R"][:4],
                             sersic=c["SERSIC"][:4], ba=c["BA"][:4], pa_deg=c["PA"][:4])
     assert np.all(np.isfinite(gauss)) and np.all(gauss > 0)
+    empty = zerr_crb_arrays(wave, flux[:0], [], {b: err[b][:0] for b in BANDS}, INST, lsf_pix=[])
+    assert empty.shape == (0,)
     with pytest.raises(InputError, match="GI"):
         zerr_crb_arrays(wave, flux, c["Z"][:4], {"GV": err["GV"]}, INST)
     with pytest.raises(InputError, match=r"err\[GV\]"):

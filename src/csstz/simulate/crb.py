@@ -328,6 +328,8 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
     zz = np.asarray(z, np.float64).reshape(-1)
     if zz.shape[0] != n:
         raise InputError("Z", "length does not match the flux rows", value=zz.shape[0], allowed=str(n))
+    if n == 0:
+        return np.empty(0)
     if lsf_pix is None:
         if shape_r_arcsec is None:
             lsf_pix = gaussian_lsf_pix(instrument.psf_sigma_pix)
