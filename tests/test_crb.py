@@ -217,8 +217,9 @@ def test_arrays_match_single_and_bad_input(galaxies):
         one = zerr_crb(wave, flux[i], c["Z"][i], {b: err[b][i] for b in BANDS}, INST, lsf_pix=lsfs[i])
         assert one == pytest.approx(many[i], rel=1e-9)
     # the morphology fallback runs and gives the same order of magnitude
-    gauss = zerr_crb_arrays(wave, flux, c["Z"][:4], err, INST, shape_r_arcsec=c["SHAPE_R"][:4],
-                            sersic=c["SERSIC"][:4], ba=c["BA"][:4], pa_deg=c["PA"][:4])
+    from csstz.templates.basis import galaxy_lsf_sigma_pix
+    sig = galaxy_lsf_sigma_pix(INST, c["SHAPE_R"][:4], c["SERSIC"][:4], c["BA"][:4], c["PA"][:4])
+    gauss = zerr_crb_arrays(wave, flux, c["Z"][:4], err, INST, lsf_sigma_pix=sig)
     assert np.all(np.isfinite(gauss)) and np.all(gauss > 0)
     empty = zerr_crb_arrays(wave, flux[:0], [], {b: err[b][:0] for b in BANDS}, INST, lsf_pix=[])
     assert empty.shape == (0,)

@@ -33,7 +33,7 @@ The LSF: :func:`extraction_lsf` of the galaxy's rendered stamp, its rows
 weighted as the Horne extraction weights them at the band's median flux
 (within 1.3% of finite differences through the simulator on 100 galaxies), or,
 without a stamp, a Gaussian of
-:func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix` width (a fallback:
+:func:`csstz.templates.basis.galaxy_lsf_sigma_pix` width (a fallback:
 0.56-2.6x for extended galaxies). Not modelled: the column-to-column change of
 the Horne weights with the flux (docs/crb.md).
 
@@ -75,7 +75,7 @@ def gaussian_lsf_pix(sigma_pix: float) -> np.ndarray:
     ----------
     sigma_pix : float
         Gaussian sigma before pixel integration [pixels] (e.g. from
-        :func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix`).
+        :func:`csstz.templates.basis.galaxy_lsf_sigma_pix`).
     """
     half = int(np.ceil(LSF_CUT_SIGMA * float(sigma_pix))) + 1
     d = np.arange(-half, half + 1, dtype=np.float64)
@@ -289,8 +289,7 @@ def sigma_z_from_fisher(m: np.ndarray, dm_dz: np.ndarray, err: np.ndarray) -> np
 
 
 def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, instrument: Instrument, *,
-                    lsf_pix=None, shape_r_arcsec=None, sersic=None, ba=None, pa_deg=None,
-                    bands=CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> np.ndarray:
+                    lsf_pix=None, lsf_sigma_pix=None, bands=CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> np.ndarray:
     """``ZERR_CRB`` of N galaxies sharing one SED grid (what ``simulate_arrays`` / ``build`` have at hand).
 
     Parameters
@@ -308,10 +307,10 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
     lsf_pix : sequence of N arrays or of N dicts band -> array, optional
         Each galaxy's extraction LSF (:func:`extraction_lsf` of its stamp, per band with the band's
         typical flux): the accurate choice (within 1.2% of the simulator, docs/crb.md).
-    shape_r_arcsec, sersic, ba, pa_deg : array, shape (N,), optional
-        Morphology, used when ``lsf_pix`` is not given: Gaussian-equivalent LSF of
-        :func:`csstz.evaluate.template_basis.galaxy_lsf_sigma_pix` (within ~40% of the simulator
-        for large or high-n galaxies). With neither: the point-source LSF.
+    lsf_sigma_pix : array, shape (N,), optional
+        Gaussian LSF widths [pixels], used when ``lsf_pix`` is not given (e.g. the morphology
+        widths of :func:`csstz.templates.basis.galaxy_lsf_sigma_pix`; within ~40% of the
+        simulator for large or high-n galaxies). With neither: the point-source LSF.
     bands : sequence of str
         Bands summed in the Fisher matrix (default GV + GI).
     oversample : int
@@ -331,13 +330,10 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
     if n == 0:
         return np.empty(0)
     if lsf_pix is None:
-        if shape_r_arcsec is None:
+        if lsf_sigma_pix is None:
             lsf_pix = gaussian_lsf_pix(instrument.psf_sigma_pix)
         else:
-            from ..evaluate.template_basis import galaxy_lsf_sigma_pix
-
-            sig = galaxy_lsf_sigma_pix(instrument, shape_r_arcsec, sersic, ba, pa_deg)
-            lsf_pix = [gaussian_lsf_pix(s) for s in sig]
+            lsf_pix = [gaussian_lsf_pix(s) for s in np.asarray(lsf_sigma_pix, np.float64).reshape(-1)]
     ms, ds, es = [], [], []
     for b in bands:
         if b not in err:
