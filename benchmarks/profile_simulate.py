@@ -1,0 +1,105 @@
+"""Single-process cost per galaxy of each simulator stage (ms per galaxy, all bands together).
+
+Draws ``--n`` galaxies of the embedded population (as ``csstz build`` does, via
+``csstz.build.make_chunk``) and times each stage of
+``csstz.simulate.api.simulate_source`` by wrapping the stage functions it calls.
+Run it with one thread (``OMP_NUM_THREADS=1``) on a quiet machine; the script
+repeats the whole chunk ``--repeat`` times and reports the median of each stage.
+
+    OMP_NUM_THREADS=1 python benchmarks/profile_simulate.py [--n 300] [--repeat 5] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+
+STAGES = {  # name in csstz.simulate.api -> label
+    "render_stamp": "render (GalSim)",
+    "deposit_counts": "deposit counts",
+    "disperse": "disperse (FFT)",
+    "add_noise": "noise",
+    "optimal_extract": "extract (Horne)",
+    "effective_sensitivity": "calibration",
+    "galaxy_rng": "rng set-up",
+}
+
+
+def profile(n: int = 300, repeat: int = 5, start: int = 1000) -> dict:
+    """Median over ``repeat`` runs of the ms per galaxy of each stage, of the simulator and of the chunk."""
+    from csstz import build
+    from csstz.instrument import load_instrument
+    from csstz.population.embedded import MAG_LIMIT_GI
+    from csstz.simulate import api
+
+    inst = load_instrument()
+    job = dict(k=0, seed=0, source="embedded", instrument_yaml=inst.to_yaml(), start=0, stop=20,
+               mag_limit_gi=MAG_LIMIT_GI)
+    build.make_chunk(job)  # warm caches (population tables, GalSim per-n tables)
+    acc: dict = defaultdict(float)
+    originals = {name: getattr(api, name) for name in STAGES}
+
+    def wrap(name, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                acc[name] += time.perf_counter() - t0
+        return timed
+
+    orig_sim = api.simulate_arrays
+
+    def timed_sim(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return orig_sim(*args, **kwargs)
+        finally:
+            acc["simulate_arrays"] += time.perf_counter() - t0
+
+    runs = []
+    try:
+        for name, fn in originals.items():
+            setattr(api, name, wrap(name, fn))
+        api.simulate_arrays = timed_sim
+        for r in range(repeat):
+            acc.clear()
+            job.update(start=start + r * n, stop=start + (r + 1) * n)
+            t0 = time.perf_counter()
+            build.make_chunk(job)
+            total = time.perf_counter() - t0
+            row = {STAGES[k]: 1e3 * acc[k] / n for k in STAGES}
+            sim = 1e3 * acc["simulate_arrays"] / n
+            row["simulator, other"] = sim - sum(row.values())
+            row["simulator total"] = sim
+            row["population + packing"] = 1e3 * total / n - sim
+            row["chunk total"] = 1e3 * total / n
+            runs.append(row)
+    finally:
+        for name, fn in originals.items():
+            setattr(api, name, fn)
+        api.simulate_arrays = orig_sim
+    return {k: round(float(np.median([r[k] for r in runs])), 3) for k in runs[0]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    res = profile(a.n, a.repeat)
+    width = max(map(len, res))
+    for k, v in res.items():
+        print(f"{k:<{width}}  {v:7.3f} ms/galaxy")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"n": a.n, "repeat": a.repeat, "ms_per_galaxy": res}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
