@@ -23,6 +23,7 @@ rounded to whole pixels:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -80,37 +81,93 @@ def deposit_counts(wave_aa: np.ndarray, dens_e_per_aa: np.ndarray, band: Band, p
         Electrons deposited at sub-bin q of column X (W = band.n_pix + 2 pad),
         whose centre is at column X + (q + 0.5) / oversample - 0.5.
     """
-    k = int(oversample)
+    plan = _deposit_plan(wave_aa, band, int(pad_pix), int(oversample))
+    width, k = plan.width, plan.k
+    if plan.lo < 0:
+        return np.zeros((width, k))
+    n = dens_e_per_aa[plan.lo:plan.hi] * plan.throughput
+    # cumulative integrals (trapezoid) of the photon density and of its first moment in x, interpolated
+    # linearly at the sub-bin edges (indices and weights precomputed), then differenced per sub-bin
+    counts, moment = (np.diff(_interp_at(_cumtrapz_w(y, plan.half_dw), plan)) for y in (n, n * plan.x))
+    # split each sub-bin between its centre and the neighbour on the side of its centroid, moving
+    # counts * |centroid offset| (in sub-bins, at most half the counts): both counts and first moment kept
+    d = moment - plan.centre * counts
+    d *= k
+    right = d > 0
+    moved = np.minimum(np.abs(d), np.maximum(0.5 * counts, 0.0))
+    out = counts - moved
+    moved_r = moved * right
+    moved -= moved_r  # now the part moved left
+    out[1:] += moved_r[:-1]
+    out[:-1] += moved[1:]
+    return out.reshape(width, k)
+
+
+def _cumtrapz_w(y: np.ndarray, half_dw: np.ndarray) -> np.ndarray:
+    out = np.empty_like(y)
+    out[0] = 0.0
+    tmp = y[1:] + y[:-1]
+    tmp *= half_dw
+    np.cumsum(tmp, out=out[1:])
+    return out
+
+
+def _interp_at(cum: np.ndarray, plan) -> np.ndarray:
+    lo = cum.take(plan.j)
+    hi = cum.take(plan.j1)
+    hi -= lo
+    hi *= plan.t
+    hi += lo
+    return hi
+
+
+@dataclass(frozen=True)
+class _DepositPlan:
+    """What :func:`deposit_counts` needs that depends only on the SED grid, the band, the pad and k."""
+
+    width: int
+    k: int
+    lo: int  # SED samples lo:hi are used (lo = -1: the SED does not reach the band)
+    hi: int
+    throughput: np.ndarray  # T(lambda) on those samples
+    x: np.ndarray  # their column coordinate
+    half_dw: np.ndarray  # half the wavelength steps (trapezoid weights)
+    j: np.ndarray  # interpolation interval of each sub-bin edge (samples j, j1 = j + 1)
+    j1: np.ndarray
+    t: np.ndarray  # and its weight
+    centre: np.ndarray  # sub-bin centres [columns]
+
+
+_PLAN_CACHE: dict = {}
+
+
+def _deposit_plan(wave_aa: np.ndarray, band: Band, pad_pix: int, k: int) -> _DepositPlan:
     disp = band.dispersion_aa_per_pix
     width = band.n_pix + 2 * pad_pix
     lam_lo = band.wave_min_aa + (-0.5 - pad_pix) * disp
     lam_hi = band.wave_min_aa + (width - 0.5 - pad_pix) * disp
-    sel = np.nonzero((wave_aa >= lam_lo - 2 * disp) & (wave_aa <= lam_hi + 2 * disp))[0]
-    out = np.zeros(width * k)
-    if sel.size < 2:
-        return out.reshape(width, k)
-    lo, hi = max(sel[0] - 1, 0), min(sel[-1] + 2, len(wave_aa))
-    w = wave_aa[lo:hi]
-    n = dens_e_per_aa[lo:hi] * band.throughput(w)
-    x = pad_pix + (w - band.wave_min_aa) / disp  # column coordinate of each SED sample
-    cum_n = _cumtrapz(n, w)
-    cum_m = _cumtrapz(n * x, w)
+    a = int(np.searchsorted(wave_aa, lam_lo - 2 * disp, side="left"))
+    b = int(np.searchsorted(wave_aa, lam_hi + 2 * disp, side="right"))
+    lo, hi = max(a - 1, 0), min(b + 1, len(wave_aa))
+    w = np.ascontiguousarray(wave_aa[lo:hi], dtype=np.float64)
+    key = (band, pad_pix, k, lo, hi, w.tobytes())  # Band is a frozen (hashable) dataclass
+    plan = _PLAN_CACHE.get(key)
+    if plan is not None:
+        return plan
     edges_x = -0.5 + np.arange(width * k + 1) / k
-    edges_w = band.wave_min_aa + (edges_x - pad_pix) * disp
-    counts = np.diff(np.interp(edges_w, w, cum_n))
-    moment = np.diff(np.interp(edges_w, w, cum_m))
     centre = edges_x[:-1] + 0.5 / k
-    with np.errstate(invalid="ignore", divide="ignore"):
-        delta = np.where(counts > 0, (moment / np.where(counts > 0, counts, 1.0) - centre) * k, 0.0)
-    delta = np.clip(delta, -0.5, 0.5)
-    # split each sub-bin between its centre and the neighbour on the side of its centroid
-    frac = np.abs(delta)
-    out += counts * (1.0 - frac)
-    moved = counts * frac
-    right = delta > 0
-    out[1:] += np.where(right, moved, 0.0)[:-1]
-    out[:-1] += np.where(right, 0.0, moved)[1:]
-    return out.reshape(width, k)
+    if b - a < 2:
+        plan = _DepositPlan(width, k, -1, -1, *(np.empty(0),) * 6, centre)
+    else:
+        edges_w = band.wave_min_aa + (edges_x - pad_pix) * disp
+        j = np.clip(np.searchsorted(w, edges_w, side="right") - 1, 0, w.size - 2)
+        t = np.clip((edges_w - w[j]) / (w[j + 1] - w[j]), 0.0, 1.0)  # np.interp's clamping outside w
+        plan = _DepositPlan(width, k, lo, hi, band.throughput(w), pad_pix + (w - band.wave_min_aa) / disp,
+                            0.5 * np.diff(w), j, j + 1, t, centre)
+    if len(_PLAN_CACHE) > 64:
+        _PLAN_CACHE.clear()
+    _PLAN_CACHE[key] = plan
+    return plan
 
 
 #: FFT lengths are rounded up to a multiple of this before :func:`scipy.fft.next_fast_len`, so that the
