@@ -7,6 +7,13 @@ Run it with one thread (``OMP_NUM_THREADS=1``) on a quiet machine; the script
 repeats the whole chunk ``--repeat`` times and reports the median of each stage.
 
     OMP_NUM_THREADS=1 python benchmarks/profile_simulate.py [--n 300] [--repeat 5] [--json out.json]
+
+A/B on a shared machine: ``--revs REV [REV ...]`` extracts each git revision's ``src/``
+to a temporary directory and runs the profile of every revision in turn, once per repeat
+(interleaved, so that load from other jobs hits all revisions alike), then prints the
+median of each stage per revision.
+
+    OMP_NUM_THREADS=1 python benchmarks/profile_simulate.py --revs bac3447 HEAD --repeat 5
 """
 from __future__ import annotations
 
@@ -36,9 +43,9 @@ def profile(n: int = 300, repeat: int = 5, start: int = 1000) -> dict:
     from csstz.simulate import api
 
     inst = load_instrument()
-    job = dict(k=0, seed=0, source="embedded", instrument_yaml=inst.to_yaml(), start=0, stop=20,
+    job = dict(k=0, seed=0, source="embedded", instrument_yaml=inst.to_yaml(), start=0, stop=300,
                mag_limit_gi=MAG_LIMIT_GI)
-    build.make_chunk(job)  # warm caches (population tables, GalSim per-n tables)
+    build.make_chunk(job)  # warm caches (population tables, GalSim per-n tables): a long-lived worker has them
     acc: dict = defaultdict(float)
     originals = {name: getattr(api, name) for name in STAGES}
 
@@ -85,12 +92,54 @@ def profile(n: int = 300, repeat: int = 5, start: int = 1000) -> dict:
     return {k: round(float(np.median([r[k] for r in runs])), 3) for k in runs[0]}
 
 
+def compare_revisions(revs: list[str], n: int, repeat: int) -> dict:
+    """Median ms per galaxy of each stage for each git revision, runs interleaved (see module docstring)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    runs: dict = {r: [] for r in revs}
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {}
+        for r in revs:
+            d = Path(tmp) / f"rev{len(dirs)}"
+            d.mkdir()
+            archive = subprocess.run(["git", "-C", str(root), "archive", r, "src"], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
+            dirs[r] = d
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import profile_simulate as p; "
+                "print('RESULT' + json.dumps(p.profile(int(sys.argv[2]), 1, int(sys.argv[3]))))")
+        for i in range(repeat):
+            for r in revs:
+                env = dict(os.environ, PYTHONPATH=str(dirs[r] / "src"), OMP_NUM_THREADS="1")
+                out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(n),
+                                      str(1000 + i * n)], env=env, check=True, capture_output=True, text=True).stdout
+                runs[r].append(json.loads(out.split("RESULT", 1)[1]))
+    return {r: {k: round(float(np.median([x[k] for x in rows])), 3) for k in rows[0]} for r, rows in runs.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--json", default=None)
+    p.add_argument("--revs", nargs="+", default=None, help="git revisions to compare (interleaved runs)")
     a = p.parse_args(argv)
+    if a.revs:
+        res = compare_revisions(a.revs, a.n, a.repeat)
+        keys = list(next(iter(res.values())))
+        width = max(map(len, keys))
+        print(f"{'ms per galaxy':<{width}}  " + "  ".join(f"{r[:10]:>10}" for r in a.revs))
+        for k in keys:
+            print(f"{k:<{width}}  " + "  ".join(f"{res[r][k]:10.3f}" for r in a.revs))
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump({"n": a.n, "repeat": a.repeat, "ms_per_galaxy": res}, fh, indent=1)
+        return 0
     res = profile(a.n, a.repeat)
     width = max(map(len, res))
     for k, v in res.items():
