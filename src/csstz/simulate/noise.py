@@ -27,7 +27,9 @@ with the known sky and dark subtracted. Two modes:
   ~10 rows, which divides the skewness by ~3 again. Sky + dark alone are
   23 / 140 / 209 e- per pixel in GU / GV / GI, so GU stays exact Poisson and
   GV, GI are Gaussian. ``gauss_above_e=None`` gives the exact Poisson draw
-  everywhere (tests/test_simulate.py checks the threshold's effect).
+  everywhere (tests/test_simulate.py checks the threshold's effect). The exact
+  draws come from :func:`csstz.simulate.poisson.poisson` (alias tables, exact
+  to double precision, ~2x faster than numpy's sampler).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..instrument import Band, Instrument
+from .poisson import poisson
 
 NOISE_MODES = ("summed", "each")
 
@@ -92,7 +95,7 @@ def add_noise(expected_src_e: np.ndarray, band: Band, instrument: Instrument, rn
         n_low = int(np.count_nonzero(low))
         if n_low == lam.size:  # all exact: Poisson + read noise
             z *= sigma_rn_e
-            z += rng.poisson(lam)
+            z += poisson(lam, rng)
             z -= bkg
             return z
         # Gaussian of the same mean and variance: lambda + sqrt(lambda + sigma_rn^2) z
@@ -101,7 +104,7 @@ def add_noise(expected_src_e: np.ndarray, band: Band, instrument: Instrument, rn
         counts *= z
         counts += lam
         if n_low:
-            counts[low] = rng.poisson(lam[low]) + sigma_rn_e * z[low]
+            counts[low] = poisson(lam[low], rng) + sigma_rn_e * z[low]
         counts -= bkg
         return counts
     mean_per_exp = (expected_src_e + bkg) / n_exp
