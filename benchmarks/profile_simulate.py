@@ -1,10 +1,12 @@
-"""Single-process cost per galaxy of each simulator stage (ms per galaxy, all bands together).
+"""Single-process cost per galaxy of each simulator stage (CPU ms per galaxy, all bands together).
 
 Draws ``--n`` galaxies of the embedded population (as ``csstz build`` does, via
 ``csstz.build.make_chunk``) and times each stage of
 ``csstz.simulate.api.simulate_source`` by wrapping the stage functions it calls.
-Run it with one thread (``OMP_NUM_THREADS=1``) on a quiet machine; the script
-repeats the whole chunk ``--repeat`` times and reports the median of each stage.
+Run it with one thread (``OMP_NUM_THREADS=1``); times are the process's CPU time
+(``time.process_time``), so that other jobs on a shared machine inflate them less
+than wall time. The script repeats the whole chunk ``--repeat`` times and reports
+the median of each stage.
 
     OMP_NUM_THREADS=1 python benchmarks/profile_simulate.py [--n 300] [--repeat 5] [--json out.json]
 
@@ -51,21 +53,21 @@ def profile(n: int = 300, repeat: int = 5, start: int = 1000) -> dict:
 
     def wrap(name, fn):
         def timed(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                acc[name] += time.perf_counter() - t0
+                acc[name] += time.process_time() - t0
         return timed
 
     orig_sim = api.simulate_arrays
 
     def timed_sim(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             return orig_sim(*args, **kwargs)
         finally:
-            acc["simulate_arrays"] += time.perf_counter() - t0
+            acc["simulate_arrays"] += time.process_time() - t0
 
     runs = []
     try:
@@ -75,9 +77,9 @@ def profile(n: int = 300, repeat: int = 5, start: int = 1000) -> dict:
         for r in range(repeat):
             acc.clear()
             job.update(start=start + r * n, stop=start + (r + 1) * n)
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             build.make_chunk(job)
-            total = time.perf_counter() - t0
+            total = time.process_time() - t0
             row = {STAGES[k]: 1e3 * acc[k] / n for k in STAGES}
             sim = 1e3 * acc["simulate_arrays"] / n
             row["simulator, other"] = sim - sum(row.values())
