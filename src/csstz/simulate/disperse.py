@@ -150,10 +150,11 @@ def _deposit_plan(wave_aa: np.ndarray, band: Band, pad_pix: int, k: int) -> _Dep
     b = int(np.searchsorted(wave_aa, lam_hi + 2 * disp, side="right"))
     lo, hi = max(a - 1, 0), min(b + 1, len(wave_aa))
     w = np.ascontiguousarray(wave_aa[lo:hi], dtype=np.float64)
-    key = (band, pad_pix, k, lo, hi, w.tobytes())  # Band is a frozen (hashable) dataclass
-    plan = _PLAN_CACHE.get(key)
-    if plan is not None:
-        return plan
+    # Band is frozen: its identity is a safe key while the entry holds it (hashing its tables costs more)
+    key = (id(band), pad_pix, k, lo, hi, w.tobytes())
+    hit = _PLAN_CACHE.get(key)
+    if hit is not None and hit[0] is band:
+        return hit[1]
     edges_x = -0.5 + np.arange(width * k + 1) / k
     centre = edges_x[:-1] + 0.5 / k
     if b - a < 2:
@@ -166,7 +167,7 @@ def _deposit_plan(wave_aa: np.ndarray, band: Band, pad_pix: int, k: int) -> _Dep
                             0.5 * np.diff(w), j, j + 1, t, centre)
     if len(_PLAN_CACHE) > 64:
         _PLAN_CACHE.clear()
-    _PLAN_CACHE[key] = plan
+    _PLAN_CACHE[key] = (band, plan)
     return plan
 
 

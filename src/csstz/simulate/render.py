@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import galsim
 import numpy as np
@@ -54,9 +54,9 @@ class Stamp:
     image: np.ndarray
     half: int
 
-    @property
+    @cached_property
     def profile_y(self) -> np.ndarray:
-        """Cross-dispersion profile: the image summed along x, shape (ny,)."""
+        """Cross-dispersion profile: the image summed along x, shape (ny,) (computed once)."""
         return self.image.sum(axis=1)
 
 
