@@ -139,6 +139,8 @@ class _DepositPlan:
 
 
 _PLAN_CACHE: dict = {}
+#: plans kept: one per band and stamp size (pad) in use, ~3 x 41 for the packaged instrument, ~90 kB each
+_PLAN_CACHE_SIZE = 384
 
 
 def _deposit_plan(wave_aa: np.ndarray, band: Band, pad_pix: int, k: int) -> _DepositPlan:
@@ -165,8 +167,8 @@ def _deposit_plan(wave_aa: np.ndarray, band: Band, pad_pix: int, k: int) -> _Dep
         t = np.clip((edges_w - w[j]) / (w[j + 1] - w[j]), 0.0, 1.0)  # np.interp's clamping outside w
         plan = _DepositPlan(width, k, lo, hi, band.throughput(w), pad_pix + (w - band.wave_min_aa) / disp,
                             0.5 * np.diff(w), j, j + 1, t, centre)
-    if len(_PLAN_CACHE) > 64:
-        _PLAN_CACHE.clear()
+    if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:  # drop the oldest entry
+        del _PLAN_CACHE[next(iter(_PLAN_CACHE))]
     _PLAN_CACHE[key] = (band, plan)
     return plan
 
