@@ -91,6 +91,20 @@ def _unit_sersic(n: float, trunc_hlr: float):
     return prof
 
 
+def _galaxy(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument):
+    """The sheared, flux-1 Sersic galaxy before the PSF (hlr_arcsec > 0); see :func:`galaxy_profile`."""
+    n = round_sersic_n(sersic_n, instrument.sersic_n_step)
+    # a unit-radius profile cached per n, dilated: GalSim then reuses its maxk/stepk instead of
+    # re-solving the truncated profile for every radius (6-7 ms per galaxy otherwise)
+    # SHAPE_R is the half-light radius along the MAJOR axis (LS DR9 / Tractor convention). GalSim's shear
+    # conserves area (a -> r / sqrt(q), b -> r sqrt(q)), so shrink by sqrt(q) first: a = r, b = q r.
+    q = float(ba)
+    gal = _unit_sersic(n, instrument.sersic_truncation_hlr).dilate(float(hlr_arcsec) * math.sqrt(q))
+    if q < 1.0:
+        gal = gal.shear(q=q, beta=float(pa_deg) * galsim.degrees)
+    return gal
+
+
 def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument):
     """GalSim object of the PSF-convolved galaxy, flux 1.
 
@@ -109,15 +123,7 @@ def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float,
     psf = _psf(instrument.psf_fwhm_arcsec)
     if hlr_arcsec <= 0:
         return psf
-    n = round_sersic_n(sersic_n, instrument.sersic_n_step)
-    # a unit-radius profile cached per n, dilated: GalSim then reuses its maxk/stepk instead of
-    # re-solving the truncated profile for every radius (6-7 ms per galaxy otherwise)
-    # SHAPE_R is the half-light radius along the MAJOR axis (LS DR9 / Tractor convention). GalSim's shear
-    # conserves area (a -> r / sqrt(q), b -> r sqrt(q)), so shrink by sqrt(q) first: a = r, b = q r.
-    q = float(ba)
-    gal = _unit_sersic(n, instrument.sersic_truncation_hlr).dilate(float(hlr_arcsec) * math.sqrt(q))
-    if q < 1.0:
-        gal = gal.shear(q=q, beta=float(pa_deg) * galsim.degrees)
+    gal = _galaxy(hlr_arcsec, sersic_n, ba, pa_deg, instrument)
     return galsim.Convolve(gal, psf, gsparams=_GSPARAMS)
 
 
@@ -166,8 +172,9 @@ def _no_wrap_fft_size(extent_pix: float, half: int, psf_sigma_pix: float) -> int
 def render_stamp(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument) -> Stamp:
     """Draw the flux-1 PSF-convolved galaxy at the detector pixel scale.
 
-    The same image as GalSim's ``galaxy_profile(...).drawImage(nx=ny=2 half + 1, method='auto')`` (to ~1e-7 of
-    the peak), computed with a smaller FFT where GalSim's would be larger than needed (module docstring).
+    The same image as GalSim's ``galaxy_profile(...).drawImage(nx=ny=2 half + 1, method='auto')`` (to 2e-5 of
+    the peak, GalSim's k-value accuracy), computed with a smaller FFT where GalSim's would be larger than needed
+    (module docstring).
 
     Returns
     -------
@@ -183,13 +190,9 @@ def render_stamp(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, i
     extent_pix = 0.0
     stepk = psf.stepk
     if hlr_arcsec > 0:
-        n = round_sersic_n(sersic_n, instrument.sersic_n_step)
-        q = float(ba)
-        # as in galaxy_profile: major-axis half-light radius r, so the truncation radius is trunc * r on the major
-        # axis and less on every other
-        gal = _unit_sersic(n, instrument.sersic_truncation_hlr).dilate(float(hlr_arcsec) * math.sqrt(q))
-        if q < 1.0:
-            gal = gal.shear(q=q, beta=float(pa_deg) * galsim.degrees)
+        gal = _galaxy(hlr_arcsec, sersic_n, ba, pa_deg, instrument)
+        # the major axis is the half-light radius r (see _galaxy): the truncation radius is trunc * r there and
+        # less in every other direction
         extent_pix = instrument.sersic_truncation_hlr * float(hlr_arcsec) / scale
         stepk = (gal.stepk ** -2 + psf.stepk ** -2) ** -0.5  # galsim.Convolve's rule
     n_fft = min(_galsim_fft_size(stepk, half, scale), _no_wrap_fft_size(extent_pix, half, psf_sigma_pix))
