@@ -11,10 +11,10 @@ frequency.
 Speed: :func:`render_stamp` performs GalSim's FFT drawing itself (GalSim's
 k-space values of the sheared Sersic times the cached k-space image of PSF x
 pixel, one inverse FFT, the central stamp cut out) instead of calling
-``drawImage``. The FFT grid is GalSim's own choice or, if smaller, the
+``drawImage``. The FFT grid is the smaller of GalSim's own choice and the
 smallest fast length that keeps every periodic copy of the truncated galaxy
-(plus 8 PSF sigma) off the stamp: the stamp is then the exact pixel-integrated
-image, not only to GalSim's folding threshold. Big galaxies (truncated at 5
+(plus 8 PSF sigma) off the stamp; with the latter nothing wraps onto the
+stamp, so it is as accurate as GalSim's. Big galaxies (truncated at 5
 half-light radii, far beyond the 97-pixel stamp) need a 2-3x smaller grid than
 GalSim picks. The inverse FFT runs in single precision (1e-7 of the peak).
 tests/test_render.py checks the stamps against
