@@ -31,3 +31,16 @@ def test_stamp_matches_galsim_draw_image(hlr, n, ba, pa):
     yy, xx = np.indices(ours.image.shape) - ours.half
     assert abs((ours.image * xx).sum() / ours.image.sum()) < 1e-6
     assert abs((ours.image * yy).sum() / ours.image.sum()) < 1e-6
+
+
+def test_psf_sharper_than_a_pixel_still_matches_galsim():
+    """A 0.02" PSF is not band-limited at 0.074"/px: the stamp is then GalSim's own drawImage."""
+    from importlib import resources
+
+    from csstz.instrument import parse_instrument
+
+    text = resources.files("csstz.instrument").joinpath("data", "csst.yaml").read_text()
+    sharp = parse_instrument(text.replace("fwhm_arcsec: 0.3", "fwhm_arcsec: 0.02"))
+    for morph in ((0.8, 1.0, 0.6, 0.0), (0.0, 1.0, 1.0, 0.0)):
+        ours, ref = render_stamp(*morph, sharp), render_stamp_galsim(*morph, sharp)
+        assert np.max(np.abs(ours.image - ref.image)) < 1e-4 * ref.image.max()

@@ -138,6 +138,11 @@ def _pixel(scale_arcsec: float):
 _WRAP_MARGIN_SIGMA = 8.0
 
 
+#: The own FFT drawing is used only where the Gaussian PSF's transform at the pixel Nyquist frequency is below
+#: this (5e-7 for the 0.3" PSF at 0.074"/px); otherwise render_stamp calls GalSim's drawImage.
+_BAND_LIMIT = 1e-5
+
+
 def _k_bounds(n_fft: int):
     return galsim.BoundsI(0, n_fft // 2, -(n_fft // 2), n_fft // 2)
 
@@ -187,6 +192,10 @@ def render_stamp(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, i
     fwhm = float(instrument.psf_fwhm_arcsec)
     psf = _psf(fwhm)
     psf_sigma_pix = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / scale
+    if math.exp(-0.5 * (math.pi * psf_sigma_pix) ** 2) > _BAND_LIMIT:
+        # the PSF does not band-limit the image at the pixel scale (a PSF not much wider than a pixel): the
+        # smaller grid would fold the ringing differently; leave that case to drawImage itself
+        return render_stamp_galsim(hlr_arcsec, sersic_n, ba, pa_deg, instrument)
     gal = None
     extent_pix = 0.0
     stepk = psf.stepk
