@@ -1,6 +1,15 @@
 """Benchmark `csstz build`: galaxies/s on 2 workers and peak memory (whole process tree) vs N.
 
-Usage: python benchmarks/bench_build.py [--n 500 1500] [--workers 2] [--out benchmarks/results/build.json]
+Usage: python benchmarks/bench_build.py [--n 500 1500] [--workers 2] [--chunk 250] [--out benchmarks/results/build.json]
+
+The issue's target (>= 300 galaxies/s for the whole build on 2 cores at N = 20,000), on a quiet machine:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_build.py --n 2000 20000 --workers 2 --chunk 500
+
+(~2 minutes; the N = 20,000 file is ~220 MB in a temporary directory). ``galaxies_per_s`` of the
+N = 20,000 run includes start-up (imports, Dask cluster, population tables); ``marginal_galaxies_per_s``
+is the slope between the two N. ``single_core_stage_costs`` is benchmarks/profile_simulate.py: the CPU
+ms per galaxy of each simulator stage in one warm process.
 
 Memory is the peak over time of the summed RSS of the build process and all its
 descendants (Dask nanny + workers), sampled every 0.1 s with psutil.
@@ -47,23 +56,12 @@ def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
             "file_mib": round(size / 2 ** 20, 2)}
 
 
-def stage_costs(n: int = 300) -> dict:
-    """Single-core cost per galaxy of the population draw and of the simulator (in this process)."""
-    import numpy as np
+def stage_costs(n: int = 300, repeat: int = 3) -> dict:
+    """Single-core CPU ms per galaxy of each stage of a build chunk (benchmarks/profile_simulate.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from profile_simulate import profile
 
-    from csstz.population.embedded import get_population
-    from csstz.simulate.api import simulate_arrays
-
-    pop = get_population()
-    pop.draw(0, np.arange(5))
-    t0 = time.perf_counter()
-    ch = pop.draw(0, np.arange(1000, 1000 + n))
-    t1 = time.perf_counter()
-    c = ch.columns
-    simulate_arrays(ch.wave_aa, ch.flux_flam17, c["TARGETID"], c["SHAPE_R"], c["SERSIC"], c["BA"], c["PA"], seed=0)
-    t2 = time.perf_counter()
-    return {"n": n, "population_ms_per_galaxy": round(1e3 * (t1 - t0) / n, 3),
-            "simulate_ms_per_galaxy": round(1e3 * (t2 - t1) / n, 3)}
+    return {"n": n, "repeat": repeat, "ms_per_galaxy": profile(n, repeat)}
 
 
 def main(argv=None) -> int:
