@@ -19,7 +19,7 @@ import numpy as np
 
 from csstz.instrument import load_instrument
 from csstz.templates.learned import build_learned_basis, kcorrect_basis, read_basis
-from csstz.templates.xcorr import XcorrModel, loglike_curves
+from csstz.templates.xcorr import BLOCK, XcorrModel, loglike_curves
 
 
 def main(argv=None):
@@ -29,6 +29,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--block", type=int, default=None, help="spectra per FFT block (default xcorr.BLOCK)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "xcorr.json"))
     a = ap.parse_args(argv)
     inst = load_instrument()
@@ -58,14 +59,16 @@ def main(argv=None):
            "n_z": int(model.z.size), "dlnlam": model.h, "n_fft": model.n_fft, "common_grid_pixels": model.L,
            "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "modes": {}}
+    block = a.block or BLOCK
+    res["block"] = block
     modes = ["ls"] + (["prior"] if basis.has_prior else [])
     for mode in modes:
         loglike_curves(model, {b: f[:256] for b, f in flux.items()}, {b: e[:256] for b, e in err.items()},
-                       mode=mode, threads=a.threads)  # warm-up
+                       mode=mode, threads=a.threads, block=block)  # warm-up
         times = []
         for _ in range(a.repeat):
             t = time.perf_counter()
-            loglike_curves(model, flux, err, mode=mode, threads=a.threads)
+            loglike_curves(model, flux, err, mode=mode, threads=a.threads, block=block)
             times.append(time.perf_counter() - t)
         res["modes"][mode] = {"best_s": min(times), "spectra_per_s": n / min(times),
                               "median_spectra_per_s": n / float(np.median(times))}

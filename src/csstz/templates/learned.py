@@ -17,8 +17,9 @@ Basis file (HDF5, :func:`save_basis` / :func:`read_basis`)::
     /wave_aa     (W,)     float64  rest-frame wavelength [Angstrom], increasing
     /templates   (K, W)   float64  rest-frame f_lambda, arbitrary unit (shapes only)
     /norm        (K,)     float64  mean of each template over wave_aa: amplitude A = norm . a
-    /prior_mean  (K,)     float64  mean coefficients of a unit-amplitude (normalised) SED   [optional]
-    /prior_cov   (K, K)   float64  their covariance                                         [optional]
+    /prior_weight (G,)       float64  mixture weights of the coefficient prior               [optional]
+    /prior_mean   (G, K)     float64  component means of the coefficients of a unit-amplitude SED
+    /prior_cov    (G, K, K)  float64  component covariances (G = 1: a single Gaussian)
     attrs: format = "csstz-template-basis", format_version, name, method, provenance (JSON)
 
 :func:`load_basis` accepts ``"kcorrect"`` (the packaged kcorrect NMF basis, no prior),
@@ -62,8 +63,10 @@ class TemplateBasis:
         Rest-frame f_lambda of each template (arbitrary unit).
     norm : ndarray, shape (K,)
         Mean of each template over ``wave_aa``; a model ``sum_k a_k T_k`` has amplitude ``norm . a``.
-    prior_mean, prior_cov : ndarray (K,), (K, K) or None
-        Gaussian prior on the coefficients of a unit-amplitude SED.
+    prior_mean, prior_cov : ndarray (G, K), (G, K, K) or None
+        Gaussian-mixture prior on the coefficients of a unit-amplitude SED (G = 1: one Gaussian).
+    prior_weight : ndarray (G,) or None
+        Mixture weights (sum 1).
     name : str
         ``kcorrect``, ``learned-pca-K5``, ...
     provenance : dict
@@ -75,6 +78,7 @@ class TemplateBasis:
     norm: np.ndarray
     prior_mean: np.ndarray | None = None
     prior_cov: np.ndarray | None = None
+    prior_weight: np.ndarray | None = None
     name: str = "basis"
     provenance: dict = field(default_factory=dict)
 
@@ -85,6 +89,15 @@ class TemplateBasis:
     @property
     def has_prior(self) -> bool:
         return self.prior_mean is not None and self.prior_cov is not None
+
+    def __post_init__(self):
+        if self.prior_mean is not None:
+            self.prior_mean = np.atleast_2d(np.asarray(self.prior_mean, np.float64))
+            cov = np.asarray(self.prior_cov, np.float64)
+            self.prior_cov = cov[None] if cov.ndim == 2 else cov
+            G = self.prior_mean.shape[0]
+            self.prior_weight = (np.full(G, 1.0 / G) if self.prior_weight is None
+                                 else np.asarray(self.prior_weight, np.float64).ravel())
 
 
 # --- rest-frame SEDs of the training split -------------------------------------------------------
@@ -196,8 +209,24 @@ def reconstruction_rel_rms(templates: np.ndarray, seds: np.ndarray) -> np.ndarra
     return np.sqrt((res ** 2).mean(axis=1) / (seds ** 2).mean(axis=1))
 
 
+def fit_coefficient_prior(coef: np.ndarray, n_mixture: int = 1, seed: int = 0):
+    """Gaussian (n_mixture = 1) or Gaussian-mixture prior of normalised-SED coefficients (N, K).
+
+    Returns
+    -------
+    weight (G,), mean (G, K), cov (G, K, K)
+    """
+    coef = np.asarray(coef, np.float64)
+    if n_mixture == 1:
+        return np.ones(1), coef.mean(axis=0)[None], np.atleast_2d(np.cov(coef, rowvar=False))[None]
+    from sklearn.mixture import GaussianMixture
+    gm = GaussianMixture(n_mixture, covariance_type="full", reg_covar=1e-6 * float(np.var(coef)),
+                         random_state=seed, n_init=1, max_iter=300).fit(coef)
+    return gm.weights_, gm.means_, gm.covariances_
+
+
 def learn_basis(wave_aa, seds, n_components: int, method: str = "pca", seed: int = 0,
-                provenance: dict | None = None) -> TemplateBasis:
+                provenance: dict | None = None, n_mixture: int = 1) -> TemplateBasis:
     """Learn a K-template basis and the Gaussian prior of the normalised SEDs' coefficients.
 
     Parameters
@@ -234,15 +263,14 @@ def learn_basis(wave_aa, seds, n_components: int, method: str = "pca", seed: int
     else:
         raise InputError("method", "unknown basis method", value=method, allowed="pca, nmf")
     coef = project(T, s)
-    mu = coef.mean(axis=0)
-    cov = np.atleast_2d(np.cov(coef, rowvar=False))
+    wgt, mu, cov = fit_coefficient_prior(coef, n_mixture, seed)
     rel = reconstruction_rel_rms(T, s)
     prov = dict(provenance or {})
     prov.update({"method": method, "n_components": int(n_components), "n_sed": int(s.shape[0]), "seed": int(seed),
                  "train_median_rel_rms": float(np.median(rel)), "train_p99_rel_rms": float(np.quantile(rel, 0.99)),
-                 "normalisation": "unit mean f_lambda over wave_aa"})
-    return TemplateBasis(wave, T, T.mean(axis=1), mu, cov, name=f"learned-{method}-K{int(n_components)}",
-                         provenance=prov)
+                 "normalisation": "unit mean f_lambda over wave_aa", "prior_mixture": int(n_mixture)})
+    return TemplateBasis(wave, T, T.mean(axis=1), mu, cov, wgt,
+                         name=f"learned-{method}-K{int(n_components)}-G{int(n_mixture)}", provenance=prov)
 
 
 def choose_n_components(wave_aa, seds_train, seds_val, candidates=K_CANDIDATES, method: str = "pca",
@@ -269,14 +297,14 @@ def choose_n_components(wave_aa, seds_train, seds_val, candidates=K_CANDIDATES, 
 
 
 def build_learned_basis(dataset, n_components: int | None = None, method: str = "pca",
-                        max_rows: int | None = None) -> tuple[TemplateBasis, list[dict]]:
+                        max_rows: int | None = None, n_mixture: int = 1) -> tuple[TemplateBasis, list[dict]]:
     """Learn a basis from ``dataset``'s training split; K chosen on its validation split when not given."""
     wave, s_train, info = embedded_rest_seds(dataset, "train", max_rows=max_rows)
     table = []
     if n_components is None:
         _, s_val, _ = embedded_rest_seds(dataset, "val", wave_aa=wave, max_rows=max_rows)
         n_components, table = choose_n_components(wave, s_train, s_val, method=method)
-    basis = learn_basis(wave, s_train, int(n_components), method=method, provenance=info)
+    basis = learn_basis(wave, s_train, int(n_components), method=method, provenance=info, n_mixture=n_mixture)
     if table:
         basis.provenance["k_selection_val"] = table
     return basis, table
@@ -292,6 +320,7 @@ def save_basis(basis: TemplateBasis, path) -> None:
             h5.create_dataset("templates", data=np.asarray(basis.templates, np.float64))
             h5.create_dataset("norm", data=np.asarray(basis.norm, np.float64))
             if basis.has_prior:
+                h5.create_dataset("prior_weight", data=np.asarray(basis.prior_weight, np.float64))
                 h5.create_dataset("prior_mean", data=np.asarray(basis.prior_mean, np.float64))
                 h5.create_dataset("prior_cov", data=np.asarray(basis.prior_cov, np.float64))
             h5.attrs["format"] = BASIS_FORMAT
@@ -330,6 +359,7 @@ def read_basis(path) -> TemplateBasis:
             norm = h5["norm"][:]
             mu = h5["prior_mean"][:] if "prior_mean" in h5 else None
             cov = h5["prior_cov"][:] if "prior_cov" in h5 else None
+            wgt = h5["prior_weight"][:] if "prior_weight" in h5 else None
             name = h5.attrs.get("name", "basis")
             prov = json.loads(h5.attrs.get("provenance", "{}"))
     except OSError as exc:
@@ -343,9 +373,16 @@ def read_basis(path) -> TemplateBasis:
         raise FileFormatError(str(p), "/templates or /wave_aa has non-finite values")
     if norm.shape != (K,):
         raise FileFormatError(str(p), f"/norm shape {norm.shape}, expected ({K},)")
-    if (mu is None) != (cov is None) or (mu is not None and (mu.shape != (K,) or cov.shape != (K, K))):
-        raise FileFormatError(str(p), f"/prior_mean and /prior_cov must both exist with shapes ({K},), ({K}, {K})")
-    return TemplateBasis(wave, T, norm, mu, cov, name=name, provenance=prov)
+    if mu is not None and mu.ndim == 1:
+        mu, cov = mu[None], (cov[None] if cov is not None and cov.ndim == 2 else cov)
+    G = 0 if mu is None else mu.shape[0]
+    if (mu is None) != (cov is None) or (mu is not None and (mu.shape != (G, K) or cov.shape != (G, K, K)
+                                                             or (wgt is not None and wgt.shape != (G,)))):
+        raise FileFormatError(str(p), f"/prior_mean, /prior_cov (, /prior_weight) must exist together with shapes "
+                                      f"(G, {K}), (G, {K}, {K}), (G,)")
+    if mu is not None and not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
+        raise FileFormatError(str(p), "the coefficient prior has non-finite values")
+    return TemplateBasis(wave, T, norm, mu, cov, wgt, name=name, provenance=prov)
 
 
 def kcorrect_basis() -> TemplateBasis:
@@ -394,5 +431,5 @@ def load_basis(spec: str) -> TemplateBasis:
 
 
 __all__ = ["TemplateBasis", "rest_grid_aa", "normalise_seds", "embedded_rest_seds", "learn_basis", "project",
-           "reconstruction_rel_rms", "choose_n_components", "build_learned_basis", "save_basis", "read_basis",
+           "reconstruction_rel_rms", "fit_coefficient_prior", "choose_n_components", "build_learned_basis", "save_basis", "read_basis",
            "kcorrect_basis", "load_basis", "BASIS_FORMAT", "BASIS_FORMAT_VERSION", "K_CANDIDATES", "K_TOL_REL_RMS"]

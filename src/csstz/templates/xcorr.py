@@ -255,14 +255,15 @@ class XcorrModel:
         self.pairs = [(j, k) for j in range(self.K) for k in range(j, self.K)]
         self.lsf_sigma_pix = tuple(float(s) for s in lsf_sigma_pix)
         self.kernels = [self._prepare(s) for s in self.lsf_sigma_pix]
+        self.norm = np.asarray(basis.norm, np.float64)
+        self.prior = []                      # (log weight, mean, precision, log det precision) per component
         if basis.has_prior:
-            mu = np.asarray(basis.prior_mean, np.float64)
-            C = np.asarray(basis.prior_cov, np.float64) + AMPLITUDE_SCATTER ** 2 * np.outer(mu, mu)
-            C = C + 1e-9 * np.trace(C) / self.K * np.eye(self.K)
-            self.prior_prec = np.linalg.inv(C)
-            self.prior_logdet_prec = float(np.linalg.slogdet(self.prior_prec)[1])
-            self.prior_mu = mu
-            self.norm = np.asarray(basis.norm, np.float64)
+            for wg, mu, C in zip(basis.prior_weight, basis.prior_mean, basis.prior_cov):
+                C = np.asarray(C, np.float64) + AMPLITUDE_SCATTER ** 2 * np.outer(mu, mu)
+                C = C + 1e-9 * np.trace(C) / self.K * np.eye(self.K)
+                prec = np.linalg.inv(C)
+                self.prior.append((math.log(max(float(wg), 1e-300)), np.asarray(mu, np.float64), prec,
+                                   float(np.linalg.slogdet(prec)[1])))
 
     # templates on the rest grid, LSF-convolved
     def _prepare(self, sigma_pix: float) -> _Kernel:
@@ -362,7 +363,18 @@ class XcorrModel:
         Ar = [[A[j][k] + (1e-10 * A[j][j] + 1e-300 if j == k else 0.0) for k in range(K)] for j in range(K)]
         a, _ = _chol_solve_logdet(Ar, bt)
         amp = sum(self.norm[k] * np.nan_to_num(a[k]) for k in range(K))
-        return self._prior_solve(A, bt, fw, amp)
+        best_ll, best_a, tot = None, None, None
+        for logw, mu, prec, logdet_prec in self.prior:
+            ll, a_g = self._prior_solve(A, bt, fw, amp, mu, prec, logdet_prec)
+            ll = ll + logw
+            if tot is None:
+                tot, best_ll, best_a = ll, ll, a_g
+            else:
+                tot = np.logaddexp(tot, ll)
+                better = ll > best_ll
+                best_a = np.where(better[None], a_g, best_a)
+                best_ll = np.maximum(ll, best_ll)
+        return tot, best_a
 
     def _ls_coeff(self, bb, mm, fwf):
         K = self.K
@@ -376,9 +388,9 @@ class XcorrModel:
         a = [np.nan_to_num(x) for x in a]
         return -0.5 * (fwf[:, None] - sum(bt[k] * a[k] for k in range(K))), np.stack(a)
 
-    def _prior_solve(self, A, bt, fw, amp0):
+    def _prior_solve(self, A, bt, fw, amp0, mu, Pm, logdet_prec):
         K = self.K
-        Pm, mu, nv = self.prior_prec, self.prior_mu, self.norm
+        nv = self.norm
         amp_max = np.max(np.abs(amp0), axis=1, keepdims=True)
         floor = np.maximum(AMPLITUDE_FLOOR_REL * amp_max, 1e-30)
         Pmu = Pm @ mu
@@ -394,7 +406,7 @@ class XcorrModel:
             a = [np.nan_to_num(x) for x in a]
             amp = sum(nv[k] * a[k] for k in range(K))
         logl = (-0.5 * (fw + muPmu - sum(g[k] * a[k] for k in range(K))) - 0.5 * logdet_h
-                + 0.5 * self.prior_logdet_prec - K * np.log(amp_use))
+                + 0.5 * logdet_prec - K * np.log(amp_use))
         return np.where(np.isfinite(logl), logl, -np.inf), np.stack(a)
 
     def loglike(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff=False):
