@@ -210,6 +210,9 @@ class XcorrModel:
         Sub-grid template phases: the z grid step is ``dlnlam / n_phase`` in ln(1+z).
     dtype : numpy dtype
         FFT precision (float32: ~1e-6 relative; float64 for exact checks).
+    occam : bool
+        Keep the log-determinant (Occam) terms of the marginal likelihood (False: the prior-penalised
+        best fit, -min_a [chi2 + prior penalty] / 2).
 
     Attributes
     ----------
@@ -218,7 +221,8 @@ class XcorrModel:
     """
 
     def __init__(self, basis: TemplateBasis, wave_by_band: dict, lsf_sigma_pix=(1.72,), zmin: float = 0.0,
-                 zmax: float = 1.6, dlnlam: float = DEFAULT_DLNLAM, n_phase: int = 1, dtype=np.float32):
+                 zmax: float = 1.6, dlnlam: float = DEFAULT_DLNLAM, n_phase: int = 1, dtype=np.float32,
+                 occam: bool = True):
         if not (0 <= zmin < zmax) or not (math.isfinite(zmax)):
             raise InputError("zmax", "need 0 <= zmin < zmax", value=(zmin, zmax))
         if not (1e-5 <= dlnlam <= 0.01):
@@ -228,6 +232,7 @@ class XcorrModel:
         if not wave_by_band:
             raise InputError("bands", "no band")
         self.basis = basis
+        self.occam = bool(occam)
         self.bands = tuple(wave_by_band)
         self.dtype = np.dtype(dtype)
         self.h = float(dlnlam)
@@ -264,7 +269,6 @@ class XcorrModel:
                 prec = np.linalg.inv(C)
                 self.prior.append((math.log(max(float(wg), 1e-300)), np.asarray(mu, np.float64), prec,
                                    float(np.linalg.slogdet(prec)[1])))
-
     # templates on the rest grid, LSF-convolved
     def _prepare(self, sigma_pix: float) -> _Kernel:
         h, nf = self.h, N_FINE
@@ -405,8 +409,9 @@ class XcorrModel:
             a, logdet_h = _chol_solve_logdet(H, g)
             a = [np.nan_to_num(x) for x in a]
             amp = sum(nv[k] * a[k] for k in range(K))
-        logl = (-0.5 * (fw + muPmu - sum(g[k] * a[k] for k in range(K))) - 0.5 * logdet_h
-                + 0.5 * logdet_prec - K * np.log(amp_use))
+        logl = -0.5 * (fw + muPmu - sum(g[k] * a[k] for k in range(K)))
+        if self.occam:
+            logl = logl - 0.5 * logdet_h + 0.5 * logdet_prec - K * np.log(amp_use)
         return np.where(np.isfinite(logl), logl, -np.inf), np.stack(a)
 
     def loglike(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff=False):
