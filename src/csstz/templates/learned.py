@@ -178,11 +178,11 @@ def _pca(seds: np.ndarray, k: int) -> np.ndarray:
     """Mean SED + the first k-1 principal components (unit-norm rows), shape (k, W)."""
     mean = seds.mean(axis=0)
     x = seds - mean
-    # eigen-decomposition of the (W x W) scatter matrix (W ~ 2,500, cheaper than an SVD of N x W)
-    cov = x.T @ x / max(seds.shape[0] - 1, 1)
-    evals, evecs = np.linalg.eigh(cov)
-    order = np.argsort(evals)[::-1][:k - 1]
-    comps = evecs[:, order].T
+    if x.shape[0] <= x.shape[1]:      # few SEDs: thin SVD of the (N x W) data
+        comps = np.linalg.svd(x, full_matrices=False)[2][:k - 1]
+    else:                             # many SEDs: eigen-decomposition of the (W x W) scatter matrix
+        evals, evecs = np.linalg.eigh(x.T @ x)
+        comps = evecs[:, np.argsort(evals)[::-1][:k - 1]].T
     # a deterministic sign: the largest-|.| entry of each component is positive
     sgn = np.sign(comps[np.arange(comps.shape[0]), np.argmax(np.abs(comps), axis=1)])
     return np.vstack([mean[None, :], comps * sgn[:, None]])
@@ -286,9 +286,12 @@ def choose_n_components(wave_aa, seds_train, seds_val, candidates=K_CANDIDATES, 
     """
     table, chosen = [], None
     sv = normalise_seds(seds_val)
+    st = normalise_seds(seds_train)
+    # PCA components are nested: one decomposition at the largest K serves every candidate
+    full = _pca(st, int(max(candidates))) if method == "pca" else None
     for k in candidates:
-        b = learn_basis(wave_aa, seds_train, int(k), method=method)
-        rel = reconstruction_rel_rms(b.templates, sv)
+        T = full[:int(k)] if full is not None else learn_basis(wave_aa, seds_train, int(k), method=method).templates
+        rel = reconstruction_rel_rms(T, sv)
         table.append({"k": int(k), "val_median_rel_rms": float(np.median(rel)),
                       "val_p99_rel_rms": float(np.quantile(rel, 0.99))})
         if chosen is None and np.median(rel) < tol:
