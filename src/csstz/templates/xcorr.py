@@ -212,6 +212,8 @@ class XcorrModel:
         FFT precision. float64 (default): float32 FFTs were measured to move log L by up to 3.4 near the
         peak on real validation spectra (round-off relative to sum |w f||T| and the cancellation in
         f.W.f - b.M^-1.b for bright spectra), too much for p(z).
+    dtype_m : numpy dtype, optional
+        Precision of the M(s) correlations alone (default: ``dtype``).
     occam : bool
         Keep the log-determinant (Occam) terms of the marginal likelihood (False: the prior-penalised
         best fit, -min_a [chi2 + prior penalty] / 2).
@@ -224,7 +226,7 @@ class XcorrModel:
 
     def __init__(self, basis: TemplateBasis, wave_by_band: dict, lsf_sigma_pix=(1.72,), zmin: float = 0.0,
                  zmax: float = 1.6, dlnlam: float = DEFAULT_DLNLAM, n_phase: int = 1, dtype=np.float64,
-                 occam: bool = True):
+                 occam: bool = True, dtype_m=None):
         if not (0 <= zmin < zmax) or not (math.isfinite(zmax)):
             raise InputError("zmax", "need 0 <= zmin < zmax", value=(zmin, zmax))
         if not (1e-5 <= dlnlam <= 0.01):
@@ -237,6 +239,7 @@ class XcorrModel:
         self.occam = bool(occam)
         self.bands = tuple(wave_by_band)
         self.dtype = np.dtype(dtype)
+        self.dtype_m = np.dtype(dtype_m) if dtype_m is not None else self.dtype
         self.h = float(dlnlam)
         self.n_phase = int(n_phase)
         self.grid_ln = common_grid(wave_by_band, dlnlam)
@@ -295,7 +298,7 @@ class XcorrModel:
             Tq = Tc[:, idx]
             Q = np.stack([Tq[j] * Tq[k] for j, k in self.pairs])
             TF.append(sfft.rfft(Tq.astype(self.dtype), n=self.n_fft, axis=1))
-            QF.append(sfft.rfft(Q.astype(self.dtype), n=self.n_fft, axis=1))
+            QF.append(sfft.rfft(Q.astype(self.dtype_m), n=self.n_fft, axis=1))
         if self.n_phase > 1 and nf % self.n_phase:
             raise InputError("n_phase", f"must divide N_FINE={nf}", value=self.n_phase)
         return _Kernel(np.stack(TF), np.stack(QF))
@@ -328,7 +331,7 @@ class XcorrModel:
     def _spectra_ffts(self, f, w):
         wf = (w * f).astype(self.dtype)
         G1 = np.conj(sfft.rfft(wf, n=self.n_fft, axis=1))
-        G0 = np.conj(sfft.rfft(w.astype(self.dtype), n=self.n_fft, axis=1))
+        G0 = np.conj(sfft.rfft(w.astype(self.dtype_m), n=self.n_fft, axis=1))
         fwf = np.einsum("np,np,np->n", w, f, f)
         return G1, G0, fwf
 
