@@ -75,7 +75,8 @@ def main(argv=None):
                 times.append(time.perf_counter() - t)
             res["modes"][f"{mode}/{prec}"] = {"best_s": min(times), "spectra_per_s": n / min(times),
                                               "median_spectra_per_s": n / float(np.median(times))}
-            print(mode, prec, f"{n / min(times):.0f} spectra/s (best of {a.repeat}), median {n / np.median(times):.0f}/s")
+            print(mode, prec, f"{n / min(times):.0f} spectra/s (best of {a.repeat}), "
+                              f"median {n / np.median(times):.0f}/s")
     res["load_average_after"] = os.getloadavg()[0]
     res["note"] = ("the machine is shared by several processes: best-of-repeat is the figure of merit; "
                    "'ls' = least-squares chi2(z) curves, 'prior' = marginal likelihood with one Gaussian coefficient "

@@ -112,7 +112,8 @@ def main(argv=None):
     coef = project(basis.templates, s_tr)
     wg, mu, cov = fit_coefficient_prior(coef, a.mixture)
     gmm = TemplateBasis(basis.wave_aa, basis.templates, basis.norm, mu, cov, wg,
-                        name=f"{basis.name[:-3]}-G{a.mixture}", provenance=dict(basis.provenance, prior_mixture=a.mixture))
+                        name=f"{basis.name[:-3]}-G{a.mixture}",
+                        provenance=dict(basis.provenance, prior_mixture=a.mixture))
     save_basis(gmm, work / f"learned_basis_G{a.mixture}.h5")
     log["basis"] = {"file": str(bfile), "K": k, "k_selection_val": ktab, "mixture_G": a.mixture}
     # ---- spectra and LSF bins (as fit-templates --lsf morphology) ---------------------------------------

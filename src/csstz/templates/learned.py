@@ -7,8 +7,8 @@ rest-frame SED of each *training* galaxy is therefore rebuilt exactly from its c
 
 :func:`learn_basis` normalises those SEDs to unit mean flux over the basis grid, takes their
 principal components (PCA: mean SED + K-1 components, ``method="pca"``) or a non-negative
-factorisation (``method="nmf"``, scikit-learn), and fits a Gaussian to the least-squares coefficients
-of the normalised SEDs: the *prior* ``N(mu, C)`` used by :mod:`csstz.templates.xcorr` for the
+factorisation (``method="nmf"``, scikit-learn), and fits a Gaussian (or a Gaussian mixture) to the
+least-squares coefficients of the normalised SEDs: the *prior* ``sum_g w_g N(mu_g, C_g)`` used by :mod:`csstz.templates.xcorr` for the
 shape of a galaxy whose amplitude is free. :func:`choose_n_components` picks K on held-out
 (validation) SEDs.
 
@@ -29,7 +29,6 @@ Basis file (HDF5, :func:`save_basis` / :func:`read_basis`)::
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,7 +137,7 @@ def embedded_rest_seds(dataset, split: str = "train", wave_aa: np.ndarray | None
 
     Returns
     -------
-    wave_aa : (W,), seds : (N, W) normalised, info : dict (dataset, split, n, TARGETID range)
+    wave_aa : (W,), seds : (N, W) normalised, info : dict (dataset, split, n_sed, recipe)
 
     Raises
     ------
@@ -434,5 +433,6 @@ def load_basis(spec: str) -> TemplateBasis:
 
 
 __all__ = ["TemplateBasis", "rest_grid_aa", "normalise_seds", "embedded_rest_seds", "learn_basis", "project",
-           "reconstruction_rel_rms", "fit_coefficient_prior", "choose_n_components", "build_learned_basis", "save_basis", "read_basis",
+           "reconstruction_rel_rms", "fit_coefficient_prior", "choose_n_components", "build_learned_basis",
+           "save_basis", "read_basis",
            "kcorrect_basis", "load_basis", "BASIS_FORMAT", "BASIS_FORMAT_VERSION", "K_CANDIDATES", "K_TOL_REL_RMS"]

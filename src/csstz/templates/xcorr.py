@@ -15,13 +15,20 @@ so two forward FFTs per spectrum and K + K(K+1)/2 inverse ones give the normal e
 a batched K x K Cholesky per shift then gives
 
 * ``mode="ls"``: plain least squares, ``chi2_min(s) = f.W.f - b.a``, log L = -chi2_min / 2;
-* ``mode="prior"``: the marginal likelihood with the basis's Gaussian prior on the coefficients of a
-  unit-amplitude SED, ``a ~ N(A mu, A^2 C)`` with the amplitude ``A = norm . a`` taken from the data at
-  each shift (two fixed-point passes, floored at 1% of the spectrum's largest amplitude), C broadened along
-  ``mu`` (:data:`AMPLITUDE_SCATTER`) so that the amplitude itself stays free::
+* ``mode="prior"``: the marginal likelihood with the basis's Gaussian (mixture) prior on the coefficients
+  of a unit-amplitude SED, ``a ~ N(A mu, A^2 C)`` per component, with the amplitude ``A = norm . a`` taken
+  from the data at each shift (fixed-point passes, floored at 1% of the spectrum's largest amplitude), C
+  broadened along ``mu`` (:data:`AMPLITUDE_SCATTER`) so that the amplitude itself stays free::
 
       P = C^-1 / A^2,  H = M + P,  a* = H^-1 (b + P A mu)
       log L = -[f.W.f + A^2 mu.P.mu - (b + P A mu).a*] / 2 - log det H / 2 + log det P / 2
+
+  and the components are summed with their weights (log-sum-exp);
+* :func:`archetype_loglike`: a sum over fixed prototype SEDs (e.g. training SEDs), each with a free
+  positive amplitude marginalised analytically.
+
+FFTs run in float64 by default (``dtype``); ``dtype_m=np.float32`` puts only the M(s) correlations in
+float32 (faster; log L off by <= 0.5 near the peak on real spectra, docs/estimator.md).
 
 Sub-grid shifts: ``n_phase`` copies of each template displaced by ``h / n_phase`` give a redshift grid of
 step ``h / n_phase`` in ln(1+z).
@@ -595,5 +602,6 @@ def nz_log_prior(z_train: np.ndarray, z_grid: np.ndarray, smooth_dz: float = 0.0
     return np.log(np.maximum(dens, 1e-6 * dens.max()))
 
 
-__all__ = ["XcorrModel", "archetype_loglike", "common_grid", "resampling_matrix", "resample", "loglike_curves", "posterior", "pit",
+__all__ = ["XcorrModel", "archetype_loglike", "common_grid", "resampling_matrix", "resample", "loglike_curves",
+           "posterior", "pit",
            "nz_log_prior", "lsf_bins", "DEFAULT_DLNLAM", "SECOND_PEAK_DZ", "LSF_BIN_RATIO", "LSF_MAX_BINS"]
