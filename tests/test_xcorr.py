@@ -170,3 +170,33 @@ def test_bad_inputs(waves):
         m.loglike(np.zeros((1, m.L)), np.ones((1, m.L)), mode="prior")
     with pytest.raises(InputError):
         m.prepare_spectra({"GV": np.zeros((1, 5))}, {"GV": np.ones((1, 5))})
+
+
+def test_fit_xcorr_on_a_spectra_set(tmp_path, waves, inst):
+    """End to end through a real spectra file: Z, ZERR, intervals, a normalised PZ per row."""
+    from astropy.table import Table
+
+    from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra, write_spectra
+    from csstz.templates.xcorr import fit_xcorr
+    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
+    rng = np.random.default_rng(2)
+    z = np.array([0.2, 0.6, 1.0, 1.3])
+    clean = np.einsum("nk,nkp->np", np.tile([1.0, 0.5, 0.2, 0.3, 0.8], (4, 1)), tm.render(z))
+    err = np.full_like(clean, 0.02 * clean.mean())
+    noisy = clean + err * rng.normal(size=clean.shape)
+    cat = Table({"TARGETID": np.arange(4, dtype=np.int64), "Z": z, "SHAPE_R": [0.0, 0.3, 0.5, 0.2],
+                 "SERSIC": [1.0, 1.0, 4.0, 2.0], "BA": [1.0, 0.5, 0.8, 0.6], "PA": [0.0, 30.0, 60.0, 90.0]})
+    bands = {b: BandSpectra(waves[b], x.astype(np.float32), e.astype(np.float32))
+             for (b, x), e in zip(_split(noisy, waves).items(), _split(err, waves).values())}
+    path = tmp_path / "spec.h5"
+    write_spectra(path, SpectraSet(bands, cat))
+    sp = read_spectra(path, bands=BANDS)
+    for lsf in ("point", "morphology"):
+        tab, pz, zg = fit_xcorr(sp, kcorrect_basis(), lsf=lsf, mode="ls", threads=1)
+        assert list(tab["TARGETID"]) == [0, 1, 2, 3] and pz.shape == (4, zg.size)
+        np.testing.assert_allclose(np.trapezoid(pz, zg, axis=1), 1.0, rtol=1e-4)
+        assert np.all(np.abs(tab["Z"] - z) / (1 + z) < 0.003), (lsf, tab["Z"])
+        assert np.all(tab["Z_LO95"] <= tab["Z_LO68"]) and np.all(tab["Z_HI68"] <= tab["Z_HI95"])
+    assert tab["LSF_SIGMA_PIX"][0] < tab["LSF_SIGMA_PIX"][2]  # the larger galaxy gets the broader LSF
+    with pytest.raises(InputError):
+        fit_xcorr(sp, kcorrect_basis(), bands=("GU",))

@@ -602,6 +602,77 @@ def nz_log_prior(z_train: np.ndarray, z_grid: np.ndarray, smooth_dz: float = 0.0
     return np.log(np.maximum(dens, 1e-6 * dens.max()))
 
 
-__all__ = ["XcorrModel", "archetype_loglike", "common_grid", "resampling_matrix", "resample", "loglike_curves",
-           "posterior", "pit",
-           "nz_log_prior", "lsf_bins", "DEFAULT_DLNLAM", "SECOND_PEAK_DZ", "LSF_BIN_RATIO", "LSF_MAX_BINS"]
+def fit_xcorr(spectra, basis: TemplateBasis, bands=("GV", "GI"), lsf: str = "morphology", mode: str = "prior",
+              temperature: float = 1.0, log_prior_z=None, zmin: float = 0.0, zmax: float = 1.6, instrument=None,
+              threads: int = 2):
+    """Redshifts and p(z) of every spectrum of a :class:`csstz.io.spectra.SpectraSet` by FFT chi2.
+
+    Parameters
+    ----------
+    spectra : SpectraSet
+        With ``bands`` and a catalogue (TARGETID; SHAPE_R, SERSIC, BA, PA for ``lsf="morphology"``).
+    basis : TemplateBasis
+        From :func:`csstz.templates.learned.load_basis`.
+    lsf : {"point", "morphology"}
+        PSF-only LSF, or broadened by each galaxy's catalogue shape (bins of :data:`LSF_BIN_RATIO`).
+    mode : {"ls", "prior"}
+    temperature, log_prior_z
+        Passed to :func:`posterior` (log_prior_z on the model's z grid, e.g. :func:`nz_log_prior`).
+
+    Returns
+    -------
+    table : astropy.table.Table
+        ``TARGETID, Z, ZERR, Z_LO68, Z_HI68, Z_LO95, Z_HI95, P_SECOND, LOGL_MAX, LSF_SIGMA_PIX``.
+    pz : ndarray (N, J) float32
+        Density per unit z, trapezoid-normalised on ``z_grid`` (the PZ HDU).
+    z_grid : ndarray (J,)
+        The PZ_GRID HDU.
+    """
+    from astropy.table import Table
+
+    from ..evaluate.template_basis import galaxy_lsf_sigma_pix
+    from ..instrument import Instrument, load_instrument, parse_instrument
+    bands = tuple(bands)
+    for b in bands:
+        if b not in spectra.bands:
+            raise InputError("bands", "band not in the spectra", value=b, allowed=", ".join(spectra.bands))
+    if lsf not in ("point", "morphology"):
+        raise InputError("lsf", "unknown line-spread model", value=lsf, allowed="point, morphology")
+    if isinstance(instrument, Instrument):
+        inst = instrument
+    elif instrument is not None:
+        inst = load_instrument(instrument)
+    else:
+        text = spectra.attrs.get("instrument") if spectra.attrs else None
+        inst = parse_instrument(text, origin="spectra file") if text else load_instrument()
+    cat = spectra.catalog
+    n = len(cat)
+    if lsf == "morphology":
+        for col in ("SHAPE_R", "SERSIC", "BA", "PA"):
+            if col not in cat.colnames:
+                raise InputError(col, "column missing from the catalogue (needed for lsf='morphology')")
+        sig = galaxy_lsf_sigma_pix(inst, cat["SHAPE_R"], cat["SERSIC"], cat["BA"], cat["PA"])
+        idx, centres = lsf_bins(sig, inst.psf_sigma_pix)
+        used = np.unique(idx)
+        sigmas, idx = centres[used], np.searchsorted(used, idx)
+    else:
+        sigmas, idx = np.array([inst.psf_sigma_pix]), np.zeros(n, int)
+    model = XcorrModel(basis, {b: np.asarray(spectra.bands[b].wave_aa, np.float64) for b in bands},
+                       lsf_sigma_pix=sigmas, zmin=zmin, zmax=zmax)
+    logl = loglike_curves(model, {b: spectra.bands[b].flux for b in bands}, {b: spectra.bands[b].err for b in bands},
+                          lsf_index=idx, mode=mode, threads=threads)
+    po = posterior(model.lnz, logl, temperature=temperature, log_prior_z=log_prior_z)
+    tab = Table()
+    tab["TARGETID"] = np.asarray(cat["TARGETID"], np.int64)
+    for col, key in (("Z", "z"), ("ZERR", "zerr"), ("Z_LO68", "z_lo68"), ("Z_HI68", "z_hi68"),
+                     ("Z_LO95", "z_lo95"), ("Z_HI95", "z_hi95"), ("P_SECOND", "p_second")):
+        tab[col] = po[key]
+    tab["LOGL_MAX"] = logl.max(axis=1)
+    tab["LSF_SIGMA_PIX"] = sigmas[idx].astype(np.float32)
+    tab.meta.update({"METHOD": f"xcorr-{mode}", "BASIS": basis.name, "BANDS": ",".join(bands), "LSF": lsf,
+                     "DLNLAM": model.h, "TEMPER": float(temperature)})
+    return tab, po["pz"], po["z_grid"]
+
+
+__all__ = ["XcorrModel", "fit_xcorr", "archetype_loglike", "common_grid", "resampling_matrix", "resample",
+           "loglike_curves", "posterior", "pit", "nz_log_prior", "lsf_bins", "DEFAULT_DLNLAM", "SECOND_PEAK_DZ", "LSF_BIN_RATIO", "LSF_MAX_BINS"]
