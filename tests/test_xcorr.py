@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from csstz.errors import InputError
-from csstz.evaluate.templates import TemplateModel
+from csstz.templates.fit import TemplateModel
 from csstz.instrument import load_instrument
 from csstz.population.sdss_fit import read_templates
 from csstz.templates.learned import TemplateBasis, kcorrect_basis, learn_basis, rest_grid_aa
