@@ -1,0 +1,84 @@
+"""Speed of the FFT cross-correlation chi2(z) (csstz.templates.xcorr) alone -> benchmarks/results/xcorr.json.
+
+Spectra: real GV + GI noisy spectra of a dataset when one is given (``--data``), else synthetic spectra on
+the instrument's pixel grids (noise only: the speed does not depend on the content). The timed part is
+``loglike_curves``: resampling onto the common ln(lambda) grid, the batched FFTs and the K x K solves at
+all shifts, i.e. the full chi2(z) curves. Run: ``OMP_NUM_THREADS=1 PYTHONPATH=src python
+benchmarks/bench_xcorr.py [--data DATASET.h5] [--n 4096] [--threads 2]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from csstz.instrument import load_instrument
+from csstz.templates.learned import build_learned_basis, kcorrect_basis, read_basis
+from csstz.templates.xcorr import BLOCK, XcorrModel, loglike_curves
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=None, help="dataset (val split is used) [optional]")
+    ap.add_argument("--basis", default=None, help="basis file (default: kcorrect templates, or learned from --data)")
+    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--block", type=int, default=None, help="spectra per FFT block (default xcorr.BLOCK)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "xcorr.json"))
+    a = ap.parse_args(argv)
+    inst = load_instrument()
+    bands = ("GV", "GI")
+    if a.data:
+        from csstz.io.spectra import read_catalog, read_spectra
+        cat = read_catalog(a.data)
+        rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == "val")[:a.n]
+        sp = read_spectra(a.data, bands=bands, rows=rows)
+        flux = {b: sp.bands[b].flux for b in bands}
+        err = {b: sp.bands[b].err for b in bands}
+        waves = {b: sp.bands[b].wave_aa for b in bands}
+    else:
+        rng = np.random.default_rng(0)
+        waves = {b: inst.band(b).wave_aa for b in bands}
+        err = {b: np.full((a.n, waves[b].size), 1.0, np.float32) for b in bands}
+        flux = {b: rng.normal(size=(a.n, waves[b].size)).astype(np.float32) for b in bands}
+    if a.basis:
+        basis = read_basis(a.basis)
+    elif a.data:
+        basis = build_learned_basis(a.data, n_components=5)[0]
+    else:
+        basis = kcorrect_basis()
+    model = XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+    n = next(iter(flux.values())).shape[0]
+    res = {"n_spectra": int(n), "threads": a.threads, "bands": list(bands), "K": basis.n_templates,
+           "n_z": int(model.z.size), "dlnlam": model.h, "n_fft": model.n_fft, "common_grid_pixels": model.L,
+           "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "modes": {}}
+    block = a.block or BLOCK
+    res["block"] = block
+    modes = ["ls"] + (["prior"] if basis.has_prior else [])
+    for mode in modes:
+        loglike_curves(model, {b: f[:256] for b, f in flux.items()}, {b: e[:256] for b, e in err.items()},
+                       mode=mode, threads=a.threads, block=block)  # warm-up
+        times = []
+        for _ in range(a.repeat):
+            t = time.perf_counter()
+            loglike_curves(model, flux, err, mode=mode, threads=a.threads, block=block)
+            times.append(time.perf_counter() - t)
+        res["modes"][mode] = {"best_s": min(times), "spectra_per_s": n / min(times),
+                              "median_spectra_per_s": n / float(np.median(times))}
+        print(mode, f"{n / min(times):.0f} spectra/s (best of {a.repeat}), median {n / np.median(times):.0f}/s")
+    res["note"] = ("the machine is shared by several processes: best-of-repeat is the figure of merit; "
+                   "'ls' = least-squares chi2(z) curves, 'prior' = marginal likelihood with the coefficient prior")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

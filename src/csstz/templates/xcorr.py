@@ -1,0 +1,594 @@
+"""chi2(z) and log p(z) of spectra against a template basis at every redshift at once, by FFT cross-correlation.
+
+On a grid uniform in ln(lambda) a redshift is a shift: the model of a galaxy at ln(1+z) is the rest-frame
+template moved by ln(1+z). The chosen bands (GV + GI by default) are resampled, flux-conserving, onto ONE
+common ln(lambda) grid of step ``h`` (:data:`DEFAULT_DLNLAM` = 1.15e-3: GV's 6.0 A/px at 5200 A and GI's
+9.676 A/px at 8345 A, instrument file), with inverse-variance weights ``w`` (0 where no valid data). With
+``T_k`` the templates pre-convolved with the line-spread function and sampled on the rest grid, for each
+shift ``s`` and coefficient vector ``a``::
+
+    chi2(s, a) = sum_p w_p f_p^2 - 2 a.b(s) + a^T M(s) a
+    b_k(s)   = sum_p (w f)_p T_k[p + s]          -> FFT cross-correlation of (w f) with T_k
+    M_jk(s)  = sum_p w_p T_j[p + s] T_k[p + s]    -> FFT cross-correlation of w with T_j T_k
+
+so two forward FFTs per spectrum and K + K(K+1)/2 inverse ones give the normal equations at all shifts;
+a batched K x K Cholesky per shift then gives
+
+* ``mode="ls"``: plain least squares, ``chi2_min(s) = f.W.f - b.a``, log L = -chi2_min / 2;
+* ``mode="prior"``: the marginal likelihood with the basis's Gaussian prior on the coefficients of a
+  unit-amplitude SED, ``a ~ N(A mu, A^2 C)`` with the amplitude ``A = norm . a`` taken from the data at
+  each shift (two fixed-point passes, floored at 1% of the spectrum's largest amplitude), C broadened along
+  ``mu`` (:data:`AMPLITUDE_SCATTER`) so that the amplitude itself stays free::
+
+      P = C^-1 / A^2,  H = M + P,  a* = H^-1 (b + P A mu)
+      log L = -[f.W.f + A^2 mu.P.mu - (b + P A mu).a*] / 2 - log det H / 2 + log det P / 2
+
+Sub-grid shifts: ``n_phase`` copies of each template displaced by ``h / n_phase`` give a redshift grid of
+step ``h / n_phase`` in ln(1+z).
+
+Line-spread function: a Gaussian of sigma = (PSF or galaxy) sigma [pixels] x the median pixel width in
+ln(lambda) (dispersion/lambda is 1.15e-3 +- 25% over GV and GI), times the native pixel box and the common
+grid's box; galaxies are binned by LSF width (``lsf="morphology"``, :func:`galaxy_lsf_sigma_pix`).
+
+p(z) (:func:`posterior`): ``exp(log L / T) x prior(z)`` turned into a density per unit z and normalised by
+the trapezoid rule on the z grid (the PZ / PZ_GRID convention of docs/estimator.md). Z is the mode refined
+by a parabola in ln(1+z); ZERR half the central 68.3% interval; P_SECOND the probability mass farther than
+|dz|/(1+z) = 0.02 from the mode (a multimodality indicator).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import sparse
+
+from ..errors import InputError
+from .learned import TemplateBasis
+
+#: Common grid step in ln(lambda): GV 6.0 A/px at 5200 A = 1.154e-3, GI 9.676 A/px at 8345 A = 1.159e-3
+#: (instrument file); one grid pixel per native pixel at the band centres.
+DEFAULT_DLNLAM = 1.15e-3
+#: A common-grid pixel is used when at least this fraction of it is covered by valid native pixels.
+MIN_COVER = 0.5
+#: Fine sub-samples per grid step when the templates are convolved with the LSF.
+N_FINE = 8
+#: Relative 1-sigma scatter allowed on the amplitude along the prior mean (keeps A free; project choice).
+AMPLITUDE_SCATTER = 1.0
+#: Amplitude floor of the prior, relative to the spectrum's largest amplitude over shifts (project choice).
+AMPLITUDE_FLOOR_REL = 0.01
+#: Outlier window of the multimodality indicator, |dz|/(1+z) (the catastrophic-outlier threshold).
+SECOND_PEAK_DZ = 0.02
+#: LSF bins for lsf="morphology": edges grow by this factor from the PSF sigma (as the NNLS template fit).
+LSF_BIN_RATIO = 1.3
+LSF_MAX_BINS = 10
+#: Elements (spectra x shifts) per chunk of the batched K x K solves: arrays stay in the CPU cache.
+SOLVE_ELEMENTS = 8192
+#: Spectra per block of the batched FFTs (memory ~ block x 20 x n_fft x 8 bytes).
+BLOCK = 128
+
+
+# --- the common ln(lambda) grid and the flux-conserving resampling -------------------------------------------
+def _pixel_edges(wave_aa: np.ndarray) -> np.ndarray:
+    lw = np.log(np.asarray(wave_aa, np.float64))
+    mid = 0.5 * (lw[1:] + lw[:-1])
+    return np.concatenate([[lw[0] - (mid[0] - lw[0])], mid, [lw[-1] + (lw[-1] - mid[-1])]])
+
+
+def common_grid(wave_by_band: dict, dlnlam: float = DEFAULT_DLNLAM) -> np.ndarray:
+    """Centres (ln lambda [ln A]) of the common grid covering every band's pixels, shape (L,)."""
+    lo = min(_pixel_edges(w)[0] for w in wave_by_band.values())
+    hi = max(_pixel_edges(w)[-1] for w in wave_by_band.values())
+    n = int(math.ceil((hi - lo) / dlnlam))
+    return lo + dlnlam * (np.arange(n) + 0.5)
+
+
+def resampling_matrix(wave_aa: np.ndarray, grid_ln: np.ndarray) -> sparse.csr_matrix:
+    """Overlap of each native pixel (rows) with each common-grid pixel (columns), in units of the grid step.
+
+    A common pixel's flux is ``sum_i O_ij f_i / sum_i O_ij`` (flux-conserving mean of f_lambda over
+    the pixel) and its variance ``sum_i O_ij^2 s_i^2 / (sum_i O_ij)^2``.
+    """
+    e = _pixel_edges(wave_aa)
+    h = float(grid_ln[1] - grid_ln[0])
+    g_lo = grid_ln[0] - 0.5 * h
+    rows, cols, vals = [], [], []
+    for i in range(e.size - 1):
+        j0 = max(int(math.floor((e[i] - g_lo) / h)), 0)
+        j1 = min(int(math.floor((e[i + 1] - g_lo) / h)), grid_ln.size - 1)
+        for j in range(j0, j1 + 1):
+            a, b = max(e[i], g_lo + j * h), min(e[i + 1], g_lo + (j + 1) * h)
+            if b > a:
+                rows.append(i)
+                cols.append(j)
+                vals.append((b - a) / h)
+    return sparse.csr_matrix((vals, (rows, cols)), shape=(e.size - 1, grid_ln.size))
+
+
+def resample(flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float = MIN_COVER):
+    """Flux (N, L) and inverse-variance weights (N, L) on the common grid (weights 0 where no data).
+
+    Each band is resampled separately (:func:`resampling_matrix`); where bands overlap the estimates are
+    combined with inverse-variance weights.
+    """
+    wsum, fsum = None, None
+    for b, O in mats.items():
+        f = np.asarray(flux_by_band[b], np.float64)
+        e = np.asarray(err_by_band[b], np.float64)
+        ok = np.isfinite(e) & (e > 0) & np.isfinite(f)
+        fv = np.where(ok, f, 0.0)
+        var = np.where(ok, e, 0.0) ** 2
+        OT, O2T = O.T.tocsr(), O.multiply(O).T.tocsr()
+        cover = (OT @ ok.T.astype(np.float64)).T
+        num = (OT @ fv.T).T
+        vnum = (O2T @ var.T).T
+        use = cover >= min_cover
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fb = np.where(use, num / np.where(use, cover, 1.0), 0.0)
+            vb = np.where(use, vnum / np.where(use, cover, 1.0) ** 2, np.inf)
+            wb = np.where(use & (vb > 0), 1.0 / vb, 0.0)
+        wsum = wb if wsum is None else wsum + wb
+        fsum = wb * fb if fsum is None else fsum + wb * fb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(wsum > 0, fsum / np.where(wsum > 0, wsum, 1.0), 0.0)
+    return f, wsum
+
+
+# --- batched small Cholesky ----------------------------------------------------------------------------------
+def _chol_solve_logdet(A: np.ndarray, b: np.ndarray):
+    """Solve A x = b for nested lists A[j][k], b[k] of equally shaped arrays; return x (list) and log det A."""
+    K = len(b)
+    L = [[None] * K for _ in range(K)]
+    logdet = 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(K):
+            d = A[j][j] - sum(L[j][k] ** 2 for k in range(j))
+            d = np.where(d > 0, d, np.nan)
+            L[j][j] = np.sqrt(d)
+            logdet = logdet + np.log(d)
+            inv = 1.0 / L[j][j]
+            for i in range(j + 1, K):
+                L[i][j] = (A[i][j] - sum(L[i][k] * L[j][k] for k in range(j))) * inv
+        y = [None] * K
+        for i in range(K):
+            y[i] = (b[i] - sum(L[i][k] * y[k] for k in range(i))) / L[i][i]
+        x = [None] * K
+        for i in reversed(range(K)):
+            x[i] = (y[i] - sum(L[k][i] * x[k] for k in range(i + 1, K))) / L[i][i]
+    return x, logdet
+
+
+def _box(width: float) -> np.ndarray:
+    """A centred box of ``width`` samples (fractional ends), odd length, unit sum."""
+    half = 0.5 * width
+    n = int(math.ceil(half - 0.5))
+    x = np.arange(-n, n + 1, dtype=np.float64)
+    k = np.clip(np.minimum(x + 0.5, half) - np.maximum(x - 0.5, -half), 0.0, None)
+    return k / k.sum()
+
+
+def _chol_forward(A, b, eps):
+    """y = L^-1 b with A + eps I = L L^T (nested lists of equally shaped arrays); NaN where not SPD."""
+    K = len(b)
+    L = [[None] * K for _ in range(K)]
+    y = [None] * K
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(K):
+            d = A[j][j] + eps - sum(L[j][k] * L[j][k] for k in range(j))
+            inv = 1.0 / np.sqrt(d)
+            for i in range(j + 1, K):
+                L[i][j] = (A[i][j] - sum(L[i][k] * L[j][k] for k in range(j))) * inv
+            y[j] = (b[j] - sum(L[j][k] * y[k] for k in range(j))) * inv
+    return y
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Kernel:
+    TF: np.ndarray      # (P, K, nf) complex: rfft of each phase's templates on the rest grid
+    QF: np.ndarray      # (P, npair, nf) complex: rfft of the template products
+
+
+class XcorrModel:
+    """A template basis on a common ln(lambda) grid, ready for chi2(z) by FFT.
+
+    Parameters
+    ----------
+    basis : TemplateBasis
+        Rest-frame templates (and optionally the Gaussian coefficient prior).
+    wave_by_band : dict of str -> ndarray
+        Native pixel-centre wavelengths [A] of the bands used (e.g. GV, GI).
+    lsf_sigma_pix : sequence of float
+        LSF Gaussian sigmas [native pixels] to prepare (one template set each; PSF: 1.72).
+    zmin, zmax : float
+        Redshift range.
+    dlnlam : float
+        Common grid step in ln(lambda).
+    n_phase : int
+        Sub-grid template phases: the z grid step is ``dlnlam / n_phase`` in ln(1+z).
+    dtype : numpy dtype
+        FFT precision (float32: ~1e-6 relative; float64 for exact checks).
+    occam : bool
+        Keep the log-determinant (Occam) terms of the marginal likelihood (False: the prior-penalised
+        best fit, -min_a [chi2 + prior penalty] / 2).
+
+    Attributes
+    ----------
+    grid_ln : (L,)  common grid centres [ln A]
+    lnz : (J,)      ln(1+z) grid, increasing;  z : (J,)
+    """
+
+    def __init__(self, basis: TemplateBasis, wave_by_band: dict, lsf_sigma_pix=(1.72,), zmin: float = 0.0,
+                 zmax: float = 1.6, dlnlam: float = DEFAULT_DLNLAM, n_phase: int = 1, dtype=np.float32,
+                 occam: bool = True):
+        if not (0 <= zmin < zmax) or not (math.isfinite(zmax)):
+            raise InputError("zmax", "need 0 <= zmin < zmax", value=(zmin, zmax))
+        if not (1e-5 <= dlnlam <= 0.01):
+            raise InputError("dlnlam", "out of range", value=dlnlam, allowed="1e-5 .. 0.01")
+        if not (isinstance(n_phase, (int, np.integer)) and 1 <= n_phase <= 16):
+            raise InputError("n_phase", "must be an integer 1..16", value=n_phase)
+        if not wave_by_band:
+            raise InputError("bands", "no band")
+        self.basis = basis
+        self.occam = bool(occam)
+        self.bands = tuple(wave_by_band)
+        self.dtype = np.dtype(dtype)
+        self.h = float(dlnlam)
+        self.n_phase = int(n_phase)
+        self.grid_ln = common_grid(wave_by_band, dlnlam)
+        self.mats = {b: resampling_matrix(np.asarray(w, np.float64), self.grid_ln) for b, w in wave_by_band.items()}
+        # native pixel width in ln(lambda), median over the bands' pixels (sets the LSF in ln units)
+        self.pix_ln = float(np.median(np.concatenate([np.diff(_pixel_edges(w)) for w in wave_by_band.values()])))
+        L = self.grid_ln.size
+        step = self.h / self.n_phase
+        lz0, lz1 = math.log1p(zmin), math.log1p(zmax)
+        n_shift = int(math.ceil((lz1 - lz0) / self.h - 1e-9)) + 1       # shifts per phase
+        self.lnz_max = lz0 + (n_shift - 1) * self.h + (self.n_phase - 1) * step
+        # descending index j = m * n_phase + phase  ->  lnz = lnz_max - j * step ; keep lnz >= lz0 - tiny
+        J = n_shift * self.n_phase
+        lnz_desc = self.lnz_max - step * np.arange(J)
+        self._keep = lnz_desc >= lz0 - 1e-12
+        self.lnz = lnz_desc[self._keep][::-1].copy()
+        self.z = np.expm1(self.lnz)
+        self.n_shift = n_shift
+        self.L = L
+        self.n_rest = L + n_shift - 1
+        self.n_fft = sfft.next_fast_len(self.n_rest, real=True)
+        self.K = basis.n_templates
+        self.pairs = [(j, k) for j in range(self.K) for k in range(j, self.K)]
+        self.lsf_sigma_pix = tuple(float(s) for s in lsf_sigma_pix)
+        self.kernels = [self._prepare(s) for s in self.lsf_sigma_pix]
+        self.norm = np.asarray(basis.norm, np.float64)
+        self.prior = []                      # (log weight, mean, precision, log det precision) per component
+        if basis.has_prior:
+            for wg, mu, C in zip(basis.prior_weight, basis.prior_mean, basis.prior_cov):
+                C = np.asarray(C, np.float64) + AMPLITUDE_SCATTER ** 2 * np.outer(mu, mu)
+                C = C + 1e-9 * np.trace(C) / self.K * np.eye(self.K)
+                prec = np.linalg.inv(C)
+                self.prior.append((math.log(max(float(wg), 1e-300)), np.asarray(mu, np.float64), prec,
+                                   float(np.linalg.slogdet(prec)[1])))
+    # templates on the rest grid, LSF-convolved
+    def _prepare(self, sigma_pix: float) -> _Kernel:
+        h, nf = self.h, N_FINE
+        fine_step = h / nf
+        y0 = self.grid_ln[0] - self.lnz_max                       # rest ln(lambda) of rest-grid index 0
+        sig_ln = sigma_pix * self.pix_ln
+        half = int(math.ceil((5 * sig_ln + self.pix_ln + h) / fine_step)) + 2
+        fine = y0 + fine_step * np.arange(-half, self.n_rest * nf + half + nf)
+        lw = np.log(self.basis.wave_aa)
+        T = np.stack([np.interp(fine, lw, t, left=0.0, right=0.0) for t in self.basis.templates])
+        xk = fine_step * np.arange(-half, half + 1)
+        g = np.exp(-0.5 * (xk / sig_ln) ** 2)
+        for width in (self.pix_ln, h):                                # native pixel box, then common-grid box
+            g = np.convolve(g, _box(width / fine_step), mode="same")
+        g /= g.sum()
+        from scipy.signal import fftconvolve
+        Tc = fftconvolve(T, g[None, :], mode="same", axes=1)
+        TF, QF = [], []
+        for ph in range(self.n_phase):
+            # template phase ph is sampled at y0 + q h + ph h / n_phase  (lnz = lnz_max - (m + ph/n_phase) h)
+            idx = half + nf * np.arange(self.n_rest) + int(round(ph * nf / self.n_phase))
+            Tq = Tc[:, idx]
+            Q = np.stack([Tq[j] * Tq[k] for j, k in self.pairs])
+            TF.append(sfft.rfft(Tq.astype(self.dtype), n=self.n_fft, axis=1))
+            QF.append(sfft.rfft(Q.astype(self.dtype), n=self.n_fft, axis=1))
+        if self.n_phase > 1 and nf % self.n_phase:
+            raise InputError("n_phase", f"must divide N_FINE={nf}", value=self.n_phase)
+        return _Kernel(np.stack(TF), np.stack(QF))
+
+    def rest_templates(self, lsf_index: int = 0, phase: int = 0) -> np.ndarray:
+        """The convolved templates on the rest grid (K, n_rest) (for tests/plots)."""
+        TF = self.kernels[lsf_index].TF[phase]
+        return sfft.irfft(TF, n=self.n_fft, axis=1)[:, :self.n_rest]
+
+    # --- input ------------------------------------------------------------------------------------------
+    def prepare_spectra(self, flux_by_band: dict, err_by_band: dict):
+        """Flux and weights on the common grid, (N, L) each (see :func:`resample`)."""
+        for b in self.bands:
+            if b not in flux_by_band or b not in err_by_band:
+                raise InputError("bands", "band missing from the input", value=b)
+            f, e = np.asarray(flux_by_band[b]), np.asarray(err_by_band[b])
+            n_pix = self.mats[b].shape[0]
+            if f.ndim != 2 or f.shape[1] != n_pix or e.shape != f.shape:
+                raise InputError(f"{b}.flux", f"flux and err must have shape (N, {n_pix})", value=f.shape)
+        return resample(flux_by_band, err_by_band, self.mats)
+
+    # --- the normal equations at all shifts -------------------------------------------------------------
+    def _phase_equations(self, G1, G0, ker, ph):
+        """b (K, N, ns) and the pair products of M (npair, N, ns) of one template phase (descending lnz)."""
+        ns = self.n_shift
+        bb = sfft.irfft(G1[:, None, :] * ker.TF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
+        mm = sfft.irfft(G0[:, None, :] * ker.QF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
+        return bb.transpose(1, 0, 2), mm.transpose(1, 0, 2)
+
+    def _spectra_ffts(self, f, w):
+        wf = (w * f).astype(self.dtype)
+        G1 = np.conj(sfft.rfft(wf, n=self.n_fft, axis=1))
+        G0 = np.conj(sfft.rfft(w.astype(self.dtype), n=self.n_fft, axis=1))
+        fwf = np.einsum("np,np,np->n", w, f, f)
+        return G1, G0, fwf
+
+    def _to_grid(self, x):
+        """(P, N, ns, ...) per-phase arrays in descending lnz -> (N, J, ...) on the increasing grid."""
+        x = np.moveaxis(x, 0, 2)                                   # (N, ns, P, ...)
+        x = x.reshape((x.shape[0], self.n_shift * self.n_phase) + x.shape[3:])
+        return x[:, self._keep][:, ::-1]
+
+    def normal_equations(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0):
+        """b (N, J, K), M (N, J, K, K) and f.W.f (N,) on the increasing z grid :attr:`lnz` (float64)."""
+        G1, G0, fwf = self._spectra_ffts(f, w)
+        bs, Ms = [], []
+        for ph in range(self.n_phase):
+            bb, mm = self._phase_equations(G1, G0, self.kernels[lsf_index], ph)
+            M = np.empty((f.shape[0], self.n_shift, self.K, self.K))
+            for p, (j, k) in enumerate(self.pairs):
+                M[:, :, j, k] = mm[p]
+                M[:, :, k, j] = mm[p]
+            bs.append(np.moveaxis(bb, 0, -1).astype(np.float64))
+            Ms.append(M)
+        return self._to_grid(np.stack(bs)), self._to_grid(np.stack(Ms)), fwf
+
+    def _solve_phase(self, bb, mm, fwf, mode):
+        """log L (N, ns) and coefficients (K, N, ns) of one phase from its normal equations."""
+        K = self.K
+        mm = mm.astype(np.float64)
+        bt = [x for x in bb.astype(np.float64)]
+        A = [[None] * K for _ in range(K)]
+        for p, (j, k) in enumerate(self.pairs):
+            A[j][k] = A[k][j] = mm[p]
+        fw = fwf[:, None]
+        if mode == "ls":
+            # chi2_min = f.W.f - b.M^-1.b = f.W.f - |L^-1 b|^2 (M = L L^T): no back substitution needed
+            eps = 1e-10 * sum(A[k][k] for k in range(K)) / K + 1e-300
+            y = _chol_forward(A, bt, eps)
+            return -0.5 * (fw - sum(np.nan_to_num(v) ** 2 for v in y)), None
+        Ar = [[A[j][k] + (1e-10 * A[j][j] + 1e-300 if j == k else 0.0) for k in range(K)] for j in range(K)]
+        a, _ = _chol_solve_logdet(Ar, bt)
+        amp = sum(self.norm[k] * np.nan_to_num(a[k]) for k in range(K))
+        best_ll, best_a, tot = None, None, None
+        for logw, mu, prec, logdet_prec in self.prior:
+            ll, a_g = self._prior_solve(A, bt, fw, amp, mu, prec, logdet_prec)
+            ll = ll + logw
+            if tot is None:
+                tot, best_ll, best_a = ll, ll, a_g
+            else:
+                tot = np.logaddexp(tot, ll)
+                better = ll > best_ll
+                best_a = np.where(better[None], a_g, best_a)
+                best_ll = np.maximum(ll, best_ll)
+        return tot, best_a
+
+    def _ls_coeff(self, bb, mm, fwf):
+        K = self.K
+        mm = mm.astype(np.float64)
+        bt = [x for x in bb.astype(np.float64)]
+        A = [[None] * K for _ in range(K)]
+        for p, (j, k) in enumerate(self.pairs):
+            A[j][k] = A[k][j] = mm[p]
+        Ar = [[A[j][k] + (1e-10 * A[j][j] + 1e-300 if j == k else 0.0) for k in range(K)] for j in range(K)]
+        a, _ = _chol_solve_logdet(Ar, bt)
+        a = [np.nan_to_num(x) for x in a]
+        return -0.5 * (fwf[:, None] - sum(bt[k] * a[k] for k in range(K))), np.stack(a)
+
+    def _prior_solve(self, A, bt, fw, amp0, mu, Pm, logdet_prec):
+        K = self.K
+        nv = self.norm
+        amp_max = np.max(np.abs(amp0), axis=1, keepdims=True)
+        floor = np.maximum(AMPLITUDE_FLOOR_REL * amp_max, 1e-30)
+        Pmu = Pm @ mu
+        muPmu = float(mu @ Pmu)
+        amp = amp0
+        for _ in range(3):
+            amp_use = np.maximum(amp, floor)
+            inv2 = 1.0 / amp_use ** 2
+            inv1 = 1.0 / amp_use
+            H = [[A[j][k] + Pm[j, k] * inv2 for k in range(K)] for j in range(K)]
+            g = [bt[k] + Pmu[k] * inv1 for k in range(K)]
+            a, logdet_h = _chol_solve_logdet(H, g)
+            a = [np.nan_to_num(x) for x in a]
+            amp = sum(nv[k] * a[k] for k in range(K))
+        logl = -0.5 * (fw + muPmu - sum(g[k] * a[k] for k in range(K)))
+        if self.occam:
+            logl = logl - 0.5 * logdet_h + 0.5 * logdet_prec - K * np.log(amp_use)
+        return np.where(np.isfinite(logl), logl, -np.inf), np.stack(a)
+
+    def loglike(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff=False):
+        """log L(z) (N, J) on :attr:`z`, and the coefficients at each z (N, J, K) (None for "ls" unless
+        ``with_coeff``: the least-squares chi2 needs only the forward substitution).
+
+        ``mode="ls"``: -chi2_min/2 (plain least squares, coefficients of any sign).
+        ``mode="prior"``: log marginal likelihood with the basis's coefficient prior (module docstring).
+        """
+        if mode not in ("ls", "prior"):
+            raise InputError("mode", "unknown likelihood", value=mode, allowed="ls, prior")
+        if mode == "prior" and not self.basis.has_prior:
+            raise InputError("mode", f"basis {self.basis.name!r} has no coefficient prior", value=mode)
+        G1, G0, fwf = self._spectra_ffts(f, w)
+        ker = self.kernels[lsf_index]
+        lls, coefs = [], []
+        N = f.shape[0]
+        sub = max(1, SOLVE_ELEMENTS // self.n_shift)   # spectra per cache-sized solve chunk
+        for ph in range(self.n_phase):
+            bb, mm = self._phase_equations(G1, G0, ker, ph)
+            ll = np.empty((N, self.n_shift))
+            a = np.empty((self.K, N, self.n_shift))
+            for s in range(0, N, sub):
+                sl = slice(s, min(s + sub, N))
+                if mode == "ls" and with_coeff:
+                    ll[sl], a_sl = self._ls_coeff(bb[:, sl], mm[:, sl], fwf[sl])
+                    a[:, sl] = a_sl
+                    continue
+                ll[sl], a_sl = self._solve_phase(bb[:, sl], mm[:, sl], fwf[sl], mode)
+                a[:, sl] = np.nan if a_sl is None else a_sl
+            lls.append(ll)
+            coefs.append(np.moveaxis(a, 0, -1))
+        return self._to_grid(np.stack(lls)), (None if mode == "ls" and not with_coeff else
+                                              self._to_grid(np.stack(coefs)))
+
+
+# --- drivers -------------------------------------------------------------------------------------------------
+def lsf_bins(sigma_pix: np.ndarray, psf_sigma_pix: float):
+    """Bin index of each galaxy's LSF sigma and the bins' centre sigmas [pixels] (ratio LSF_BIN_RATIO)."""
+    k = np.clip(np.floor(np.log(np.maximum(sigma_pix, psf_sigma_pix) / psf_sigma_pix)
+                         / math.log(LSF_BIN_RATIO)).astype(int), 0, LSF_MAX_BINS - 1)
+    return k, psf_sigma_pix * LSF_BIN_RATIO ** (np.arange(LSF_MAX_BINS) + 0.5)
+
+
+def loglike_curves(model: XcorrModel, flux_by_band: dict, err_by_band: dict, lsf_index=None, mode: str = "ls",
+                   threads: int = 2, block: int = BLOCK) -> np.ndarray:
+    """log L(z) of N spectra, (N, J) float32, blocks of ``block`` run on ``threads`` threads.
+
+    ``lsf_index``: None (all use template set 0) or an int array (N,) choosing the LSF set of each spectrum.
+    """
+    f, w = model.prepare_spectra(flux_by_band, err_by_band)
+    N = f.shape[0]
+    idx = np.zeros(N, int) if lsf_index is None else np.asarray(lsf_index, int)
+    out = np.empty((N, model.lnz.size), np.float32)
+    jobs = []
+    for k in np.unique(idx):
+        rows = np.flatnonzero(idx == k)
+        for s in range(0, rows.size, block):
+            jobs.append((int(k), rows[s:s + block]))
+
+    def run(job):
+        k, rows = job
+        out[rows] = model.loglike(f[rows], w[rows], k, mode)[0]
+
+    if threads > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(run, jobs))
+    else:
+        for j in jobs:
+            run(j)
+    return out
+
+
+def archetype_loglike(model: XcorrModel, f: np.ndarray, w: np.ndarray, prototypes: np.ndarray,
+                      lsf_index: int = 0, block: int = 16) -> np.ndarray:
+    """log L(z) marginalised over P prototype SEDs (archetypes), each with a free positive amplitude.
+
+    Each prototype is a fixed coefficient vector c_p of the basis (e.g. training SEDs projected on it). With
+    b_p = c_p.b(s), m_p = c_p.M(s).c_p, the amplitude-marginalised (flat prior on A > 0, Laplace) likelihood
+    is -[f.W.f - b_p^2/m_p]/2 - log(m_p)/2 when b_p > 0 (else -f.W.f/2), and the prototypes are summed
+    with equal weights (a kernel-density prior on SED shapes). Cost ~ 30 P flops per shift and spectrum.
+
+    Parameters
+    ----------
+    f, w : (N, L) flux and weights on the common grid (:meth:`XcorrModel.prepare_spectra`).
+    prototypes : (P, K)
+
+    Returns
+    -------
+    (N, J) log L on :attr:`XcorrModel.z`.
+    """
+    from scipy.special import logsumexp
+    C = np.asarray(prototypes, np.float64)
+    P, K = C.shape
+    if K != model.K:
+        raise InputError("prototypes", f"must have {model.K} coefficients per row", value=C.shape)
+    outer = np.einsum("pj,pk->pjk", C, C).reshape(P, K * K)
+    out = np.empty((f.shape[0], model.z.size))
+    for s in range(0, f.shape[0], block):
+        sl = slice(s, min(s + block, f.shape[0]))
+        b, M, fwf = model.normal_equations(f[sl], w[sl], lsf_index)
+        bp = b @ C.T
+        mp = np.maximum(M.reshape(M.shape[0], M.shape[1], K * K) @ outer.T, 1e-300)
+        chi = np.where(bp > 0, fwf[:, None, None] - bp ** 2 / mp, fwf[:, None, None])
+        out[sl] = logsumexp(-0.5 * chi - 0.5 * np.log(mp), axis=2) - math.log(P)
+    return out
+
+
+def posterior(lnz: np.ndarray, logl: np.ndarray, temperature: float = 1.0, log_prior_z=None) -> dict:
+    """p(z) and its summaries from log-likelihood curves on a ln(1+z) grid.
+
+    Parameters
+    ----------
+    lnz : (J,) increasing ln(1+z) grid.
+    logl : (N, J) log-likelihood (any additive constant per row).
+    temperature : float
+        log L is divided by it (calibration; 1 = none).
+    log_prior_z : (J,) optional
+        log of a prior density per unit z (e.g. the training split's n(z)).
+
+    Returns
+    -------
+    dict
+        ``z_grid`` (J,), ``pz`` (N, J) float32 density per unit z (trapezoid-normalised),
+        ``z`` (mode, parabola-refined in ln(1+z)), ``zerr`` (half the central 68.3% interval),
+        ``z_lo68, z_hi68, z_lo95, z_hi95``, ``p_second`` (mass beyond 0.02 (1+z) of the mode).
+    """
+    if not temperature > 0:
+        raise InputError("temperature", "must be > 0", value=temperature)
+    z = np.expm1(lnz)
+    lp = np.asarray(logl, np.float64) / temperature - np.log1p(z)[None, :]      # density per unit z
+    if log_prior_z is not None:
+        lp = lp + np.asarray(log_prior_z, np.float64)[None, :]
+    lp = np.where(np.isfinite(lp), lp, -np.inf)
+    i = np.argmax(lp, axis=1)
+    rows = np.arange(lp.shape[0])
+    p = np.exp(lp - lp[rows, i][:, None])
+    dz = np.diff(z)
+    area = (0.5 * (p[:, 1:] + p[:, :-1]) * dz).sum(axis=1)
+    p /= area[:, None]
+    # mode refined by a parabola through the log-density in ln(1+z)
+    J = lnz.size
+    ic = np.clip(i, 1, J - 2)
+    y0, y1, y2 = lp[rows, ic - 1], lp[rows, ic], lp[rows, ic + 1]
+    den = y0 - 2 * y1 + y2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.where(den < 0, 0.5 * (y0 - y2) / den, 0.0)
+    off = np.where((i == 0) | (i == J - 1) | ~np.isfinite(off), 0.0, np.clip(off, -0.5, 0.5))
+    h = np.diff(lnz)
+    zmode = np.expm1(lnz[i] + off * np.where(off >= 0, h[np.minimum(i, J - 2)], h[np.maximum(i - 1, 0)]))
+    cdf = np.concatenate([np.zeros((p.shape[0], 1)), np.cumsum(0.5 * (p[:, 1:] + p[:, :-1]) * dz, axis=1)], axis=1)
+    q = {}
+    for name, lev in (("lo68", 0.5 - 0.6827 / 2), ("hi68", 0.5 + 0.6827 / 2), ("lo95", 0.5 - 0.9545 / 2),
+                      ("hi95", 0.5 + 0.9545 / 2)):
+        q[name] = np.array([np.interp(lev, c, z) for c in cdf])
+    far = np.abs(z[None, :] - zmode[:, None]) / (1 + zmode[:, None]) > SECOND_PEAK_DZ
+    mass_far = (0.5 * ((p * far)[:, 1:] + (p * far)[:, :-1]) * dz).sum(axis=1)
+    return {"z_grid": z, "pz": p.astype(np.float32), "z": zmode, "zerr": 0.5 * (q["hi68"] - q["lo68"]),
+            "z_lo68": q["lo68"], "z_hi68": q["hi68"], "z_lo95": q["lo95"], "z_hi95": q["hi95"],
+            "p_second": mass_far, "cdf": cdf}
+
+
+def pit(z_grid: np.ndarray, cdf: np.ndarray, z_true: np.ndarray) -> np.ndarray:
+    """CDF of each p(z) at the true redshift (PIT), shape (N,)."""
+    return np.array([np.interp(zt, z_grid, c) for zt, c in zip(z_true, cdf)])
+
+
+def nz_log_prior(z_train: np.ndarray, z_grid: np.ndarray, smooth_dz: float = 0.02) -> np.ndarray:
+    """log of the training split's n(z) (Gaussian-smoothed histogram, density per unit z) on ``z_grid``."""
+    zt = np.asarray(z_train, np.float64)
+    zt = zt[np.isfinite(zt)]
+    dens = np.zeros_like(z_grid)
+    for s in range(0, zt.size, 2000):
+        dens += np.exp(-0.5 * ((z_grid[None, :] - zt[s:s + 2000, None]) / smooth_dz) ** 2).sum(axis=0)
+    dens /= np.trapezoid(dens, z_grid)
+    return np.log(np.maximum(dens, 1e-6 * dens.max()))
+
+
+__all__ = ["XcorrModel", "archetype_loglike", "common_grid", "resampling_matrix", "resample", "loglike_curves", "posterior", "pit",
+           "nz_log_prior", "lsf_bins", "DEFAULT_DLNLAM", "SECOND_PEAK_DZ", "LSF_BIN_RATIO", "LSF_MAX_BINS"]

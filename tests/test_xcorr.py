@@ -1,0 +1,174 @@
+"""FFT cross-correlation chi2(z) and p(z) (csstz.templates.xcorr): physics and contracts."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from csstz.errors import InputError
+from csstz.evaluate.templates import TemplateModel
+from csstz.instrument import load_instrument
+from csstz.population.sdss_fit import read_templates
+from csstz.templates.learned import TemplateBasis, kcorrect_basis, learn_basis, rest_grid_aa
+from csstz.templates.xcorr import (XcorrModel, common_grid, loglike_curves, pit, posterior, resample,
+                                   resampling_matrix)
+
+BANDS = ("GV", "GI")
+
+
+@pytest.fixture(scope="module")
+def inst():
+    return load_instrument()
+
+
+@pytest.fixture(scope="module")
+def waves(inst):
+    return {b: inst.band(b).wave_aa for b in BANDS}
+
+
+def _split(x, waves):
+    n0 = waves["GV"].size
+    return {"GV": x[:, :n0], "GI": x[:, n0:]}
+
+
+def _line_basis():
+    """Flat continuum + one narrow emission line at 5007 A rest (sigma 1 A)."""
+    w = np.exp(np.arange(np.log(1300.0), np.log(11000.0), 1e-4))
+    line = np.exp(-0.5 * ((w - 5007.0) / 1.0) ** 2)
+    T = np.stack([np.ones_like(w), line])
+    return TemplateBasis(w, T, T.mean(axis=1), name="line")
+
+
+def test_resampling_conserves_flux(waves):
+    grid = common_grid(waves)
+    assert abs(float(grid[1] - grid[0]) - 1.15e-3) < 1e-12
+    mats = {b: resampling_matrix(w, grid) for b, w in waves.items()}
+    flat = {b: np.full((1, w.size), 3.0) for b, w in waves.items()}
+    err = {b: np.full((1, w.size), 0.5) for b, w in waves.items()}
+    f, w = resample(flat, err, mats)
+    assert np.allclose(f[w > 0], 3.0)
+    # a linear ramp in ln(lambda): the overlap-weighted mean preserves it to second order
+    lw = {b: np.log(x)[None, :] for b, x in waves.items()}
+    f2, w2 = resample(lw, err, mats)
+    inner = (w2[0] > 0) & (np.arange(grid.size) > 2) & (np.arange(grid.size) < grid.size - 3)
+    assert np.max(np.abs(f2[0, inner] - grid[inner])) < 2e-4
+    # masked pixels (err = inf) never carry weight; weights are 0 where no band covers the grid
+    err_m = {b: e.copy() for b, e in err.items()}
+    err_m["GV"][:, :100] = np.inf
+    _, w3 = resample(flat, err_m, mats)
+    gv_lo = np.log(waves["GV"][0])
+    assert np.all(w3[0, grid < np.log(waves["GV"][95])] == 0)
+    assert np.all(w3[0, (grid > gv_lo + 0.2) & (grid < np.log(waves["GI"][-2]))] > 0)
+
+
+@pytest.mark.parametrize("z_true", [0.12, 0.47, 0.83, 1.05])
+def test_line_at_known_z_is_recovered_within_a_fraction_of_the_grid_step(waves, inst, z_true):
+    m = XcorrModel(_line_basis(), waves, lsf_sigma_pix=(inst.psf_sigma_pix,), dtype=np.float64)
+    sig_ln = inst.psf_sigma_pix * m.pix_ln
+    flux = {}
+    for b, w in waves.items():
+        x = (np.log(w) - math.log(5007.0 * (1 + z_true))) / sig_ln
+        flux[b] = (1.0 + 20.0 * np.exp(-0.5 * x ** 2))[None, :]
+    err = {b: np.full((1, w.size), 0.05) for b, w in waves.items()}
+    ll = loglike_curves(m, flux, err, threads=1)
+    po = posterior(m.lnz, ll)
+    dlnz = math.log1p(po["z"][0]) - math.log1p(z_true)
+    assert abs(dlnz) < 0.15 * m.h
+    assert po["p_second"][0] < 1e-6
+
+
+def test_fft_chi2_equals_brute_force(waves, inst):
+    tw, tf = read_templates()
+    wave = rest_grid_aa()
+    b = TemplateBasis(wave, np.stack([np.interp(wave, tw, t) for t in tf]), np.ones(5), name="kc")
+    m = XcorrModel(b, waves, lsf_sigma_pix=(2.3,), dtype=np.float64, zmax=1.2)
+    rng = np.random.default_rng(5)
+    n = 3
+    flux = {k: rng.normal(1.0, 1.0, (n, w.size)) for k, w in waves.items()}
+    err = {k: rng.uniform(0.5, 2.0, (n, w.size)) for k, w in waves.items()}
+    err["GI"][:, 40:60] = np.inf            # masked pixels
+    f, w = m.prepare_spectra(flux, err)
+    ll, coef = m.loglike(f, w, mode="ls", with_coeff=True)
+    Trest = m.rest_templates()                                    # (K, n_rest), phase 0
+    for shift in (0, 137, 400, m.n_shift - 1):
+        lnz = m.lnz_max - shift * m.h
+        j = int(np.argmin(np.abs(m.lnz - lnz)))
+        assert abs(m.lnz[j] - lnz) < 1e-12
+        X = Trest[:, shift:shift + m.L].T                         # model of the grid pixels at this shift
+        for i in range(n):
+            sw = np.sqrt(w[i])
+            a, *_ = np.linalg.lstsq(X * sw[:, None], f[i] * sw, rcond=None)
+            chi2 = float(np.sum(w[i] * (f[i] - X @ a) ** 2))
+            assert abs(-2.0 * ll[i, j] - chi2) <= 1e-6 * chi2
+            np.testing.assert_allclose(coef[i, j], a, rtol=1e-5, atol=1e-8 * np.abs(a).max())
+    # float32 FFTs agree with float64 to ~1e-5 relative in chi2
+    m32 = XcorrModel(b, waves, lsf_sigma_pix=(2.3,), dtype=np.float32, zmax=1.2)
+    ll32, _ = m32.loglike(f, w, mode="ls")
+    assert np.max(np.abs(ll32 - ll) / np.abs(ll)) < 1e-4
+
+
+def test_pz_is_a_normalised_density_with_consistent_summaries(waves, inst):
+    m = XcorrModel(kcorrect_basis(), waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
+    z = np.array([0.3, 0.9])
+    clean = np.einsum("k,zkp->zp", [1.0, 0.5, 0.2, 0.3, 0.8], tm.render(z))
+    rng = np.random.default_rng(1)
+    err = np.full_like(clean, 0.3 * clean.mean())
+    noisy = clean + err * rng.normal(size=clean.shape)
+    ll = loglike_curves(m, _split(noisy, waves), _split(err, waves), threads=1)
+    po = posterior(m.lnz, ll)
+    area = np.sum(0.5 * (po["pz"][:, 1:] + po["pz"][:, :-1]) * np.diff(po["z_grid"]), axis=1)
+    np.testing.assert_allclose(area, 1.0, rtol=1e-5)
+    assert np.all(po["pz"] >= 0)
+    assert np.all(po["z_lo95"] <= po["z_lo68"]) and np.all(po["z_lo68"] <= po["z"] + 1e-9)
+    assert np.all(po["z"] <= po["z_hi68"] + 1e-9) and np.all(po["zerr"] > 0)
+    u = pit(po["z_grid"], po["cdf"], z)
+    assert np.all((u >= 0) & (u <= 1))
+    # a temperature > 1 broadens the p(z); the n(z) prior enters as a density
+    hot = posterior(m.lnz, ll, temperature=4.0)
+    assert np.all(hot["zerr"] > po["zerr"])
+    with pytest.raises(InputError):
+        posterior(m.lnz, ll, temperature=0.0)
+
+
+def test_coefficient_prior_improves_low_snr_redshifts(waves, inst):
+    """SEDs from a narrow family: at low SNR the prior-marginal likelihood beats free least squares."""
+    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
+    wave = rest_grid_aa()
+    T = np.stack([np.interp(wave, tm.template_wave_aa, t) for t in tm.template_flux])  # the templates tm renders
+    rng = np.random.default_rng(11)
+    parent = np.array([0.1, 1.0, 0.3, 0.05, 0.4])
+
+    def draw(n):
+        return parent * np.exp(0.15 * rng.normal(size=(n, 5)))
+
+    basis = learn_basis(wave, draw(2000) @ T, 5)
+    m = XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+    n = 160
+    z = rng.uniform(0.1, 1.4, n)
+    c = draw(n)
+    models = tm.render(z)                                         # (n, 5, P), exact pixel models
+    clean = np.einsum("nk,nkp->np", c, models)
+    err = np.full_like(clean, 1.0) * (np.abs(clean).mean(axis=1, keepdims=True) / 1.0)   # SNR/pixel ~ 1
+    noisy = clean + err * rng.normal(size=clean.shape)
+    out = {}
+    for mode in ("ls", "prior"):
+        ll = loglike_curves(m, _split(noisy, waves), _split(err, waves), mode=mode, threads=1)
+        po = posterior(m.lnz, ll)
+        dz = np.abs(po["z"] - z) / (1 + z)
+        out[mode] = (float(np.mean(dz > 0.02)), float(np.median(dz)))
+    assert out["prior"][0] < out["ls"][0] - 0.05, out
+
+
+def test_bad_inputs(waves):
+    b = kcorrect_basis()
+    with pytest.raises(InputError):
+        XcorrModel(b, waves, zmin=1.0, zmax=0.5)
+    with pytest.raises(InputError):
+        XcorrModel(b, waves, n_phase=3)
+    m = XcorrModel(b, waves)
+    with pytest.raises(InputError, match="no coefficient prior"):
+        m.loglike(np.zeros((1, m.L)), np.ones((1, m.L)), mode="prior")
+    with pytest.raises(InputError):
+        m.prepare_spectra({"GV": np.zeros((1, 5))}, {"GV": np.ones((1, 5))})
