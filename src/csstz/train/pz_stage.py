@@ -124,7 +124,7 @@ def fit_network(net: PzNet, train_batches, val_batches: list[Batch], grid_lnz: n
         n = len(z)
         seen += n
         since_eval += n
-        run_loss += float(loss) * n
+        run_loss += float(loss.detach()) * n
         run_n += n
         if progress is not None:
             progress(n)
