@@ -29,7 +29,7 @@ def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("pred")
     data = base / "synthetic.h5"
     make_dataset(data, n=300, seed=3)
-    train_and_calibrate(data, base / "run", TrainConfig(epochs=1, bnn_epochs=1, **TINY))
+    train_and_calibrate(data, base / "run", TrainConfig(estimator="paper", epochs=1, bnn_epochs=1, **TINY))
     return base / "run", data
 
 

@@ -36,7 +36,7 @@ TINY = dict(SMALL, widths=(4, 4, 8, 8, 8, 8, 16, 16), head_hidden=(16, 8))
 def run(dataset, tmp_path_factory):
     """A tiny 2 + 1 epoch run (contracts only; learning is tested by the slow test)."""
     out = tmp_path_factory.mktemp("run")
-    summary = train_and_calibrate(dataset, out, TrainConfig(epochs=2, bnn_epochs=1, max_train=300, **TINY))
+    summary = train_and_calibrate(dataset, out, TrainConfig(estimator="paper", epochs=2, bnn_epochs=1, max_train=300, **TINY))
     return out, summary
 
 
@@ -46,7 +46,7 @@ def test_short_training_learns(dataset, tmp_path):
     naive sigma_NMAD 0.235, CNN 0.059; BNN val NLL 0.20 -> -0.28 in 2 epochs (naive Gaussian 0.127);
     val coverage of the 68/95% intervals 0.47/0.74 before and 0.68/0.96 after Beta calibration."""
     out = tmp_path / "run"
-    s = train_and_calibrate(dataset, out, TrainConfig(epochs=6, bnn_epochs=2, **SMALL))
+    s = train_and_calibrate(dataset, out, TrainConfig(estimator="paper", epochs=6, bnn_epochs=2, **SMALL))
     cnn = s["cnn"]
     assert cnn["epochs_run"] == 6 and len(cnn["val_losses"]) == 6
     assert cnn["best_val_loss"] < cnn["val_losses"][0]
@@ -90,7 +90,7 @@ def test_model_files_load_weights_only(run):
 
 def test_rerun_skips_finished_stages(run, dataset):
     out, s = run
-    again = train(dataset, out, TrainConfig(epochs=2, bnn_epochs=1, max_train=300, **TINY))
+    again = train(dataset, out, TrainConfig(estimator="paper", epochs=2, bnn_epochs=1, max_train=300, **TINY))
     assert again["cnn"]["val_losses"] == s["cnn"]["val_losses"]
 
 
@@ -98,7 +98,7 @@ def test_train_only_trains(dataset, tmp_path):
     """`train` writes models and a summary, no calibration; the pipeline adds validation scores and the
     calibration to the same run directory."""
     out = tmp_path / "run"
-    cfg = TrainConfig(epochs=1, bnn_epochs=1, max_train=64, **TINY)
+    cfg = TrainConfig(estimator="paper", epochs=1, bnn_epochs=1, max_train=64, **TINY)
     s = train(dataset, out, cfg)
     assert (out / "bnn.pt").is_file() and (out / "config.yaml").is_file()
     assert not (out / "calibration.json").exists() and "calibration" not in s
@@ -109,7 +109,7 @@ def test_train_only_trains(dataset, tmp_path):
 
 
 def test_killed_stage_resumes_from_last_ckpt(dataset, tmp_path):
-    cfg = TrainConfig(epochs=2, **SMALL).to_dict() | {"z_init": 0.5}
+    cfg = TrainConfig(estimator="paper", epochs=2, **SMALL).to_dict() | {"z_init": 0.5}
     from csstz.io.spectra import split_rows
     tr, va = split_rows(dataset, "train")[:200], split_rows(dataset, "val")
     train_dl, val_dl = make_loaders(dataset, tr, va, cfg)
@@ -130,7 +130,7 @@ def test_dataset_without_split(tmp_path):
     sp.catalog.remove_column("SPLIT")
     write_spectra(tmp_path / "nosplit2.h5", sp)
     with pytest.raises(InputError, match="SPLIT"):
-        train(tmp_path / "nosplit2.h5", tmp_path / "run", TrainConfig(epochs=1, **SMALL))
+        train(tmp_path / "nosplit2.h5", tmp_path / "run", TrainConfig(estimator="paper", epochs=1, **SMALL))
     assert not (tmp_path / "run").exists()  # bad input leaves nothing behind
 
 
@@ -150,7 +150,7 @@ def test_config_round_trip():
 def test_cli_train(dataset, tmp_path, capsys):
     from csstz.cli import main
     out = tmp_path / "clirun"
-    rc = main(["train", str(dataset), "--out", str(out), "--epochs", "1", "--bnn-epochs", "1", "--batch-size", "32",
+    rc = main(["train", str(dataset), "--out", str(out), "--model", "paper", "--epochs", "1", "--bnn-epochs", "1", "--batch-size", "32",
                "--widths", "4,4,8,8,8,8,16,16", "--max-train", "200", "--head", "mcdropout",
                "--calibration", "scale", "--no-progress"])
     assert rc == 0
@@ -228,7 +228,7 @@ def test_quick_training_on_real_build_dataset(tmp_path):
     from csstz.train.config import QUICK
     data = tmp_path / "build.h5"
     build_dataset(data, 2000, seed=3, workers=1, progress=False)
-    s = train_and_calibrate(data, tmp_path / "run", TrainConfig(**QUICK))
+    s = train_and_calibrate(data, tmp_path / "run", TrainConfig(estimator="paper", **QUICK))
     cnn = s["cnn"]
     print({k: s[k] for k in ("naive_val_loss", "naive_val_sigma_nmad", "naive_val_nll")}, cnn["val_losses"],
           cnn["val_sigma_nmad"], s["bnn"]["val_sigma_nmad"], s["bnn"]["best_val_loss"], s["calibration"])
@@ -272,11 +272,11 @@ def test_resume_refuses_a_different_dataset_or_config(tmp_path):
     cat = read_catalog(ds)
     out = tmp_path / "run"
     out.mkdir()
-    cfg = TrainConfig(epochs=2)
+    cfg = TrainConfig(estimator="paper", epochs=2)
     _check_run_fingerprint(out, ds, cat, cfg)
-    _check_run_fingerprint(out, ds, cat, TrainConfig(epochs=2, progress=False))  # display only: fine
+    _check_run_fingerprint(out, ds, cat, TrainConfig(estimator="paper", epochs=2, progress=False))  # display only: fine
     with pytest.raises(InputError, match="epochs"):
-        _check_run_fingerprint(out, ds, cat, TrainConfig(epochs=5))
+        _check_run_fingerprint(out, ds, cat, TrainConfig(estimator="paper", epochs=5))
     other = tmp_path / "b.h5"
     make_dataset(other, n=60, seed=1)
     with pytest.raises(InputError, match="dataset"):

@@ -22,7 +22,8 @@ from typing import Any
 
 from . import __version__
 from .config import (DEFAULT_SEED, BuildConfig, CalibrateConfig, EvaluateConfig, ModelConfig, OptimiserConfig,
-                     ParallelConfig, PopulationConfig, PredictConfig, SimulateConfig, StageConfig, TemplateFitConfig,
+                     ParallelConfig, PopulationConfig, PredictConfig, PzConfig, SimulateConfig, StageConfig,
+                     TemplateFitConfig,
                      TrainConfig, base_type, field_types, read_config_file)
 from .errors import CsstzError
 
@@ -74,14 +75,15 @@ def add_config_options(p: argparse.ArgumentParser, *classes: type) -> None:
                 continue
             tp, _ = base_type(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            flag = "--" + f.name.replace("_", "-")
+            prefix = getattr(cls, "cli_prefix", "")
+            flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
             kw: dict = {"dest": f"{cls.section}.{f.name}", "default": argparse.SUPPRESS}
             help_text = meta.get("help", "")
             if tp is bool:
                 kw["action"] = "store_const"
                 kw["const"] = not default
                 if default:
-                    flag = "--no-" + f.name.replace("_", "-")
+                    flag = "--no-" + flag[2:]
                     help_text = f"no {help_text}" if help_text else help_text
             else:
                 if typing.get_origin(tp) is tuple:
@@ -196,17 +198,19 @@ def _run_plot_dataset(a) -> int:
 
 # --- train / predict --------------------------------------------------------------------------
 def _add_train(sub):
-    p = sub.add_parser("train", help="train the CNN, the BNN head on its frozen backbone, and the calibration")
+    p = sub.add_parser("train", help="train the default p(z) estimator (or, with --model paper, the paper's CNN "
+                                     "and its Bayesian head), then fit the calibration on the validation split")
     p.add_argument("dataset", help="dataset file from `csstz build`")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model files, logs)")
-    add_config_options(p, ModelConfig, OptimiserConfig, CalibrateConfig)
+    add_config_options(p, ModelConfig, OptimiserConfig, CalibrateConfig, PzConfig)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(a) -> int:
     from .pipeline import train_and_calibrate
-    c = stage_configs(a, ModelConfig, OptimiserConfig, CalibrateConfig)
-    train_and_calibrate(a.dataset, a.out, TrainConfig.from_parts(c["model"], c["optimiser"], c["calibrate"]))
+    c = stage_configs(a, ModelConfig, OptimiserConfig, CalibrateConfig, PzConfig)
+    train_and_calibrate(a.dataset, a.out, TrainConfig.from_parts(c["model"], c["optimiser"], c["calibrate"]),
+                        pz=c["pz"])
     return 0
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, FileFormatError
-from .schema import MODEL_KINDS, SPLITS, Z_RANGE, network_bands
+from .schema import ESTIMATORS, MODEL_KINDS, SPLITS, Z_RANGE, network_bands
 
 #: Root seed of every stage unless given.
 DEFAULT_SEED = 0
@@ -210,6 +210,8 @@ class ModelConfig(StageConfig):
     """The networks: the 1d ResNet and the Bayesian head."""
 
     section: typing.ClassVar[str] = "model"
+    estimator: str = opt("pz", "what to train: pz (the default p(z) network on physics curves) or paper "
+                         "(the paper's CNN + Bayesian head)", ESTIMATORS, alias="--model")
     stem_channels: int = opt(32, "channels of the ResNet stem")
     widths: tuple[int, ...] = opt(CPU_WIDTHS, "comma-separated ResNet block widths (authors: "
                                   "64,64,128,128,256,256,512,512)")
@@ -341,7 +343,8 @@ class PredictConfig(StageConfig):
     samples: int = opt(200, "stochastic head passes per spectrum")
     seed: int = opt(DEFAULT_SEED, "seed of the head's weight noise (same seed, same output)")
     batch_size: int = opt(1024, "spectra per backbone batch")
-    model: str = opt("bnn", "bnn, or the CNN alone (ZERR = its validation sigma_NMAD x (1+z))", MODEL_KINDS)
+    model: str | None = opt(None, "network to apply; default: the run's estimator (pz, or bnn for a paper run); "
+                            "cnn = the paper's CNN alone (ZERR = its validation sigma_NMAD x (1+z))", MODEL_KINDS)
     split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
 
     def check(self) -> None:
@@ -371,6 +374,47 @@ class TemplateFitConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class PzConfig(StageConfig):
+    """The default estimator (``csstz train --model pz``): physics curves + p(z) network (docs/estimator.md).
+
+    Command-line flags carry the prefix ``--pz-`` (e.g. ``--pz-max-samples``).
+    """
+
+    section: typing.ClassVar[str] = "pz"
+    cli_prefix: typing.ClassVar[str] = "pz"
+    # physics stage (torch-free, csstz.templates)
+    n_components: int | None = opt(None, "learned basis size (default: chosen on validation SEDs)")
+    lsf: str = opt("morphology", "line-spread model of the physics curves", LSF_MODELS)
+    # network (csstz.models.pz)
+    members: int = opt(4, "ensemble members (their spread is the epistemic uncertainty)")
+    hidden: int = opt(16, "channels per member")
+    stride: int = opt(4, "down-sampling of the z axis inside the correction network")
+    kernel: int = opt(5, "kernel of the dilated convolutions")
+    dilations: tuple[int, ...] = opt((1, 2, 4, 8, 16, 32), "one residual block per dilation")
+    # optimisation
+    batch_size: int = opt(256, "spectra per step")
+    lr: float = opt(2e-3, "AdamW peak learning rate (one-cycle schedule)")
+    weight_decay: float = opt(1e-4, "AdamW weight decay")
+    max_samples: int = opt(300_000, "training samples seen at most (each a fresh noise draw)")
+    eval_every: int = opt(30_000, "samples between validation evaluations")
+    patience: int = opt(4, "evaluations without improvement before stopping")
+    target_width: float = opt(1.0, "sigma of the training target in grid steps of ln(1+z)")
+    # flags
+    ood_quantile: float = opt(0.98, "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation "
+                              "statistic")
+    multimodal_mass: float = opt(0.2, "MULTIMODAL: p(z) mass farther than 0.02 (1+z) from the mode above this")
+    threads: int = opt(2, "threads of the physics FFTs")
+
+    def check(self) -> None:
+        for name in ("members", "hidden", "stride", "batch_size", "max_samples", "eval_every", "patience"):
+            self._require(name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1, "an integer >= 1")
+        self._require("kernel", self.kernel % 2 == 1, "odd")
+        self._require("lr", self.lr > 0, "> 0")
+        self._require("ood_quantile", 0.5 < self.ood_quantile < 1.0, "in (0.5, 1)")
+        self._require("multimodal_mass", 0.0 < self.multimodal_mass < 1.0, "in (0, 1)")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig(StageConfig):
     """``csstz evaluate``."""
 
@@ -380,7 +424,7 @@ class EvaluateConfig(StageConfig):
 
 SECTIONS: dict[str, type] = {c.section: c for c in (
     ParallelConfig, PopulationConfig, SimulateConfig, BuildConfig, ModelConfig, OptimiserConfig, CalibrateConfig,
-    PredictConfig, TemplateFitConfig, EvaluateConfig)}
+    PredictConfig, PzConfig, TemplateFitConfig, EvaluateConfig)}
 
 
 # --- YAML ------------------------------------------------------------------------------------------
@@ -439,5 +483,5 @@ def base_type(tp: Any) -> tuple[Any, bool]:
 
 __all__ = ["StageConfig", "ParallelConfig", "PopulationConfig", "SimulateConfig", "BuildConfig", "ModelConfig",
            "OptimiserConfig", "CalibrateConfig", "TrainConfig", "PredictConfig", "TemplateFitConfig",
-           "EvaluateConfig", "SECTIONS", "read_config_file", "to_yaml", "field_types", "base_type", "opt",
+           "EvaluateConfig", "PzConfig", "SECTIONS", "read_config_file", "to_yaml", "field_types", "base_type", "opt",
            "DEFAULT_SEED", "HEAD_KINDS", "CALIBRATIONS", "SOURCES", "SYNTHETIC_SOURCES", "LSF_MODELS", "CPU_WIDTHS"]

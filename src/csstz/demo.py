@@ -1,10 +1,11 @@
 """``csstz demo``: the whole chain on the embedded real-galaxy default, ending in one report.
 
 Steps: build a dataset from the embedded SDSS/kcorrect population -> the
-paper's Figs. 1-5 for it -> train the CNN, the BNN head on its frozen backbone
-and the calibration (validation split only) -> predict the test split with
-both -> the template-fitting baseline on the same test spectra -> one report
-comparing CNN, BNN and templates.
+paper's Figs. 1-5 for it -> train the default p(z) estimator and, beside it, the
+paper's CNN and BNN head on its frozen backbone, each with its calibration
+(validation split only) -> predict the test split with all three -> the
+template-fitting baseline on the same test spectra -> one report comparing
+p(z), BNN, CNN and templates.
 
 Two plans: ``QUICK`` (``--quick``; about 5 minutes on 2 cores) and
 ``STANDARD`` (the documented accuracy benchmark of ``benchmarks/bench_accuracy.py``).
@@ -42,12 +43,15 @@ class DemoPlan:
     n_galaxies: int
     train: dict = field(default_factory=dict)
     samples: int = PredictConfig.samples
+    pz: dict = field(default_factory=dict)
 
 
 # quick: ~5 min on 2 cores (measured: 3,000 galaxies x 8 epochs took only 93 s, so the budget buys more data)
-QUICK = DemoPlan("quick", n_galaxies=8000, train=dict(TRAIN_QUICK, epochs=15, bnn_epochs=6))
+QUICK = DemoPlan("quick", n_galaxies=8000, train=dict(TRAIN_QUICK, epochs=10, bnn_epochs=4),
+                 pz=dict(max_samples=60_000, eval_every=15_000))
 STANDARD = DemoPlan("standard", n_galaxies=20000,
-                    train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False))
+                    train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False),
+                    pz=dict(max_samples=400_000, eval_every=40_000))
 
 
 def _console():
@@ -96,6 +100,7 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
     from .pipeline import predict_calibrated, train_and_calibrate
     from .population.figures import plot_dataset_figures
     from .templates.fit import fit_templates
+    from .config import PzConfig
     from .train.config import TrainConfig
 
     plan = plan or (QUICK if quick else STANDARD)
@@ -104,7 +109,7 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
     out.mkdir(parents=True, exist_ok=True)
     console = _console()
     times = {}
-    n_steps = 6
+    n_steps = 7
     console.print(f"csstz demo ({plan.name}): {plan.n_galaxies} galaxies, seed {seed}, {workers} workers -> {out}")
 
     t = _step(console, 1, n_steps, f"building the dataset from the embedded SDSS/kcorrect population")
@@ -118,21 +123,26 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
     data_figs = list(plot_dataset_figures(dataset, fig_dir)) + _example_figures(dataset, cat, fig_dir, seed)
     times["figures_s"] = time.perf_counter() - t
 
-    t = _step(console, 3, n_steps, "training the CNN, the BNN head and the calibration (validation split)")
+    t = _step(console, 3, n_steps, "training the p(z) estimator and its calibration (validation split)")
+    run_pz = out / "run_pz"
+    pz_summary = train_and_calibrate(dataset, run_pz, TrainConfig(seed=seed, estimator="pz"),
+                                     pz=PzConfig(**plan.pz))
+    times["train_pz_s"] = time.perf_counter() - t
+    t = _step(console, 4, n_steps, "training the paper's CNN, its BNN head and the calibration (validation split)")
     run_dir = out / "run"
-    config = TrainConfig(seed=seed, **plan.train)
+    config = TrainConfig(seed=seed, estimator="paper", **plan.train)
     summary = train_and_calibrate(dataset, run_dir, config)
-    times["train_s"] = time.perf_counter() - t
+    times["train_paper_s"] = time.perf_counter() - t
 
-    t = _step(console, 4, n_steps, f"predicting the test split (BNN with {plan.samples} passes, and the CNN)")
+    t = _step(console, 5, n_steps, f"predicting the test split (p(z); BNN with {plan.samples} passes; CNN)")
     preds = {}
-    for label, model in (("BNN", "bnn"), ("CNN", "cnn")):  # the BNN first: the report's primary method
-        path = out / f"pred_{model}.fits"
-        predict_calibrated(run_dir, dataset, path, samples=plan.samples, split="test", seed=seed, model=model)
+    for label, rdir, model in (("p(z)", run_pz, "pz"), ("BNN", run_dir, "bnn"), ("CNN", run_dir, "cnn")):
+        path = out / f"pred_{model}.fits"  # the p(z) estimator first: the report's primary method
+        predict_calibrated(rdir, dataset, path, samples=plan.samples, split="test", seed=seed, model=model)
         preds[label] = read_predictions(path)
     times["predict_s"] = time.perf_counter() - t
 
-    t = _step(console, 5, n_steps, "template-fitting baseline on the same test spectra")
+    t = _step(console, 6, n_steps, "template-fitting baseline on the same test spectra")
     test_rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == "test")
     spectra = read_spectra(dataset, bands=config.bands, rows=test_rows)
     # each galaxy's own shape broadens its lines (CSST images the same galaxies): a fair baseline
@@ -141,9 +151,11 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
     preds["templates"] = tmpl
     times["templates_s"] = time.perf_counter() - t
 
-    t = _step(console, 6, n_steps, "evaluating and writing the report")
+    t = _step(console, 7, n_steps, "evaluating and writing the report")
     truth = cat[test_rows]
     notes = {"plan": plan.name, "galaxies": plan.n_galaxies, "test spectra": len(test_rows), "seed": seed,
+             "p(z) samples seen": pz_summary["fit"]["samples_seen"],
+             "p(z) temperature": round(pz_summary["calibration"]["temperature"], 3),
              "CNN epochs run": summary["cnn"].get("epochs_run"), "BNN epochs run": summary["bnn"].get("epochs_run"),
              "BNN passes": plan.samples}
     notes.update({k: f"{v:.0f} s" for k, v in times.items()})
@@ -156,7 +168,7 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
         entry = metrics["methods"][label]
         headline[label] = {k: entry.get(k) for k in ("n", "sigma_nmad", "eta", "ebar", "coverage_68", "coverage_95")}
     result = {"plan": asdict(plan), "seed": seed, "headline": headline, "times": times,
-              "report": str(out / "report" / "report.html"), "train_summary": summary}
+              "report": str(out / "report" / "report.html"), "train_summary": summary, "pz_summary": pz_summary}
     with atomic_path(out / "demo_summary.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2, default=str))
     console.print("\n[bold]Headline (test split)[/bold]")

@@ -13,11 +13,27 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from .config import EvaluateConfig, PredictConfig, TrainConfig
+from .config import EvaluateConfig, PredictConfig, PzConfig, TrainConfig
 
 
-def train_and_calibrate(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
+def train_pz_and_calibrate(dataset_path, out_dir, config: TrainConfig, pz: PzConfig) -> dict:
+    """``csstz train --model pz``: physics stage + p(z) network, then temperature and flag thresholds on val."""
+    from .calibrate import calibrate_pz_run
+    from .io.run_dir import update_summary
+    from .train.pz_run import train_pz
+    from .train.run import select_rows
+
+    summary = train_pz(dataset_path, out_dir, config, pz)
+    _, val_rows = select_rows(dataset_path, config)
+    cal = calibrate_pz_run(out_dir, dataset_path, val_rows, pz.ood_quantile, pz.multimodal_mass)
+    return update_summary(out_dir, {"calibration": {k: v for k, v in cal.items() if k != "nll_scan"}})
+
+
+def train_and_calibrate(dataset_path, out_dir, config: TrainConfig | None = None, pz: PzConfig | None = None) -> dict:
     """``csstz train``: train, predict the validation split, fit the calibration; a calibrated run.
+
+    ``config.estimator == "pz"`` (the default) trains the p(z) estimator with ``pz``
+    (:func:`train_pz_and_calibrate`); ``"paper"`` the paper's CNN and Bayesian head.
 
     Parameters
     ----------
@@ -43,6 +59,8 @@ def train_and_calibrate(dataset_path, out_dir, config: TrainConfig | None = None
     from .train.run import select_rows, train
 
     cfg = config or TrainConfig()
+    if cfg.estimator == "pz":
+        return train_pz_and_calibrate(dataset_path, out_dir, cfg, pz or PzConfig())
     t0 = time.perf_counter()
     summary = train(dataset_path, out_dir, cfg)
     _, val_rows = select_rows(dataset_path, cfg)
@@ -60,9 +78,25 @@ def train_and_calibrate(dataset_path, out_dir, config: TrainConfig | None = None
 
 def predict_calibrated(run_dir, spectra_path, out_path, config: PredictConfig | None = None,
                        **overrides: Any) -> Table:
-    """``csstz predict``: predictions with the run's calibration applied (calibrated ZERR)."""
+    """``csstz predict``: predictions with the run's calibration applied (calibrated ZERR).
+
+    The network defaults to the run's estimator: ``pz`` for a p(z) run (with PZ / PZ_GRID),
+    the BNN for a paper run.
+    """
     from .calibrate import load_run_calibration
+    from .io.run_dir import read_summary
     from .predict import predict_file
+
+    cfg = config or PredictConfig()
+    estimator = read_summary(run_dir).get("estimator", "paper")
+    model = overrides.pop("model", None) or cfg.model or ("pz" if estimator == "pz" else "bnn")
+    if model == "pz":
+        from .predict_pz import predict_pz_file
+        return predict_pz_file(run_dir, spectra_path, out_path, cfg.replace(model="pz", **overrides))
+    if estimator == "pz":
+        from .errors import InputError
+        raise InputError("model", "a p(z) run holds only the pz network", value=model, allowed="pz")
+    config = cfg.replace(model=model)
 
     return predict_file(run_dir, spectra_path, out_path, config, calibration=load_run_calibration(run_dir),
                         **overrides)

@@ -190,7 +190,7 @@ def predict_file(run_dir, spectra_path, out_path, config: PredictConfig | None =
     InputError, FileFormatError
     """
     cfg = (config or PredictConfig()).replace(**overrides) if overrides else (config or PredictConfig())
-    model, samples, seed = cfg.model, cfg.samples, cfg.seed
+    model, samples, seed = cfg.model or "bnn", cfg.samples, cfg.seed
     run_dir = Path(run_dir)
     meta = read_summary(run_dir)
     model_path = run_dir / (BNN_FILE if model == "bnn" else CNN_FILE)

@@ -131,7 +131,15 @@ FINGERPRINT_FILE = "run_fingerprint.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
-MODEL_KINDS = ("bnn", "cnn")
+MODEL_KINDS = ("pz", "bnn", "cnn")
+#: Estimators `csstz train` can train: the default p(z) network, or the paper's CNN + Bayesian head.
+ESTIMATORS = ("pz", "paper")
+#: The p(z) network's model file and its physics stage (learned basis + grid) in a run directory.
+PZ_FILE = "pz.pt"
+PZ_PHYSICS_FILE = "pz_physics.h5"
+#: Version of the run-directory format (files and their keys), independent of the package version; a run
+#: of another version is refused by predict with one line naming both.
+RUN_FORMAT_VERSION = 2
 
 # --- predictions file (FITS) ---------------------------------------------------------------------
 PRED_HDU = "REDSHIFTS"

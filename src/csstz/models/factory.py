@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 from .heads import BNN, BayesianHead
+from .pz import PzNet
 from .resnet1d import FrozenBackbone, ResNet1d
 
 
@@ -28,6 +29,13 @@ def build_head(cfg: dict, in_features: int) -> BayesianHead:
                         sigma_init=float(cfg.get("sigma_init", 0.05)))
 
 
+def build_pz(cfg: dict) -> PzNet:
+    """The p(z) network of a config (its n(z) prior buffer comes with the state_dict)."""
+    return PzNet(int(cfg["n_grid"]), int(cfg["n_curves"]), int(cfg["n_scalars"]), members=int(cfg["members"]),
+                 hidden=int(cfg["hidden"]), stride=int(cfg["stride"]), kernel=int(cfg["kernel"]),
+                 dilations=tuple(cfg["dilations"]))
+
+
 def build_bnn(cfg: dict, cnn: ResNet1d | None = None) -> BNN:
     """BNN = a deep copy of ``cnn`` (or a fresh one) frozen + a new head."""
     base = copy.deepcopy(cnn) if cnn is not None else build_cnn(cfg)
@@ -35,4 +43,4 @@ def build_bnn(cfg: dict, cnn: ResNet1d | None = None) -> BNN:
     return BNN(backbone, build_head(cfg, backbone.n_features), residual=bool(cfg.get("residual", True)))
 
 
-__all__ = ["build_cnn", "build_head", "build_bnn"]
+__all__ = ["build_cnn", "build_head", "build_bnn", "build_pz"]

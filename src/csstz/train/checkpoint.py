@@ -18,7 +18,7 @@ import torch
 from .. import __version__
 from ..errors import FileFormatError
 from ..io.atomic import atomic_path
-from ..models.factory import build_bnn, build_cnn
+from ..models.factory import build_bnn, build_cnn, build_pz
 from ..schema import BNN_FILE, CNN_FILE
 
 
@@ -56,7 +56,10 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network of a model file (eval mode) and return it with the payload."""
     payload = load_payload(path)
     cfg = payload["config"]
-    model = build_cnn(cfg) if payload["kind"] == "cnn" else build_bnn(cfg)
+    builders = {"cnn": build_cnn, "bnn": build_bnn, "pz": build_pz}
+    if payload["kind"] not in builders:
+        raise FileFormatError(str(path), f"unknown model kind {payload['kind']!r} (expected cnn, bnn or pz)")
+    model = builders[payload["kind"]](cfg)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -1,0 +1,173 @@
+"""The p(z) network: physics log-likelihood curves in, a learned correction out.
+
+The default estimator (docs/estimator.md) does not ask a network to rediscover the
+templates. A torch-free physics stage (``csstz.templates.xcorr``) turns each spectrum
+into log-likelihood curves on a fixed ln(1+z) grid (the marginal likelihood of a
+template basis learned from the training SEDs, with its coefficient prior). This
+network reads those curves along the z axis and returns logits on the same grid::
+
+    logits_m(z) = a_m * c_0(z) + g_m(z) + b_m * log n(z)
+
+with ``c_0`` the first curve (max-subtracted log-likelihood), ``log n(z)`` the
+training split's redshift prior (a buffer), and ``g_m`` a correction computed by a
+small dilated convolutional network over all curves and per-object scalars. ``a_m``
+starts at 1 and ``g_m`` at 0, so an untrained network is the physics posterior.
+
+M members are trained at once as one grouped network (``groups=M``, different random
+initialisations): their spread is the epistemic uncertainty, the mean width of their
+p(z) the aleatoric one (law of total variance; :func:`pz_moments`).
+
+Layout::
+
+    curves (B, C, K) + scalars (B, S) broadcast  ->  (B, M*(C+S), K)
+    stem: Conv1d(groups=M, k=2*stride, stride)    ->  (B, M*H, K/stride)
+    blocks: residual dilated Conv1d(groups=M)     ->  (B, M*H, K/stride)
+    out: Conv1d(groups=M, k=1) + linear upsample  ->  g (B, M, K)
+    logits = a * c_0 + g + b * log n(z)           ->  (B, M, K)
+
+Definitions only: no I/O, no training loop (see ``csstz.train.pz_stage``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError
+
+
+class _DilatedBlock(nn.Module):
+    """GELU(conv) + conv with a residual skip, grouped over ensemble members."""
+
+    def __init__(self, channels: int, groups: int, kernel: int, dilation: int) -> None:
+        super().__init__()
+        pad = dilation * (kernel // 2)
+        self.conv1 = nn.Conv1d(channels, channels, kernel, padding=pad, dilation=dilation, groups=groups)
+        self.conv2 = nn.Conv1d(channels, channels, 1, groups=groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x (B, M*H, L) -> (B, M*H, L)
+        return x + self.conv2(F.gelu(self.conv1(x)))
+
+
+class PzNet(nn.Module):
+    """Ensemble of p(z) correction networks on a fixed redshift grid.
+
+    Parameters
+    ----------
+    n_grid : int
+        Number K of redshift grid points.
+    n_curves : int
+        Number C of input curves per object (curve 0 is the physics log-likelihood).
+    n_scalars : int
+        Number S of per-object scalars (broadcast along z).
+    members : int
+        Ensemble members M (>= 1).
+    hidden : int
+        Channels H per member.
+    stride : int
+        Down-sampling of the z axis inside the correction network (the physics term
+        stays at full resolution).
+    kernel : int
+        Odd kernel size of the dilated convolutions.
+    dilations : tuple of int
+        One residual block per dilation.
+    log_prior : Tensor, shape (K,), optional
+        log n(z) of the training split on the grid (normalised density; 0 = flat).
+    """
+
+    def __init__(self, n_grid: int, n_curves: int, n_scalars: int = 0, members: int = 4, hidden: int = 16,
+                 stride: int = 4, kernel: int = 5, dilations: tuple = (1, 2, 4, 8, 16, 32),
+                 log_prior: torch.Tensor | None = None) -> None:
+        super().__init__()
+        for name, val, lo in (("n_grid", n_grid, 8), ("n_curves", n_curves, 1), ("n_scalars", n_scalars, 0),
+                              ("members", members, 1), ("hidden", hidden, 1), ("stride", stride, 1)):
+            if int(val) < lo:
+                raise ConfigError(name, "invalid p(z) network setting", value=val, allowed=f">= {lo}")
+        if kernel % 2 != 1:
+            raise ConfigError("kernel", "must be odd", value=kernel)
+        self.n_grid, self.n_curves, self.n_scalars = int(n_grid), int(n_curves), int(n_scalars)
+        self.members, self.stride = int(members), int(stride)
+        m, h = self.members, int(hidden)
+        cin = n_curves + n_scalars
+        k0 = 2 * stride if stride > 1 else 3
+        self.stem = nn.Conv1d(m * cin, m * h, k0, stride=stride, padding=(k0 - stride + 1) // 2, groups=m)
+        self.blocks = nn.Sequential(*[_DilatedBlock(m * h, m, kernel, d) for d in dilations])
+        self.out = nn.Conv1d(m * h, m, 1, groups=m)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.a = nn.Parameter(torch.ones(m))
+        self.b = nn.Parameter(torch.ones(m))
+        lp = torch.zeros(n_grid) if log_prior is None else torch.as_tensor(log_prior, dtype=torch.float32)
+        if lp.shape != (n_grid,):
+            raise ConfigError("log_prior", "must have one value per grid point", value=tuple(lp.shape),
+                              allowed=f"({n_grid},)")
+        self.register_buffer("log_prior", lp.clone())
+
+    def forward(self, curves: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of every member.
+
+        Parameters
+        ----------
+        curves : Tensor, shape (B, C, K)
+            Curve 0: physics log-likelihood minus its maximum (<= 0). Others: any
+            further curves on the same grid, scaled to order unity.
+        scalars : Tensor, shape (B, S), optional
+
+        Returns
+        -------
+        Tensor, shape (B, M, K)
+            Unnormalised log-probabilities per grid point (softmax over K gives the
+            probability of each grid cell).
+        """
+        bsz, c, k = curves.shape
+        if c != self.n_curves or k != self.n_grid:
+            raise ConfigError("curves", "shape does not match the network", value=(c, k),
+                              allowed=f"({self.n_curves}, {self.n_grid})")
+        x = curves
+        if self.n_scalars:
+            x = torch.cat([x, scalars[:, :, None].expand(bsz, self.n_scalars, k)], dim=1)
+        # bounded inputs for the correction network (the physics term itself stays exact)
+        x = torch.cat([torch.tanh(x[:, :1] / 20.0), x[:, 1:]], dim=1)
+        x = x.repeat(1, self.members, 1)                        # (B, M*(C+S), K)
+        h = self.blocks(F.gelu(self.stem(x)))                    # (B, M*H, K/stride)
+        g = self.out(h)                                          # (B, M, K/stride)
+        if g.shape[-1] != k:
+            g = F.interpolate(g, size=k, mode="linear", align_corners=False)
+        return self.a[None, :, None] * curves[:, :1] + g + self.b[None, :, None] * self.log_prior
+
+
+def soft_target(z_true: torch.Tensor, grid_lnz: torch.Tensor, width: float) -> torch.Tensor:
+    """A narrow Gaussian target on the grid around each true redshift.
+
+    Parameters
+    ----------
+    z_true : Tensor, shape (B,)
+    grid_lnz : Tensor, shape (K,)
+        ln(1 + z) of the grid points.
+    width : float
+        Gaussian sigma in ln(1 + z) (about one grid step).
+
+    Returns
+    -------
+    Tensor, shape (B, K)
+        Rows sum to 1.
+    """
+    d = (grid_lnz[None, :] - torch.log1p(z_true)[:, None]) / width
+    w = torch.exp(-0.5 * d * d)
+    return w / w.sum(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def ensemble_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every member against the soft target, averaged.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (B, M, K)
+    target : Tensor, shape (B, K)
+    """
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(target[:, None, :] * logp).sum(dim=-1).mean()
+
+
+__all__ = ["PzNet", "soft_target", "ensemble_loss"]

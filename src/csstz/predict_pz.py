@@ -1,0 +1,217 @@
+"""Redshifts and p(z) from a ``csstz train --model pz`` run (docs/estimator.md).
+
+For each spectrum: the physics curves (:class:`csstz.templates.physics.PhysicsCurves`, saved
+in the run) -> every ensemble member's logits (:class:`csstz.models.pz.PzNet`) -> each member's
+probability per grid cell, sharpened or broadened by the calibration temperature T fitted on
+the validation split (``p_m^(1/T)``, renormalised) -> the members' mixture:
+
+* ``PZ`` / ``PZ_GRID``: the mixture as a density per unit z, trapezoid-normalised on the grid;
+* ``Z``: its mode, refined below the grid step by a parabola in ln p;
+* ``ZERR``: half the width of its central 68.27% interval (``Z_LO68``/``Z_HI68``, ``Z_LO95``/
+  ``Z_HI95`` the intervals themselves);
+* ``ZERR_EPISTEMIC``: the spread of the members' mean redshifts; ``ZERR_ALEATORIC``: the rms of
+  the members' own p(z) widths (law of total variance: their squares add up to the mixture's
+  variance);
+* ``P_SECOND``: the probability farther than 0.02 (1 + Z) from the mode;
+* ``CHI2_DOF``: the learned basis' best least-squares chi2 per degree of freedom.
+
+ZWARN (:class:`csstz.zwarn.ZWARN`): LITTLE_COVERAGE (< half the pixels valid), Z_FITLIMIT (the
+68% interval leaves the training redshift range), BAD_MINFIT (non-finite output), MULTIMODAL
+(``P_SECOND`` above the run's threshold), OUT_OF_DISTRIBUTION (``CHI2_DOF`` above the run's
+threshold, the ``ood_quantile`` of the in-family validation values).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from . import __version__
+from .config import PredictConfig
+from .errors import FileFormatError, InputError
+from .schema import CALIBRATION_FILE, P68, P95, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION
+from .zwarn import ZWARN, flag_where
+
+#: Below this fraction of valid input pixels LITTLE_COVERAGE is set.
+MIN_VALID_FRAC = 0.5
+#: Outlier window of P_SECOND, |dz| / (1 + z) (the catastrophic-outlier threshold of the metrics).
+SECOND_PEAK_DZ = 0.02
+
+
+def check_run_format(run_dir, summary: dict) -> None:
+    """Refuse a run directory of another run-format version with one line naming both."""
+    got = summary.get("run_format")
+    if got != RUN_FORMAT_VERSION:
+        raise FileFormatError(str(Path(run_dir)), f"run format {got} is not the format {RUN_FORMAT_VERSION} this "
+                              f"csstz {__version__} reads (retrain with this version)")
+
+
+def _cdf_interval(cdf: np.ndarray, z: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    lo_q, hi_q = 0.5 - level / 2, 0.5 + level / 2
+    lo = np.array([np.interp(lo_q, c, z) for c in cdf])
+    hi = np.array([np.interp(hi_q, c, z) for c in cdf])
+    return lo, hi
+
+
+def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
+    """Point estimates and intervals of p(z) given as probabilities per grid cell.
+
+    Parameters
+    ----------
+    cell_prob : ndarray, shape (N, M, K)
+        Per member, probability of each grid point (rows sum to 1 over K).
+    grid_z : ndarray, shape (K,)
+        Increasing redshift grid, uniform in ln(1 + z).
+
+    Returns
+    -------
+    dict of ndarray
+        ``pz`` (N, K) density per unit z (trapezoid-normalised), ``z``, ``zerr``, ``lo68``, ``hi68``,
+        ``lo95``, ``hi95``, ``zerr_epistemic``, ``zerr_aleatoric``, ``p_second``.
+    """
+    lnz = np.log1p(grid_z)
+    mix = cell_prob.mean(axis=1)                                           # (N, K)
+    mean_m = (cell_prob * grid_z).sum(axis=2)                              # (N, M)
+    var_m = (cell_prob * grid_z ** 2).sum(axis=2) - mean_m ** 2
+    # density per unit z: cell probability / dz of the cell (uniform in ln(1+z): dz = (1+z) dlnz)
+    dens = mix / ((1.0 + grid_z) * np.gradient(lnz))[None, :]
+    dens /= np.trapezoid(dens, grid_z, axis=1)[:, None]
+    k = np.argmax(mix, axis=1)
+    kk = np.clip(k, 1, grid_z.size - 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lp = np.log(np.maximum(np.take_along_axis(mix, np.stack([kk - 1, kk, kk + 1], 1), 1), 1e-300))
+        den = lp[:, 0] - 2 * lp[:, 1] + lp[:, 2]
+        off = np.where(den < 0, 0.5 * (lp[:, 0] - lp[:, 2]) / den, 0.0)
+    off = np.clip(np.where((k == kk) & np.isfinite(off), off, 0.0), -0.5, 0.5)
+    step = np.gradient(lnz)[kk]
+    z = np.expm1(lnz[kk] + off * step)
+    cdf = np.concatenate([np.zeros((mix.shape[0], 1)),
+                          np.cumsum(0.5 * (dens[:, 1:] + dens[:, :-1]) * np.diff(grid_z)[None, :], axis=1)], axis=1)
+    cdf /= cdf[:, -1:]
+    lo68, hi68 = _cdf_interval(cdf, grid_z, P68)
+    lo95, hi95 = _cdf_interval(cdf, grid_z, P95)
+    far = np.abs(grid_z[None, :] - z[:, None]) > SECOND_PEAK_DZ * (1.0 + z[:, None])
+    return {"pz": dens.astype(np.float32), "z": z, "zerr": 0.5 * (hi68 - lo68), "lo68": lo68, "hi68": hi68,
+            "lo95": lo95, "hi95": hi95, "zerr_epistemic": mean_m.std(axis=1),
+            "zerr_aleatoric": np.sqrt(np.maximum(var_m, 0.0).mean(axis=1)), "p_second": (mix * far).sum(axis=1)}
+
+
+def member_probabilities(logits, temperature: float = 1.0) -> np.ndarray:
+    """Per-member cell probabilities with the calibration temperature, (N, M, K) float64."""
+    import torch
+    lg = torch.as_tensor(logits, dtype=torch.float64) / float(temperature)
+    return torch.softmax(lg, dim=-1).numpy()
+
+
+class PzRun:
+    """A trained p(z) run directory: physics stage, network, calibration.
+
+    Raises
+    ------
+    FileFormatError
+        Not a p(z) run, another run-format version, or unreadable files.
+    """
+
+    def __init__(self, run_dir, threads: int = 2) -> None:
+        from .io.run_dir import read_summary
+        from .templates.physics import PhysicsCurves
+        from .train.checkpoint import file_checksum, load_model
+
+        self.run_dir = Path(run_dir)
+        self.summary = read_summary(self.run_dir)
+        if self.summary.get("estimator") != "pz":
+            raise FileFormatError(str(self.run_dir), "not a p(z) run (estimator "
+                                  f"{self.summary.get('estimator', 'paper')!r}); use --model bnn or cnn")
+        check_run_format(self.run_dir, self.summary)
+        self.net, payload = load_model(self.run_dir / PZ_FILE)
+        self.bands = tuple(payload["config"]["bands"])
+        self.physics = PhysicsCurves.load(self.run_dir / PZ_PHYSICS_FILE, threads=threads)
+        if tuple(self.physics.bands) != self.bands or len(self.physics.grid_z) != payload["config"]["n_grid"]:
+            raise FileFormatError(str(self.run_dir / PZ_PHYSICS_FILE), "physics stage does not match the network "
+                                  f"(bands {self.physics.bands} vs {self.bands})")
+        self.checksum = file_checksum(self.run_dir / PZ_FILE)
+        cal_path = self.run_dir / CALIBRATION_FILE
+        self.calibration = json.loads(cal_path.read_text()) if cal_path.is_file() else {}
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
+
+    def logits(self, flux: dict, err: dict, lsf_index=None) -> tuple[np.ndarray, np.ndarray]:
+        """Network logits (N, M, K) and the physics scalars (N, S) of spectra."""
+        import torch
+        curves, scal = self.physics.curves(flux, err, lsf_index)
+        with torch.no_grad():
+            out = self.net(torch.from_numpy(curves), torch.from_numpy(scal)).numpy()
+        return out, scal
+
+    def predict_arrays(self, flux: dict, err: dict, lsf_index=None, temperature: float | None = None) -> dict:
+        """:func:`summarise` of spectra plus ``chi2_dof`` and ``n_valid``/``n_pixels``."""
+        lg, scal = self.logits(flux, err, lsf_index)
+        out = summarise(member_probabilities(lg, self.temperature if temperature is None else temperature),
+                        self.physics.grid_z)
+        out["chi2_dof"] = scal[:, 2].astype(np.float64)
+        valid = sum(np.sum(np.isfinite(err[b]) & (np.asarray(err[b]) > 0), axis=1) for b in self.bands)
+        out["n_valid"], out["n_pixels"] = valid, sum(np.asarray(err[b]).shape[1] for b in self.bands)
+        return out
+
+    def zwarn(self, res: dict) -> np.ndarray:
+        z_lo, z_hi = self.summary["z_range"]
+        w = flag_where(res["n_valid"] < MIN_VALID_FRAC * res["n_pixels"], ZWARN.LITTLE_COVERAGE)
+        with np.errstate(invalid="ignore"):
+            w |= flag_where((res["lo68"] < z_lo) | (res["hi68"] > z_hi), ZWARN.Z_FITLIMIT)
+            w |= flag_where(res["p_second"] > float(self.calibration.get("multimodal_mass", 1.0)),
+                            ZWARN.MULTIMODAL)
+            w |= flag_where(res["chi2_dof"] > float(self.calibration.get("ood_chi2_dof", np.inf)),
+                            ZWARN.OUT_OF_DISTRIBUTION)
+        w |= flag_where(~(np.isfinite(res["z"]) & np.isfinite(res["zerr"])), ZWARN.BAD_MINFIT)
+        return w
+
+
+def predict_rows(run: PzRun, spectra_path, rows: np.ndarray, block: int = 1024,
+                 temperature: float | None = None) -> tuple[dict, Table]:
+    """Predict rows of a spectra file in blocks; returns the concatenated arrays and the catalogue rows."""
+    from .instrument import load_instrument
+    from .io.spectra import read_catalog, read_spectra
+    cat = read_catalog(spectra_path)[rows]
+    missing = [b for b in run.bands if b not in read_spectra(spectra_path, bands=None, rows=rows[:1]).bands]
+    if missing:
+        raise InputError("bands", f"spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
+    lsf = run.physics.lsf_index(cat, load_instrument())
+    parts = []
+    for s in range(0, rows.size, block):
+        sp = read_spectra(spectra_path, bands=run.bands, rows=rows[s:s + block])
+        parts.append(run.predict_arrays({b: sp.bands[b].flux for b in run.bands},
+                                        {b: sp.bands[b].err for b in run.bands},
+                                        None if lsf is None else lsf[s:s + block], temperature))
+    res = {k: np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k] for k in parts[0]}
+    return res, cat
+
+
+def predict_pz_file(run_dir, spectra_path, out_path, config: PredictConfig | None = None) -> Table:
+    """``csstz predict`` for a p(z) run: the REDSHIFTS table plus PZ / PZ_GRID, written atomically."""
+    from .io.predictions import write_predictions
+    from .io.spectra import split_rows
+
+    cfg = config or PredictConfig()
+    run = PzRun(run_dir)
+    rows = split_rows(spectra_path, cfg.split)
+    res, cat = predict_rows(run, spectra_path, rows)
+    tab = Table()
+    tab["TARGETID"] = np.asarray(cat["TARGETID"], np.int64)
+    for col, key in (("Z", "z"), ("ZERR", "zerr"), ("ZERR_EPISTEMIC", "zerr_epistemic"),
+                     ("ZERR_ALEATORIC", "zerr_aleatoric"), ("Z_LO68", "lo68"), ("Z_HI68", "hi68"),
+                     ("Z_LO95", "lo95"), ("Z_HI95", "hi95"), ("P_SECOND", "p_second"), ("CHI2_DOF", "chi2_dof")):
+        tab[col] = np.asarray(res[key], np.float64)
+    tab["ZWARN"] = run.zwarn(res)
+    header = {"METHOD": "csstz-pz", "MODELSUM": run.checksum, "CALMETH": "temperature",
+              "CALTEMP": run.temperature, "RUNFMT": RUN_FORMAT_VERSION}
+    if out_path is not None:
+        write_predictions(out_path, tab, header, pz=res["pz"], pz_grid=run.physics.grid_z)
+    tab.meta.update(header)
+    return tab
+
+
+__all__ = ["PzRun", "predict_pz_file", "predict_rows", "summarise", "member_probabilities", "check_run_format"]

@@ -1,0 +1,250 @@
+"""Physics curves for the p(z) network: template log-likelihoods on one redshift grid (torch-free).
+
+For each spectrum the default estimator (docs/estimator.md) reads, on the ln(1+z) grid of
+:class:`csstz.templates.xcorr.XcorrModel`:
+
+* curve 0: the log marginal likelihood of a template basis learned from the training
+  split's rest-frame SEDs, with its Gaussian coefficient prior (``mode="prior"``);
+* curve 1: the plain least-squares log-likelihood of the same basis (``mode="ls"``),
+  ``tanh``-compressed (its shape, not its scale, is what the network needs);
+
+and three scalars: ln(1 + SNR) of the two bands with most signal, and the best
+least-squares chi2 per degree of freedom (also the out-of-distribution statistic:
+a spectrum the learned basis cannot fit is unlike the training population).
+
+Both curves come from FFT cross-correlations (all redshifts at once), cheap enough to be
+recomputed for every fresh noise draw during training. The stage is saved beside the
+network (``pz_physics.h5``: the basis file plus the grid settings) so prediction rebuilds
+exactly the same curves.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import FileFormatError, InputError
+from ..io.atomic import atomic_path
+from ..simulate.extract import snr_median
+from .learned import TemplateBasis, read_basis, save_basis
+from .xcorr import LSF_MAX_BINS, XcorrModel, loglike_curves, lsf_bins
+
+#: Scale of the compressed least-squares curve, in units of ln L (project choice: ~ the depth of a
+#: well-constrained minimum at SNR ~ 1 per pixel).
+LS_CURVE_SCALE = 20.0
+#: Number of scalars per spectrum (see :meth:`PhysicsCurves.curves`).
+N_SCALARS = 3
+
+
+def rest_seds_of_split(dataset, split: str, max_rows: int | None = None, seed: int = 0,
+                       wave_aa: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Noiseless rest-frame SEDs of one split of a ``csstz build`` dataset, any synthetic source.
+
+    Embedded rows: the catalogue's COEFF times kcorrect's templates (the population's recipe);
+    SPS rows: the bank member ``BANK_INDEX`` of the dataset's seed (from the SED cache,
+    :mod:`csstz.population.sps`), rebinned flux-conserving. Normalisation is left to the caller.
+
+    Parameters
+    ----------
+    dataset : path
+    split : {"train", "val"}
+        The test split is refused (no choice may look at it).
+    max_rows : int, optional
+        A seeded random subset of at most this many rows.
+    wave_aa : ndarray, optional
+        Rest grid [A] (default :func:`csstz.templates.learned.rest_grid_aa`).
+
+    Returns
+    -------
+    wave_aa : (W,), seds : (N, W) float64, info : dict
+
+    Raises
+    ------
+    InputError
+        Test split, no rows, or rows whose SED cannot be rebuilt (real-data sources).
+    """
+    from ..io.spectra import read_attrs, read_catalog
+    from ..population.sdss_fit import read_templates
+    from .learned import rest_grid_aa
+
+    if split not in ("train", "val"):
+        raise InputError("split", "rest-frame SEDs come from the train or val split only", value=split,
+                         allowed="train, val")
+    wave = rest_grid_aa() if wave_aa is None else np.asarray(wave_aa, np.float64)
+    cat = read_catalog(dataset)
+    rows = np.flatnonzero(np.char.strip(np.asarray(cat["SPLIT"]).astype(str)) == split)
+    if rows.size == 0:
+        raise InputError("SPLIT", "no row in this split", value=split, path=str(dataset))
+    if max_rows is not None and rows.size > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+    out = np.full((rows.size, wave.size), np.nan)
+    if "COEFF" in cat.colnames:
+        coeff = np.asarray(cat["COEFF"], np.float64)[rows]
+        emb = np.all(np.isfinite(coeff), axis=1)
+        if emb.any():
+            tw, tf = read_templates()
+            T = np.stack([np.interp(wave, tw, t) for t in tf])
+            out[emb] = coeff[emb] @ T
+    if "BANK_INDEX" in cat.colnames:
+        bidx = np.asarray(cat["BANK_INDEX"], np.int64)[rows]
+        sps = bidx >= 0
+        if sps.any():
+            from ..population.sps import ensure_bank, load_bank, rebin_flux_conserving
+            attrs = read_attrs(dataset)
+            pop = json.loads(attrs["population"]) if isinstance(attrs.get("population"), str) else attrs["population"]
+            bank_size = int((pop.get("sps") or pop)["bank_size"])
+            bank = load_bank(ensure_bank(int(attrs["seed"]), bank_size))
+            edges = np.concatenate([[wave[0] - 0.5 * (wave[1] - wave[0])], 0.5 * (wave[1:] + wave[:-1]),
+                                    [wave[-1] + 0.5 * (wave[-1] - wave[-2])]])
+            bw = np.asarray(bank.rest_wave_aa, np.float64)
+            for i in np.flatnonzero(sps):
+                out[i] = rebin_flux_conserving(bw, np.asarray(bank.lum[bidx[i]], np.float64), edges)
+    bad = ~np.all(np.isfinite(out), axis=1)
+    if bad.any():
+        raise InputError("COEFF/BANK_INDEX", "no rest-frame SED for this row (a real-data source?)",
+                         row=int(rows[np.flatnonzero(bad)[0]]), path=str(dataset))
+    return wave, out, {"dataset": str(dataset), "split": split, "n": int(rows.size)}
+
+
+def learn_physics_basis(dataset, n_components: int | None = None, max_rows: int = 4000,
+                        seed: int = 0) -> TemplateBasis:
+    """A PCA basis with its coefficient prior from the training split; K chosen on validation SEDs."""
+    from .learned import choose_n_components, learn_basis
+    wave, s_train, info = rest_seds_of_split(dataset, "train", max_rows=max_rows, seed=seed)
+    table = []
+    if n_components is None:
+        _, s_val, _ = rest_seds_of_split(dataset, "val", max_rows=max_rows // 4, seed=seed, wave_aa=wave)
+        n_components, table = choose_n_components(wave, s_train, s_val)
+    basis = learn_basis(wave, s_train, int(n_components), provenance=info)
+    if table:
+        basis.provenance["k_selection_val"] = table
+    return basis
+
+
+class PhysicsCurves:
+    """The physics stage of the p(z) estimator.
+
+    Parameters
+    ----------
+    basis : TemplateBasis
+        Learned basis with a coefficient prior (:func:`csstz.templates.learned.learn_basis`).
+    wave_by_band : dict of str -> ndarray
+        Pixel-centre wavelengths [A] of the bands read (order kept).
+    psf_sigma_pix : float
+        Instrument PSF sigma [pixels]: the narrowest line-spread function.
+    lsf : {"point", "morphology"}
+        One LSF for all, or LSF bins by each galaxy's catalogue morphology.
+    zmin, zmax : float
+        Redshift range of the grid.
+    threads : int
+        Threads of the FFTs.
+    """
+
+    n_curves = 2
+    n_scalars = N_SCALARS
+
+    def __init__(self, basis: TemplateBasis, wave_by_band: dict, psf_sigma_pix: float, lsf: str = "morphology",
+                 zmin: float = 0.0, zmax: float = 1.6, threads: int = 2) -> None:
+        if lsf not in ("point", "morphology"):
+            raise InputError("lsf", "unknown line-spread model", value=lsf, allowed="point, morphology")
+        if not basis.has_prior:
+            raise InputError("basis", "the physics curves need a basis with a coefficient prior", value=basis.name)
+        self.basis, self.lsf, self.threads = basis, lsf, int(threads)
+        self.bands = tuple(wave_by_band)
+        self.wave_by_band = {b: np.asarray(w, np.float64) for b, w in wave_by_band.items()}
+        self.psf_sigma_pix = float(psf_sigma_pix)
+        self.zmin, self.zmax = float(zmin), float(zmax)
+        sig = (lsf_bins(np.array([psf_sigma_pix]), psf_sigma_pix)[1] if lsf == "morphology"
+               else np.array([psf_sigma_pix]))
+        self.model = XcorrModel(basis, self.wave_by_band, lsf_sigma_pix=tuple(sig), zmin=zmin, zmax=zmax)
+        self.grid_z = self.model.z.copy()
+        self.grid_lnz = self.model.lnz.copy()
+
+    # --- inputs ----------------------------------------------------------------------------------------
+    def lsf_index(self, catalog, instrument) -> np.ndarray | None:
+        """LSF template set of each catalogue row (None: all the point-source set)."""
+        if self.lsf == "point":
+            return None
+        from .basis import galaxy_lsf_sigma_pix
+        sig = galaxy_lsf_sigma_pix(instrument, np.asarray(catalog["SHAPE_R"]), np.asarray(catalog["SERSIC"]),
+                                   np.asarray(catalog["BA"]), np.asarray(catalog["PA"]))
+        return np.minimum(lsf_bins(sig, self.psf_sigma_pix)[0], LSF_MAX_BINS - 1)
+
+    def curves(self, flux_by_band: dict, err_by_band: dict, lsf_index=None) -> tuple[np.ndarray, np.ndarray]:
+        """Curves and scalars of N spectra.
+
+        Parameters
+        ----------
+        flux_by_band, err_by_band : dict of str -> ndarray, shape (N, L_band)
+            1e-17 erg/s/cm^2/A; err not finite = no data.
+        lsf_index : ndarray of int, shape (N,), optional
+
+        Returns
+        -------
+        curves : ndarray, shape (N, 2, K), float32
+            Curve 0: log marginal likelihood minus its maximum (<= 0); curve 1:
+            tanh((ln L_ls - max) / LS_CURVE_SCALE).
+        scalars : ndarray, shape (N, 3), float32
+            ln(1 + SNR) of the first two bands, and the least-squares chi2 per degree of freedom.
+        """
+        llp = loglike_curves(self.model, flux_by_band, err_by_band, lsf_index, mode="prior", threads=self.threads)
+        lls = loglike_curves(self.model, flux_by_band, err_by_band, lsf_index, mode="ls", threads=self.threads)
+        n = llp.shape[0]
+        out = np.empty((n, 2, llp.shape[1]), np.float32)
+        with np.errstate(invalid="ignore"):
+            out[:, 0] = llp - np.max(llp, axis=1, keepdims=True)
+            top = np.max(lls, axis=1, keepdims=True)
+            out[:, 1] = np.tanh((lls - top) / LS_CURVE_SCALE)
+        out = np.nan_to_num(out, nan=-1e4, neginf=-1e4, posinf=0.0)
+        out[:, 0] = np.maximum(out[:, 0], -1e4)
+        scal = np.zeros((n, N_SCALARS), np.float32)
+        for j, b in enumerate(self.bands[:2]):
+            snr = snr_median(np.asarray(flux_by_band[b], np.float64), np.asarray(err_by_band[b], np.float64))
+            scal[:, j] = np.log1p(np.maximum(np.nan_to_num(snr), 0.0))
+        scal[:, 2] = np.clip(self.chi2_dof(top[:, 0], err_by_band), 0.0, 50.0)
+        return out, scal
+
+    def chi2_dof(self, best_loglike_ls: np.ndarray, err_by_band: dict) -> np.ndarray:
+        """Best least-squares chi2 per degree of freedom, shape (N,)."""
+        n_valid = sum(np.sum(np.isfinite(np.asarray(err_by_band[b])) & (np.asarray(err_by_band[b]) > 0), axis=1)
+                      for b in self.bands)
+        dof = np.maximum(n_valid - self.basis.n_templates, 1)
+        return -2.0 * np.asarray(best_loglike_ls, np.float64) / dof
+
+    # --- file --------------------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the basis and the grid settings to one HDF5 file (atomically)."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            save_basis(self.basis, tmp)
+            with h5py.File(tmp, "a") as h5:
+                h5.attrs["physics"] = json.dumps({"lsf": self.lsf, "zmin": self.zmin, "zmax": self.zmax,
+                                                  "psf_sigma_pix": self.psf_sigma_pix, "bands": list(self.bands)})
+                g = h5.create_group("physics_waves")
+                for b, w in self.wave_by_band.items():
+                    g.create_dataset(b, data=w)
+        return path
+
+    @classmethod
+    def load(cls, path, threads: int = 2) -> "PhysicsCurves":
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        FileFormatError
+            Missing or unreadable file, or no physics settings in it.
+        """
+        path = Path(path)
+        basis = read_basis(path)
+        try:
+            with h5py.File(path, "r") as h5:
+                meta = json.loads(h5.attrs["physics"])
+                waves = {b: h5["physics_waves"][b][()] for b in meta["bands"]}
+        except (OSError, KeyError, ValueError) as exc:
+            raise FileFormatError(str(path), f"no physics settings in this basis file ({exc})") from None
+        return cls(basis, waves, meta["psf_sigma_pix"], meta["lsf"], meta["zmin"], meta["zmax"], threads=threads)
+
+
+__all__ = ["PhysicsCurves", "rest_seds_of_split", "learn_physics_basis", "LS_CURVE_SCALE", "N_SCALARS"]
