@@ -79,6 +79,10 @@ BAND_DATASETS = ("wave", "flux", "err")
 IMAGE2D = "image2d"
 #: Rows per HDF5 chunk of the flux/err datasets.
 H5_ROW_CHUNK = 256
+#: Optional per-band dataset: the noiseless extracted spectrum (train/val rows of a build; NaN elsewhere).
+FLUX_NOISELESS = "flux_noiseless"
+#: Catalogue column: per-object Cramer-Rao bound on z [z units] (docs/crb.md).
+ZERR_CRB = "ZERR_CRB"
 
 # --- input catalogue (FITS) of `csstz simulate` ---------------------------------------------------
 INPUT_HDUS = ("CATALOG", "WAVELENGTH", "FLUX")
