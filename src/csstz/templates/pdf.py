@@ -17,7 +17,8 @@ Helpers:
 * :func:`crps` - continuous ranked probability score of the gridded p(z) at the true redshift;
 * :func:`mass_away_from_mode` - probability farther than ``|dz|/(1 + z_mode) = 0.02`` from the mode
   (a multimodality measure: 0 for a single narrow peak);
-* :func:`check_pz` - the validation used when a predictions file is written.
+* :func:`check_pz` - the validation of a predictions file's PZ / PZ_GRID (defined in :mod:`csstz.schema`,
+  the file contracts, so that ``io`` can use it too).
 
 Every function raises :class:`csstz.errors.InputError` with a one-line message naming the
 argument (``PZ`` / ``PZ_GRID`` in :func:`check_pz`) and the bad value.
@@ -29,6 +30,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
+from ..schema import NORM_TOL, check_pz, check_pz_grid as check_grid
 
 #: Levels of the central intervals of the report (Gaussian +-1 and +-2 sigma contents).
 LEVEL_68 = math.erf(1.0 / math.sqrt(2.0))
@@ -36,23 +38,6 @@ LEVEL_95 = math.erf(2.0 / math.sqrt(2.0))
 #: Half-width in |dz|/(1 + z_mode) of the window around the mode of :func:`mass_away_from_mode`:
 #: the outlier threshold of arXiv:2407.13991 (docs/design.md, Metrics).
 MODE_WINDOW_DZ = 0.02
-#: Largest |trapezoid integral - 1| that :func:`check_pz` accepts (float32 storage rounds at ~1e-7).
-NORM_TOL = 1e-3
-
-
-def check_grid(z_grid, name: str = "PZ_GRID") -> np.ndarray:
-    """The grid as float64 (K,), K >= 2, finite and strictly increasing; else InputError naming ``name``."""
-    g = np.asarray(z_grid, np.float64)
-    if g.ndim != 1 or g.size < 2:
-        raise InputError(name, "must be a 1D grid of >= 2 redshifts", value=g.shape)
-    bad = np.flatnonzero(~np.isfinite(g))
-    if bad.size:
-        raise InputError(name, "non-finite grid value", row=int(bad[0]), value=float(g[bad[0]]))
-    step = np.flatnonzero(np.diff(g) <= 0)
-    if step.size:
-        raise InputError(name, "must be strictly increasing", row=int(step[0]) + 1, value=float(g[step[0] + 1]),
-                         allowed=f"> {g[step[0]]:.6g}")
-    return g
 
 
 def _rows(pz, k: int, name: str = "PZ") -> np.ndarray:
@@ -67,54 +52,6 @@ def _rows(pz, k: int, name: str = "PZ") -> np.ndarray:
 
 def _trapz_rows(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     return (0.5 * (p[:, 1:] + p[:, :-1]) * np.diff(g)).sum(axis=1)
-
-
-def check_pz(pz, z_grid, n_rows: int | None = None, allow_nan_rows=None, tol: float = NORM_TOL) -> None:
-    """Validate a gridded p(z) against the predictions contract; InputError on the first problem.
-
-    Parameters
-    ----------
-    pz : array (N, K)
-        Densities per unit z.
-    z_grid : array (K,)
-        Strictly increasing redshifts.
-    n_rows : int, optional
-        Required N (the predictions table's rows).
-    allow_nan_rows : bool array (N,), optional
-        Rows that may be entirely NaN (objects without a result, flagged with ZWARN != 0).
-    tol : float
-        Accepted |trapezoid integral - 1|.
-
-    Raises
-    ------
-    InputError
-        Field ``PZ_GRID`` (not 1D, non-finite, not increasing) or ``PZ`` (shape mismatch, non-finite,
-        negative or non-normalised row), with the row and the bad value.
-    """
-    g = check_grid(z_grid)
-    p = np.asarray(pz)
-    if p.ndim != 2 or p.shape[1] != g.size or (n_rows is not None and p.shape[0] != n_rows):
-        raise InputError("PZ", "shape does not match (N predictions, K = len(PZ_GRID))", value=p.shape,
-                         allowed=f"({'N' if n_rows is None else n_rows}, {g.size})")
-    p = p.astype(np.float64)
-    nan_row = np.isnan(p).all(axis=1)
-    if allow_nan_rows is not None:
-        nan_row &= np.asarray(allow_nan_rows, bool)
-    else:
-        nan_row[:] = False
-    live = ~nan_row
-    bad = np.flatnonzero(live & ~np.isfinite(p).all(axis=1))
-    if bad.size:
-        raise InputError("PZ", "non-finite density (only rows with ZWARN != 0 may be all NaN)", row=int(bad[0]),
-                         value=float(p[bad[0]][~np.isfinite(p[bad[0]])][0]))
-    neg = np.flatnonzero(live & (np.where(live[:, None], p, 0.0) < 0).any(axis=1))
-    if neg.size:
-        raise InputError("PZ", "negative density", row=int(neg[0]), value=float(p[neg[0]].min()), allowed=">= 0")
-    area = _trapz_rows(np.where(live[:, None], p, 0.0), g)
-    off = np.flatnonzero(live & ~(np.abs(area - 1.0) <= tol))
-    if off.size:
-        raise InputError("PZ", "row not normalised (trapezoid integral over PZ_GRID)", row=int(off[0]),
-                         value=float(area[off[0]]), allowed=f"1 +- {tol:g}")
 
 
 def normalise(pz, z_grid) -> np.ndarray:
