@@ -298,7 +298,10 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
     wave, flux, tid, hlr, n_s, q, pa = validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic,
                                                        ba, pa_deg, inst, bands)
     n = tid.size
-    want0 = np.broadcast_to(np.asarray(want_noiseless, bool), (n,))
+    want0 = np.asarray(want_noiseless, bool)
+    if want0.ndim and want0.shape != (n,):
+        raise InputError("want_noiseless", "one flag per galaxy (or one bool)", value=want0.shape, allowed=f"({n},)")
+    want0 = np.broadcast_to(want0, (n,))
     zz = None
     if z is not None:
         zz = np.asarray(z, np.float64).reshape(-1)
