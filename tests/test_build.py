@@ -53,6 +53,34 @@ def test_layout_and_contract(reference):
     assert not Path(str(reference) + ".partial").exists()
 
 
+def test_crb_and_noiseless_spectra(reference, tmp_path):
+    """ZERR_CRB for every row; flux_noiseless for train/val rows (NaN for test), the noisy flux scattering
+    around it with the quoted errors; a file without flux_noiseless still reads."""
+    from csstz.io.spectra import write_spectra
+    s = read_spectra(reference, with_noiseless=True)
+    cat = s.catalog
+    crb = np.asarray(cat["ZERR_CRB"]) / (1 + np.asarray(cat["Z"]))
+    assert np.all(crb > 0) and np.all(np.isfinite(crb)) and 1e-4 < np.median(crb) < 0.02, crb
+    test = np.asarray(cat["SPLIT"]) == "test"
+    for name, b in s.bands.items():
+        assert b.flux_noiseless.shape == b.flux.shape and b.flux_noiseless.dtype == np.float32
+        assert np.isnan(b.flux_noiseless[test]).all() and np.isfinite(b.flux_noiseless[~test]).all()
+        ok = np.isfinite(b.err[~test]) & (b.err[~test] > 0)
+        pull = ((b.flux[~test] - b.flux_noiseless[~test]) / b.err[~test])[ok]
+        assert abs(np.mean(pull)) < 0.05 and 0.9 < np.std(pull) < 1.1, (name, np.mean(pull), np.std(pull))
+    with h5py.File(reference) as h5:
+        assert h5["GV/flux_noiseless"].attrs["unit"] == h5["GV/flux"].attrs["unit"]
+    assert read_spectra(reference).bands["GV"].flux_noiseless is None  # only on request
+    old = tmp_path / "old.h5"  # a file written before flux_noiseless existed
+    plain = read_spectra(reference)
+    write_spectra(old, plain)
+    with h5py.File(old) as h5:
+        assert "flux_noiseless" not in h5["GV"]
+    again = read_spectra(old, with_noiseless=True)
+    assert again.bands["GV"].flux_noiseless is None
+    np.testing.assert_array_equal(again.bands["GV"].flux, plain.bands["GV"].flux)
+
+
 def test_rows_equal_a_direct_draw(reference):
     """Row i of the file is galaxy TARGETID=i regenerated alone."""
     from csstz.population.embedded import get_population
@@ -122,6 +150,13 @@ def test_partial_from_other_arguments_is_refused(tmp_path):
         _build_then_interrupt(out, after_chunks=1)
     with pytest.raises(FileFormatError, match="seed"):
         build_dataset(out, 30, seed=12, chunk=5, progress=False)
+    # a partial build of the layout before ZERR_CRB / flux_noiseless (no "layout" in its fingerprint)
+    man_path = Path(str(out) + ".partial") / "manifest.json"
+    man = json.loads(man_path.read_text())
+    del man["fingerprint"]["layout"]
+    man_path.write_text(json.dumps(man))
+    with pytest.raises(FileFormatError, match="differs in layout"):
+        build_dataset(out, 30, seed=11, chunk=5, progress=False)
 
 
 def _build_then_interrupt(out, after_chunks):

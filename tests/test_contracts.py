@@ -20,7 +20,8 @@ SRC = Path(csstz.__file__).parent
 
 TORCH_FREE = ["csstz", "csstz.instrument", "csstz.population.embedded", "csstz.population.desi",
               "csstz.population.nz", "csstz.simulate.api", "csstz.simulate.figures", "csstz.templates",
-              "csstz.templates.fit", "csstz.templates.basis", "csstz.templates.nnls", "csstz.config", "csstz.schema",
+              "csstz.templates.fit", "csstz.templates.basis", "csstz.templates.nnls", "csstz.templates.pdf",
+              "csstz.io.predictions", "csstz.config", "csstz.schema",
               "csstz.zwarn", "csstz.parallel", "csstz.evaluate.metrics", "csstz.io.spectra", "csstz.io.run_dir",
               "csstz.build"]
 

@@ -208,3 +208,97 @@ def test_html_is_well_formed(report):
     parser = Check()
     parser.feed((out / "report.html").read_text())
     assert parser.stack == []
+
+
+# --- p(z) metrics, example p(z) and the Cramer-Rao ratio ----------------------------------------------
+PZ_GRID = np.expm1(np.arange(0.0, np.log1p(1.7), 1e-3))
+
+
+def make_pz_data(seed: int = 3):
+    """Truth with ZERR_CRB = half the true scatter; a calibrated p(z) method, an over-confident one
+    (widths / 3), one bimodal object and four flagged ones."""
+    from csstz.templates import pdf
+    rng = np.random.default_rng(seed)
+    tid = np.arange(5000, 5000 + N, dtype=np.int64)
+    z = rng.uniform(0.05, 1.5, N)
+    snr = np.exp(rng.normal(1.5, 1.0, N))
+    sig = 0.004 * (1 + z) / np.sqrt(np.clip(snr, 0.5, None))
+    truth = Table({"TARGETID": tid, "Z": z, "SNR_GI": snr, "ZERR_CRB": 0.5 * sig})
+    zp = z + sig * rng.standard_normal(N)
+
+    def method(width):
+        pz = np.exp(-0.5 * ((PZ_GRID[None] - zp[:, None]) / (width * sig)[:, None]) ** 2)
+        pz[7] += 0.8 * np.exp(-0.5 * ((PZ_GRID - zp[7] - 0.3) / (width * sig[7])) ** 2)  # line confusion
+        zwarn = np.zeros(N, np.int32)
+        zwarn[[20, 21, 22, 23]] = 4
+        tab = Table({"TARGETID": tid, "Z": zp, "ZERR": width * sig, "ZWARN": zwarn})
+        tab.meta["PZ"] = pdf.normalise(pz, PZ_GRID).astype(np.float32)
+        tab.meta["PZ_GRID"] = PZ_GRID
+        return tab
+
+    return truth, {"calibrated": method(1.0), "overconfident": method(1 / 3)}
+
+
+def test_pz_metrics_crb_ratio_and_examples(tmp_path):
+    from csstz.templates import pdf
+    truth, methods = make_pz_data()
+    res = write_report(tmp_path, methods, truth)
+    cal, over = res["methods"]["calibrated"], res["methods"]["overconfident"]
+    # calibrated p(z): flat PIT, coverage at the nominal levels; over-confident: neither
+    assert cal["pz"]["n"] == N and cal["pz"]["pit_ks"] < 0.08, cal["pz"]["pit_ks"]
+    assert abs(cal["pz"]["coverage_68"] - 0.683) < 0.06 and abs(cal["pz"]["coverage_95"] - 0.954) < 0.04
+    assert over["pz"]["coverage_68"] < 0.4 and over["pz"]["pit_ks"] > 0.2
+    ends = lambda e: e["pz"]["pit_hist"]["density"][0] + e["pz"]["pit_hist"]["density"][-1]  # noqa: E731
+    assert ends(over) > 2 * ends(cal) and ends(over) > 4  # over-confident: PIT piles up at 0 and 1
+    assert len(cal["pz"]["pit_hist"]["edges"]) == metrics.PIT_BINS + 1
+    # CRPS equals the per-object mean of the p(z) CRPS; a wider-than-needed p(z) is not rewarded
+    zt = np.asarray(truth["Z"])
+    assert cal["pz"]["crps"] == pytest.approx(np.mean(pdf.crps(methods["calibrated"].meta["PZ"], PZ_GRID, zt)))
+    assert sum(b["n"] for b in cal["pz"]["by_snr_gi"]) == N
+    # the Cramer-Rao ratio: the scatter is twice the bound in every well-populated SNR bin
+    snr = np.asarray(truth["SNR_GI"])
+    for row in cal["by_snr_gi"]:
+        if row["n"] < 40:
+            continue
+        sel = (snr >= row["lo"]) & (snr < float(row["hi"]))
+        med = np.median(np.asarray(truth["ZERR_CRB"])[sel] / (1 + zt[sel]))
+        assert row["crb_median"] == pytest.approx(med)
+        assert row["nmad_over_crb"] == pytest.approx(row["sigma_nmad"] / med)
+        assert 1.5 < row["nmad_over_crb"] < 2.6, row
+    assert 1.5 < cal["nmad_over_crb"] < 2.6
+    # examples: the bimodal object is the multimodal one, the flagged one has ZWARN != 0, the clean one not
+    ex = cal["pz_examples"]
+    assert ex["multimodal"] == 5007 and ex["flagged"] in (5020, 5021, 5022, 5023)
+    assert ex["clean"] not in (5007, 5020, 5021, 5022, 5023)
+    page = (tmp_path / "report.html").read_text()
+    assert "&sigma;<sub>NMAD</sub> / bound" in page and "p(z) cov. 68.3%" in page
+    for name in ("fig_pit_pz.png", "fig_pz_examples.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC and name in res["figures"]
+    imgs = re.findall(r'src="data:image/png;base64,', page)
+    assert len(imgs) == len(FIGURES) + 2
+
+
+def test_crb_and_pz_absent_are_null(report):
+    out, res = report
+    for e in res["methods"].values():
+        assert e["crb_median"] is None and e["nmad_over_crb"] is None and "pz" not in e
+        assert all(r["crb_median"] is None and r["nmad_over_crb"] is None for r in e["by_snr_gi"])
+    assert "fig_pit_pz.png" not in res["figures"] and not (out / "fig_pz_examples.png").exists()
+
+
+def test_evaluate_cli_reads_pz_and_crb(tmp_path):
+    from csstz.cli import main
+    truth, methods = make_pz_data()
+    spec = tmp_path / "truth.h5"
+    _spectra_file(spec, truth)
+    pred = tmp_path / "pz.fits"
+    write_predictions(pred, methods["calibrated"], header={"METHOD": "pzfit"})
+    assert main(["evaluate", str(pred), "--truth", str(spec), "--out", str(tmp_path / "rep")]) == 0
+    res = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    e = res["methods"]["pzfit"]
+    assert e["pz"]["n"] == N and e["crb_median"] > 0 and 1.5 < e["nmad_over_crb"] < 2.6
+    # a PZ that does not match its table is refused with one line
+    bad = Table(methods["calibrated"], copy=True)
+    bad.meta["PZ"] = bad.meta["PZ"][:-1]
+    with pytest.raises(InputError, match="PZ"):
+        write_report(tmp_path / "bad", {"x": bad}, truth)

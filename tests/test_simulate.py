@@ -283,3 +283,35 @@ def test_shape_r_is_the_major_axis_half_light_radius():
         a = hlr / scale
         inside = (x / a) ** 2 + (y / (ba * a)) ** 2 <= 1.0
         assert st.image[inside].sum() / st.image.sum() == pytest.approx(0.5, abs=0.03), ba
+
+
+# -- ZERR_CRB and flux_noiseless -------------------------------------------------------------------
+def test_noiseless_spectrum_and_crb_from_simulate_arrays():
+    """flux_noiseless equals a noiseless run bit for bit; ZERR_CRB matches finite differences through the simulator."""
+    from csstz.simulate.crb import zerr_crb_simulator
+    z = np.array([0.4, 0.9, 0.4])
+    # lines of a few hundred A equivalent width (a line far brighter than its continuum changes the Horne
+    # weights column by column, which the fast bound does not follow: docs/crb.md)
+    flux = np.stack([line_sed(6563.0 * (1 + z[0]), 60.0, 3.0, cont=0.3), line_sed(5007.0 * (1 + z[1]), 60.0, 3.0, cont=0.3),
+                     flat_fnu(21.0)])
+    args = (WAVE, flux, np.array([7, 8, 9]), [0.0, 0.4, 0.5], [1.0, 2.5, 1.0], [1.0, 0.7, 0.9], [0.0, 30.0, 0.0])
+    noisy, cols = simulate_arrays(*args, seed=4, z=z, want_noiseless=np.array([True, True, False]))
+    clean, _ = simulate_arrays(*args, seed=4, noiseless=True)
+    plain, cols0 = simulate_arrays(*args, seed=4)
+    assert "ZERR_CRB" not in cols0 and plain["GV"].flux_noiseless is None
+    for b in BANDS:
+        assert np.array_equal(noisy[b].flux, plain[b].flux)  # the noisy spectra do not change
+        assert np.array_equal(noisy[b].flux_noiseless[:2], clean[b].flux[:2])
+        assert np.isnan(noisy[b].flux_noiseless[2]).all()
+    zc = cols["ZERR_CRB"]
+    assert np.isfinite(zc[:2]).all() and (zc[:2] > 0).all()
+    assert zc[2] == np.inf  # flat f_nu: a power law in f_lambda, whose stretch is an amplitude change
+    for i in range(2):
+        ref = zerr_crb_simulator(WAVE, flux[i], z[i], args[3][i], args[4][i], args[5][i], args[6][i], INST,
+                                 err={b: noisy[b].err[i] for b in ("GV", "GI")})
+        assert zc[i] == pytest.approx(ref, rel=0.03)
+    # only 1 + z enters (dm/dz = dm/dln s / (1 + z)): at fixed spectra ZERR_CRB / (1 + z) stays
+    _, cols2 = simulate_arrays(*args, seed=4, z=2 * z + 1)
+    np.testing.assert_allclose(cols2["ZERR_CRB"][:2] / (2 + 2 * z[:2]), zc[:2] / (1 + z[:2]), rtol=1e-9)
+    with pytest.raises(InputError, match="Z"):
+        simulate_arrays(*args, z=z[:2])

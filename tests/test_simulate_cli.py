@@ -51,6 +51,12 @@ def test_simulate_round_trip(catalog_file, tmp_path):
     for col in ("TARGETID", "Z", "SHAPE_R", "SERSIC", "BA", "PA", "SNR_GU", "SNR_GV", "SNR_GI", "SNR_TOTAL"):
         assert col in s.catalog.colnames
     assert list(s.catalog["TARGETID"]) == [1000, 1001, 1002, 1003]
+    # the per-object Cramer-Rao bound (the catalogue always has Z) over GV + GI: finite where H-alpha falls
+    # in them, inf where they see only the flat f_nu continuum (a power law: no redshift information)
+    z = np.asarray(s.catalog["Z"])
+    crb = np.asarray(s.catalog["ZERR_CRB"]) / (1 + z)
+    seen = (6563 * (1 + z) > s.bands["GV"].wave_aa[0] + 30) & (6563 * (1 + z) < s.bands["GI"].wave_aa[-1] - 30)
+    assert seen.sum() >= 2 and np.all((crb[seen] > 0) & (crb[seen] < 0.01)) and np.all(crb[~seen] == np.inf), crb
     assert s.attrs["seed"] == 3 and "area_cm2" in s.attrs["instrument"]
     # readable with plain astropy, as the contract says
     tab = Table.read(out, path="catalog")

@@ -304,3 +304,55 @@ def test_morphology_lsf_helps_large_aligned_galaxies(inst):
     assert np.all(morph["LSF_SIGMA_PIX"] > 5 * inst.psf_sigma_pix)
     with pytest.raises(InputError, match="lsf"):
         T.fit_templates(sset, lsf="wide")
+
+
+def test_pz_from_the_chi2_curve_is_calibrated(inst, model):
+    """p(z) = exp(-(chi2 - chi2_min)/2) normalised per unit z: equal to the one from the exact (unpruned) curve,
+    its mode at Z, and calibrated (PIT, coverage) for spectra made of the fitted templates plus their noise."""
+    from csstz.templates import pdf
+    rng = np.random.default_rng(9)
+    n = 120
+    z = rng.uniform(0.1, 1.4, n)
+    flux = np.einsum("nk,nkp->np", random_coeffs(rng, n), model.render(z))
+    err = np.abs(flux).mean(axis=1, keepdims=True) / 4.0 * np.ones_like(flux)
+    noisy = flux + err * rng.standard_normal(flux.shape)
+    res = model.fit(noisy, err)
+    pz = res["pz"]
+    assert pz.shape == (n, model.z.size) and pz.dtype == np.float32
+    np.testing.assert_allclose(np.trapezoid(pz.astype(float), model.z, axis=1), 1.0, atol=1e-5)
+    exact = pdf.from_chi2(model.chi2_curve(noisy[:8], err[:8]), model.z)
+    np.testing.assert_allclose(pz[:8], exact, atol=1e-4 * exact.max())
+    ok = res["zwarn"] == 0
+    np.testing.assert_allclose(pdf.mode(pz[ok], model.z), res["z"][ok], atol=2 * model.dlnz * 2.6)
+    u = pdf.pit(pz, model.z, z)
+    lo, hi = pdf.central_interval(pz, model.z, pdf.LEVEL_68)
+    cov68 = np.mean((lo <= z) & (z <= hi))
+    assert 0.55 < cov68 < 0.8, cov68
+    assert np.mean((u > 0.05) & (u < 0.95)) > 0.8
+    # a failed fit has no p(z)
+    err[0, 10:] = np.inf
+    res = model.fit(noisy[:2], err[:2])
+    assert np.isnan(res["pz"][0]).all() and np.isfinite(res["pz"][1]).all()
+
+
+def test_fit_templates_file_writes_pz(tmp_path, inst, model):
+    from csstz.io.predictions import read_predictions
+    from csstz.zwarn import ZWARN
+    rng = np.random.default_rng(10)
+    z = np.array([0.3, 0.9, 0.6])
+    flux = np.einsum("nk,nkp->np", random_coeffs(rng, z.size), model.render(z))
+    err = np.full_like(flux, 0.05 * np.median(flux))
+    err[2, 10:] = np.inf  # too few pixels: flagged, no p(z)
+    n_gv = inst.band("GV").n_pix
+    sset = make_set({"GV": flux[:, :n_gv], "GI": flux[:, n_gv:]}, {"GV": err[:, :n_gv], "GI": err[:, n_gv:]},
+                    inst, z)
+    path = tmp_path / "spec.h5"
+    write_spectra(path, sset)
+    out = tmp_path / "pred.fits"
+    tab = T.fit_templates_file(path, out, progress=False)
+    back = read_predictions(out)
+    np.testing.assert_array_equal(back.meta["PZ_GRID"], model.z)
+    np.testing.assert_array_equal(back.meta["PZ"], tab.meta["PZ"])
+    assert back["ZWARN"][2] & ZWARN.LITTLE_COVERAGE and np.isnan(back.meta["PZ"][2]).all()
+    assert np.all(back["ZWARN"][:2] == 0)
+    np.testing.assert_allclose(back["ZERR"], tab["ZERR"])  # ZERR unchanged: Delta chi2 = 1

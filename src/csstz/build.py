@@ -30,7 +30,20 @@ from .config import SOURCES, SYNTHETIC_SOURCES, BuildConfig, ParallelConfig, Pop
 from .parallel import parallel_map
 from .io.spectra import BandSpectra
 from .rng import run_rng
-from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, snr_column
+from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, ZERR_CRB, snr_column
+
+#: Splits whose rows carry ``flux_noiseless`` (training draws fresh noise around it; docs/formats.md).
+NOISELESS_SPLITS = ("train", "val")
+#: Version of the build's file layout, part of the resume fingerprint (2: ZERR_CRB and flux_noiseless).
+BUILD_LAYOUT = 2
+
+
+def _noiseless_rows(split) -> np.ndarray:
+    """Rows whose SPLIT is train or val (they get ``flux_noiseless``; test rows get NaN)."""
+    sp = np.asarray(split)
+    if sp.dtype.kind == "S":
+        sp = np.char.decode(sp, "ascii")
+    return np.isin(np.char.strip(sp.astype(str)), NOISELESS_SPLITS)
 
 STREAM_REAL_SUBSET = 21  # run-level stream: which real sources a --n N build takes
 STREAM_MIX = 22  # run-level stream: which source each row of a mixed build comes from
@@ -52,7 +65,7 @@ SPS_COLUMNS = [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALL
 def base_columns(bands) -> list:
     """Columns of the build catalogue common to all sources, in file order (one SNR column per band)."""
     return ([("TARGETID", "i8"), ("Z", "f8"), ("SHAPE_R", "f8"), ("SERSIC", "f8"), ("BA", "f8"), ("PA", "f8")]
-            + [(snr_column(b), "f8") for b in bands] + [(SNR_TOTAL, "f8"), (SPLIT_COLUMN, "S5")])
+            + [(snr_column(b), "f8") for b in bands] + [(SNR_TOTAL, "f8"), (ZERR_CRB, "f8"), (SPLIT_COLUMN, "S5")])
 
 
 def embedded_columns(mag_bands) -> list:
@@ -114,14 +127,22 @@ def _pack(columns: dict, snr: dict, bands, extra_dtype: list) -> np.ndarray:
     n = len(columns["TARGETID"])
     out = np.zeros(n, dtype=dtype)
     for name in dtype.names:
-        if not name.startswith("SNR_") and name not in columns:
+        if name not in snr and name not in columns:
             out[name] = _missing_value(dtype[name])
             continue
-        src = snr[name] if name.startswith("SNR_") else columns[name]
+        src = snr[name] if name in snr else columns[name]
         if dtype[name].kind == "S":
             src = np.char.encode(np.asarray(src, dtype=str), "ascii")
         out[name] = src
     return out
+
+
+def _all_noiseless(bands: dict) -> dict:
+    """Give every band a ``flux_noiseless`` array (NaN rows where absent): one layout whatever the chunk's splits."""
+    for sp in bands.values():
+        if sp.flux_noiseless is None:
+            sp.flux_noiseless = np.full(sp.flux.shape, np.nan, np.float32)
+    return bands
 
 
 def make_chunk(job: dict):
@@ -148,8 +169,9 @@ def make_chunk(job: dict):
         cols = job["rows"]
         wave, flux = redrock_sed_flam17(job["templates"], cols["Z"], cols["COEFF"])
         bands, snr = simulate_arrays(wave, flux, cols["TARGETID"], cols["SHAPE_R"], cols["SERSIC"], cols["BA"],
-                                     cols["PA"], seed=seed, instrument=inst)
-        return bands, _pack(cols, snr, inst.band_names, REAL_COLUMNS)
+                                     cols["PA"], seed=seed, instrument=inst, z=cols["Z"],
+                                     want_noiseless=_noiseless_rows(cols["SPLIT"]))
+        return _all_noiseless(bands), _pack(cols, snr, inst.band_names, REAL_COLUMNS)
     sources = tuple(job["source"].split(","))
     row_source = np.asarray(job.get("row_source", np.zeros(job["stop"] - job["start"], np.int8)))
     rows = np.arange(job["start"], job["stop"], dtype=np.int64)
@@ -165,7 +187,9 @@ def make_chunk(job: dict):
         chunk = pop.draw(seed, TARGETID_OFFSET[src] + rows[idx])
         cols = dict(chunk.columns, SOURCE=np.full(idx.size, src))
         part, snr = simulate_arrays(chunk.wave_aa, chunk.flux_flam17, cols["TARGETID"], cols["SHAPE_R"],
-                                    cols["SERSIC"], cols["BA"], cols["PA"], seed=seed, instrument=inst)
+                                    cols["SERSIC"], cols["BA"], cols["PA"], seed=seed, instrument=inst,
+                                    z=cols["Z"], want_noiseless=_noiseless_rows(cols["SPLIT"]))
+        _all_noiseless(part)
         packed = _pack(cols, snr, inst.band_names, extra)
         if len(idx) == len(rows):
             return part, packed
@@ -174,11 +198,13 @@ def make_chunk(job: dict):
             bands = {b: BandSpectra(sp.wave_aa, np.empty((len(rows),) + sp.flux.shape[1:], sp.flux.dtype),
                                     np.empty((len(rows),) + sp.err.shape[1:], sp.err.dtype),
                                     None if sp.image2d is None else
-                                    np.empty((len(rows),) + sp.image2d.shape[1:], sp.image2d.dtype))
+                                    np.empty((len(rows),) + sp.image2d.shape[1:], sp.image2d.dtype),
+                                    np.full((len(rows),) + sp.flux.shape[1:], np.nan, np.float32))
                      for b, sp in part.items()}
         cat[idx] = packed
         for b, sp in part.items():
             bands[b].flux[idx], bands[b].err[idx] = sp.flux, sp.err
+            bands[b].flux_noiseless[idx] = sp.flux_noiseless
             if sp.image2d is not None:
                 bands[b].image2d[idx] = sp.image2d
     return bands, cat
@@ -269,7 +295,7 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
     source = ",".join(sources)
     inst = load_instrument(instrument_path)
     yaml_text = inst.to_yaml()
-    fingerprint = {"csstz_version": __version__, "n": n, "seed": seed, "chunk": chunk, "source": source,
+    fingerprint = {"csstz_version": __version__, "layout": BUILD_LAYOUT, "n": n, "seed": seed, "chunk": chunk, "source": source,
                    "instrument_sha256": hashlib.sha256(yaml_text.encode()).hexdigest()}
     real = None
     row_source = None

@@ -79,6 +79,10 @@ BAND_DATASETS = ("wave", "flux", "err")
 IMAGE2D = "image2d"
 #: Rows per HDF5 chunk of the flux/err datasets.
 H5_ROW_CHUNK = 256
+#: Optional per-band dataset: the noiseless extracted spectrum (train/val rows of a build; NaN elsewhere).
+FLUX_NOISELESS = "flux_noiseless"
+#: Catalogue column: per-object Cramer-Rao bound on z [z units] (docs/crb.md).
+ZERR_CRB = "ZERR_CRB"
 
 # --- input catalogue (FITS) of `csstz simulate` ---------------------------------------------------
 INPUT_HDUS = ("CATALOG", "WAVELENGTH", "FLUX")
@@ -144,6 +148,77 @@ RUN_FORMAT_VERSION = 2
 # --- predictions file (FITS) ---------------------------------------------------------------------
 PRED_HDU = "REDSHIFTS"
 PRED_REQUIRED = ("TARGETID", "Z", "ZERR", "ZWARN")
+#: Optional predictions HDUs: p(z) (N x K float32, density per unit z, trapezoid-normalised on the grid)
+#: and its grid (K float64, strictly increasing); docs/formats.md.
+PZ_HDU = "PZ"
+PZ_GRID_HDU = "PZ_GRID"
+#: Largest |trapezoid integral - 1| accepted for a PZ row (float32 storage rounds at ~1e-7).
+NORM_TOL = 1e-3
+
+
+def check_pz_grid(z_grid, name: str = "PZ_GRID") -> np.ndarray:
+    """The grid as float64 (K,), K >= 2, finite and strictly increasing; else InputError naming ``name``."""
+    g = np.asarray(z_grid, np.float64)
+    if g.ndim != 1 or g.size < 2:
+        raise InputError(name, "must be a 1D grid of >= 2 redshifts", value=g.shape)
+    bad = np.flatnonzero(~np.isfinite(g))
+    if bad.size:
+        raise InputError(name, "non-finite grid value", row=int(bad[0]), value=float(g[bad[0]]))
+    step = np.flatnonzero(np.diff(g) <= 0)
+    if step.size:
+        raise InputError(name, "must be strictly increasing", row=int(step[0]) + 1, value=float(g[step[0] + 1]),
+                         allowed=f"> {g[step[0]]:.6g}")
+    return g
+
+
+def check_pz(pz, z_grid, n_rows: int | None = None, allow_nan_rows=None, tol: float = NORM_TOL) -> None:
+    """Validate a gridded p(z) against the predictions contract; InputError on the first problem.
+
+    Parameters
+    ----------
+    pz : array (N, K)
+        Densities per unit z.
+    z_grid : array (K,)
+        Strictly increasing redshifts.
+    n_rows : int, optional
+        Required N (the predictions table's rows).
+    allow_nan_rows : bool array (N,), optional
+        Rows that may be entirely NaN (objects without a result, flagged with ZWARN != 0).
+    tol : float
+        Accepted |trapezoid integral - 1|.
+
+    Raises
+    ------
+    InputError
+        Field ``PZ_GRID`` (not 1D, non-finite, not increasing) or ``PZ`` (shape mismatch, non-finite,
+        negative or non-normalised row), with the row and the bad value.
+    """
+    g = check_pz_grid(z_grid)
+    p = np.asarray(pz)
+    if p.ndim != 2 or p.shape[1] != g.size or (n_rows is not None and p.shape[0] != n_rows):
+        raise InputError("PZ", "shape does not match (N predictions, K = len(PZ_GRID))", value=p.shape,
+                         allowed=f"({'N' if n_rows is None else n_rows}, {g.size})")
+    p = p.astype(np.float64)
+    nan_row = np.isnan(p).all(axis=1)
+    if allow_nan_rows is not None:
+        nan_row &= np.asarray(allow_nan_rows, bool)
+    else:
+        nan_row[:] = False
+    live = ~nan_row
+    bad = np.flatnonzero(live & ~np.isfinite(p).all(axis=1))
+    if bad.size:
+        raise InputError("PZ", "non-finite density (only rows with ZWARN != 0 may be all NaN)", row=int(bad[0]),
+                         value=float(p[bad[0]][~np.isfinite(p[bad[0]])][0]))
+    neg = np.flatnonzero(live & (np.where(live[:, None], p, 0.0) < 0).any(axis=1))
+    if neg.size:
+        raise InputError("PZ", "negative density", row=int(neg[0]), value=float(p[neg[0]].min()), allowed=">= 0")
+    q = np.where(live[:, None], p, 0.0)
+    area = (0.5 * (q[:, 1:] + q[:, :-1]) * np.diff(g)).sum(axis=1)
+    off = np.flatnonzero(live & ~(np.abs(area - 1.0) <= tol))
+    if off.size:
+        raise InputError("PZ", "row not normalised (trapezoid integral over PZ_GRID)", row=int(off[0]),
+                         value=round(float(area[off[0]]), 6), allowed=f"1 +- {tol:g}")
+
 
 #: Central probabilities of the 1- and 2-sigma intervals written as Z_LO68/Z_HI68 and Z_LO95/Z_HI95.
 P68 = 0.6826894921370859
@@ -155,4 +230,5 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 
 __all__ = [name for name in dir() if name.isupper() or name in (
-    "all_bands", "network_bands", "order_bands", "parse_bands", "snr_column", "split_mask", "select_split")]
+    "all_bands", "network_bands", "order_bands", "parse_bands", "snr_column", "split_mask", "select_split",
+    "check_pz", "check_pz_grid")]

@@ -285,6 +285,81 @@ def binned(z_pred, z_true, zerr=None, *, by, edges) -> list[dict]:
     return rows
 
 
-__all__ = ["sigma_nmad", "outlier_fraction", "weighted_mean_uncertainty", "bias", "pit", "crps_gaussian",
+# --- gridded p(z) and the Cramer-Rao bound ---------------------------------------------------------
+#: Bins of the PIT histograms of the report.
+PIT_BINS = 10
+
+
+def pit_ks(pit_values) -> float:
+    """Kolmogorov-Smirnov distance between the PIT values and the uniform distribution on [0, 1].
+
+    ``max_i max(i/n - u_(i), u_(i) - (i-1)/n)`` over the sorted values; 0 for perfectly calibrated
+    p(z) in the limit of many objects (about 1.36/sqrt(n) at the 95% level by chance).
+    """
+    u = np.sort(_as_1d("pit", pit_values))
+    if np.any((u < 0) | (u > 1)):
+        raise InputError("pit", "values must lie in [0, 1]", value=float(u[(u < 0) | (u > 1)][0]))
+    n = u.size
+    i = np.arange(1, n + 1)
+    return float(max(np.max(i / n - u), np.max(u - (i - 1) / n)))
+
+
+def pit_histogram(pit_values, bins: int = PIT_BINS) -> dict:
+    """Histogram of PIT values on [0, 1]: ``{"edges": (bins+1,), "density": (bins,)}`` (density 1 = flat)."""
+    u = _as_1d("pit", pit_values)
+    counts, edges = np.histogram(np.clip(u, 0.0, 1.0), bins=int(bins), range=(0.0, 1.0))
+    return {"edges": edges, "density": counts / (u.size / int(bins))}
+
+
+def pz_summary(pit_values, crps_values, inside_68, inside_95) -> dict:
+    """Metrics of gridded p(z) from per-object values (see :mod:`csstz.templates.pdf`).
+
+    Parameters
+    ----------
+    pit_values : array (N,)
+        CDF of each p(z) at its true z.
+    crps_values : array (N,)
+        CRPS of each p(z) [z units].
+    inside_68, inside_95 : bool arrays (N,)
+        Truth inside the central 68.3% / 95.4% interval of its p(z).
+
+    Returns
+    -------
+    dict
+        ``n, pit_ks, pit_hist {edges, density}, crps`` (mean), ``coverage_68, coverage_95``.
+    """
+    u = _as_1d("pit", pit_values)
+    c = _as_1d("crps", crps_values, u.size)
+    i68 = np.asarray(inside_68, bool)
+    i95 = np.asarray(inside_95, bool)
+    if i68.shape != u.shape or i95.shape != u.shape:
+        raise InputError("inside_68", "length does not match the PIT values")
+    return {"n": int(u.size), "pit_ks": pit_ks(u), "pit_hist": pit_histogram(u), "crps": float(np.mean(c)),
+            "coverage_68": float(np.mean(i68)), "coverage_95": float(np.mean(i95))}
+
+
+def crb_summary(z_pred, z_true, zerr_crb) -> dict:
+    """How close a method is to the Cramer-Rao bound (docs/crb.md).
+
+    Returns
+    -------
+    dict
+        ``crb_median``: median of ZERR_CRB / (1 + z_true) (inf counts: spectra without redshift
+        information; NaN rows, objects without a bound, are left out); ``nmad_over_crb``:
+        sigma_NMAD / crb_median (None when the median is not a positive finite number).
+    """
+    zp, zt = _pair(z_pred, z_true)
+    crb = np.asarray(zerr_crb, np.float64)
+    if crb.shape != zt.shape:
+        raise InputError("zerr_crb", f"has length {crb.size}, expected {zt.size} (lengths must match)")
+    known = ~np.isnan(crb)  # NaN: no bound computed for that object; left out of the median
+    if not known.any():
+        return {"crb_median": None, "nmad_over_crb": None}
+    med = float(np.median(crb[known] / (1.0 + zt[known])))
+    ratio = sigma_nmad(zp, zt) / med if (math.isfinite(med) and med > 0) else None
+    return {"crb_median": med, "nmad_over_crb": ratio}
+
+
+__all__ = ["pit_ks", "pit_histogram", "pz_summary", "crb_summary", "PIT_BINS", "sigma_nmad", "outlier_fraction", "weighted_mean_uncertainty", "bias", "pit", "crps_gaussian",
            "coverage", "reliability_curve", "miscalibration_area", "summary", "binned",
            "LEVEL_68", "LEVEL_95", "Z_EDGES", "SNR_EDGES", "NMAD_FACTOR", "OUTLIER_THRESHOLD"]

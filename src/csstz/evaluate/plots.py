@@ -41,6 +41,14 @@ class MethodArrays:
         Uncertainty before calibration (BNN ``ZERR_UNCAL``), for Fig. 10.
     snr_gi : ndarray or None
         GI per-spectrum SNR (median flux/err over valid pixels).
+    pz : ndarray (N, K) or None
+        Gridded p(z) (predictions HDU PZ; NaN rows for objects without one), on ``pz_grid`` (K,).
+    pit_pz : ndarray or None
+        PIT of each true z under its p(z) (NaN without p(z)).
+    mass_away : ndarray or None
+        p(z) mass beyond 0.02 (1 + z_mode) of the mode (:func:`csstz.templates.pdf.mass_away_from_mode`).
+    zwarn : ndarray or None
+        ZWARN of each row.
     """
 
     label: str
@@ -49,6 +57,11 @@ class MethodArrays:
     zerr: np.ndarray | None = None
     zerr_uncal: np.ndarray | None = None
     snr_gi: np.ndarray | None = None
+    pz: np.ndarray | None = None
+    pz_grid: np.ndarray | None = None
+    pit_pz: np.ndarray | None = None
+    mass_away: np.ndarray | None = None
+    zwarn: np.ndarray | None = None
 
 
 def _figure(nrows=1, ncols=1, width=5.0, height=4.2):
@@ -254,6 +267,62 @@ def fig_pit_histogram(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-__all__ = ["MethodArrays", "fig7_zpred_vs_ztrue", "fig8_z_distributions", "fig9_metrics_vs_z",
+def fig_pit_pz(methods: list[MethodArrays], path) -> Path:
+    """PIT histograms of the p(z) (CDF of each p(z) at its true z; flat when calibrated), one panel per method."""
+    with_pz = [m for m in methods if m.pit_pz is not None]
+    fig, axes = _figure(1, max(len(with_pz), 1), 4.0, 3.4)
+    bins = np.linspace(0, 1, metrics.PIT_BINS + 1)
+    for ax, m in zip(axes[0], with_pz):
+        u = m.pit_pz[np.isfinite(m.pit_pz)]
+        c = COLOURS[methods.index(m) % len(COLOURS)]
+        ax.hist(u, bins=bins, density=True, color=c, alpha=0.7)
+        ax.axhline(1.0, color="k", ls=":", lw=1)
+        ks = metrics.pit_ks(u) if u.size else float("nan")
+        ax.set(xlabel="PIT of p(z)", ylabel="density", title=f"{m.label} (KS {ks:.3f})")
+    if not with_pz:
+        axes[0, 0].text(0.5, 0.5, "no p(z)", ha="center", va="center")
+    return _save(fig, path)
+
+
+def fig_pz_examples(methods: list[MethodArrays], examples: dict, path) -> Path:
+    """Example p(z): one row per method with p(z), one panel per kind (clean, multimodal, flagged).
+
+    Parameters
+    ----------
+    examples : dict
+        Method label -> {kind: row index into that method's arrays, or None}.
+    """
+    with_pz = [m for m in methods if m.pz is not None]
+    kinds = ("clean", "multimodal", "flagged")
+    fig, axes = _figure(max(len(with_pz), 1), len(kinds), 4.0, 3.0)
+    for r, m in enumerate(with_pz):
+        for ax, kind in zip(axes[r], kinds):
+            i = examples.get(m.label, {}).get(kind)
+            if i is None:
+                ax.text(0.5, 0.5, f"no {kind} object", ha="center", va="center", transform=ax.transAxes)
+                ax.set(title=f"{m.label}: {kind}")
+                continue
+            p = m.pz[i].astype(np.float64)
+            c = COLOURS[methods.index(m) % len(COLOURS)]
+            ax.plot(m.pz_grid, p, color=c, lw=1)
+            ax.axvline(m.z_true[i], color="k", ls="--", lw=1, label="true z")
+            ax.axvline(m.z_pred[i], color=c, ls=":", lw=1, label="Z")
+            # zoom on where the probability is, keeping both the truth and the prediction in view
+            on = m.pz_grid[p > 1e-3 * np.nanmax(p)]
+            lo = min(on.min(), m.z_true[i], m.z_pred[i]) if on.size else m.pz_grid[0]
+            hi = max(on.max(), m.z_true[i], m.z_pred[i]) if on.size else m.pz_grid[-1]
+            pad = max(0.05 * (hi - lo), 0.01)
+            ax.set_xlim(lo - pad, hi + pad)
+            extra = f", ZWARN {int(m.zwarn[i])}" if m.zwarn is not None else ""
+            away = f", off-mode mass {m.mass_away[i]:.2f}" if m.mass_away is not None else ""
+            ax.set(xlabel="z", ylabel="p(z)", title=f"{m.label}: {kind}{extra}{away}")
+            ax.title.set_fontsize(8)
+            ax.legend(fontsize=7)
+    if not with_pz:
+        axes[0, 0].text(0.5, 0.5, "no p(z)", ha="center", va="center")
+    return _save(fig, path)
+
+
+__all__ = ["fig_pit_pz", "fig_pz_examples", "MethodArrays", "fig7_zpred_vs_ztrue", "fig8_z_distributions", "fig9_metrics_vs_z",
            "fig9b_metrics_vs_snr", "fig10_reliability", "fig11_errorbars", "fig12_uncertainty",
            "fig_pit_histogram"]

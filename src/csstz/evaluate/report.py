@@ -20,7 +20,13 @@ predictions file (``csstz evaluate``).
              "ebar_epistemic", "ebar_aleatoric" (where present),
              "by_z": bins of true z (metrics.Z_EDGES: 0, 0.2, ... to the top of schema.Z_RANGE), "by_snr_gi": bins of SNR_GI
                      (edges 0, 0.5, 1, 2, 3, 5, 10, inf), each a list of {"lo", "hi", "n", metrics...},
-             "reliability": {"levels", "observed", "observed_uncal"}, "header": predictions header}
+             "reliability": {"levels", "observed", "observed_uncal"}, "header": predictions header,
+             "crb_median", "nmad_over_crb": median ZERR_CRB/(1+z) of the truth and sigma_NMAD over it
+                     (also in every by_snr_gi bin; null when the truth has no ZERR_CRB),
+             "pz": (predictions with PZ / PZ_GRID only) {"n", "pit_ks", "pit_hist": {"edges", "density"},
+                     "crps", "coverage_68", "coverage_95" (of the p(z) central intervals),
+                     "mass_away_median", "by_snr_gi": [{"lo", "hi", the same}]}, "pz_examples": row
+                     TARGETIDs of the example p(z) shown (clean, multimodal, flagged)}
 
 Definitions: :mod:`csstz.evaluate.metrics` (sigma_NMAD, eta, E_bar exactly as
 arXiv:2407.13991). Infinite bin edges are written as the string "inf"; metrics
@@ -44,7 +50,7 @@ from ..io.atomic import atomic_path
 from . import metrics
 from .plots import (MethodArrays, fig7_zpred_vs_ztrue, fig8_z_distributions, fig9_metrics_vs_z,
                     fig9b_metrics_vs_snr, fig10_reliability, fig11_errorbars, fig12_uncertainty,
-                    fig_pit_histogram)
+                    fig_pit_histogram, fig_pit_pz, fig_pz_examples)
 
 #: The paper's headline numbers (arXiv:2407.13991 sec. 4 and abstract), shown beside ours.
 PAPER = {
@@ -66,6 +72,17 @@ FIGURES = (
     ("fig12_uncertainty.png", "Fig. 12 - E_bar in bins of true z; uncertainty vs GI SNR."),
     ("fig_pit.png", "PIT histograms (flat when calibrated)."),
 )
+#: Figures added when a method carries p(z) (predictions HDUs PZ / PZ_GRID).
+PZ_FIGURES = (
+    ("fig_pit_pz.png", "PIT histograms of the p(z) (CDF of each p(z) at the true z; flat when calibrated)."),
+    ("fig_pz_examples.png", "Example p(z): a clean object (ZWARN = 0, little mass away from the mode; the "
+                            "median GI SNR among those), the most multimodal one, and a flagged one "
+                            "(ZWARN != 0). Dashed: true z; dotted: Z."),
+)
+#: Rows of p(z) processed at a time (memory: rows x grid x 8 bytes per array).
+PZ_BLOCK = 2000
+#: An object counts as clean for the example figure when its p(z) mass away from the mode is below this.
+CLEAN_MASS_AWAY = 0.05
 _PLOTTERS = (fig7_zpred_vs_ztrue, fig8_z_distributions, fig9_metrics_vs_z, fig9b_metrics_vs_snr,
              fig10_reliability, fig11_errorbars, fig12_uncertainty, fig_pit_histogram)
 
@@ -138,6 +155,90 @@ def _jsonable(obj):
     return obj
 
 
+def _pz_arrays(pred: Table, good: np.ndarray, z_true: np.ndarray, label: str) -> dict | None:
+    """Per-object p(z) quantities of the ``good`` rows (NaN where a row has no p(z)), or None without PZ."""
+    from ..templates import pdf
+
+    if "PZ" not in pred.meta:
+        return None
+    pz_all, grid = np.asarray(pred.meta["PZ"]), np.asarray(pred.meta.get("PZ_GRID"), np.float64)
+    if pz_all.ndim != 2 or pz_all.shape[0] != len(pred) or grid.ndim != 1 or pz_all.shape[1] != grid.size:
+        raise InputError("PZ", f"shape does not match the {label} table and its PZ_GRID", value=pz_all.shape,
+                         allowed=f"({len(pred)}, {grid.size})")
+    pz = pz_all[good]
+    n = pz.shape[0]
+    out = {k: np.full(n, np.nan) for k in ("pit", "crps", "lo68", "hi68", "lo95", "hi95", "mass_away")}
+    has = np.isfinite(pz).all(axis=1)
+    rows = np.flatnonzero(has)
+    for s in range(0, rows.size, PZ_BLOCK):
+        r = rows[s:s + PZ_BLOCK]
+        p = pdf.normalise(pz[r], grid)
+        out["pit"][r] = pdf.pit(p, grid, z_true[r])
+        out["crps"][r] = pdf.crps(p, grid, z_true[r])
+        out["lo68"][r], out["hi68"][r] = pdf.central_interval(p, grid, pdf.LEVEL_68)
+        out["lo95"][r], out["hi95"][r] = pdf.central_interval(p, grid, pdf.LEVEL_95)
+        out["mass_away"][r] = pdf.mass_away_from_mode(p, grid)
+    out.update(pz=pz, grid=grid, has=has)
+    return out
+
+
+def _pz_entry(q: dict, z_true: np.ndarray, snr: np.ndarray | None) -> dict:
+    """The ``pz`` entry of metrics.json from :func:`_pz_arrays`: overall and per GI-SNR bin."""
+    inside68 = (q["lo68"] <= z_true) & (z_true <= q["hi68"])
+    inside95 = (q["lo95"] <= z_true) & (z_true <= q["hi95"])
+
+    def summary(sel):
+        sel = sel & q["has"]
+        if not sel.any():
+            return {"n": 0, "pit_ks": None, "pit_hist": None, "crps": None, "coverage_68": None,
+                    "coverage_95": None, "mass_away_median": None}
+        out = metrics.pz_summary(q["pit"][sel], q["crps"][sel], inside68[sel], inside95[sel])
+        out["mass_away_median"] = float(np.median(q["mass_away"][sel]))
+        return out
+
+    entry = summary(np.ones(z_true.size, bool))
+    entry["by_snr_gi"] = []
+    if snr is not None:
+        for lo, hi in zip(metrics.SNR_EDGES[:-1], metrics.SNR_EDGES[1:]):
+            entry["by_snr_gi"].append({"lo": float(lo), "hi": float(hi), **summary((snr >= lo) & (snr < hi))})
+    return entry
+
+
+def pz_examples(arrays: MethodArrays) -> dict:
+    """Rows (into the method's arrays) of the example p(z): clean, multimodal and flagged (None where absent).
+
+    Chosen from the predictions only, never from the truth: *clean* is ZWARN = 0 with less than
+    :data:`CLEAN_MASS_AWAY` of the p(z) away from its mode, at the median GI SNR of those; *multimodal*
+    the largest mass away from the mode; *flagged* ZWARN != 0 at the median GI SNR of the flagged.
+    """
+    if arrays.pz is None:
+        return {}
+    has = np.isfinite(arrays.mass_away)
+    zw = arrays.zwarn if arrays.zwarn is not None else np.zeros(has.size, np.int64)
+    snr = arrays.snr_gi if arrays.snr_gi is not None else np.arange(has.size, dtype=float)
+
+    def at_median(sel):
+        rows = np.flatnonzero(sel)
+        if rows.size == 0:
+            return None
+        order = rows[np.argsort(snr[rows], kind="stable")]
+        return int(order[(order.size - 1) // 2])
+
+    multi = np.flatnonzero(has)
+    return {"clean": at_median(has & (zw == 0) & (arrays.mass_away < CLEAN_MASS_AWAY)),
+            "multimodal": int(multi[np.argmax(arrays.mass_away[multi])]) if multi.size else None,
+            "flagged": at_median(has & (zw != 0))}
+
+
+def _crb_rows(entry: dict, z_pred, z_true, crb, snr) -> None:
+    """Add crb_median / nmad_over_crb overall and to each by_snr_gi bin (None without ZERR_CRB)."""
+    none = {"crb_median": None, "nmad_over_crb": None}
+    entry.update(none if crb is None else metrics.crb_summary(z_pred, z_true, crb))
+    for row in entry["by_snr_gi"]:
+        sel = None if (crb is None or snr is None) else (snr >= row["lo"]) & (snr < row["hi"])
+        row.update(none if sel is None or not sel.any() else metrics.crb_summary(z_pred[sel], z_true[sel], crb[sel]))
+
+
 def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArrays]:
     """Metrics of one predictions table against the truth, and its arrays for the figures."""
     pred, idx = match_truth(pred, truth, label)
@@ -160,7 +261,11 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
     if zerr_uncal is not None and zerr is not None and np.allclose(zerr_uncal[good], zerr[good], equal_nan=True):
         zerr_uncal = None  # no calibration step (e.g. the CNN): nothing "before" to show
     sel = lambda a: None if a is None else a[good]  # noqa: E731
-    arrays = MethodArrays(label, z_true[good], z[good], sel(zerr) if has_err else None, sel(zerr_uncal), sel(snr))
+    q = _pz_arrays(pred, good, z_true[good], label)
+    arrays = MethodArrays(label, z_true[good], z[good], sel(zerr) if has_err else None, sel(zerr_uncal), sel(snr),
+                          pz=None if q is None else q["pz"], pz_grid=None if q is None else q["grid"],
+                          pit_pz=None if q is None else q["pit"], mass_away=None if q is None else q["mass_away"],
+                          zwarn=zwarn[good])
     entry = {"label": label, "n_total": len(pred), "n_failed": int((~good).sum()),
              "zwarn_fraction": float(np.mean(zwarn != 0))}
     entry.update(metrics.summary(arrays.z_pred, arrays.z_true, arrays.zerr))
@@ -189,6 +294,12 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
                                    edges=metrics.Z_EDGES)
     entry["by_snr_gi"] = (metrics.binned(arrays.z_pred, arrays.z_true, arrays.zerr, by=arrays.snr_gi,
                                          edges=metrics.SNR_EDGES) if arrays.snr_gi is not None else [])
+    crb = _column(truth, "ZERR_CRB")
+    _crb_rows(entry, arrays.z_pred, arrays.z_true, None if crb is None else crb[idx][good], arrays.snr_gi)
+    if q is not None:
+        entry["pz"] = _pz_entry(q, arrays.z_true, arrays.snr_gi)
+        tids = np.asarray(pred["TARGETID"], np.int64)[good]
+        entry["pz_examples"] = {k: (None if i is None else int(tids[i])) for k, i in pz_examples(arrays).items()}
     if arrays.zerr is not None:
         lev, obs = metrics.reliability_curve(arrays.z_pred, arrays.zerr, arrays.z_true)
         rel = {"levels": lev, "observed": obs}
@@ -250,6 +361,42 @@ def _bins_table(entries: dict, key: str, what: str) -> str:
     return "".join(parts)
 
 
+def _pz_crb_table(entries: dict) -> str:
+    """Per method and GI-SNR bin: sigma_NMAD against the Cramer-Rao bound, and the p(z) calibration."""
+    parts = []
+    for label, e in entries.items():
+        if not e.get("by_snr_gi") or (e.get("crb_median") is None and "pz" not in e):
+            continue
+        pzb = {(r["lo"], r["hi"]): r for r in e.get("pz", {}).get("by_snr_gi", [])}
+        rows = []
+        for r in e["by_snr_gi"]:
+            p = pzb.get((r["lo"], r["hi"]), {})
+            rows.append(f"<tr><td>{_edge(r['lo'], True)} - {_edge(r['hi'], True)}</td><td>{r['n']}</td>"
+                        f"<td>{_fmt(r['sigma_nmad'])}</td><td>{_fmt(r.get('crb_median'))}</td>"
+                        f"<td>{_fmt_ratio(r.get('nmad_over_crb'))}</td><td>{_fmt(p.get('pit_ks'))}</td>"
+                        f"<td>{_fmt(p.get('crps'))}</td><td>{_fmt(p.get('coverage_68'), True)}</td>"
+                        f"<td>{_fmt(p.get('coverage_95'), True)}</td></tr>")
+        p = e.get("pz", {})
+        rows.append(f"<tr><th>all</th><td>{e['n']}</td><td>{_fmt(e['sigma_nmad'])}</td>"
+                    f"<td>{_fmt(e.get('crb_median'))}</td><td>{_fmt_ratio(e.get('nmad_over_crb'))}</td>"
+                    f"<td>{_fmt(p.get('pit_ks'))}</td><td>{_fmt(p.get('crps'))}</td>"
+                    f"<td>{_fmt(p.get('coverage_68'), True)}</td><td>{_fmt(p.get('coverage_95'), True)}</td></tr>")
+        parts.append(f"<h3>{html.escape(label)}: accuracy against the Cramer-Rao bound, and p(z) calibration, "
+                     f"in bins of GI SNR</h3><table><tr><th>GI SNR</th><th>n</th><th>&sigma;<sub>NMAD</sub></th>"
+                     f"<th>median ZERR_CRB/(1+z)</th><th>&sigma;<sub>NMAD</sub> / bound</th><th>PIT KS</th>"
+                     f"<th>CRPS</th><th>p(z) cov. 68.3%</th><th>p(z) cov. 95.4%</th></tr>{''.join(rows)}</table>")
+    if not parts:
+        return ""
+    return ("<h2>How close to the limit; p(z) calibration</h2><p class='note'>Bound: the per-object Cramer-Rao "
+            "bound on z (ZERR_CRB of the truth file, docs/crb.md), median of ZERR_CRB/(1+z) per bin; '-' where the "
+            "truth has no ZERR_CRB. PIT, CRPS and coverage from each method's p(z) (predictions HDU PZ); '-' "
+            "without it.</p>" + "".join(parts))
+
+
+def _fmt_ratio(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
+
+
 def _img_tag(path: Path, caption: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return (f'<figure><img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
@@ -279,7 +426,7 @@ def _html(entries: dict, figures: list[tuple[Path, str]], notes: dict | None) ->
             f"dz = z<sub>pred</sub> - z<sub>true</sub>; &sigma;<sub>NMAD</sub> = 1.48 median(|(dz - median dz)/"
             f"(1+z)|); &eta; = fraction with |dz|/(1+z) &gt; 0.02; &Ecirc; = mean(ZERR/(1+z)). Coverage: "
             f"fraction of true z inside z &plusmn; ZERR (68.3%) and &plusmn; 2 ZERR (95.4%).</p>"
-            f"{note_html}<h2>Headline</h2>{_headline_table(entries)}"
+            f"{note_html}<h2>Headline</h2>{_headline_table(entries)}{_pz_crb_table(entries)}"
             f"<h2>The paper's numbers (arXiv:2407.13991)</h2><table><tr><th>method</th><th>&sigma;<sub>NMAD</sub>"
             f"</th><th>&eta;</th><th>&Ecirc;</th><th></th></tr>{paper_rows}</table>"
             f"<h2>Figures</h2>{figs}"
@@ -327,6 +474,10 @@ def write_report(out_dir, methods: dict, truth: Table, extra_figures=(), notes: 
     figures = []
     for (name, caption), plot in zip(FIGURES, _PLOTTERS):
         figures.append((plot(arrays, out / name), caption))
+    if any(a.pz is not None for a in arrays):
+        (pit_name, pit_cap), (ex_name, ex_cap) = PZ_FIGURES
+        figures.append((fig_pit_pz(arrays, out / pit_name), pit_cap))
+        figures.append((fig_pz_examples(arrays, {a.label: pz_examples(a) for a in arrays}, out / ex_name), ex_cap))
     for p in extra_figures:
         p = Path(p)
         if not p.is_file():
@@ -367,5 +518,5 @@ def evaluate_predictions(pred_path, truth_path, out_dir, label: str | None = Non
                                                               "truth": str(truth_path)})
 
 
-__all__ = ["write_report", "evaluate_predictions", "method_entry", "match_truth",
-           "FIGURES", "PAPER"]
+__all__ = ["write_report", "evaluate_predictions", "method_entry", "match_truth", "pz_examples",
+           "FIGURES", "PZ_FIGURES", "PAPER"]

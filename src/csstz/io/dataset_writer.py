@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import FileFormatError
 from .atomic import atomic_path
-from ..schema import CATALOG_PATH, order_bands
+from ..schema import CATALOG_PATH, FLUX_NOISELESS, order_bands
 from .spectra import create_band_group, write_attrs
 
 MANIFEST = "manifest.json"
@@ -168,7 +168,8 @@ class ChunkedDatasetWriter:
                     if b.flux.shape != (n_k, len(b.wave_aa)) or b.err.shape != b.flux.shape:
                         raise FileFormatError(str(self.chunk_path(k)), f"band {name}: shape {b.flux.shape}, "
                                                                       f"expected ({n_k}, {len(b.wave_aa)})")
-                    create_band_group(h5, name, b.wave_aa, n_k, b.flux, b.err, chunked=False)
+                    create_band_group(h5, name, b.wave_aa, n_k, b.flux, b.err, chunked=False,
+                                      flux_noiseless=getattr(b, "flux_noiseless", None))
                 h5.create_dataset(CATALOG_PATH, data=catalog, track_times=False)
                 h5.attrs["chunk"] = k
                 h5.attrs["row_start"] = start
@@ -197,14 +198,15 @@ class ChunkedDatasetWriter:
         with h5py.File(first, "r") as h5:
             names = order_bands(k for k in h5 if k != CATALOG_PATH)
             waves = {b: h5[b]["wave"][:] for b in names}
+            noiseless = {b: FLUX_NOISELESS in h5[b] for b in names}
             cat_dtype = h5[CATALOG_PATH].dtype
         n = self.n_rows
         with atomic_path(self.out_path) as tmp:
             with h5py.File(tmp, "w") as out:
                 dsets = {}
                 for b in names:
-                    g = create_band_group(out, b, waves[b], n)
-                    dsets[b] = (g["flux"], g["err"])
+                    g = create_band_group(out, b, waves[b], n, with_noiseless=noiseless[b])
+                    dsets[b] = (g["flux"], g["err"], g[FLUX_NOISELESS] if noiseless[b] else None)
                 cat = out.create_dataset(CATALOG_PATH, shape=(n,), dtype=cat_dtype, track_times=False)
                 for k, (start, stop) in enumerate(self.bounds):
                     path = self.chunk_path(k)
@@ -219,6 +221,11 @@ class ChunkedDatasetWriter:
                                 raise FileFormatError(str(path), f"band {b} wavelength grid differs from chunk 0")
                             dsets[b][0][start:stop] = h5[b]["flux"][:]
                             dsets[b][1][start:stop] = h5[b]["err"][:]
+                            if (FLUX_NOISELESS in h5[b]) != noiseless[b]:
+                                raise FileFormatError(str(path), f"band {b}: {FLUX_NOISELESS} present in one "
+                                                                 "chunk and not in chunk 0")
+                            if noiseless[b]:
+                                dsets[b][2][start:stop] = h5[b][FLUX_NOISELESS][:]
                 write_attrs(out, attrs)
         shutil.rmtree(self.partial_dir)
         return self.out_path

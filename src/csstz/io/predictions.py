@@ -7,6 +7,14 @@ BNN also ``ZERR_EPISTEMIC``, ``ZERR_ALEATORIC``. Any further columns are kept.
 Header keywords: ``CSSTZVER`` (package version), ``METHOD``, ``MODELSUM``
 (model file checksum, where a model was used), calibration parameters, ``CONFIG``
 (the stage configuration as one line of JSON, which is also YAML). See ``docs/formats.md``.
+
+Optional HDUs ``PZ`` (N x K float32 image: p(z) of each row, a density per unit z, linear
+between grid points and trapezoid-normalised on the grid) and ``PZ_GRID`` (K float64,
+strictly increasing z), one to one with a qp "interp" ensemble. In memory a predictions
+table carries them as ``table.meta["PZ"]`` and ``table.meta["PZ_GRID"]`` (numpy arrays, row i
+of PZ for row i of the table): :func:`read_predictions` puts them there and
+:func:`write_predictions` takes them from there (or from its ``pz``/``pz_grid`` arguments).
+Select rows of such a table with :func:`select_rows`, which keeps PZ aligned.
 """
 from __future__ import annotations
 
@@ -21,10 +29,12 @@ from .. import __version__
 from ..errors import FileFormatError, InputError
 from ..schema import PRED_HDU as HDU_NAME
 from ..schema import PRED_REQUIRED as REQUIRED
+from ..schema import PZ_GRID_HDU, PZ_HDU, check_pz
 from .atomic import atomic_path
 
 
-def write_predictions(path, table: Table, header: dict | None = None, config: dict | None = None) -> None:
+def write_predictions(path, table: Table, header: dict | None = None, config: dict | None = None,
+                      pz=None, pz_grid=None) -> None:
     """Write predictions atomically.
 
     Parameters
@@ -35,11 +45,15 @@ def write_predictions(path, table: Table, header: dict | None = None, config: di
         Extra FITS header keywords (8 characters at most, or HIERARCH).
     config : dict, optional
         The configuration that made the predictions, stored as keyword ``CONFIG`` (JSON).
+    pz, pz_grid : array (N, K) and (K,), optional
+        p(z) per row and its z grid (HDUs PZ, PZ_GRID); default ``table.meta["PZ"]``,
+        ``table.meta["PZ_GRID"]`` where present. Rows may be all NaN only where ZWARN != 0.
 
     Raises
     ------
     InputError
-        A required column is missing, or Z/ZERR has NaN where ZWARN is 0.
+        A required column is missing, Z/ZERR has NaN where ZWARN is 0, only one of PZ/PZ_GRID is
+        given, or PZ/PZ_GRID break the contract (field PZ or PZ_GRID, the row and the bad value).
     """
     for col in REQUIRED:
         if col not in table.colnames:
@@ -49,7 +63,16 @@ def write_predictions(path, table: Table, header: dict | None = None, config: di
         bad = ~np.isfinite(np.asarray(table[col], np.float64)) & (zwarn == 0)
         if bad.any():
             raise InputError(col, "non-finite value with ZWARN = 0 (flag it)", row=int(np.argmax(bad)))
+    if pz is None:
+        pz = table.meta.get(PZ_HDU)
+    if pz_grid is None:
+        pz_grid = table.meta.get(PZ_GRID_HDU)
+    if (pz is None) != (pz_grid is None):
+        raise InputError(PZ_HDU if pz is None else PZ_GRID_HDU, "PZ and PZ_GRID go together; only one given")
+    if pz is not None:
+        check_pz(pz, pz_grid, n_rows=len(table), allow_nan_rows=zwarn != 0)
     out = Table(table, copy=True)
+    out.meta = {k: v for k, v in table.meta.items() if k not in (PZ_HDU, PZ_GRID_HDU)}
     out["TARGETID"] = np.asarray(out["TARGETID"], np.int64)
     out["ZWARN"] = np.asarray(out["ZWARN"], np.int32)
     hdu = fits.BinTableHDU(out, name=HDU_NAME)
@@ -58,17 +81,25 @@ def write_predictions(path, table: Table, header: dict | None = None, config: di
         hdu.header[key] = val
     if config is not None:
         hdu.header["CONFIG"] = json.dumps(config, sort_keys=True, default=str)
+    hdus = [fits.PrimaryHDU(), hdu]
+    if pz is not None:
+        img = fits.ImageHDU(np.asarray(pz, np.float32), name=PZ_HDU)
+        img.header["BUNIT"] = ("1/z", "density per unit z, trapezoid-normalised")
+        grid = fits.ImageHDU(np.asarray(pz_grid, np.float64), name=PZ_GRID_HDU)
+        grid.header["BUNIT"] = ("z", "redshift grid of PZ")
+        hdus += [img, grid]
     with atomic_path(path) as tmp:
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
+        fits.HDUList(hdus).writeto(tmp)
 
 
 def read_predictions(path) -> Table:
-    """Read the REDSHIFTS table (header keywords in ``.meta``).
+    """Read the REDSHIFTS table (header keywords in ``.meta``; PZ and PZ_GRID, where present, too).
 
     Raises
     ------
     FileFormatError
-        Missing file, not FITS, no REDSHIFTS HDU, or a required column missing.
+        Missing file, not FITS, no REDSHIFTS HDU, a required column missing, only one of PZ and
+        PZ_GRID, or a PZ that breaks the contract.
     """
     p = Path(path)
     if not p.is_file():
@@ -81,12 +112,34 @@ def read_predictions(path) -> Table:
             tab.meta.update({k: v for k, v in hdul[HDU_NAME].header.items()
                              if k not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT",
                                           "GCOUNT", "TFIELDS") and not k.startswith(("TTYPE", "TFORM"))})
+            has = [h in hdul for h in (PZ_HDU, PZ_GRID_HDU)]
+            if any(has) and not all(has):
+                raise FileFormatError(str(p), f"HDU {PZ_GRID_HDU if has[0] else PZ_HDU} missing (PZ and PZ_GRID "
+                                              "go together)")
+            if all(has):
+                tab.meta[PZ_HDU] = np.array(hdul[PZ_HDU].data, np.float32)
+                tab.meta[PZ_GRID_HDU] = np.array(hdul[PZ_GRID_HDU].data, np.float64)
     except OSError as exc:
         raise FileFormatError(str(p), f"not a readable FITS file ({exc})") from None
     for col in REQUIRED:
         if col not in tab.colnames:
             raise FileFormatError(str(p), f"column {col} missing from {HDU_NAME}")
+    if PZ_HDU in tab.meta:
+        try:
+            check_pz(tab.meta[PZ_HDU], tab.meta[PZ_GRID_HDU], n_rows=len(tab),
+                     allow_nan_rows=np.asarray(tab["ZWARN"]) != 0)
+        except InputError as exc:
+            raise FileFormatError(str(p), str(exc)) from None
     return tab
 
 
-__all__ = ["write_predictions", "read_predictions", "HDU_NAME", "REQUIRED"]
+def select_rows(table: Table, rows) -> Table:
+    """``table[rows]`` with its in-memory PZ (``meta["PZ"]``) cut to the same rows."""
+    out = table[rows]
+    out.meta = dict(table.meta)
+    if PZ_HDU in table.meta:
+        out.meta[PZ_HDU] = np.asarray(table.meta[PZ_HDU])[rows]
+    return out
+
+
+__all__ = ["write_predictions", "read_predictions", "select_rows", "HDU_NAME", "REQUIRED", "PZ_HDU", "PZ_GRID_HDU"]

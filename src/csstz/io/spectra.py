@@ -8,6 +8,8 @@ Layout (``docs/formats.md``; names in :mod:`csstz.schema`)::
         err    (N, L)      float32, same unit; inf where a pixel has no data
         image2d (N, ny, nx) float32, electrons summed over exposures,
                             sky and dark subtracted (only with --save-2d)
+        flux_noiseless (N, L) float32, noiseless extracted spectrum, same unit as
+                            flux (build: train/val rows; NaN for test rows); optional
     /catalog               astropy table: TARGETID, Z, SHAPE_R, SERSIC, BA, PA,
                             SNR_GU, SNR_GV, SNR_GI, SNR_TOTAL (+ SPLIT from build)
     root attributes        csstz_version, seed, instrument (YAML text), ...
@@ -23,7 +25,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import FileFormatError
-from ..schema import (BAND_DATASETS, CATALOG_PATH, H5_ROW_CHUNK, IMAGE2D, UNIT_FLAM17, UNIT_IMAGE2D, UNIT_WAVE,
+from ..schema import (BAND_DATASETS, CATALOG_PATH, FLUX_NOISELESS, H5_ROW_CHUNK, IMAGE2D, UNIT_FLAM17, UNIT_IMAGE2D, UNIT_WAVE,
                       order_bands, select_split)
 from .atomic import atomic_path
 
@@ -38,12 +40,15 @@ class BandSpectra:
     flux : ndarray, shape (N, L), 1e-17 erg/s/cm^2/A
     err : ndarray, shape (N, L), same unit, inf where no data
     image2d : ndarray, shape (N, ny, nx), electrons, or None
+    flux_noiseless : ndarray, shape (N, L), 1e-17 erg/s/cm^2/A, or None
+        Noiseless extracted spectrum (NaN in rows without it).
     """
 
     wave_aa: np.ndarray
     flux: np.ndarray
     err: np.ndarray
     image2d: np.ndarray | None = None
+    flux_noiseless: np.ndarray | None = None
 
 
 @dataclass
@@ -78,7 +83,8 @@ def decode_catalog(tab: Table) -> Table:
 
 def create_band_group(h5: h5py.Group, name: str, wave_aa: np.ndarray, n_rows: int,
                       flux: np.ndarray | None = None, err: np.ndarray | None = None,
-                      image2d: np.ndarray | None = None, chunked: bool = True) -> h5py.Group:
+                      image2d: np.ndarray | None = None, chunked: bool = True,
+                      flux_noiseless: np.ndarray | None = None, with_noiseless: bool = False) -> h5py.Group:
     """Write one band group of the spectra layout: the only place that lays it out.
 
     Parameters
@@ -98,11 +104,16 @@ def create_band_group(h5: h5py.Group, name: str, wave_aa: np.ndarray, n_rows: in
         Electrons (``--save-2d``).
     chunked : bool
         Row-chunk the flux/err datasets (:data:`csstz.schema.H5_ROW_CHUNK` rows).
+    flux_noiseless : ndarray, shape (N, L), optional
+        Noiseless extracted spectra [1e-17 erg/s/cm^2/A] (NaN where absent).
+    with_noiseless : bool
+        Create an empty (N, L) ``flux_noiseless`` dataset (fill value NaN) when
+        ``flux_noiseless`` is not given (streamed writes).
 
     Returns
     -------
     h5py.Group
-        The new group (datasets ``wave``, ``flux``, ``err`` and optionally ``image2d``).
+        The new group (datasets ``wave``, ``flux``, ``err`` and optionally ``flux_noiseless``, ``image2d``).
     """
     wave = np.asarray(wave_aa, np.float64)
     n = int(n_rows)
@@ -117,6 +128,17 @@ def create_band_group(h5: h5py.Group, name: str, wave_aa: np.ndarray, n_rows: in
     g["wave"].attrs["unit"] = UNIT_WAVE
     g["flux"].attrs["unit"] = UNIT_FLAM17
     g["err"].attrs["unit"] = UNIT_FLAM17
+    if flux_noiseless is not None or with_noiseless:
+        if flux_noiseless is None:
+            g.create_dataset(FLUX_NOISELESS, shape=(n, wave.size), dtype=np.float32, chunks=chunks,
+                             fillvalue=np.float32(np.nan), track_times=False)
+        else:
+            f0 = np.asarray(flux_noiseless, np.float32)
+            if f0.shape != (n, wave.size):
+                raise FileFormatError(f"/{name}/{FLUX_NOISELESS}", f"shape {f0.shape} does not match "
+                                                                   f"({n}, {wave.size})")
+            g.create_dataset(FLUX_NOISELESS, data=f0, chunks=chunks, track_times=False)
+        g[FLUX_NOISELESS].attrs["unit"] = UNIT_FLAM17
     if image2d is not None:
         img = np.asarray(image2d, np.float32)
         g.create_dataset(IMAGE2D, data=img, chunks=(1,) + img.shape[1:] if (chunked and n) else None,
@@ -149,7 +171,8 @@ def write_spectra(path, spectra: SpectraSet) -> None:
         with h5py.File(tmp, "w") as h5:
             for name in order_bands(spectra.bands):
                 b = spectra.bands[name]
-                create_band_group(h5, name, b.wave_aa, n, b.flux, b.err, b.image2d)
+                create_band_group(h5, name, b.wave_aa, n, b.flux, b.err, b.image2d,
+                                  flux_noiseless=b.flux_noiseless)
             _catalog_for_hdf5(spectra.catalog).write(h5, path=CATALOG_PATH)
             write_attrs(h5, spectra.attrs)
 
@@ -185,7 +208,8 @@ def read_attrs(path) -> dict:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
 
 
-def read_spectra(path, bands=None, rows=None, with_image2d: bool = False) -> SpectraSet:
+def read_spectra(path, bands=None, rows=None, with_image2d: bool = False,
+                 with_noiseless: bool = False) -> SpectraSet:
     """Read a spectra file (or a subset of rows) into memory.
 
     Parameters
@@ -196,6 +220,9 @@ def read_spectra(path, bands=None, rows=None, with_image2d: bool = False) -> Spe
         Rows to read (default: all).
     with_image2d : bool
         Also read the 2D images where present.
+    with_noiseless : bool
+        Also read ``flux_noiseless`` where present (``BandSpectra.flux_noiseless``; None for
+        files written without it).
 
     Raises
     ------
@@ -215,7 +242,8 @@ def read_spectra(path, bands=None, rows=None, with_image2d: bool = False) -> Spe
                 if key not in g:
                     raise FileFormatError(str(path), f"dataset /{name}/{key} missing")
             img = g[IMAGE2D][sel] if (with_image2d and IMAGE2D in g) else None
-            out[name] = BandSpectra(g["wave"][:], g["flux"][sel], g["err"][sel], img)
+            f0 = g[FLUX_NOISELESS][sel] if (with_noiseless and FLUX_NOISELESS in g) else None
+            out[name] = BandSpectra(g["wave"][:], g["flux"][sel], g["err"][sel], img, f0)
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
     cat = read_catalog(path)
     if rows is not None:

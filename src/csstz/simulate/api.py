@@ -28,8 +28,9 @@ from ..io.spectra import BandSpectra, SpectraSet, write_spectra
 from ..parallel import parallel_list
 from ..rng import STREAM_NOISE, galaxy_rng
 from ..schema import (INPUT_HDUS, MORPH_COLUMNS, SERSIC_RANGE, SNR_DEFINITION, SNR_TOTAL, UNIT_FLAM17, UNIT_WAVE,
-                      all_bands, snr_column)
+                      ZERR_CRB, all_bands, snr_column)
 from .disperse import deposit_counts, disperse, photon_density_e_per_aa
+from .crb import CRB_BANDS, calibrated_extract, extraction_lsf, zerr_crb_arrays
 from .extract import optimal_extract, snr_median
 from .noise import add_noise, background_variance_e2
 from .render import Stamp, render_stamp
@@ -43,6 +44,8 @@ class SourceResult:
     flux: np.ndarray  # (L,) 1e-17 erg/s/cm^2/A
     err: np.ndarray  # (L,)
     image2d: np.ndarray | None  # (ny, nx) electrons, sky/dark subtracted
+    flux_noiseless: np.ndarray | None = None  # (L,) noiseless extracted spectrum (want_noiseless)
+    lsf: np.ndarray | None = None  # (2h+1,) this band's extraction LSF (crb.extraction_lsf)
 
 
 def band_stream(band_name: str) -> int:
@@ -66,7 +69,7 @@ def _crop_2d(img: np.ndarray, pad: int, n_pix: int, half_out: int) -> np.ndarray
 def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: float, sersic: float, ba: float,
                     pa_deg: float, instrument: Instrument, bands: tuple[str, ...] | None = None, targetid: int = 0,
                     seed: int = SimulateConfig.seed, noiseless: bool = False, save_2d: bool = False, noise_mode: str = "summed",
-                    stamp: Stamp | None = None) -> dict[str, SourceResult]:
+                    stamp: Stamp | None = None, want_noiseless: bool = False) -> dict[str, SourceResult]:
     """Simulate one galaxy in several bands (inputs assumed valid; see :func:`simulate_arrays`).
 
     Parameters
@@ -85,11 +88,14 @@ def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: flo
         Identify the noise streams.
     noiseless : bool
         Return expected counts (errors are still the expected 1-sigma errors).
+    want_noiseless : bool
+        Also return the noiseless extracted spectrum (``SourceResult.flux_noiseless``;
+        ``crb.calibrated_extract`` of the expected image, equal to a ``noiseless=True`` run).
 
     Returns
     -------
     dict
-        Band name -> :class:`SourceResult`.
+        Band name -> :class:`SourceResult` (``lsf``: the band's extraction LSF, ``crb.extraction_lsf``).
     """
     bands = all_bands(instrument) if bands is None else tuple(bands)
     if stamp is None:
@@ -106,10 +112,14 @@ def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: flo
         expected = disperse(stamp, dep) if save_2d else None
         cols = slice(pad, pad + band.n_pix)
         img = expected[rows, cols] if save_2d else disperse(stamp, dep, rows)[:, cols]
+        var_bkg = background_variance_e2(band, instrument)
+        sens = effective_sensitivity(band, instrument, pad, lsf)[cols]
+        # the noiseless spectrum is extracted before the noise is added (add_noise may work in place)
+        flux0 = calibrated_extract(img, prof_y, var_bkg, sens)[0] if want_noiseless and not noiseless else None
         if not noiseless:
             img = add_noise(img, band, instrument, galaxy_rng(seed, targetid, band_stream(name)), noise_mode)
-        f_e, err_e = optimal_extract(img, prof_y, background_variance_e2(band, instrument))
-        sens = effective_sensitivity(band, instrument, pad, lsf)[cols]
+        f_e, err_e = optimal_extract(img, prof_y, var_bkg)
+        band_lsf = extraction_lsf(stamp.image[rows], prof_y, var_bkg, float(np.median(f_e)))
         good = sens > 0
         safe = np.where(good, sens, 1.0)
         flux = np.where(good, f_e / safe, 0.0)
@@ -122,7 +132,9 @@ def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: flo
                                  galaxy_rng(seed, targetid, band_stream(name) + 1), noise_mode)
                 full[rows, cols] = img
             img2d = _crop_2d(full, pad, band.n_pix, instrument.image2d_half_height_pix)
-        out[name] = SourceResult(flux.astype(np.float32), err.astype(np.float32), img2d)
+        flux = flux.astype(np.float32)
+        out[name] = SourceResult(flux, err.astype(np.float32), img2d,
+                                 (flux.copy() if noiseless else flux0) if want_noiseless else None, band_lsf)
     return out
 
 
@@ -235,7 +247,8 @@ def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
 
 def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg, seed: int = SimulateConfig.seed,
                     noiseless: bool = False, save_2d: bool = False, instrument: Instrument | None = None,
-                    bands: tuple[str, ...] | None = None, noise_mode: str = "summed"):
+                    bands: tuple[str, ...] | None = None, noise_mode: str = "summed", z=None,
+                    want_noiseless=False, crb_bands=CRB_BANDS):
     """Simulate N galaxies sharing one wavelength grid.
 
     Parameters
@@ -256,13 +269,22 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
         Default: the packaged CSST description.
     bands : sequence of str, optional
         Default: every band of the instrument file.
+    z : array, shape (N,), optional
+        True redshifts: adds the per-object Cramer-Rao bound ``ZERR_CRB`` [z units, not divided
+        by 1 + z] over ``crb_bands`` (those simulated) to the returned columns (docs/crb.md).
+    want_noiseless : bool or bool array, shape (N,)
+        Also return the noiseless extracted spectra (``BandSpectra.flux_noiseless``, same grid
+        and unit as flux); an array selects the rows (the others are NaN).
+    crb_bands : sequence of str
+        Bands of the bound (default GV + GI, ``crb.CRB_BANDS``).
 
     Returns
     -------
     spectra : dict
         Band name -> :class:`~csstz.io.spectra.BandSpectra`.
     snr : dict
-        "SNR_<band>" and "SNR_TOTAL" -> ndarray (N,) (see :mod:`csstz.simulate.extract`).
+        "SNR_<band>" and "SNR_TOTAL" -> ndarray (N,) (see :mod:`csstz.simulate.extract`);
+        with ``z`` also "ZERR_CRB" -> ndarray (N,) (inf: no redshift information).
 
     Raises
     ------
@@ -276,23 +298,43 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
     wave, flux, tid, hlr, n_s, q, pa = validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic,
                                                        ba, pa_deg, inst, bands)
     n = tid.size
+    want0 = np.asarray(want_noiseless, bool)
+    if want0.ndim and want0.shape != (n,):
+        raise InputError("want_noiseless", "one flag per galaxy (or one bool)", value=want0.shape, allowed=f"({n},)")
+    want0 = np.broadcast_to(want0, (n,))
+    zz = None
+    if z is not None:
+        zz = np.asarray(z, np.float64).reshape(-1)
+        if zz.shape != (n,):
+            raise InputError("Z", "length does not match TARGETID", value=zz.shape, allowed=f"({n},)")
+        _check_column("Z", zz, lo=-1.0, lo_open=True, allowed="> -1")
     res = {b: dict(flux=np.empty((n, inst.band(b).n_pix), np.float32),
+                   flux_noiseless=np.full((n, inst.band(b).n_pix), np.nan, np.float32) if want0.any() else None,
                    err=np.empty((n, inst.band(b).n_pix), np.float32),
                    image2d=(np.empty((n, 2 * inst.image2d_half_height_pix + 1,
                                       inst.band(b).n_pix + 2 * inst.image2d_half_height_pix), np.float32)
                             if save_2d else None)) for b in bands}
+    lsfs = []
     for i in range(n):
         one = simulate_source(wave, flux[i], hlr[i], n_s[i], q[i], pa[i], inst, bands=bands, targetid=int(tid[i]),
-                              seed=seed, noiseless=noiseless, save_2d=save_2d, noise_mode=noise_mode)
+                              seed=seed, noiseless=noiseless, save_2d=save_2d, noise_mode=noise_mode,
+                              want_noiseless=bool(want0[i]))
+        lsfs.append({b: one[b].lsf for b in bands})
         for b in bands:
             res[b]["flux"][i] = one[b].flux
             res[b]["err"][i] = one[b].err
             if save_2d:
                 res[b]["image2d"][i] = one[b].image2d
-    spectra = {b: BandSpectra(inst.band(b).wave_aa.copy(), r["flux"], r["err"], r["image2d"]) for b, r in res.items()}
+            if want0[i]:
+                res[b]["flux_noiseless"][i] = one[b].flux_noiseless
+    spectra = {b: BandSpectra(inst.band(b).wave_aa.copy(), r["flux"], r["err"], r["image2d"], r["flux_noiseless"])
+               for b, r in res.items()}
     snr = {snr_column(b): snr_median(spectra[b].flux, spectra[b].err) for b in bands}
     snr[SNR_TOTAL] = snr_median(np.concatenate([spectra[b].flux for b in bands], axis=1),
                                   np.concatenate([spectra[b].err for b in bands], axis=1))
+    cb = tuple(b for b in crb_bands if b in bands)
+    if zz is not None and cb:
+        snr[ZERR_CRB] = zerr_crb_arrays(wave, flux, zz, {b: spectra[b].err for b in cb}, inst, lsf_pix=lsfs, bands=cb)
     return spectra, snr
 
 
@@ -344,12 +386,12 @@ def write_input_catalog(path, catalog: Table, wave_aa: np.ndarray, flux_flam17: 
 
 
 def _chunk_job(args):
-    (wave, flux, tid, hlr, n_s, q, pa, seed, noiseless, save_2d, inst_text, bands) = args
+    (wave, flux, tid, hlr, n_s, q, pa, seed, noiseless, save_2d, inst_text, bands, z) = args
     from ..instrument import parse_instrument
 
     inst = parse_instrument(inst_text)
     return simulate_arrays(wave, flux, tid, hlr, n_s, q, pa, seed=seed, noiseless=noiseless, save_2d=save_2d,
-                           instrument=inst, bands=bands)
+                           instrument=inst, bands=bands, z=z)
 
 
 def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noiseless: bool = False,
@@ -372,9 +414,9 @@ def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noise
     cols = [np.asarray(cat[c]) for c in ("TARGETID", "SHAPE_R", "SERSIC", "BA", "PA")]
     # validate everything up front so that a bad row fails before any work
     wave, flux, tid, hlr, n_s, q, pa = validate_inputs(wave, flux, *cols, inst, bands)
-    _check_column("Z", np.asarray(cat["Z"], float), lo=-0.01, allowed=">= -0.01")
+    z = _check_column("Z", np.asarray(cat["Z"], float), lo=-0.01, allowed=">= -0.01")
     jobs = [(wave, flux[i:i + chunk], tid[i:i + chunk], hlr[i:i + chunk], n_s[i:i + chunk], q[i:i + chunk],
-             pa[i:i + chunk], seed, noiseless, save_2d, inst.to_yaml(), bands)
+             pa[i:i + chunk], seed, noiseless, save_2d, inst.to_yaml(), bands, z[i:i + chunk])
             for i in range(0, len(tid), chunk)]
     parts = parallel_list(_chunk_job, jobs, workers=workers, scheduler=scheduler)
 
@@ -389,7 +431,8 @@ def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noise
                                  joined(lambda p: p[0][b].err, (0, n_pix)),
                                  joined(lambda p: p[0][b].image2d, (0, 1, n_pix)) if save_2d else None)
     out_cat = Table(cat, copy=False)
-    for key in [snr_column(b) for b in bands] + [SNR_TOTAL]:
+    for key in [snr_column(b) for b in bands] + [SNR_TOTAL] + ([ZERR_CRB] if parts and ZERR_CRB in parts[0][1]
+                                                                else []):
         out_cat[key] = joined(lambda p: p[1][key], (0,))
     attrs = dict(csstz_version=__version__, seed=int(seed), noiseless=bool(noiseless), instrument=inst.to_yaml(),
                  bands=",".join(bands), source_catalog=str(catalog_path),

@@ -32,6 +32,10 @@ DELTA_CHI2, NPIX, COEFF`` (best non-negative template coefficients, (N, 5)),
   ``LITTLE_COVERAGE`` fewer than ``MIN_VALID_PIX`` usable pixels (Z, ZERR are then NaN).
 * ``DELTA_CHI2``: chi2 of the best other local minimum beyond 0.01 (1+z), minus
   ``CHI2_MIN`` (inf if none). Values above 9 are lower bounds (see below).
+* p(z) (``table.meta["PZ"]``, (N, Nz) float32, and ``table.meta["PZ_GRID"]``, the grid
+  redshifts; written as the predictions HDUs PZ / PZ_GRID): ``exp(-(chi2 - chi2_min)/2)``
+  on the grid (a flat prior in z), a density per unit z, trapezoid-normalised
+  (:func:`csstz.templates.pdf.from_chi2`); all NaN where the fit failed (ZWARN LITTLE_COVERAGE).
 
 Speed: the normal equations ``A = M W M^T`` (K x K) and ``b = M W f`` of every
 (galaxy, redshift) come from two matrix products over all grid points at once.
@@ -39,9 +43,10 @@ The exact non-negative solution of a K = 5 problem is found by enumerating the
 31 supports: the NNLS optimum is the lowest chi2 among the supports whose
 unconstrained solution is non-negative. That enumeration (a vectorised Cholesky
 per support) runs only where it can matter: where the unconstrained chi2 (a
-lower bound) is below ``U + 9``, ``U`` the exact chi2 at the unconstrained
+lower bound) is below ``U + PZ_DCHI2`` (30), ``U`` the exact chi2 at the unconstrained
 minimum; elsewhere the curve holds the lower bound, which is then above
-``chi2_min + 9`` and cannot change Z, ZWARN bit 1 or the Delta chi2 = 1 region.
+``chi2_min + 30``: it cannot change Z, ZWARN, the Delta chi2 = 1 region, and its weight in
+p(z) is below exp(-15) of the peak per grid point.
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ from ..parallel import parallel_map
 from ..schema import Z_RANGE, network_bands
 from ..zwarn import ZWARN
 from .nnls import chol_solve, nnls_enumerate, ridge
+from .pdf import from_chi2
 from .basis import (galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix,
                              sersic_width_factor_table)
 
@@ -70,6 +76,9 @@ MIN_VALID_PIX = 20
 #: A second local minimum counts as ambiguous beyond this |dz|/(1+z) and below this Delta chi2.
 SECOND_MIN_DZ = 0.01
 SECOND_MIN_DCHI2 = 9.0
+#: The chi2 curve is exact (NNLS) wherever it lies within this of the minimum; beyond, it holds a lower
+#: bound, whose p(z) weight exp(-dchi2/2) < 3e-7 of the peak is negligible (sum over the grid < 1e-3).
+PZ_DCHI2 = 30.0
 # the bits of csstz.zwarn.ZWARN this method sets
 ZWARN_AMBIGUOUS = ZWARN.SMALL_DELTA_CHI2
 ZWARN_EDGE = ZWARN.Z_FITLIMIT
@@ -188,7 +197,8 @@ class TemplateModel:
         Returns
         -------
         dict of ndarray
-            ``z, zerr, zwarn, chi2_min, delta_chi2, npix`` (N,) and ``coeff`` (N, K).
+            ``z, zerr, zwarn, chi2_min, delta_chi2, npix`` (N,), ``coeff`` (N, K) and ``pz`` (N, Nz)
+            float32 (p(z) on :attr:`z`, density per unit z; NaN rows where the fit failed).
 
         Raises
         ------
@@ -214,7 +224,8 @@ class TemplateModel:
         K = self.n_templates
         out = {"z": np.full(n, np.nan), "zerr": np.full(n, np.nan), "zwarn": np.zeros(n, np.int32),
                "chi2_min": np.full(n, np.nan), "delta_chi2": np.full(n, np.inf),
-               "npix": finite.sum(axis=1).astype(np.int32), "coeff": np.full((n, K), np.nan)}
+               "npix": finite.sum(axis=1).astype(np.int32), "coeff": np.full((n, K), np.nan),
+               "pz": np.full((n, self.z.size), np.nan, np.float32)}
         for s in range(0, n, GALAXY_BLOCK):
             sl = slice(s, min(s + GALAXY_BLOCK, n))
             self._fit_block(f[sl], wgt[sl], out, sl)
@@ -262,12 +273,15 @@ class TemplateModel:
         i_low = np.argmin(chi2, axis=1)
         idx = np.arange(G) * nz + i_low
         u_chi2, _ = nnls_enumerate(Af[idx], bf[idx], fwf)
-        need = (~feasible.reshape(G, nz)) & (chi2 < (u_chi2 + SECOND_MIN_DCHI2 + 1e-6)[:, None])
+        need = (~feasible.reshape(G, nz)) & (chi2 < (u_chi2 + PZ_DCHI2 + 1e-6)[:, None])
         flat_need = np.flatnonzero(need.ravel())
         if flat_need.size:
             c2, cc = nnls_enumerate(Af[flat_need], bf[flat_need], np.repeat(fwf, nz)[flat_need])
             chi2.ravel()[flat_need] = c2
             coeff_at.reshape(-1, K)[flat_need] = cc
+        ok = npix >= MIN_VALID_PIX
+        if ok.any():
+            out["pz"][sl][ok] = from_chi2(chi2[ok], self.z).astype(np.float32)
         for g in range(G):
             row = sl.start + g
             if npix[g] < MIN_VALID_PIX:
@@ -463,6 +477,8 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
     tab["NPIX"] = res["npix"]
     tab["COEFF"] = res["coeff"]
     tab["LSF_SIGMA_PIX"] = (bin_sigma_pix[bin_of] if lsf == "morphology" else row_sigma).astype(np.float32)
+    tab.meta["PZ"] = res["pz"]
+    tab.meta["PZ_GRID"] = _cached_model(*key).z.copy()
     tab.meta.update({"METHOD": "templates", "TPLFILE": "kcorrect-default-v4", "ZMIN": float(zmin),
                      "ZMAX": float(zmax), "DLNZ": float(DEFAULT_DLNZ if dlnz is None else dlnz),
                      "BANDS": ",".join(bands), "LSF": lsf})

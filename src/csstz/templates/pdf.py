@@ -1,0 +1,252 @@
+"""Gridded redshift probability densities p(z): the one home of the p(z) helpers (torch-free).
+
+Convention (``docs/formats.md``, predictions HDUs ``PZ`` / ``PZ_GRID``): a p(z) is a density
+per unit z sampled at the points of an increasing grid ``z_grid`` (K,), linear between them
+and zero outside, normalised so that its trapezoid integral over the grid is 1. This is
+one to one with a qp "interp" ensemble (the LSST DESC RAIL convention). Rows are objects:
+``pz`` has shape (N, K).
+
+Helpers:
+
+* :func:`normalise` - trapezoid normalisation (and checks);
+* :func:`from_chi2`, :func:`from_loglike` - p(z) proportional to exp(-(chi2 - chi2_min)/2) or L(z);
+* :func:`cdf` - the cumulative distribution at the grid points (exact for the piecewise-linear density);
+* :func:`quantile`, :func:`central_interval` - inverse CDF and the central interval at a level;
+* :func:`mode` - the grid maximum refined by a parabola through log p at it and its neighbours;
+* :func:`pit` - CDF at the true redshift (probability integral transform);
+* :func:`crps` - continuous ranked probability score of the gridded p(z) at the true redshift;
+* :func:`mass_away_from_mode` - probability farther than ``|dz|/(1 + z_mode) = 0.02`` from the mode
+  (a multimodality measure: 0 for a single narrow peak);
+* :func:`check_pz` - the validation of a predictions file's PZ / PZ_GRID (defined in :mod:`csstz.schema`,
+  the file contracts, so that ``io`` can use it too).
+
+Every function raises :class:`csstz.errors.InputError` with a one-line message naming the
+argument (``PZ`` / ``PZ_GRID`` in :func:`check_pz`) and the bad value.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from ..schema import NORM_TOL, check_pz, check_pz_grid as check_grid
+
+#: Levels of the central intervals of the report (Gaussian +-1 and +-2 sigma contents).
+LEVEL_68 = math.erf(1.0 / math.sqrt(2.0))
+LEVEL_95 = math.erf(2.0 / math.sqrt(2.0))
+#: Half-width in |dz|/(1 + z_mode) of the window around the mode of :func:`mass_away_from_mode`:
+#: the outlier threshold of arXiv:2407.13991 (docs/design.md, Metrics).
+MODE_WINDOW_DZ = 0.02
+
+
+def _rows(pz, k: int, name: str = "PZ") -> np.ndarray:
+    p = np.asarray(pz, np.float64)
+    if p.ndim == 1:
+        p = p[None]
+    if p.ndim != 2 or p.shape[1] != k:
+        raise InputError(name, "shape does not match (N objects, K grid points)", value=np.shape(pz),
+                         allowed=f"(N, {k})")
+    return p
+
+
+def _trapz_rows(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return (0.5 * (p[:, 1:] + p[:, :-1]) * np.diff(g)).sum(axis=1)
+
+
+def normalise(pz, z_grid) -> np.ndarray:
+    """Rows divided by their trapezoid integral over ``z_grid``: (N, K) float64.
+
+    Raises
+    ------
+    InputError
+        Bad grid or shape, negative or non-finite values, or a row whose integral is not positive.
+    """
+    g = check_grid(z_grid, "z_grid")
+    p = _rows(pz, g.size, "pz")
+    bad = np.argwhere(~np.isfinite(p) | (p < 0))
+    if bad.size:
+        r, c = bad[0]
+        raise InputError("pz", "densities must be finite and >= 0", row=int(r), value=float(p[r, c]))
+    area = _trapz_rows(p, g)
+    zero = np.flatnonzero(~(area > 0))
+    if zero.size:
+        raise InputError("pz", "row has no probability on the grid", row=int(zero[0]), value=float(area[zero[0]]))
+    return p / area[:, None]
+
+
+def from_loglike(logl, z_grid) -> np.ndarray:
+    """p(z) proportional to exp(logl) (a flat prior in z), trapezoid-normalised: (N, K) float64.
+
+    Non-finite log-likelihoods count as zero probability; a row without any finite value is
+    NaN throughout (no result).
+    """
+    g = check_grid(z_grid, "z_grid")
+    ll = _rows(logl, g.size, "logl")
+    ll = np.where(np.isfinite(ll), ll, -np.inf)
+    top = ll.max(axis=1)
+    ok = np.isfinite(top)
+    p = np.exp(ll - np.where(ok, top, 0.0)[:, None])
+    p[~ok] = np.nan
+    area = _trapz_rows(np.where(ok[:, None], p, 0.0), g)
+    return p / np.where(ok, area, 1.0)[:, None]
+
+
+def from_chi2(chi2, z_grid) -> np.ndarray:
+    """p(z) proportional to exp(-(chi2 - chi2_min) / 2), trapezoid-normalised: (N, K) float64."""
+    return from_loglike(-0.5 * np.asarray(chi2, np.float64), z_grid)
+
+
+def cdf(pz, z_grid) -> np.ndarray:
+    """Cumulative distribution at the grid points, (N, K): 0 at the first point, 1 at the last.
+
+    ``pz`` should be normalised (:func:`normalise`); the result is divided by its last value anyway.
+    """
+    g = check_grid(z_grid, "z_grid")
+    p = _rows(pz, g.size, "pz")
+    c = np.zeros_like(p)
+    c[:, 1:] = np.cumsum(0.5 * (p[:, 1:] + p[:, :-1]) * np.diff(g), axis=1)
+    return c / np.where(c[:, -1:] > 0, c[:, -1:], 1.0)
+
+
+def _cdf_at(c: np.ndarray, p: np.ndarray, g: np.ndarray, z) -> np.ndarray:
+    """CDF of each row at its own z (N,), exact for a density linear between grid points."""
+    z = np.asarray(z, np.float64).reshape(-1)
+    j = np.clip(np.searchsorted(g, z, side="right") - 1, 0, g.size - 2)
+    rows = np.arange(c.shape[0])
+    h = g[j + 1] - g[j]
+    t = np.clip((z - g[j]) / h, 0.0, 1.0)
+    pa, pb = p[rows, j], p[rows, j + 1]
+    area = h * (pa * t + 0.5 * (pb - pa) * t * t)
+    out = c[rows, j] + area
+    out = np.where(z <= g[0], 0.0, np.where(z >= g[-1], 1.0, out))
+    return np.clip(out, 0.0, 1.0)
+
+
+def pit(pz, z_grid, z_true) -> np.ndarray:
+    """Probability integral transform: each p(z)'s CDF at its true redshift, (N,) in [0, 1].
+
+    Uniform on [0, 1] when the p(z) are calibrated; 0 (1) for a truth below (above) the grid.
+    """
+    g = check_grid(z_grid, "z_grid")
+    p = normalise(pz, g)
+    zt = np.asarray(z_true, np.float64).reshape(-1)
+    if zt.size != p.shape[0]:
+        raise InputError("z_true", "length does not match the p(z) rows", value=zt.size, allowed=str(p.shape[0]))
+    return _cdf_at(cdf(p, g), p, g, zt)
+
+
+def quantile(pz, z_grid, q) -> np.ndarray:
+    """Redshift at which each row's CDF reaches ``q`` (N,).
+
+    Exact for the piecewise-linear density (the inverse of the CDF that :func:`pit` uses), so the
+    central intervals and the PIT agree: a truth lies inside the central interval of level a exactly
+    when its PIT lies within (1 -+ a)/2.
+    """
+    g = check_grid(z_grid, "z_grid")
+    qq = float(q)
+    if not 0.0 <= qq <= 1.0:
+        raise InputError("q", "must lie in [0, 1]", value=q)
+    p = normalise(pz, g)
+    c = cdf(p, g)
+    n = c.shape[0]
+    rows = np.arange(n)
+    j = np.clip((c <= qq).sum(axis=1) - 1, 0, g.size - 2)  # last point with CDF <= q
+    h = g[j + 1] - g[j]
+    pa, pb = p[rows, j] * h, p[rows, j + 1] * h  # CDF(t) = c_j + pa t + (pb - pa) t^2 / 2, t in [0, 1]
+    rest = qq - c[rows, j]
+    a2 = 0.5 * (pb - pa)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = np.sqrt(np.maximum(pa * pa + 4.0 * a2 * rest, 0.0))
+        t = np.where(np.abs(a2) > 1e-12 * np.maximum(pa, 1e-300), 2.0 * rest / (pa + disc), rest / pa)
+    t = np.where(np.isfinite(t), np.clip(t, 0.0, 1.0), 0.0)
+    return g[j] + t * h
+
+
+def central_interval(pz, z_grid, level: float = LEVEL_68) -> tuple[np.ndarray, np.ndarray]:
+    """Central interval holding ``level`` of each p(z): (lo, hi), each (N,)."""
+    lev = float(level)
+    if not 0.0 < lev < 1.0:
+        raise InputError("level", "must lie strictly between 0 and 1", value=level)
+    return quantile(pz, z_grid, 0.5 - 0.5 * lev), quantile(pz, z_grid, 0.5 + 0.5 * lev)
+
+
+def mode(pz, z_grid, refine: bool = True) -> np.ndarray:
+    """The most probable redshift of each row (N,).
+
+    The grid maximum, refined (``refine``) by the vertex of the parabola through log p at it and its
+    two neighbours (exact for a Gaussian peak on any grid spacing); the grid point where the maximum is
+    at an edge, a neighbour has zero density, or the parabola does not open downwards.
+    """
+    g = check_grid(z_grid, "z_grid")
+    p = _rows(pz, g.size, "pz")
+    i = np.argmax(np.where(np.isfinite(p), p, -np.inf), axis=1)
+    z0 = g[i]
+    if not refine or g.size < 3:
+        return z0
+    rows = np.arange(p.shape[0])
+    ic = np.clip(i, 1, g.size - 2)
+    x0, x1, x2 = g[ic - 1], g[ic], g[ic + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y0, y1, y2 = (np.log(p[rows, ic + d]) for d in (-1, 0, 1))
+        d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+        curv = (d12 - d01) / (x2 - x0)  # second divided difference: < 0 for a maximum
+        num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
+        den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
+        vertex = x1 - 0.5 * num / den
+    ok = (i == ic) & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2)
+    return np.where(ok, vertex, z0)
+
+
+def mass_away_from_mode(pz, z_grid, window_dz: float = MODE_WINDOW_DZ, z_mode=None) -> np.ndarray:
+    """Probability farther than ``window_dz (1 + z_mode)`` from the mode, (N,) in [0, 1].
+
+    A multimodality measure: near 0 for one peak narrower than the window, large when a second
+    peak (line confusion) holds probability. ``z_mode`` defaults to :func:`mode`.
+    """
+    g = check_grid(z_grid, "z_grid")
+    p = normalise(pz, g)
+    zm = mode(p, g) if z_mode is None else np.asarray(z_mode, np.float64).reshape(-1)
+    w = float(window_dz) * (1.0 + zm)
+    c = cdf(p, g)
+    inside = _cdf_at(c, p, g, zm + w) - _cdf_at(c, p, g, zm - w)
+    return np.clip(1.0 - inside, 0.0, 1.0)
+
+
+def crps(pz, z_grid, z_true) -> np.ndarray:
+    """Continuous ranked probability score of each gridded p(z) at its true redshift, (N,) [z units].
+
+    ``CRPS = integral (F(z) - H(z - z_true))^2 dz`` with F the CDF (0 below, 1 above the grid) and H
+    the step function; F is taken linear between grid points (error O(h^2) in the grid step h), and
+    a truth outside the grid adds its distance to the grid.
+    """
+    g = check_grid(z_grid, "z_grid")
+    p = normalise(pz, g)
+    zt = np.asarray(z_true, np.float64).reshape(-1)
+    if zt.size != p.shape[0]:
+        raise InputError("z_true", "length does not match the p(z) rows", value=zt.size, allowed=str(p.shape[0]))
+    c = cdf(p, g)
+    fa, fb = c[:, :-1], c[:, 1:]
+    h = np.diff(g)[None, :]
+    below = h * (fa * fa + fa * fb + fb * fb) / 3.0  # integral of F^2 over each interval
+    ga, gb = 1.0 - fa, 1.0 - fb
+    above = h * (ga * ga + ga * gb + gb * gb) / 3.0  # integral of (1 - F)^2
+    n = p.shape[0]
+    rows = np.arange(n)
+    zc = np.clip(zt, g[0], g[-1])
+    j = np.clip(np.searchsorted(g, zc, side="right") - 1, 0, g.size - 2)
+    cum_below = np.concatenate([np.zeros((n, 1)), np.cumsum(below, axis=1)], axis=1)
+    cum_above = np.concatenate([np.zeros((n, 1)), np.cumsum(above, axis=1)], axis=1)
+    # the interval holding the truth, split at it (F linear inside)
+    t = (zc - g[j]) / (g[j + 1] - g[j])
+    fj, fj1 = c[rows, j], c[rows, j + 1]
+    ft = fj + t * (fj1 - fj)
+    left = (zc - g[j]) * (fj * fj + fj * ft + ft * ft) / 3.0
+    right = (g[j + 1] - zc) * ((1 - ft) ** 2 + (1 - ft) * (1 - fj1) + (1 - fj1) ** 2) / 3.0
+    total = cum_below[rows, j] + left + right + (cum_above[:, -1] - cum_above[rows, j + 1])
+    return total + np.maximum(g[0] - zt, 0.0) + np.maximum(zt - g[-1], 0.0)
+
+
+__all__ = ["check_grid", "check_pz", "normalise", "from_loglike", "from_chi2", "cdf", "pit", "quantile",
+           "central_interval", "mode", "mass_away_from_mode", "crps", "LEVEL_68", "LEVEL_95", "MODE_WINDOW_DZ",
+           "NORM_TOL"]

@@ -1,0 +1,103 @@
+"""Gridded p(z) helpers (csstz.templates.pdf): checked against closed forms of Gaussians and mixtures."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from csstz.errors import InputError
+from csstz.templates import pdf
+
+GRID = np.expm1(np.arange(0.0, np.log1p(1.6), 5e-4))  # uniform in ln(1+z): a non-uniform z grid
+
+
+def gauss(mu, sig, grid=GRID):
+    return np.exp(-0.5 * ((grid[None, :] - np.atleast_1d(mu)[:, None]) / np.atleast_1d(sig)[:, None]) ** 2)
+
+
+def test_normalise_cdf_quantiles_and_intervals_of_gaussians():
+    mu, sig = np.array([0.3, 0.8, 1.2]), np.array([0.01, 0.03, 0.002])
+    p = pdf.normalise(gauss(mu, sig), GRID)
+    np.testing.assert_allclose(np.trapezoid(p, GRID, axis=1), 1.0, rtol=1e-12)
+    c = pdf.cdf(p, GRID)
+    assert np.all(np.diff(c, axis=1) >= 0) and np.allclose(c[:, -1], 1) and np.all(c[:, 0] == 0)
+    lo, hi = pdf.central_interval(p, GRID, pdf.LEVEL_68)
+    assert np.all(np.abs(lo - (mu - sig)) < 0.03 * sig) and np.all(np.abs(hi - (mu + sig)) < 0.03 * sig), (lo, hi)
+    lo, hi = pdf.central_interval(p, GRID, pdf.LEVEL_95)
+    # linear interpolation between samples adds ~h^2/6 of variance: 2.3% in width for sigma = 2 grid steps
+    np.testing.assert_allclose(hi - lo, 4 * sig, rtol=0.03)
+    np.testing.assert_allclose(pdf.quantile(p, GRID, 0.5), mu, atol=1e-5)
+
+
+def test_mode_parabolic_refinement_is_below_the_grid_step():
+    mu = np.array([0.30013, 0.70041, 1.10029])
+    p = gauss(mu, np.full(3, 0.004))
+    step = np.diff(GRID).max()
+    raw = pdf.mode(p, GRID, refine=False)
+    fine = pdf.mode(p, GRID)
+    assert np.abs(raw - mu).max() > 0.05 * step  # the grid alone is off by a fraction of a step
+    np.testing.assert_allclose(fine, mu, atol=1e-7)  # log of a Gaussian is a parabola: exact
+    # an edge maximum stays at the grid point
+    edge = pdf.normalise(np.exp(-GRID[None, :] / 0.05), GRID)
+    assert pdf.mode(edge, GRID)[0] == GRID[0]
+
+
+def test_pit_is_uniform_for_calibrated_densities_and_piles_up_when_too_narrow():
+    rng = np.random.default_rng(1)
+    n = 3000
+    mu = rng.uniform(0.2, 1.3, n)
+    sig = rng.uniform(0.005, 0.03, n)
+    zt = mu + sig * rng.standard_normal(n)
+    u = pdf.pit(gauss(mu, sig), GRID, zt)
+    np.testing.assert_allclose(u, norm.cdf((zt - mu) / sig), atol=2e-3)
+    hist = np.histogram(u, bins=10, range=(0, 1))[0] / n
+    assert np.all(np.abs(hist - 0.1) < 0.025), hist
+    narrow = pdf.pit(gauss(mu, sig / 3), GRID, zt)  # over-confident: PIT piles up at 0 and 1
+    assert np.mean((narrow < 0.1) | (narrow > 0.9)) > 0.5
+    assert pdf.pit(gauss([0.5], [0.01]), GRID, [5.0])[0] == 1.0 and pdf.pit(gauss([0.5], [0.01]), GRID, [-0.5])[0] == 0
+
+
+def test_crps_matches_the_gaussian_closed_form_and_a_point_mass_limit():
+    mu, sig = np.array([0.5, 0.5, 0.9]), np.array([0.02, 0.02, 0.05])
+    zt = np.array([0.5, 0.56, 0.8])
+    w = (zt - mu) / sig
+    exact = sig * (w * (2 * norm.cdf(w) - 1) + 2 * norm.pdf(w) - 1 / math.sqrt(math.pi))
+    np.testing.assert_allclose(pdf.crps(gauss(mu, sig), GRID, zt), exact, rtol=2e-3)
+    # a very narrow p(z): CRPS -> |z_pred - z_true|, also for a truth outside the grid
+    got = pdf.crps(gauss([0.4, 1.5], [1e-4, 1e-4]), GRID, [0.7, 2.0])
+    np.testing.assert_allclose(got, [0.3, 0.5], atol=1e-3)  # the spike spans ~one grid step (~1e-3)
+
+
+def test_mass_away_from_mode_measures_multimodality():
+    one = gauss([0.6], [0.004])
+    two = gauss([0.6], [0.004]) + 0.5 * gauss([0.9], [0.004])  # a second peak with 1/3 of the mass
+    assert pdf.mass_away_from_mode(one, GRID)[0] < 1e-6
+    assert pdf.mass_away_from_mode(two, GRID)[0] == pytest.approx(1 / 3, abs=2e-3)
+    wide = gauss([0.6], [0.1])  # one broad peak: much of it outside +-0.02 (1+z) as well
+    assert pdf.mass_away_from_mode(wide, GRID)[0] > 0.5
+
+
+def test_from_chi2_and_bad_input():
+    chi2 = 100 + ((GRID - 0.7) / 0.01) ** 2  # Delta chi2 = 1 at +-0.01: a Gaussian of sigma 0.01
+    p = pdf.from_chi2(chi2[None], GRID)
+    lo, hi = pdf.central_interval(p, GRID)
+    assert hi[0] - lo[0] == pytest.approx(0.02, rel=0.01)
+    assert np.isnan(pdf.from_chi2(np.full((1, GRID.size), np.nan), GRID)).all()
+    with pytest.raises(InputError, match="PZ_GRID.*increasing"):
+        pdf.check_pz(p, GRID[::-1])
+    with pytest.raises(InputError, match="PZ: shape"):
+        pdf.check_pz(p[:, :-1], GRID)
+    with pytest.raises(InputError, match="PZ: shape"):
+        pdf.check_pz(p, GRID, n_rows=2)
+    with pytest.raises(InputError, match=r"PZ, row 0: negative density"):
+        pdf.check_pz(np.where(np.arange(GRID.size) == 5, -1.0, p), GRID)
+    with pytest.raises(InputError, match=r"PZ, row 0: row not normalised.*got 2\.0"):
+        pdf.check_pz(2 * p, GRID)
+    nan = np.vstack([p, np.full(GRID.size, np.nan)])
+    with pytest.raises(InputError, match="non-finite"):
+        pdf.check_pz(nan, GRID)
+    pdf.check_pz(nan, GRID, allow_nan_rows=[False, True])  # a flagged object without a result
+    with pytest.raises(InputError, match="no probability"):
+        pdf.normalise(np.zeros((1, GRID.size)), GRID)

@@ -1,0 +1,93 @@
+"""The predictions file's optional p(z) HDUs (PZ, PZ_GRID): round trip, contract checks on write and read."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from csstz.errors import FileFormatError, InputError
+from csstz.io.predictions import read_predictions, select_rows, write_predictions
+from csstz.templates import pdf
+
+GRID = np.linspace(0.0, 1.6, 801)
+
+
+def _table(n=4):
+    tab = Table()
+    tab["TARGETID"] = np.arange(10, 10 + n)
+    tab["Z"] = np.linspace(0.2, 1.2, n)
+    tab["ZERR"] = np.full(n, 0.01)
+    tab["ZWARN"] = np.zeros(n, np.int32)
+    pz = pdf.normalise(np.exp(-0.5 * ((GRID[None] - np.asarray(tab["Z"])[:, None]) / 0.01) ** 2), GRID)
+    return tab, pz
+
+
+def test_round_trip_and_row_selection(tmp_path):
+    tab, pz = _table()
+    tab["ZWARN"][3] = 1 << 1
+    pz[3] = np.nan  # a flagged object without a result
+    path = tmp_path / "p.fits"
+    write_predictions(path, tab, header={"METHOD": "test"}, pz=pz, pz_grid=GRID)
+    with fits.open(path) as hdul:
+        assert hdul["PZ"].data.dtype == np.dtype(">f4") and hdul["PZ"].data.shape == (4, GRID.size)
+        assert hdul["PZ_GRID"].data.dtype == np.dtype(">f8")
+    back = read_predictions(path)
+    np.testing.assert_array_equal(back.meta["PZ_GRID"], GRID)
+    np.testing.assert_array_equal(back.meta["PZ"], pz.astype(np.float32))
+    assert back.meta["METHOD"] == "test"
+    # carried in meta: writing the read table again keeps it; a selection keeps rows aligned
+    write_predictions(tmp_path / "q.fits", back)
+    assert np.array_equal(read_predictions(tmp_path / "q.fits").meta["PZ"], back.meta["PZ"], equal_nan=True)
+    sub = select_rows(back, [2, 0])
+    np.testing.assert_array_equal(sub.meta["PZ"], back.meta["PZ"][[2, 0]])
+    write_predictions(tmp_path / "s.fits", sub)
+    # a file without p(z) reads as before
+    plain = tmp_path / "plain.fits"
+    write_predictions(plain, _table()[0])
+    assert "PZ" not in read_predictions(plain).meta
+
+
+@pytest.mark.parametrize("case,match", [
+    ("shape", r"PZ: shape does not match.*\(3, 801\)"),
+    ("grid", r"PZ_GRID, row 5: must be strictly increasing"),
+    ("negative", r"PZ, row 1: negative density"),
+    ("norm", r"PZ, row 2: row not normalised.*got 1\.5"),
+    ("nan_unflagged", r"PZ, row 0: non-finite density"),
+    ("half", r"PZ_GRID: PZ and PZ_GRID go together"),
+])
+def test_bad_pz_is_refused_with_one_line_and_nothing_written(tmp_path, case, match):
+    tab, pz = _table(3)
+    grid = GRID.copy()
+    if case == "shape":
+        pz = pz[:, :-1]
+        grid = GRID
+    elif case == "grid":
+        grid[5] = grid[4]
+    elif case == "negative":
+        pz[1, 7] = -0.1
+    elif case == "norm":
+        pz[2] *= 1.5
+    elif case == "nan_unflagged":
+        pz[0] = np.nan
+    path = tmp_path / "bad.fits"
+    with pytest.raises(InputError, match=match) as err:
+        if case == "shape":
+            write_predictions(path, tab, pz=pz, pz_grid=grid)
+        elif case == "half":
+            write_predictions(path, tab, pz=pz)
+        else:
+            write_predictions(path, tab, pz=pz, pz_grid=grid)
+    assert "\n" not in str(err.value) and not path.exists()
+
+
+def test_row_count_mismatch_and_a_damaged_file(tmp_path):
+    tab, pz = _table(3)
+    with pytest.raises(InputError, match=r"PZ: shape.*got \(2, 801\).*\(3, 801\)"):
+        write_predictions(tmp_path / "x.fits", tab, pz=pz[:2], pz_grid=GRID)
+    path = tmp_path / "ok.fits"
+    write_predictions(path, tab, pz=pz, pz_grid=GRID)
+    with fits.open(path) as hdul:  # a file whose PZ_GRID HDU was dropped
+        fits.HDUList([h.copy() for h in hdul if h.name != "PZ_GRID"]).writeto(tmp_path / "half.fits")
+    with pytest.raises(FileFormatError, match="HDU PZ_GRID missing"):
+        read_predictions(tmp_path / "half.fits")
