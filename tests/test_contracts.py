@@ -47,7 +47,7 @@ def test_lazy_public_api():
 
 # --- imports run one way only ------------------------------------------------------------------
 RANK = {"instrument": 0, "population": 1, "simulate": 2, "io": 3, "build": 3.5, "templates": 4, "models": 5,
-        "train": 6, "predict": 7, "calibrate": 8, "evaluate": 9, "pipeline": 10, "demo": 10, "cli": 11}
+        "train": 6, "predict": 7, "predict_pz": 7, "calibrate": 8, "evaluate": 9, "pipeline": 10, "demo": 10, "cli": 11}
 LEAVES = {"errors", "units", "rng", "schema", "config", "parallel", "zwarn", "__init__"}
 #: Generic helpers that live in io but know no file layout (atomic rename, an Agg figure factory).
 LEAF_MODULES = {("io", "atomic"), ("io", "figures")}

@@ -36,8 +36,6 @@ from .zwarn import ZWARN, flag_where
 
 #: Below this fraction of valid input pixels LITTLE_COVERAGE is set.
 MIN_VALID_FRAC = 0.5
-#: Outlier window of P_SECOND, |dz| / (1 + z) (the catastrophic-outlier threshold of the metrics).
-SECOND_PEAK_DZ = 0.02
 
 
 def check_run_format(run_dir, summary: dict) -> None:
@@ -46,13 +44,6 @@ def check_run_format(run_dir, summary: dict) -> None:
     if got != RUN_FORMAT_VERSION:
         raise FileFormatError(str(Path(run_dir)), f"run format {got} is not the format {RUN_FORMAT_VERSION} this "
                               f"csstz {__version__} reads (retrain with this version)")
-
-
-def _cdf_interval(cdf: np.ndarray, z: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    lo_q, hi_q = 0.5 - level / 2, 0.5 + level / 2
-    lo = np.array([np.interp(lo_q, c, z) for c in cdf])
-    hi = np.array([np.interp(hi_q, c, z) for c in cdf])
-    return lo, hi
 
 
 def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
@@ -71,31 +62,20 @@ def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
         ``pz`` (N, K) density per unit z (trapezoid-normalised), ``z``, ``zerr``, ``lo68``, ``hi68``,
         ``lo95``, ``hi95``, ``zerr_epistemic``, ``zerr_aleatoric``, ``p_second``.
     """
-    lnz = np.log1p(grid_z)
+    from .templates import pdf
+
     mix = cell_prob.mean(axis=1)                                           # (N, K)
     mean_m = (cell_prob * grid_z).sum(axis=2)                              # (N, M)
     var_m = (cell_prob * grid_z ** 2).sum(axis=2) - mean_m ** 2
     # density per unit z: cell probability / dz of the cell (uniform in ln(1+z): dz = (1+z) dlnz)
-    dens = mix / ((1.0 + grid_z) * np.gradient(lnz))[None, :]
-    dens /= np.trapezoid(dens, grid_z, axis=1)[:, None]
-    k = np.argmax(mix, axis=1)
-    kk = np.clip(k, 1, grid_z.size - 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lp = np.log(np.maximum(np.take_along_axis(mix, np.stack([kk - 1, kk, kk + 1], 1), 1), 1e-300))
-        den = lp[:, 0] - 2 * lp[:, 1] + lp[:, 2]
-        off = np.where(den < 0, 0.5 * (lp[:, 0] - lp[:, 2]) / den, 0.0)
-    off = np.clip(np.where((k == kk) & np.isfinite(off), off, 0.0), -0.5, 0.5)
-    step = np.gradient(lnz)[kk]
-    z = np.expm1(lnz[kk] + off * step)
-    cdf = np.concatenate([np.zeros((mix.shape[0], 1)),
-                          np.cumsum(0.5 * (dens[:, 1:] + dens[:, :-1]) * np.diff(grid_z)[None, :], axis=1)], axis=1)
-    cdf /= cdf[:, -1:]
-    lo68, hi68 = _cdf_interval(cdf, grid_z, P68)
-    lo95, hi95 = _cdf_interval(cdf, grid_z, P95)
-    far = np.abs(grid_z[None, :] - z[:, None]) > SECOND_PEAK_DZ * (1.0 + z[:, None])
+    dens = pdf.normalise(mix / ((1.0 + grid_z) * np.gradient(np.log1p(grid_z)))[None, :], grid_z)
+    z = pdf.mode(dens, grid_z)
+    lo68, hi68 = pdf.central_interval(dens, grid_z, P68)
+    lo95, hi95 = pdf.central_interval(dens, grid_z, P95)
     return {"pz": dens.astype(np.float32), "z": z, "zerr": 0.5 * (hi68 - lo68), "lo68": lo68, "hi68": hi68,
             "lo95": lo95, "hi95": hi95, "zerr_epistemic": mean_m.std(axis=1),
-            "zerr_aleatoric": np.sqrt(np.maximum(var_m, 0.0).mean(axis=1)), "p_second": (mix * far).sum(axis=1)}
+            "zerr_aleatoric": np.sqrt(np.maximum(var_m, 0.0).mean(axis=1)),
+            "p_second": pdf.mass_away_from_mode(dens, grid_z, z_mode=z)}
 
 
 def member_probabilities(logits, temperature: float = 1.0) -> np.ndarray:
