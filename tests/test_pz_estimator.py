@@ -1,0 +1,135 @@
+"""The default p(z) estimator end to end on a real (small) embedded build: train, calibrate, predict."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from csstz.build import build_dataset  # noqa: E402
+from csstz.calibrate import fit_temperature  # noqa: E402
+from csstz.cli import main  # noqa: E402
+from csstz.config import PzConfig, TrainConfig  # noqa: E402
+from csstz.io.predictions import read_predictions  # noqa: E402
+from csstz.io.spectra import read_catalog, read_spectra, split_rows  # noqa: E402
+from csstz.pipeline import train_and_calibrate  # noqa: E402
+from csstz.schema import PZ_FILE, RUN_FORMAT_VERSION  # noqa: E402
+
+TINY_PZ = PzConfig(members=2, hidden=4, dilations=(1, 2), batch_size=64, max_samples=640, eval_every=320,
+                   threads=1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pzdata") / "d.h5"
+    build_dataset(path, 400, seed=3, chunk=200, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pzrun") / "run"
+    summary = train_and_calibrate(dataset, out, TrainConfig(estimator="pz", seed=0), pz=TINY_PZ)
+    return out, summary
+
+
+def test_run_directory_contract(run):
+    out, s = run
+    assert s["estimator"] == "pz" and s["run_format"] == RUN_FORMAT_VERSION
+    assert s["noise"].startswith("fresh draw")  # the build stores flux_noiseless for train/val
+    for name in (PZ_FILE, "pz_physics.h5", "calibration.json", "summary.json", "config.yaml"):
+        assert (out / name).is_file(), name
+    payload = torch.load(out / PZ_FILE, weights_only=True)  # state_dict + config + version, no pickle
+    assert payload["kind"] == "pz" and "csstz_version" in payload
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["method"] == "temperature" and cal["temperature"] > 0
+    assert np.isfinite(cal["ood_chi2_dof"]) and cal["ood_quantile"] == TINY_PZ.ood_quantile
+
+
+def test_predictions_carry_a_normalised_pz(run, dataset, tmp_path):
+    out, _ = run
+    pred = tmp_path / "pred.fits"
+    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(pred)]) == 0
+    tab = read_predictions(pred)
+    pz, grid = tab.meta["PZ"], tab.meta["PZ_GRID"]
+    rows = split_rows(dataset, "test")
+    assert pz.shape == (rows.size, grid.size) and np.all(np.diff(grid) > 0)
+    np.testing.assert_allclose(np.trapezoid(pz, grid, axis=1), 1.0, rtol=1e-3)
+    assert np.all(tab["Z_LO68"] <= tab["Z_HI68"]) and np.all(tab["ZERR"] > 0)
+    assert np.all(tab["ZERR_EPISTEMIC"] >= 0) and np.all(tab["ZERR_ALEATORIC"] > 0)
+    # bright spectra: the physics term alone already finds the redshift
+    cat = read_catalog(dataset)[rows]
+    bright = np.asarray(cat["SNR_GI"]) > 5
+    dz = np.abs(np.asarray(tab["Z"]) - np.asarray(cat["Z"])) / (1 + np.asarray(cat["Z"]))
+    assert bright.sum() >= 5 and np.mean(dz[bright] < 0.02) >= 0.8
+
+
+def test_other_run_format_and_wrong_network_are_refused(run, dataset, tmp_path, capsys):
+    out, _ = run
+    old = tmp_path / "old_run"
+    shutil.copytree(out, old)
+    summary = json.loads((old / "summary.json").read_text())
+    summary["run_format"] = RUN_FORMAT_VERSION - 1
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert main(["predict", str(old), str(dataset), "--out", str(tmp_path / "p.fits")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run format" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p.fits").exists()
+    assert main(["predict", str(out), str(dataset), "--model", "bnn", "--out", str(tmp_path / "q.fits")]) == 2
+    assert "pz" in capsys.readouterr().err
+
+
+def test_training_draws_fresh_noise(run, dataset):
+    """Two reads of the same training rows differ (fresh noise); the stored noisy flux does not."""
+    from csstz.templates.physics import PhysicsCurves
+    from csstz.train.pz_run import train_batches
+
+    out, _ = run
+    phys = PhysicsCurves.load(out / "pz_physics.h5", threads=1)
+    rows = split_rows(dataset, "train")[:64]
+    z = np.asarray(read_catalog(dataset)["Z"])[rows]
+    bands = phys.bands
+    a = next(train_batches(dataset, rows, bands, phys, None, z, 64, seed=0, noiseless=True))
+    b = next(train_batches(dataset, rows, bands, phys, None, z, 64, seed=1, noiseless=True))
+    c = next(train_batches(dataset, rows, bands, phys, None, z, 64, seed=0, noiseless=False))
+    d = next(train_batches(dataset, rows, bands, phys, None, z, 64, seed=1, noiseless=False))
+    order_a, order_b = np.argsort(a.z), np.argsort(b.z)
+    assert not np.allclose(a.curves[order_a], b.curves[order_b])
+    np.testing.assert_allclose(c.curves[np.argsort(c.z)], d.curves[np.argsort(d.z)], atol=1e-5)
+    # the noise level of a draw is the stored error: (draw - noiseless) / err ~ N(0, 1)
+    sp = read_spectra(dataset, bands=bands, rows=rows, with_noiseless=True)
+    e = sp.bands[bands[-1]].err
+    ok = np.isfinite(e)
+    pull = (sp.bands[bands[-1]].flux - sp.bands[bands[-1]].flux_noiseless)[ok] / e[ok]
+    assert abs(np.std(pull) - 1.0) < 0.05
+
+
+def test_physics_curve_peaks_at_the_true_redshift(run, dataset):
+    from csstz.templates.physics import PhysicsCurves
+
+    out, _ = run
+    phys = PhysicsCurves.load(out / "pz_physics.h5", threads=1)
+    rows = split_rows(dataset, "train")[:40]
+    sp = read_spectra(dataset, bands=phys.bands, rows=rows, with_noiseless=True)
+    curves, scal = phys.curves({b: sp.bands[b].flux_noiseless for b in phys.bands},
+                               {b: sp.bands[b].err for b in phys.bands})
+    z = np.asarray(sp.catalog["Z"])
+    zpk = phys.grid_z[np.argmax(curves[:, 0], axis=1)]
+    assert np.median(np.abs(zpk - z) / (1 + z)) < 0.003
+    assert np.all(curves[:, 0] <= 0) and curves.shape[1:] == (2, phys.grid_z.size)
+    # noiseless spectra: chi2/dof of the in-family basis far below the ~1 of a noisy spectrum (bright
+    # galaxies keep some: the binned Gaussian LSF of the physics stage is not the simulator's exact one)
+    assert np.median(scal[:, 2]) < 0.05
+
+
+def test_fit_temperature_recovers_an_over_confidence_factor():
+    rng = np.random.default_rng(0)
+    grid = np.expm1(np.linspace(0, np.log(2.6), 400))
+    mu = rng.uniform(0.3, 1.2, 300)
+    sig = 0.01 * (1 + mu)
+    z_true = mu + sig * rng.standard_normal(300)
+    # logits twice too sharp (temperature 0.5 applied): the fit must find T ~ 2
+    logits = (-0.5 * ((grid[None, :] - mu[:, None]) / sig[:, None]) ** 2 * 2.0)[:, None, :]
+    t, scan = fit_temperature(logits, grid, z_true)
+    assert 1.7 < t < 2.3 and len(scan) > 10
