@@ -261,6 +261,7 @@ def _run_fit_templates(a) -> int:
     t, par = c["template_fit"], c["parallel"]
     fit_templates_file(a.spectra, a.out, split=t.split, bands=t.bands, zmin=t.zmin, zmax=t.zmax, dlnz=t.dlnz,
                        workers=par.workers, scheduler=par.scheduler, progress=t.progress, lsf=t.lsf,
+                       basis=t.basis,
                        config={k: v.to_dict() for k, v in c.items()})
     print(f"wrote {a.out}")
     return 0

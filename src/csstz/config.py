@@ -366,9 +366,15 @@ class TemplateFitConfig(StageConfig):
     lsf: str = opt("point", "line-spread model: point-source PSF, or broadened by each galaxy's catalogue "
                    "shape projected on the dispersion axis", LSF_MODELS)
     split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
+    basis: str = opt("kcorrect", "template basis: kcorrect (non-negative fit of the kcorrect NMF templates), "
+                     "learned:DATASET.h5[:K] (PCA basis of that dataset's training-split rest-frame SEDs, "
+                     "marginal-likelihood fit), or FILE (basis HDF5 from csstz.templates.learned.save_basis, "
+                     "or a kcorrect-layout template FITS)")
     progress: bool = opt(True, "progress bar")
 
     def check(self) -> None:
+        self._require("basis", isinstance(self.basis, str) and bool(self.basis.strip()),
+                      "kcorrect, learned:DATASET.h5[:K] or a basis file")
         self._require("zmin", math.isfinite(self.zmin) and self.zmin >= 0, ">= 0")
         self._require("zmax", math.isfinite(self.zmax) and self.zmax > self.zmin, "> zmin")
 

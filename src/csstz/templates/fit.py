@@ -57,14 +57,14 @@ import numpy as np
 from astropy.table import Table
 
 from ..config import LSF_MODELS, ParallelConfig
-from ..errors import InputError
+from ..errors import CsstzError, FileFormatError, InputError
 from ..instrument import Instrument, load_instrument, parse_instrument
 from ..io.spectra import SpectraSet
 from ..parallel import parallel_map
 from ..schema import Z_RANGE, network_bands
 from ..zwarn import ZWARN
 from .nnls import chol_solve, nnls_enumerate, ridge
-from .pdf import from_chi2
+from .pdf import central_interval, from_chi2, from_loglike, mass_away_from_mode, mode as pdf_mode
 from .basis import (galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix,
                              sersic_width_factor_table)
 
@@ -85,6 +85,30 @@ ZWARN_EDGE = ZWARN.Z_FITLIMIT
 ZWARN_FEW_PIXELS = ZWARN.LITTLE_COVERAGE
 #: Galaxies per block of the matrix products (memory ~ block x grid x 20 x 8 bytes).
 GALAXY_BLOCK = 32
+
+
+def check_flux_err(flux, err, n_pix: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flux and err as float64 (N, n_pix), checked: err > 0 where finite, flux finite where err is.
+
+    Raises
+    ------
+    InputError
+        Wrong shapes, ``err <= 0``, or non-finite flux where ``err`` is finite.
+    """
+    flux = np.asarray(flux, np.float64)
+    err = np.asarray(err, np.float64)
+    if flux.ndim != 2 or flux.shape[1] != n_pix:
+        raise InputError("flux", f"must have shape (N, {n_pix})", value=flux.shape)
+    if err.shape != flux.shape:
+        raise InputError("err", f"shape {err.shape} differs from flux {flux.shape}")
+    finite = np.isfinite(err)
+    if np.any(finite & (err <= 0)):
+        r, c = np.argwhere(finite & (err <= 0))[0]
+        raise InputError("err", "must be > 0 (or inf/NaN for no data)", row=int(r), value=float(err[r, c]))
+    if np.any(finite & ~np.isfinite(flux)):
+        r, c = np.argwhere(finite & ~np.isfinite(flux))[0]
+        raise InputError("flux", "must be finite where err is finite", row=int(r), value=float(flux[r, c]))
+    return flux, err
 
 
 # --- the model grid ----------------------------------------------------------------------------
@@ -205,19 +229,8 @@ class TemplateModel:
         InputError
             Wrong shapes, ``err <= 0``, or non-finite flux where ``err`` is finite.
         """
-        flux = np.asarray(flux, np.float64)
-        err = np.asarray(err, np.float64)
-        if flux.ndim != 2 or flux.shape[1] != self.n_pix:
-            raise InputError("flux", f"must have shape (N, {self.n_pix})", value=flux.shape)
-        if err.shape != flux.shape:
-            raise InputError("err", f"shape {err.shape} differs from flux {flux.shape}")
+        flux, err = check_flux_err(flux, err, self.n_pix)
         finite = np.isfinite(err)
-        if np.any(finite & (err <= 0)):
-            r, c = np.argwhere(finite & (err <= 0))[0]
-            raise InputError("err", "must be > 0 (or inf/NaN for no data)", row=int(r), value=float(err[r, c]))
-        if np.any(finite & ~np.isfinite(flux)):
-            r, c = np.argwhere(finite & ~np.isfinite(flux))[0]
-            raise InputError("flux", "must be finite where err is finite", row=int(r), value=float(flux[r, c]))
         wgt = np.where(finite, 1.0 / np.where(finite, err, 1.0) ** 2, 0.0)
         f = np.where(finite, flux, 0.0)
         n = flux.shape[0]
@@ -343,16 +356,16 @@ def _instrument_for(spectra: SpectraSet, instrument) -> Instrument:
 
 
 @lru_cache(maxsize=2)
-def _cached_model(bands, waves, sigmas, zmin, zmax, dlnz) -> TemplateModel:
+def _cached_model(bands, waves, sigmas, zmin, zmax, dlnz, template_path=None) -> TemplateModel:
     return TemplateModel({b: np.frombuffer(w) for b, w in zip(bands, waves)}, dict(zip(bands, sigmas)),
-                         zmin=zmin, zmax=zmax, dlnz=dlnz)
+                         zmin=zmin, zmax=zmax, dlnz=dlnz, template_path=template_path)
 
 
-def _model_key(wave_by_band: dict, sigma_by_band: dict, zmin, zmax, dlnz) -> tuple:
+def _model_key(wave_by_band: dict, sigma_by_band: dict, zmin, zmax, dlnz, template_path=None) -> tuple:
     bands = tuple(wave_by_band)
     return (bands, tuple(np.asarray(wave_by_band[b], np.float64).tobytes() for b in bands),
             tuple(float(sigma_by_band[b]) for b in bands), float(zmin), float(zmax),
-            None if dlnz is None else float(dlnz))
+            None if dlnz is None else float(dlnz), template_path)
 
 
 def template_model_for(wave_by_band: dict, instrument: Instrument, zmin: float = Z_RANGE[0],
@@ -376,10 +389,173 @@ LSF_BIN_RATIO = 1.3
 LSF_MAX_BINS = 10
 
 
+#: ``--basis`` values in words (error messages, help).
+BASIS_ALLOWED = "kcorrect, learned:DATASET.h5[:K], or a basis FILE (.h5 from save_basis, kcorrect-layout .fits)"
+#: Suffixes of a kcorrect-layout template FITS (fitted by NNLS like the default basis).
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz")
+#: ZWARN MULTIMODAL: set where the p(z) mass farther than 0.02 (1 + Z) from Z exceeds this
+#: (:func:`csstz.templates.pdf.mass_away_from_mode`; the same threshold as the p(z) estimator's
+#: ``multimodal_mass`` default, project choice).
+MULTIMODAL_MASS = 0.2
+#: Sub-grid template phases of the learned-basis fit: z step 1.15e-3 / 2 = 5.75e-4 in ln(1+z), about
+#: :data:`DEFAULT_DLNZ` (csstz.templates.xcorr.DEFAULT_DLNLAM per phase).
+XCORR_PHASES = (1, 2, 4, 8)
+XCORR_DEFAULT_PHASES = 2
+
+
+def resolve_basis(spec):
+    """What ``--basis spec`` fits with: ``(kind, basis, template_path)``.
+
+    Parameters
+    ----------
+    spec : str
+        ``"kcorrect"`` (the default NNLS fit); ``"learned:DATASET.h5[:K]"`` (a PCA basis with its
+        coefficient prior, learned by :func:`csstz.templates.physics.learn_physics_basis` from that
+        dataset's training split; K chosen on its validation split unless given; the test split is
+        never read); a basis HDF5 written by :func:`csstz.templates.learned.save_basis`; or a
+        kcorrect-layout template FITS.
+
+    Returns
+    -------
+    kind : {"kcorrect", "fits", "basis"}
+        "kcorrect" and "fits": the non-negative fit (:class:`TemplateModel`); "basis": the
+        cross-correlation fit of :mod:`csstz.templates.xcorr`.
+    basis : TemplateBasis or None
+        The basis for kind "basis".
+    template_path : str or None
+        The FITS file for kind "fits".
+
+    Raises
+    ------
+    InputError
+        Field ``--basis``: unknown spec, missing file or dataset, unreadable basis, or a dataset
+        without rest-frame SEDs (real-data sources); one line with the value.
+    """
+    from .learned import read_basis
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError("--basis", "unknown basis", value=spec, allowed=BASIS_ALLOWED)
+    spec = spec.strip()
+    if spec == "kcorrect":
+        return "kcorrect", None, None
+    if spec.startswith("learned:"):
+        from pathlib import Path
+
+        from .physics import learn_physics_basis
+        rest, k = spec[len("learned:"):], None
+        head, _, tail = rest.rpartition(":")
+        if head and tail.isdigit():
+            rest, k = head, int(tail)
+        if not rest or not Path(rest).is_file():
+            raise InputError("--basis", "learned: needs an existing dataset file", value=spec,
+                             allowed="learned:DATASET.h5[:K]")
+        try:
+            return "basis", learn_physics_basis(rest, n_components=k), None
+        except (InputError, FileFormatError, OSError, KeyError) as exc:
+            raise InputError("--basis", f"cannot learn a basis from this dataset's training split "
+                             f"({' '.join(str(exc).split())})", value=spec) from None
+    from pathlib import Path
+    p = Path(spec)
+    if not p.is_file():
+        known = p.name.lower().endswith(FITS_SUFFIXES + (".h5", ".hdf5"))
+        raise InputError("--basis", "basis file not found" if known else "unknown basis", value=spec,
+                         allowed=BASIS_ALLOWED)
+    if p.name.lower().endswith(FITS_SUFFIXES):
+        try:
+            load_templates(str(p))
+        except (CsstzError, OSError, KeyError, ValueError, TypeError) as exc:
+            raise InputError("--basis", f"not a kcorrect-layout template FITS ({' '.join(str(exc).split())})",
+                             value=spec) from None
+        return "fits", None, str(p.resolve())
+    try:
+        return "basis", read_basis(p), None
+    except (FileFormatError, OSError) as exc:
+        raise InputError("--basis", f"not a template basis file ({' '.join(str(exc).split())})",
+                         value=spec) from None
+
+
+def _multimodal(pz: np.ndarray, grid: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """ZWARN MULTIMODAL bits (N,) int32: p(z) mass beyond 0.02 (1 + z) of ``z`` above MULTIMODAL_MASS."""
+    out = np.zeros(pz.shape[0], np.int32)
+    ok = np.all(np.isfinite(pz), axis=1) & np.isfinite(z)
+    if ok.any():
+        away = mass_away_from_mode(pz[ok], grid, z_mode=z[ok])
+        out[ok] = np.where(away > MULTIMODAL_MASS, np.int32(int(ZWARN.MULTIMODAL)), np.int32(0))
+    return out
+
+
+def _fit_basis(spectra: SpectraSet, basis, bands, flux, err, zmin, zmax, dlnz, inst: Instrument, lsf: str,
+               threads: int) -> tuple[Table, np.ndarray, np.ndarray, float, str]:
+    """The learned-basis fit: log L(z) by FFT cross-correlation (marginal likelihood with the basis's
+    coefficient prior, or plain least squares for a basis without one), p(z) proportional to L (flat
+    prior in z), Z the p(z) mode, ZERR half its central 68.3% interval. Returns the table (without
+    meta), the p(z) (N, J) float32, the grid, its ln(1+z) step and the method name."""
+    from .xcorr import DEFAULT_DLNLAM, XcorrModel, loglike_curves, lsf_bins
+
+    if dlnz is None:
+        n_phase = XCORR_DEFAULT_PHASES
+    else:
+        fine = [p for p in XCORR_PHASES if DEFAULT_DLNLAM / p <= dlnz * (1 + 1e-9)]
+        if not fine:
+            raise InputError("dlnz", "finer than the learned-basis fit can go", value=dlnz,
+                             allowed=f">= {DEFAULT_DLNLAM / XCORR_PHASES[-1]:.3g}")
+        n_phase = fine[0]
+    n = flux.shape[0]
+    if lsf == "morphology":
+        cat = spectra.catalog
+        for col in ("SHAPE_R", "SERSIC", "BA", "PA"):
+            if col not in cat.colnames:
+                raise InputError(col, "column missing from the catalogue (needed for lsf='morphology')")
+        sig = galaxy_lsf_sigma_pix(inst, cat["SHAPE_R"], cat["SERSIC"], cat["BA"], cat["PA"])
+        idx, centres = lsf_bins(np.asarray(sig, np.float64), inst.psf_sigma_pix)
+        used = np.unique(idx)
+        sigmas, idx = centres[used], np.searchsorted(used, idx)
+    else:
+        sigmas, idx = np.array([inst.psf_sigma_pix]), np.zeros(n, int)
+    mode = "prior" if basis.has_prior else "ls"
+    waves = {b: np.asarray(spectra.bands[b].wave_aa, np.float64) for b in bands}
+    model = XcorrModel(basis, waves, lsf_sigma_pix=tuple(sigmas), zmin=zmin, zmax=zmax, n_phase=n_phase)
+    cols = np.cumsum([0] + [w.size for w in waves.values()])
+    fb = {b: flux[:, cols[i]:cols[i + 1]] for i, b in enumerate(bands)}
+    eb = {b: err[:, cols[i]:cols[i + 1]] for i, b in enumerate(bands)}
+    logl = loglike_curves(model, fb, eb, lsf_index=idx, mode=mode, threads=threads).astype(np.float64)
+    grid = model.z.copy()
+    npix = (np.isfinite(err) & (err > 0)).sum(axis=1).astype(np.int32)
+    zwarn = np.where(npix < MIN_VALID_PIX, np.int32(int(ZWARN_FEW_PIXELS)), np.int32(0)).astype(np.int32)
+    fitted = np.isfinite(logl).any(axis=1)
+    zwarn |= np.where((npix >= MIN_VALID_PIX) & ~fitted, np.int32(int(ZWARN.BAD_MINFIT)), np.int32(0))
+    ok = zwarn == 0
+    z, zerr = np.full(n, np.nan), np.full(n, np.nan)
+    pz = np.full((n, grid.size), np.nan, np.float32)
+    logl_max = np.full(n, np.nan)
+    if ok.any():
+        p = from_loglike(logl[ok], grid)
+        zm = pdf_mode(p, grid)
+        lo, hi = central_interval(p, grid)
+        i_max = np.argmax(np.where(np.isfinite(logl[ok]), logl[ok], -np.inf), axis=1)
+        edge = (i_max == 0) | (i_max == grid.size - 1)
+        step = float(model.lnz[1] - model.lnz[0])
+        z[ok] = zm
+        zerr[ok] = np.maximum(0.5 * (hi - lo), (1.0 + zm) * step)
+        pz[ok] = p.astype(np.float32)
+        logl_max[ok] = np.nanmax(logl[ok], axis=1)
+        zwarn[np.flatnonzero(ok)[edge]] |= np.int32(int(ZWARN_EDGE))
+    zwarn |= _multimodal(pz, grid, z)
+    tab = Table()
+    tab["TARGETID"] = np.asarray(spectra.catalog["TARGETID"], np.int64)
+    tab["Z"] = z
+    tab["ZERR"] = zerr
+    tab["ZWARN"] = zwarn.astype(np.int32)
+    tab["LOGL_MAX"] = logl_max
+    tab["NPIX"] = npix
+    tab["LSF_SIGMA_PIX"] = sigmas[idx].astype(np.float32)
+    return tab, pz, grid, float(model.lnz[1] - model.lnz[0]), f"templates-xcorr-{mode}"
+
+
 def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmin: float = Z_RANGE[0],
                   zmax: float = Z_RANGE[1], dlnz: float | None = None, instrument=None,
                   workers: int = ParallelConfig.workers, progress: bool = False, lsf: str = LSF_MODELS[0],
-                  scheduler: str | None = None) -> Table:
+                  scheduler: str | None = None, basis="kcorrect") -> Table:
     """Template-fitting redshifts of every spectrum in ``spectra``.
 
     Parameters
@@ -406,18 +582,31 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
         "morphology": the LSF is broadened by each galaxy's catalogue shape projected on the
         dispersion axis (:func:`galaxy_lsf_sigma_pix`), in bins of :data:`LSF_BIN_RATIO`
         (one template grid per bin: slower).
+    basis : str or TemplateBasis
+        ``"kcorrect"`` (default: the non-negative fit of the module docstring), a kcorrect-layout
+        template FITS (the same fit with those templates), ``"learned:DATASET.h5[:K]"`` or a basis
+        HDF5 (the learned-basis fit: see :func:`resolve_basis` and the module docstring), or a
+        :class:`~csstz.templates.learned.TemplateBasis` (learned-basis fit; header BASIS = its name).
+        Resolved before anything else is read.
 
     Returns
     -------
     astropy.table.Table
-        ``TARGETID, Z, ZERR, ZWARN, CHI2_MIN, DELTA_CHI2, NPIX, COEFF, LSF_SIGMA_PIX``
-        (see module docstring).
+        Non-negative fit: ``TARGETID, Z, ZERR, ZWARN, CHI2_MIN, DELTA_CHI2, NPIX, COEFF, LSF_SIGMA_PIX``;
+        learned-basis fit: ``TARGETID, Z, ZERR, ZWARN, LOGL_MAX, NPIX, LSF_SIGMA_PIX`` (see module
+        docstring). ``meta``: PZ, PZ_GRID and the :data:`HEADER_KEYS`.
 
     Raises
     ------
     InputError
         A band or catalogue column missing, bad grid options, or bad flux/err values.
     """
+    from .learned import TemplateBasis
+    if isinstance(basis, TemplateBasis):
+        kind, tbasis, template_path, label = "basis", basis, None, basis.name
+    else:
+        kind, tbasis, template_path = resolve_basis(basis)
+        label = basis.strip()
     bands = network_bands() if bands is None else tuple(bands)
     if not bands:
         raise InputError("bands", "no band to fit")
@@ -437,6 +626,16 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
     n = flux.shape[0]
     if n != len(spectra.catalog):
         raise InputError("flux", f"{n} spectra but {len(spectra.catalog)} catalogue rows")
+    if kind == "basis":
+        flux, err = check_flux_err(flux, err, flux.shape[1])
+        tab, pz, grid, step, method = _fit_basis(spectra, tbasis, bands, flux, err, zmin, zmax, dlnz, inst, lsf,
+                                                 threads=workers)
+        tab.meta["PZ"] = pz
+        tab.meta["PZ_GRID"] = grid
+        tab.meta.update({"METHOD": method, "TPLFILE": tbasis.name, "BASIS": label,
+                         "NBASIS": int(tbasis.n_templates), "ZMIN": float(zmin), "ZMAX": float(zmax),
+                         "DLNZ": step, "BANDS": ",".join(bands), "LSF": lsf})
+        return tab
     psf_pix = inst.psf_sigma_pix
     if lsf == "point":
         bin_of = np.zeros(n, int)
@@ -458,7 +657,7 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
             rows = np.flatnonzero(bin_of == k)
             sigmas = {b: float(bin_sigma_pix[k] if lsf == "morphology" else psf_pix)
                       * inst.band(b).dispersion_aa_per_pix for b in bands}
-            key = _model_key(waves, sigmas, zmin, zmax, dlnz)
+            key = _model_key(waves, sigmas, zmin, zmax, dlnz, template_path)
             part = _run_fit(key, flux[rows], err[rows], workers, advance, scheduler)
             if res is None:
                 res = {name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in part.items()}
@@ -471,15 +670,19 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
     tab["TARGETID"] = np.asarray(spectra.catalog["TARGETID"], np.int64)
     tab["Z"] = res["z"]
     tab["ZERR"] = res["zerr"]
-    tab["ZWARN"] = res["zwarn"].astype(np.int32)
+    grid = _cached_model(*key).z.copy()
+    tab["ZWARN"] = (res["zwarn"] | _multimodal(res["pz"], grid, res["z"])).astype(np.int32)
     tab["CHI2_MIN"] = res["chi2_min"]
     tab["DELTA_CHI2"] = res["delta_chi2"]
     tab["NPIX"] = res["npix"]
     tab["COEFF"] = res["coeff"]
     tab["LSF_SIGMA_PIX"] = (bin_sigma_pix[bin_of] if lsf == "morphology" else row_sigma).astype(np.float32)
     tab.meta["PZ"] = res["pz"]
-    tab.meta["PZ_GRID"] = _cached_model(*key).z.copy()
-    tab.meta.update({"METHOD": "templates", "TPLFILE": "kcorrect-default-v4", "ZMIN": float(zmin),
+    tab.meta["PZ_GRID"] = grid
+    from pathlib import Path
+    tab.meta.update({"METHOD": "templates", "TPLFILE": "kcorrect-default-v4" if template_path is None
+                     else Path(template_path).name, "BASIS": label,
+                     "NBASIS": int(_cached_model(*key).n_templates), "ZMIN": float(zmin),
                      "ZMAX": float(zmax), "DLNZ": float(DEFAULT_DLNZ if dlnz is None else dlnz),
                      "BANDS": ",".join(bands), "LSF": lsf})
     return tab
@@ -510,13 +713,13 @@ def _run_fit(key, flux, err, workers, advance, scheduler: str | None = None) -> 
 
 
 #: FITS header keywords of a template-fit predictions file.
-HEADER_KEYS = ("METHOD", "TPLFILE", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")
+HEADER_KEYS = ("METHOD", "TPLFILE", "BASIS", "NBASIS", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")
 
 
 def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: tuple[str, ...] | None = None,
                        zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1], dlnz: float | None = None,
                        workers: int = ParallelConfig.workers, scheduler: str | None = None, progress: bool = True,
-                       lsf: str = LSF_MODELS[0], config: dict | None = None) -> Table:
+                       lsf: str = LSF_MODELS[0], config: dict | None = None, basis: str = "kcorrect") -> Table:
     """``csstz fit-templates``: fit the spectra of a file (or of one split) and write the predictions FITS.
 
     Parameters
@@ -537,17 +740,21 @@ def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: 
     from ..io.predictions import write_predictions
     from ..io.spectra import read_spectra, split_rows
 
+    kind, tbasis, _ = resolve_basis(basis)  # a bad --basis fails before anything is read or written
     bands = network_bands() if bands is None else tuple(bands)
     rows = None if split is None else split_rows(spectra_path, split)
     spectra = read_spectra(spectra_path, bands=bands, rows=rows)
     tab = fit_templates(spectra, bands=bands, zmin=zmin, zmax=zmax, dlnz=dlnz, workers=workers,
-                        scheduler=scheduler, progress=progress, lsf=lsf)
+                        scheduler=scheduler, progress=progress, lsf=lsf,
+                        basis=tbasis if kind == "basis" else basis)
+    tab.meta["BASIS"] = str(basis).strip()
     header = {k: tab.meta[k] for k in HEADER_KEYS}
     if out_path is not None:
         write_predictions(out_path, tab, header=header, config=config)
     return tab
 
 
-__all__ = ["fit_templates", "fit_templates_file", "HEADER_KEYS", "TemplateModel", "template_model_for", "load_templates",
+__all__ = ["fit_templates", "fit_templates_file", "resolve_basis", "check_flux_err", "BASIS_ALLOWED",
+           "MULTIMODAL_MASS", "HEADER_KEYS", "TemplateModel", "template_model_for", "load_templates",
            "lsf_sigma_aa", "galaxy_lsf_sigma_pix", "sersic_width_factor_table", "LSF_BIN_RATIO", "LSF_MAX_BINS",
            "DEFAULT_DLNZ", "ZWARN_AMBIGUOUS", "ZWARN_EDGE", "ZWARN_FEW_PIXELS", "MIN_VALID_PIX"]
