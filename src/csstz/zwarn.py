@@ -28,8 +28,10 @@ bit    name                  meaning (set by)
 11     POORDATA              Redrock: poor data (reserved)
 16     EPISTEMIC             the model, not the noise, dominates the uncertainty:
                              ZERR_EPISTEMIC > ZERR_ALEATORIC (BNN)
-17     MULTIMODAL            p(z) has a second mode holding a significant part of the probability
-                             (defined for methods that give p(z); not yet set)
+17     MULTIMODAL            p(z) has a second mode holding a significant part of the probability:
+                             more than 0.2 of it lies farther than 0.02 (1+z) from Z
+                             (``csstz.templates.pdf.mass_away_from_mode``; template fit, every basis;
+                             p(z) estimator)
 18     OUT_OF_DISTRIBUTION   the spectrum lies outside what the model was trained on (not yet set)
 =====  ====================  =====================================================================
 """
@@ -62,7 +64,7 @@ class ZWARN(enum.IntFlag):
 
 #: Bits csstz sets today (the others are reserved positions).
 SET_BY_CSSTZ = (ZWARN.LITTLE_COVERAGE | ZWARN.SMALL_DELTA_CHI2 | ZWARN.Z_FITLIMIT | ZWARN.BAD_MINFIT
-                | ZWARN.EPISTEMIC)
+                | ZWARN.EPISTEMIC | ZWARN.MULTIMODAL)
 
 
 def names(value: int) -> list[str]:

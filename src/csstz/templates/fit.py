@@ -37,6 +37,28 @@ DELTA_CHI2, NPIX, COEFF`` (best non-negative template coefficients, (N, 5)),
   on the grid (a flat prior in z), a density per unit z, trapezoid-normalised
   (:func:`csstz.templates.pdf.from_chi2`); all NaN where the fit failed (ZWARN LITTLE_COVERAGE).
 
+Basis (``basis=``, ``csstz fit-templates --basis``; :func:`resolve_basis`):
+
+* ``"kcorrect"`` (default) or a kcorrect-layout template FITS: the non-negative fit above
+  (``METHOD = templates``).
+* ``"learned:DATASET.h5[:K]"`` or a basis HDF5 (:func:`csstz.templates.learned.save_basis`): a PCA basis
+  learned from the training split's rest-frame SEDs (:func:`csstz.templates.physics.learn_physics_basis`;
+  embedded, sps and mixed builds; the test split is never read). Its components have both signs, so
+  NNLS does not apply and plain least squares over a PCA basis has many outliers (docs/estimator.md);
+  instead log L(z) is the marginal likelihood with the basis's Gaussian coefficient prior
+  (:class:`csstz.templates.xcorr.XcorrModel`, ``mode="prior"``; ``"ls"`` for a basis file without a
+  prior), on a grid of step 1.15e-3 / 2 in ln(1+z) (finer with ``dlnz``), LSF bins by morphology as in
+  :mod:`csstz.templates.physics`. p(z) is proportional to L(z) (flat prior in z,
+  :func:`csstz.templates.pdf.from_loglike`), Z its mode (:func:`csstz.templates.pdf.mode`), ZERR half its
+  central 68.3% interval, floored at the grid step. Columns ``TARGETID, Z, ZERR, ZWARN, LOGL_MAX, NPIX,
+  LSF_SIGMA_PIX``; ``METHOD = templates-xcorr-prior`` (or ``-ls``). ZWARN: LITTLE_COVERAGE, Z_FITLIMIT
+  (maximum of log L at a grid end), BAD_MINFIT (no finite log L), MULTIMODAL.
+
+For every basis ``ZWARN`` MULTIMODAL is set where more than :data:`MULTIMODAL_MASS` (0.2) of p(z) lies
+farther than 0.02 (1 + Z) from Z (:func:`csstz.templates.pdf.mass_away_from_mode`). Header keywords
+(:data:`HEADER_KEYS`): METHOD, TPLFILE (template file or basis name), BASIS (the ``--basis`` value),
+NBASIS (number of templates), ZMIN, ZMAX, DLNZ (grid step in ln(1+z)), BANDS, LSF.
+
 Speed: the normal equations ``A = M W M^T`` (K x K) and ``b = M W f`` of every
 (galaxy, redshift) come from two matrix products over all grid points at once.
 The exact non-negative solution of a K = 5 problem is found by enumerating the
