@@ -594,9 +594,11 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
     instrument : Instrument or path, optional
         For the LSF; default: the configuration stored in the spectra file, else the packaged one.
     workers : int
-        Local processes (forked after the template grid is rendered).
+        Local processes (forked after the template grid is rendered); for the learned-basis fit, threads
+        of its FFT correlations in this process.
     scheduler : str, optional
-        Address of an existing Dask scheduler (:func:`csstz.parallel.parallel_map`).
+        Address of an existing Dask scheduler (:func:`csstz.parallel.parallel_map`; the non-negative fit
+        only: the learned-basis fit runs in this process and ignores it, as it ignores ``progress``).
     progress : bool
         Show a rich progress bar.
     lsf : {"point", "morphology"}
