@@ -78,7 +78,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8000)
     ap.add_argument("--work", default="benchmarks/_work/cross")
     ap.add_argument("--methods", default="paper,pz,templates")
-    ap.add_argument("--epochs", type=int, default=12, help="paper CNN epochs (BNN head: half)")
+    ap.add_argument("--epochs", type=int, default=8, help="paper CNN epochs (BNN head: half)")
+    ap.add_argument("--pz-max-samples", type=int, default=60_000, help="p(z) training samples (fresh noise draws)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -102,7 +103,7 @@ def main() -> None:
         if "pz" in methods:
             runs["pz"] = run.step(f"train pz on {a}", work / f"run_pz_{a}" / "summary.json",
                                   ["train", str(data[a]), "--out", str(work / f"run_pz_{a}"), "--model", "pz",
-                                   "--no-progress"]).parent
+                                   "--pz-max-samples", str(args.pz_max_samples), "--no-progress"]).parent
         for b in POPULATIONS:
             for split in ("val", "test"):
                 for method, rdir in runs.items():
@@ -141,6 +142,8 @@ def main() -> None:
     result = {"benchmark": "cross_population", "csstz_version": __version__, "n_per_population": args.n,
               "seed": 0, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "wall_s": round(time.perf_counter() - t_start, 1), "step_times_s": run.times,
+              "budgets": {"paper_epochs": args.epochs, "paper_bnn_epochs": max(1, args.epochs // 2),
+                          "pz_max_samples": args.pz_max_samples},
               "best_training_population_by_val": best, "rows": rows}
     out = Path(__file__).parent / "results" / "cross_population.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ def _check_report(out):
         assert re.search(rf"fig0?{fig[3:]}[_.]", " ".join(metrics["figures"])), (fig, metrics["figures"])
     assert html.count("data:image/png;base64,") >= len(PAPER_FIGURES)
     assert "http://" not in html and "https://" not in html.replace("https://arxiv.org", "")  # opens offline
-    assert set(metrics["methods"]) == {"CNN", "BNN", "templates"}
+    assert set(metrics["methods"]) == {"p(z)", "CNN", "BNN", "templates"}
     for label, entry in metrics["methods"].items():
         for key in METRICS:
             assert key in entry, (label, key)
@@ -34,10 +34,13 @@ def test_tiny_chain_end_to_end(tmp_path):
     plan = DemoPlan("tiny", n_galaxies=300,
                     train=dict(epochs=1, bnn_epochs=1, batch_size=32, calib_samples=10, progress=False,
                                widths=(8, 8, 8, 8, 16, 16, 16, 16), stem_channels=8, head_hidden=(32, 16)),
-                    samples=20)
+                    samples=20, pz=dict(members=2, hidden=4, dilations=(1, 2), batch_size=64, max_samples=640,
+                                        eval_every=320, threads=1))
     result = run_demo(tmp_path / "demo", seed=1, workers=1, plan=plan)
     metrics = _check_report(tmp_path / "demo")
     assert result["headline"]["BNN"]["n"] == metrics["methods"]["BNN"]["n"]
+    assert result["headline"]["p(z)"]["n"] == metrics["methods"]["BNN"]["n"]
+    assert "pz" in metrics["methods"]["p(z)"]  # PIT / CRPS of the p(z) (csstz.evaluate)
     assert (tmp_path / "demo" / "pred_templates.fits").is_file()
 
 
