@@ -43,16 +43,17 @@ def run(dataset, tmp_path_factory):
 def test_short_training_learns(dataset, tmp_path):
     """Numbers seen (900 synthetic spectra, 720 train / ~90 val, widths 8..32, 6 epochs, 2 cores):
     naive (median z) val logcosh 0.0369, CNN val logcosh per epoch 0.0241 ... 0.0046;
-    naive sigma_NMAD 0.235, CNN 0.059; BNN val NLL 0.20 -> -0.28 in 2 epochs (naive Gaussian 0.127);
+    naive sigma_NMAD 0.235, CNN 0.059; BNN val NLL 0.20 -> -0.28 in 2 epochs (naive Gaussian 0.127). With the
+    dependency versions of 2026-12 (same torch/lightning pins) 2 epochs left it at 0.186: 4 epochs are used;
     val coverage of the 68/95% intervals 0.47/0.74 before and 0.68/0.96 after Beta calibration."""
     out = tmp_path / "run"
-    s = train_and_calibrate(dataset, out, TrainConfig(estimator="paper", epochs=6, bnn_epochs=2, **SMALL))
+    s = train_and_calibrate(dataset, out, TrainConfig(estimator="paper", epochs=6, bnn_epochs=4, **SMALL))
     cnn = s["cnn"]
     assert cnn["epochs_run"] == 6 and len(cnn["val_losses"]) == 6
     assert cnn["best_val_loss"] < cnn["val_losses"][0]
     assert cnn["best_val_loss"] < 0.3 * s["naive_val_loss"]
     assert cnn["val_sigma_nmad"] < 0.4 * s["naive_val_sigma_nmad"]
-    assert s["bnn"]["epochs_run"] == 2
+    assert s["bnn"]["epochs_run"] == 4
     assert s["bnn"]["best_val_loss"] < s["naive_val_nll"]
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["cnn"]["best_val_loss"] == cnn["best_val_loss"]
@@ -228,7 +229,9 @@ def test_quick_training_on_real_build_dataset(tmp_path):
     from csstz.train.config import QUICK
     data = tmp_path / "build.h5"
     build_dataset(data, 2000, seed=3, workers=1, progress=False)
-    s = train_and_calibrate(data, tmp_path / "run", TrainConfig(estimator="paper", **QUICK))
+    # 12 CNN epochs: with the 0.2 simulator (Gaussian noise above 100 e-, other bytes) 8 epochs ended at
+    # sigma_NMAD 0.0913 against the 0.090 bound, i.e. on the edge; the bound itself is unchanged
+    s = train_and_calibrate(data, tmp_path / "run", TrainConfig(estimator="paper", **dict(QUICK, epochs=12)))
     cnn = s["cnn"]
     print({k: s[k] for k in ("naive_val_loss", "naive_val_sigma_nmad", "naive_val_nll")}, cnn["val_losses"],
           cnn["val_sigma_nmad"], s["bnn"]["val_sigma_nmad"], s["bnn"]["best_val_loss"], s["calibration"])
