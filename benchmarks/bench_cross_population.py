@@ -112,7 +112,7 @@ def main() -> None:
                              ["predict", str(rdir), str(data[b]), "--split", split, "--out", str(pred)])
                     rows.append({"method": method, "train": a, "test": b, "split": split,
                                  **_metrics(run, pred, data[b], method)})
-                if "templates" in methods:
+                if "templates" in methods and split == "test":  # nothing to choose for templates: no val rows
                     pred = work / f"pred_templates-learned_{a}_on_{b}_{split}.fits"
                     run.step(f"fit learned basis {a}->{b} {split}", pred,
                              ["fit-templates", str(data[b]), "--split", split, "--lsf", "morphology",
@@ -122,7 +122,7 @@ def main() -> None:
                                  **_metrics(run, pred, data[b], "templates-learned")})
     if "templates" in methods:
         for b in POPULATIONS:
-            for split in ("val", "test"):
+            for split in ("test",):
                 pred = work / f"pred_templates-kcorrect_{b}_{split}.fits"
                 run.step(f"fit kcorrect basis on {b} {split}", pred,
                          ["fit-templates", str(data[b]), "--split", split, "--lsf", "morphology", "--basis",
