@@ -3,7 +3,8 @@
 Writes ``benchmarks/results/predict.json``: spectra/s of ``csstz.predict.predict_dataset``
 (HDF5 read + normalisation + backbone + ``--samples`` head passes) for each head kind at
 the default widths, the same with N full passes (backbone + head each time) on a subset,
-and the head-only (200 passes on cached features of 1024 spectra) and backbone-only rates. Weights are untrained (speed does not depend on their values).
+and the head-only (200 passes on cached features of 1024 spectra) and backbone-only rates.
+Weights are untrained (speed does not depend on their values).
 
 Usage: python benchmarks/bench_predict.py [--threads 2] [--samples 200] [--n 4000]
 """
@@ -21,12 +22,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from synth_dataset import make_dataset  # noqa: E402
-
 from csstz.io.torch_dataset import SpectraDataset  # noqa: E402
 from csstz.models.factory import build_bnn  # noqa: E402
 from csstz.predict import bnn_moments, predict_dataset  # noqa: E402
 from csstz.train.config import TrainConfig  # noqa: E402
+from synth_dataset import make_dataset  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -35,12 +35,12 @@ from astropy.table import vstack
 
 from csstz import __version__
 from csstz.evaluate import metrics
-from csstz.templates.fit import DEFAULT_DLNZ, fit_templates, template_model_for
 from csstz.instrument import load_instrument
+from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra
+from csstz.templates.fit import DEFAULT_DLNZ, fit_templates, template_model_for
 
 #: Timing runs fit the dataset repeated this many times.
 TILE = 4
-from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra
 
 
 def main() -> None:

@@ -27,10 +27,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from synth_dataset import make_dataset  # noqa: E402
-
 from csstz.models.resnet1d import AUTHORS_WIDTHS, ResNet1d  # noqa: E402
 from csstz.train.config import CPU_WIDTHS, TrainConfig  # noqa: E402
+from synth_dataset import make_dataset  # noqa: E402
 
 L_PIX = 926  # GV 464 + GI 462 pixels (default instrument)
 PAPER_SAMPLES = 600_000 * 50 * 100  # the paper's sec. 3.2 (docs/design.md, Training)

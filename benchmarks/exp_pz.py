@@ -29,11 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from csstz.evaluate.metrics import outlier_fraction, sigma_nmad
-from csstz.templates.basis import galaxy_lsf_sigma_pix
 from csstz.instrument import load_instrument
 from csstz.io.spectra import read_catalog, read_spectra
-from csstz.templates.learned import (TemplateBasis, choose_n_components, embedded_rest_seds, fit_coefficient_prior,
-                                     learn_basis, project, read_basis, save_basis)
+from csstz.templates.basis import galaxy_lsf_sigma_pix
+from csstz.templates.learned import (
+    TemplateBasis,
+    choose_n_components,
+    embedded_rest_seds,
+    fit_coefficient_prior,
+    learn_basis,
+    project,
+    save_basis,
+)
 from csstz.templates.xcorr import XcorrModel, archetype_loglike, loglike_curves, lsf_bins, nz_log_prior, pit, posterior
 
 SNR_EDGES = [1.0, 2.0, 3.0, 5.0, 10.0, np.inf]

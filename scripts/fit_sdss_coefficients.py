@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from csstz.population.sdss_fit import (ERR_FLOOR_MAG, fit_chi2, load_sdss_photometry,
-                                       make_fitter, template_path)
+from csstz.population.sdss_fit import ERR_FLOOR_MAG, fit_chi2, load_sdss_photometry, make_fitter, template_path
 
 
 def main(argv=None) -> int:

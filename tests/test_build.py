@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import h5py
-import yaml
 import numpy as np
 import pytest
+import yaml
 
+from csstz.build import build_dataset, build_from_config
 from csstz.cli import main
+from csstz.config import BuildConfig, ParallelConfig
 from csstz.errors import FileFormatError, InputError
 from csstz.io.spectra import read_attrs, read_catalog, read_spectra
-from csstz.build import build_dataset, build_from_config
-from csstz.config import BuildConfig, ParallelConfig
 
 
 def sha(path) -> str:

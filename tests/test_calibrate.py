@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from csstz.calibrate import (P68, P95, Calibration, calibrated_reliability, fit_calibration, interval_coverage,
-                             pit_values)
+from csstz.calibrate import (
+    P68,
+    P95,
+    Calibration,
+    calibrated_reliability,
+    fit_calibration,
+    interval_coverage,
+    pit_values,
+)
 from csstz.errors import FileFormatError, InputError
 
 

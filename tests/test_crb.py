@@ -13,8 +13,16 @@ from csstz.errors import InputError
 from csstz.instrument import load_instrument
 from csstz.population.embedded import get_population
 from csstz.simulate.api import effective_lsf, effective_sensitivity, extraction_rows, simulate_source
-from csstz.simulate.crb import (band_model, calibrated_extract, extraction_lsf, gaussian_lsf_pix,
-                                sigma_z_from_fisher, zerr_crb, zerr_crb_arrays, zerr_crb_simulator)
+from csstz.simulate.crb import (
+    band_model,
+    calibrated_extract,
+    extraction_lsf,
+    gaussian_lsf_pix,
+    sigma_z_from_fisher,
+    zerr_crb,
+    zerr_crb_arrays,
+    zerr_crb_simulator,
+)
 from csstz.simulate.disperse import deposit_counts, disperse, photon_density_e_per_aa
 from csstz.simulate.noise import background_variance_e2
 from csstz.simulate.render import render_stamp

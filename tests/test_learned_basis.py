@@ -9,8 +9,16 @@ from astropy.table import Table
 from csstz.errors import FileFormatError, InputError
 from csstz.io.spectra import SpectraSet, write_spectra
 from csstz.population.sdss_fit import read_templates
-from csstz.templates.learned import (build_learned_basis, embedded_rest_seds, learn_basis, load_basis, read_basis,
-                                     reconstruction_rel_rms, rest_grid_aa, save_basis)
+from csstz.templates.learned import (
+    build_learned_basis,
+    embedded_rest_seds,
+    learn_basis,
+    load_basis,
+    read_basis,
+    reconstruction_rel_rms,
+    rest_grid_aa,
+    save_basis,
+)
 
 
 def _coeffs(n, rng):

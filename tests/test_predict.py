@@ -8,17 +8,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth_dataset import make_dataset  # noqa: E402
-
 from csstz.cli import main  # noqa: E402
 from csstz.io.predictions import read_predictions  # noqa: E402
 from csstz.io.spectra import read_catalog, read_spectra, split_rows, write_spectra  # noqa: E402
 from csstz.io.torch_dataset import SpectraDataset  # noqa: E402
 from csstz.pipeline import predict_calibrated, train_and_calibrate  # noqa: E402
-from csstz.predict import (ZWARN_EPISTEMIC, ZWARN_LOW_VALID, ZWARN_Z_EDGE, predict_dataset,  # noqa: E402
-                           predict_file, zwarn_bits)
+from csstz.predict import ZWARN_EPISTEMIC, ZWARN_LOW_VALID, ZWARN_Z_EDGE, predict_dataset, predict_file, zwarn_bits  # noqa: E402
 from csstz.train.checkpoint import file_checksum, load_model, save_model  # noqa: E402
 from csstz.train.config import TrainConfig  # noqa: E402
+from synth_dataset import make_dataset  # noqa: E402
 
 TINY = dict(widths=(4, 4, 8, 8, 8, 8, 16, 16), stem_channels=8, head_hidden=(16, 8), flow_hidden=8,
             batch_size=32, progress=False, calib_samples=10)

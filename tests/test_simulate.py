@@ -35,7 +35,10 @@ def one(flam, hlr=0.0, n=1.0, ba=1.0, pa=0.0, noiseless=True, tid=0, seed=0, ban
 # -- count rates and flux conservation ---------------------------------------------------------
 @pytest.mark.parametrize("band,expected", [("GU", 9.2), ("GV", 19.5), ("GI", 17.5)])
 def test_ab23_point_source_count_rate(band, expected):
-    """Check figure of the instrument file ([TP] in csst.yaml): AB = 23 flat f_nu -> 9.2 / 19.5 / 17.5 e-/s, within 3% (2D image)."""
+    """Check figure of the instrument file ([TP] in csst.yaml): AB = 23 flat f_nu -> 9.2 / 19.5 / 17.5 e-/s.
+
+    Within 3% (2D image).
+    """
     spec, _ = one(flat_fnu(23.0), bands=(band,), save_2d=True)
     rate = spec[band].image2d[0].sum() / INST.total_exptime_s
     assert rate == pytest.approx(expected, rel=0.03)

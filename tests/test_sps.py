@@ -86,6 +86,7 @@ def test_selection_magnitudes(chunk):
     assert np.all((c["MAG_GI"][ok] > 15.0) & (c["MAG_GI"][ok] < 21.0))
     # MAG_GI (from the band tables) equals the band average of the SED handed to the simulator
     from scipy.integrate import trapezoid
+
     from csstz.instrument import load_instrument
     from csstz.population.embedded import AB_FNU_CGS
     from csstz.units import C_AA_PER_S, FLAM17

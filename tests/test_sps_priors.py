@@ -66,6 +66,7 @@ def test_embedded_rest_frame_seds_match_the_observed_sed():
     """Rest L_lambda (for learned template bases) put back at z gives the population's observed SED."""
     from astropy import units as u
     from astropy.cosmology import Planck18
+
     from csstz.population.embedded import get_population
     from csstz.units import FLAM17
     pop = get_population()

@@ -9,11 +9,11 @@ from astropy.table import Table
 from scipy.optimize import nnls
 
 from csstz.errors import InputError
-from csstz.templates import fit as T
 from csstz.evaluate.metrics import coverage, sigma_nmad
-from csstz.templates.nnls import nnls_enumerate
 from csstz.instrument import load_instrument
 from csstz.io.spectra import BandSpectra, SpectraSet, write_spectra
+from csstz.templates import fit as T
+from csstz.templates.nnls import nnls_enumerate
 
 BANDS = ("GV", "GI")
 Z_TRUE = np.array([0.05, 0.137, 0.31, 0.52, 0.77, 0.93, 1.08, 1.26, 1.5])

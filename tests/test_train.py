@@ -9,14 +9,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth_dataset import make_dataset  # noqa: E402
-
 from csstz.errors import ConfigError, InputError  # noqa: E402
+from csstz.pipeline import train_and_calibrate  # noqa: E402
 from csstz.train.checkpoint import load_model  # noqa: E402
 from csstz.train.cnn_stage import CNNModule, fit_stage, make_loaders  # noqa: E402
 from csstz.train.config import TrainConfig  # noqa: E402
-from csstz.pipeline import train_and_calibrate  # noqa: E402
 from csstz.train.run import train  # noqa: E402
+from synth_dataset import make_dataset  # noqa: E402
 
 SMALL = dict(widths=(8, 8, 16, 16, 32, 32, 32, 32), stem_channels=8, head_hidden=(32, 16), flow_hidden=8,
              batch_size=32, progress=False, calib_samples=20)
@@ -264,7 +263,6 @@ def test_resume_refuses_a_different_dataset_or_config(tmp_path):
     from csstz.io.spectra import read_catalog
     from csstz.train.config import TrainConfig
     from csstz.train.run import _check_run_fingerprint
-
     from synth_dataset import make_dataset
 
     ds = tmp_path / "a.h5"

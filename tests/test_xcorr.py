@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from csstz.errors import InputError
-from csstz.templates.fit import TemplateModel
 from csstz.instrument import load_instrument
 from csstz.population.sdss_fit import read_templates
+from csstz.templates.fit import TemplateModel
 from csstz.templates.learned import TemplateBasis, kcorrect_basis, learn_basis, rest_grid_aa
-from csstz.templates.xcorr import (XcorrModel, common_grid, loglike_curves, pit, posterior, resample,
-                                   resampling_matrix)
+from csstz.templates.xcorr import XcorrModel, common_grid, loglike_curves, pit, posterior, resample, resampling_matrix
 
 BANDS = ("GV", "GI")
 

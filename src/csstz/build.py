@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import InputError
 from .config import SOURCES, SYNTHETIC_SOURCES, BuildConfig, ParallelConfig, PopulationConfig, to_yaml
-from .parallel import parallel_map
+from .errors import InputError
 from .io.spectra import BandSpectra
+from .parallel import parallel_map
 from .rng import run_rng
 from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, ZERR_CRB, snr_column
 
@@ -220,8 +220,14 @@ def _file_id(path) -> dict:
 
 
 def _progress(enabled: bool, total: int, done: int):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     prog = Progress(TextColumn("csstz build"), BarColumn(), MofNCompleteColumn(), TextColumn("galaxies"),
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False)
     task = prog.add_task("build", total=total, completed=done)

@@ -21,10 +21,25 @@ import typing
 from typing import Any
 
 from . import __version__
-from .config import (DEFAULT_SEED, BuildConfig, CalibrateConfig, EvaluateConfig, ModelConfig, OptimiserConfig,
-                     ParallelConfig, PopulationConfig, PredictConfig, PzConfig, SimulateConfig, StageConfig,
-                     TemplateFitConfig,
-                     TrainConfig, base_type, field_types, read_config_file)
+from .config import (
+    DEFAULT_SEED,
+    BuildConfig,
+    CalibrateConfig,
+    EvaluateConfig,
+    ModelConfig,
+    OptimiserConfig,
+    ParallelConfig,
+    PopulationConfig,
+    PredictConfig,
+    PzConfig,
+    SimulateConfig,
+    StageConfig,
+    TemplateFitConfig,
+    TrainConfig,
+    base_type,
+    field_types,
+    read_config_file,
+)
 from .errors import CsstzError
 
 

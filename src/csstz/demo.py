@@ -67,8 +67,8 @@ def _step(console, i: int, n: int, text: str) -> float:
 
 def _example_figures(dataset: Path, cat, out_dir: Path, seed: int) -> list[Path]:
     """Fig. 4/5 for the test galaxy with the median GI SNR, regenerated from its catalogue row."""
-    from .io.spectra import read_attrs
     from .instrument import parse_instrument
+    from .io.spectra import read_attrs
     from .population.embedded import get_population
     from .simulate.figures import plot_source
 
@@ -94,13 +94,13 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
         Headline metrics per method, wall times per step and the report path.
     """
     from .build import build_dataset
+    from .config import PzConfig
     from .evaluate.report import write_report
     from .io.predictions import read_predictions, write_predictions
     from .io.spectra import read_catalog, read_spectra
     from .pipeline import predict_calibrated, train_and_calibrate
     from .population.figures import plot_dataset_figures
     from .templates.fit import fit_templates
-    from .config import PzConfig
     from .train.config import TrainConfig
 
     plan = plan or (QUICK if quick else STANDARD)
@@ -112,7 +112,7 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
     n_steps = 7
     console.print(f"csstz demo ({plan.name}): {plan.n_galaxies} galaxies, seed {seed}, {workers} workers -> {out}")
 
-    t = _step(console, 1, n_steps, f"building the dataset from the embedded SDSS/kcorrect population")
+    t = _step(console, 1, n_steps, "building the dataset from the embedded SDSS/kcorrect population")
     dataset = out / "dataset.h5"
     build_dataset(dataset, plan.n_galaxies, seed=seed, workers=workers, progress=True)
     times["build_s"] = time.perf_counter() - t

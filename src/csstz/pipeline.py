@@ -23,7 +23,7 @@ def train_pz_and_calibrate(dataset_path, out_dir, config: TrainConfig, pz: PzCon
     from .train.pz_run import train_pz
     from .train.run import select_rows
 
-    summary = train_pz(dataset_path, out_dir, config, pz)
+    train_pz(dataset_path, out_dir, config, pz)
     _, val_rows = select_rows(dataset_path, config)
     cal = calibrate_pz_run(out_dir, dataset_path, val_rows, pz.ood_quantile, pz.multimodal_mass)
     return update_summary(out_dir, {"calibration": {k: v for k, v in cal.items() if k != "nll_scan"}})

@@ -158,7 +158,7 @@ def predict_rows(run: PzRun, spectra_path, rows: np.ndarray, block: int = 1024,
     cat = read_catalog(spectra_path)[rows]
     missing = [b for b in run.bands if b not in read_spectra(spectra_path, bands=None, rows=rows[:1]).bands]
     if missing:
-        raise InputError("bands", f"spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
+        raise InputError("bands", "spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
     lsf = run.physics.lsf_index(cat, load_instrument())
     parts = []
     for s in range(0, rows.size, block):

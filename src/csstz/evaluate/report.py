@@ -18,8 +18,8 @@ predictions file (``csstz evaluate``).
              "zwarn0": the same metrics for ZWARN == 0 only,
              "uncalibrated": the uncertainty metrics with ZERR_UNCAL (where present),
              "ebar_epistemic", "ebar_aleatoric" (where present),
-             "by_z": bins of true z (metrics.Z_EDGES: 0, 0.2, ... to the top of schema.Z_RANGE), "by_snr_gi": bins of SNR_GI
-                     (edges 0, 0.5, 1, 2, 3, 5, 10, inf), each a list of {"lo", "hi", "n", metrics...},
+             "by_z": bins of true z (metrics.Z_EDGES: 0, 0.2, ... to the top of schema.Z_RANGE),
+             "by_snr_gi": bins of SNR_GI (edges 0, 0.5, 1, 2, 3, 5, 10, inf), each a list of {"lo", "hi", "n", metrics...},
              "reliability": {"levels", "observed", "observed_uncal"}, "header": predictions header,
              "crb_median", "nmad_over_crb": median ZERR_CRB/(1+z) of the truth and sigma_NMAD over it
                      (also in every by_snr_gi bin; null when the truth has no ZERR_CRB),
@@ -48,9 +48,19 @@ from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from . import metrics
-from .plots import (MethodArrays, fig7_zpred_vs_ztrue, fig8_z_distributions, fig9_metrics_vs_z,
-                    fig9b_metrics_vs_snr, fig10_reliability, fig11_errorbars, fig12_uncertainty,
-                    fig_pit_histogram, fig_pit_pz, fig_pz_examples)
+from .plots import (
+    MethodArrays,
+    fig7_zpred_vs_ztrue,
+    fig8_z_distributions,
+    fig9_metrics_vs_z,
+    fig9b_metrics_vs_snr,
+    fig10_reliability,
+    fig11_errorbars,
+    fig12_uncertainty,
+    fig_pit_histogram,
+    fig_pit_pz,
+    fig_pz_examples,
+)
 
 #: The paper's headline numbers (arXiv:2407.13991 sec. 4 and abstract), shown beside ours.
 PAPER = {

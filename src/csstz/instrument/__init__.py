@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from ..errors import ConfigError, FileFormatError
-from ..units import C_AA_PER_S, H_ERG_S, FLAM17
+from ..units import C_AA_PER_S, FLAM17, H_ERG_S
 
 DEFAULT_INSTRUMENT = "csst.yaml"
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))

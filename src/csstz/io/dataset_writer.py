@@ -33,8 +33,8 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .atomic import atomic_path
 from ..schema import CATALOG_PATH, FLUX_NOISELESS, order_bands
+from .atomic import atomic_path
 from .spectra import create_band_group, write_attrs
 
 MANIFEST = "manifest.json"

@@ -25,8 +25,18 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import FileFormatError
-from ..schema import (BAND_DATASETS, CATALOG_PATH, FLUX_NOISELESS, H5_ROW_CHUNK, IMAGE2D, UNIT_FLAM17, UNIT_IMAGE2D, UNIT_WAVE,
-                      order_bands, select_split)
+from ..schema import (
+    BAND_DATASETS,
+    CATALOG_PATH,
+    FLUX_NOISELESS,
+    H5_ROW_CHUNK,
+    IMAGE2D,
+    UNIT_FLAM17,
+    UNIT_IMAGE2D,
+    UNIT_WAVE,
+    order_bands,
+    select_split,
+)
 from .atomic import atomic_path
 
 

@@ -14,7 +14,6 @@ from ..schema import SNR_TOTAL, Z_RANGE
 from .nz import CSST_Z_EDGES, csst_bin_probabilities
 
 
-
 def _groups(cat) -> list[tuple[str, np.ndarray]]:
     """(label, row mask) per split (or survey) plus the total."""
     out = []

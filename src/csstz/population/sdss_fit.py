@@ -101,8 +101,8 @@ def load_sdss_photometry(path: str | None = None) -> dict:
     FileFormatError
         The file lacks one of the columns.
     """
-    from astropy.io import fits
     import kcorrect.utils
+    from astropy.io import fits
 
     path = path or sdss_sample_path()
     data = fits.getdata(path, 1)

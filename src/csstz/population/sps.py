@@ -688,7 +688,6 @@ class SpsPopulation:
             pd = smf_phi(P["LOG_MSTAR"][idx] + dd, z, bool(P["QUIESCENT"][idx]))
             cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pd[1:] + pd[:-1]) * np.diff(dd))])
             dlog = float(np.interp(rng.random() * cdf[-1], cdf, dd))
-        m0 = float(self._mag_at(tab[SELECTION_BAND], [idx], z)[0])
         P = bank.params
         absmag_r = float(P["ABSMAG_R"][idx]) - 2.5 * dlog
         rest_ur = float(P["REST_UR"][idx])

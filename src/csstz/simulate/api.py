@@ -27,14 +27,23 @@ from ..instrument import Instrument, load_instrument
 from ..io.spectra import BandSpectra, SpectraSet, write_spectra
 from ..parallel import parallel_list
 from ..rng import STREAM_NOISE, galaxy_rng
-from ..schema import (INPUT_HDUS, MORPH_COLUMNS, SERSIC_RANGE, SNR_DEFINITION, SNR_TOTAL, UNIT_FLAM17, UNIT_WAVE,
-                      ZERR_CRB, all_bands, snr_column)
-from .disperse import deposit_counts, disperse, photon_density_e_per_aa
+from ..schema import (
+    INPUT_HDUS,
+    MORPH_COLUMNS,
+    SERSIC_RANGE,
+    SNR_DEFINITION,
+    SNR_TOTAL,
+    UNIT_FLAM17,
+    UNIT_WAVE,
+    ZERR_CRB,
+    all_bands,
+    snr_column,
+)
 from .crb import CRB_BANDS, calibrated_extract, extraction_lsf, zerr_crb_arrays
+from .disperse import deposit_counts, disperse, photon_density_e_per_aa
 from .extract import optimal_extract, snr_median
 from .noise import add_noise, background_variance_e2
 from .render import Stamp, render_stamp
-
 
 
 @dataclass

@@ -15,7 +15,6 @@ from ..io.figures import new_figure, save_png
 from .api import read_input_catalog, simulate_source, validate_inputs
 
 
-
 def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") -> Path:
     """Fig. 4: the first-order 2D image of each band.
 

@@ -85,10 +85,10 @@ from ..io.spectra import SpectraSet
 from ..parallel import parallel_map
 from ..schema import Z_RANGE, network_bands
 from ..zwarn import ZWARN
+from .basis import galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix, sersic_width_factor_table
 from .nnls import chol_solve, nnls_enumerate, ridge
-from .pdf import central_interval, from_chi2, from_loglike, mass_away_from_mode, mode as pdf_mode
-from .basis import (galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix,
-                             sersic_width_factor_table)
+from .pdf import central_interval, from_chi2, from_loglike, mass_away_from_mode
+from .pdf import mode as pdf_mode
 
 #: Default grid step in ln(1+z): ~1/2 of a GV/GI pixel (6/5000 ~ 9.7/8300 ~ 1.2e-3 in ln(lambda)),
 #: so that the parabolic refinement reaches ~1e-5 (1+z) on noiseless spectra (tests: < 1e-4).

@@ -8,8 +8,8 @@ rest-frame SED of each *training* galaxy is therefore rebuilt exactly from its c
 :func:`learn_basis` normalises those SEDs to unit mean flux over the basis grid, takes their
 principal components (PCA: mean SED + K-1 components, ``method="pca"``) or a non-negative
 factorisation (``method="nmf"``, scikit-learn), and fits a Gaussian (or a Gaussian mixture) to the
-least-squares coefficients of the normalised SEDs: the *prior* ``sum_g w_g N(mu_g, C_g)`` used by :mod:`csstz.templates.xcorr` for the
-shape of a galaxy whose amplitude is free. :func:`choose_n_components` picks K on held-out
+least-squares coefficients of the normalised SEDs: the *prior* ``sum_g w_g N(mu_g, C_g)`` used by
+:mod:`csstz.templates.xcorr` for the shape of a galaxy whose amplitude is free. :func:`choose_n_components` picks K on held-out
 (validation) SEDs.
 
 Basis file (HDF5, :func:`save_basis` / :func:`read_basis`)::

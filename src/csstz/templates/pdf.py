@@ -30,7 +30,8 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from ..schema import NORM_TOL, check_pz, check_pz_grid as check_grid
+from ..schema import NORM_TOL, check_pz
+from ..schema import check_pz_grid as check_grid
 
 #: Levels of the central intervals of the report (Gaussian +-1 and +-2 sigma contents).
 LEVEL_68 = math.erf(1.0 / math.sqrt(2.0))

@@ -121,13 +121,13 @@ def resample(flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float
     combined with inverse-variance weights.
     """
     wsum, fsum = None, None
-    for b, O in mats.items():
+    for b, op in mats.items():
         f = np.asarray(flux_by_band[b], np.float64)
         e = np.asarray(err_by_band[b], np.float64)
         ok = np.isfinite(e) & (e > 0) & np.isfinite(f)
         fv = np.where(ok, f, 0.0)
         var = np.where(ok, e, 0.0) ** 2
-        OT, O2T = O.T.tocsr(), O.multiply(O).T.tocsr()
+        OT, O2T = op.T.tocsr(), op.multiply(op).T.tocsr()
         cover = (OT @ ok.T.astype(np.float64)).T
         num = (OT @ fv.T).T
         vnum = (O2T @ var.T).T
@@ -630,8 +630,8 @@ def fit_xcorr(spectra, basis: TemplateBasis, bands=("GV", "GI"), lsf: str = "mor
     """
     from astropy.table import Table
 
-    from .basis import galaxy_lsf_sigma_pix
     from ..instrument import Instrument, load_instrument, parse_instrument
+    from .basis import galaxy_lsf_sigma_pix
     bands = tuple(bands)
     for b in bands:
         if b not in spectra.bands:

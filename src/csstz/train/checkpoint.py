@@ -22,7 +22,6 @@ from ..models.factory import build_bnn, build_cnn, build_pz
 from ..schema import BNN_FILE, CNN_FILE
 
 
-
 def save_model(path, model: torch.nn.Module, kind: str, config: dict, meta: dict | None = None) -> Path:
     """Write ``model``'s state_dict with its config atomically to ``path``."""
     payload = {"kind": kind, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},

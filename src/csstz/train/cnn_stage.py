@@ -20,7 +20,6 @@ from lightning.pytorch.loggers import CSVLogger
 from ..io.torch_dataset import SpectraDataset, collate_batch
 from ..models.factory import build_cnn
 
-
 _EXPECTED_WARNINGS = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*",
                       r".*does not have many workers.*", r".*LeafSpec.*")
 

@@ -101,8 +101,8 @@ def train_pz(dataset_path, out_dir, config: TrainConfig, pz: PzConfig) -> dict:
     """
     import torch
 
-    from ..instrument import load_instrument
     from ..config import to_yaml
+    from ..instrument import load_instrument
     from ..io.run_dir import write_json, write_text
     from ..io.spectra import read_catalog, read_spectra
     from ..templates.physics import PhysicsCurves, learn_physics_basis
