@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,13 +33,24 @@ from .parallel import parallel_map
 from .rng import run_rng
 from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, ZERR_CRB, snr_column
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from rich.progress import Progress, TaskID
+
+    from ._types import PathLike
+    from .instrument import Instrument
+    from .population.embedded import EmbeddedPopulation
+    from .population.sps import SpsPopulation
+
 #: Splits whose rows carry ``flux_noiseless`` (training draws fresh noise around it; docs/formats.md).
 NOISELESS_SPLITS = ("train", "val")
 #: Version of the build's file layout, part of the resume fingerprint (2: ZERR_CRB and flux_noiseless).
 BUILD_LAYOUT = 2
 
 
-def _noiseless_rows(split) -> np.ndarray:
+def _noiseless_rows(split: np.ndarray) -> np.ndarray:
     """Rows whose SPLIT is train or val (they get ``flux_noiseless``; test rows get NaN)."""
     sp = np.asarray(split)
     if sp.dtype.kind == "S":
@@ -62,24 +74,24 @@ SPS_COLUMNS = [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALL
                ("QUIESCENT", "?"), ("BURST", "?"), ("EW_OII", "f8"), ("EW_HA", "f8")]
 
 
-def base_columns(bands) -> list:
+def base_columns(bands: Sequence[str]) -> list:
     """Columns of the build catalogue common to all sources, in file order (one SNR column per band)."""
     return ([("TARGETID", "i8"), ("Z", "f8"), ("SHAPE_R", "f8"), ("SERSIC", "f8"), ("BA", "f8"), ("PA", "f8")]
             + [(snr_column(b), "f8") for b in bands] + [(SNR_TOTAL, "f8"), (ZERR_CRB, "f8"), (SPLIT_COLUMN, "S5")])
 
 
-def embedded_columns(mag_bands) -> list:
+def embedded_columns(mag_bands: Sequence[str]) -> list:
     """Extra columns of the embedded population (one magnitude per band of ``mag_bands``)."""
     return ([("SDSS_INDEX", "i8"), ("SDSS_Z", "f8")] + [(f"MAG_{b}", "f8") for b in mag_bands]
             + [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("COEFF", "f4", (5,))])
 
 
-def sps_columns(mag_bands) -> list:
+def sps_columns(mag_bands: Sequence[str]) -> list:
     """Extra columns of the SPS population (one magnitude per band of ``mag_bands``)."""
     return [(f"MAG_{b}", "f8") for b in mag_bands] + SPS_COLUMNS
 
 
-def synthetic_columns(sources, mag_bands) -> list:
+def synthetic_columns(sources: Sequence[str], mag_bands: Sequence[str]) -> list:
     """Extra columns of a build from synthetic sources: SOURCE, then the union of their columns in order."""
     out, seen = [SOURCE_COLUMN], {SOURCE_COLUMN[0]}
     for src in sources:
@@ -90,7 +102,7 @@ def synthetic_columns(sources, mag_bands) -> list:
     return out
 
 
-def _missing_value(dt: np.dtype):
+def _missing_value(dt: np.dtype) -> float | int | bool | bytes:
     """Fill value of a column a row's source does not have: NaN, -1, False or empty."""
     return {"f": np.nan, "i": -1, "b": False, "S": b""}[dt.base.kind]
 
@@ -98,7 +110,7 @@ _WORKER_CACHE: dict = {}
 
 
 # --- one chunk (runs on a worker) ------------------------------------------------------------------
-def _instrument(yaml_text: str):
+def _instrument(yaml_text: str) -> Instrument:
     from .instrument import parse_instrument
     key = ("instrument", hashlib.sha256(yaml_text.encode()).hexdigest())
     if key not in _WORKER_CACHE:
@@ -106,7 +118,7 @@ def _instrument(yaml_text: str):
     return _WORKER_CACHE[key]
 
 
-def _embedded_population(yaml_text: str, mag_limit_gi: float):
+def _embedded_population(yaml_text: str, mag_limit_gi: float) -> EmbeddedPopulation:
     from .population.embedded import EmbeddedPopulation
     key = ("population", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi))
     if key not in _WORKER_CACHE:
@@ -114,7 +126,7 @@ def _embedded_population(yaml_text: str, mag_limit_gi: float):
     return _WORKER_CACHE[key]
 
 
-def _sps_population(yaml_text: str, mag_limit_gi: float, bank_size: int):
+def _sps_population(yaml_text: str, mag_limit_gi: float, bank_size: int) -> SpsPopulation:
     from .population.sps import SpsPopulation
     key = ("sps", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi), int(bank_size))
     if key not in _WORKER_CACHE:
@@ -122,7 +134,7 @@ def _sps_population(yaml_text: str, mag_limit_gi: float, bank_size: int):
     return _WORKER_CACHE[key]
 
 
-def _pack(columns: dict, snr: dict, bands, extra_dtype: list) -> np.ndarray:
+def _pack(columns: dict, snr: dict, bands: Sequence[str], extra_dtype: list) -> np.ndarray:
     dtype = np.dtype(base_columns(bands) + extra_dtype)
     n = len(columns["TARGETID"])
     out = np.zeros(n, dtype=dtype)
@@ -145,7 +157,7 @@ def _all_noiseless(bands: dict) -> dict:
     return bands
 
 
-def make_chunk(job: dict):
+def make_chunk(job: dict) -> tuple[dict[str, BandSpectra], np.ndarray]:
     """Compute one chunk: population draw + simulation.
 
     Parameters
@@ -211,7 +223,7 @@ def make_chunk(job: dict):
 
 
 # --- the build --------------------------------------------------------------------------------------
-def _file_id(path) -> dict:
+def _file_id(path: PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise InputError("path", "file not found", value=str(path))
@@ -219,7 +231,7 @@ def _file_id(path) -> dict:
     return {"path": str(p.resolve()), "size": st.st_size}
 
 
-def _progress(enabled: bool, total: int, done: int):
+def _progress(enabled: bool, total: int, done: int) -> tuple[Progress, TaskID]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -234,10 +246,10 @@ def _progress(enabled: bool, total: int, done: int):
     return prog, task
 
 
-def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers, scheduler=None,
-                  source=PopulationConfig.source, instrument_path=None,
-                  chunk=BuildConfig.chunk, progress=True, config_yaml: str | None = None,
-                  **source_kwargs) -> Path:
+def build_dataset(out: PathLike, n: int, seed: int = BuildConfig.seed, workers: int = ParallelConfig.workers, scheduler: str | None = None,
+                  source: str = PopulationConfig.source, instrument_path: PathLike | None = None,
+                  chunk: int = BuildConfig.chunk, progress: bool = True, config_yaml: str | None = None,
+                  **source_kwargs: Any) -> Path:
     """Draw ``n`` galaxies, simulate their CSST spectra and write a dataset file.
 
     Parameters
@@ -372,7 +384,7 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
     return writer.finalize(attrs)
 
 
-def build_from_config(out, build: BuildConfig, population: PopulationConfig | None = None,
+def build_from_config(out: PathLike, build: BuildConfig, population: PopulationConfig | None = None,
                       parallel: ParallelConfig | None = None) -> Path:
     """:func:`build_dataset` from stage configs; the configs are stored in the file (attribute ``config``).
 

@@ -18,7 +18,7 @@ import dataclasses
 import os
 import sys
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import (
@@ -42,6 +42,9 @@ from .config import (
 )
 from .errors import CsstzError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -63,7 +66,7 @@ def _nonneg_int(text: str) -> int:
     return val
 
 
-def _tuple_of(kind: type):
+def _tuple_of(kind: type) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
         try:
             return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
@@ -140,7 +143,7 @@ def stage_configs(a: argparse.Namespace, *classes: type) -> dict[str, StageConfi
 
 
 # --- simulate / build ---------------------------------------------------------------------------
-def _add_simulate(sub):
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate CSST slitless spectra (every band of the instrument file) for a "
                                         "FITS catalogue",
                        description="Simulate CSST first-order slitless spectra (2D images, noise, optimal "
@@ -151,7 +154,7 @@ def _add_simulate(sub):
     p.set_defaults(func=_run_simulate)
 
 
-def _run_simulate(a) -> int:
+def _run_simulate(a: argparse.Namespace) -> int:
     from .config import to_yaml
     from .simulate.api import simulate_file
     c = stage_configs(a, SimulateConfig, ParallelConfig)
@@ -163,7 +166,7 @@ def _run_simulate(a) -> int:
     return 0
 
 
-def _add_plot_spectrum(sub):
+def _add_plot_spectrum(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot-spectrum", help="draw the paper's Fig. 4 (2D images) and Fig. 5 (1D spectra) "
                                              "for one simulated source")
     p.add_argument("catalog", help="input FITS catalogue (as for simulate)")
@@ -174,7 +177,7 @@ def _add_plot_spectrum(sub):
     p.set_defaults(func=_run_plot_spectrum)
 
 
-def _run_plot_spectrum(a) -> int:
+def _run_plot_spectrum(a: argparse.Namespace) -> int:
     from .simulate.figures import plot_source_from_catalog
     paths = plot_source_from_catalog(a.catalog, a.targetid, a.out, seed=a.seed, instrument_path=a.instrument)
     for p in paths:
@@ -182,14 +185,14 @@ def _run_plot_spectrum(a) -> int:
     return 0
 
 
-def _add_build(sub):
+def _add_build(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="draw N real galaxies, simulate them, assign train/val/test splits")
     p.add_argument("--out", required=True, help="output dataset file (HDF5)")
     add_config_options(p, BuildConfig, PopulationConfig, ParallelConfig)
     p.set_defaults(func=_run_build)
 
 
-def _run_build(a) -> int:
+def _run_build(a: argparse.Namespace) -> int:
     from .build import build_from_config
     c = stage_configs(a, BuildConfig, PopulationConfig, ParallelConfig)
     build_from_config(a.out, c["build"], c["population"], c["parallel"])
@@ -197,14 +200,14 @@ def _run_build(a) -> int:
     return 0
 
 
-def _add_plot_dataset(sub):
+def _add_plot_dataset(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot-dataset", help="draw the paper's Figs. 1-3 (z, morphology, SNR) for a dataset file")
     p.add_argument("dataset", help="spectra/dataset HDF5 (from build or simulate)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_run_plot_dataset)
 
 
-def _run_plot_dataset(a) -> int:
+def _run_plot_dataset(a: argparse.Namespace) -> int:
     from .population.figures import plot_dataset_figures
     for path in plot_dataset_figures(a.dataset, a.out):
         print(f"wrote {path}")
@@ -212,7 +215,7 @@ def _run_plot_dataset(a) -> int:
 
 
 # --- train / predict --------------------------------------------------------------------------
-def _add_train(sub):
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the default p(z) estimator (or, with --model paper, the paper's CNN "
                                      "and its Bayesian head), then fit the calibration on the validation split")
     p.add_argument("dataset", help="dataset file from `csstz build`")
@@ -221,7 +224,7 @@ def _add_train(sub):
     p.set_defaults(func=_run_train)
 
 
-def _run_train(a) -> int:
+def _run_train(a: argparse.Namespace) -> int:
     from .pipeline import train_and_calibrate
     c = stage_configs(a, ModelConfig, OptimiserConfig, CalibrateConfig, PzConfig)
     train_and_calibrate(a.dataset, a.out, TrainConfig.from_parts(c["model"], c["optimiser"], c["calibrate"]),
@@ -229,7 +232,7 @@ def _run_train(a) -> int:
     return 0
 
 
-def _add_predict(sub):
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="calibrated redshifts with uncertainties")
     p.add_argument("run_dir", help="run directory from `csstz train`")
     p.add_argument("spectra", help="spectra file (HDF5)")
@@ -238,7 +241,7 @@ def _add_predict(sub):
     p.set_defaults(func=_run_predict)
 
 
-def _run_predict(a) -> int:
+def _run_predict(a: argparse.Namespace) -> int:
     from .pipeline import predict_calibrated
     predict_calibrated(a.run_dir, a.spectra, a.out, stage_configs(a, PredictConfig)["predict"])
     print(f"wrote {a.out}")
@@ -246,7 +249,7 @@ def _run_predict(a) -> int:
 
 
 # --- evaluate / fit-templates / demo ----------------------------------------------------------
-def _add_evaluate(sub):
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics and figures of a predictions file against its truth")
     p.add_argument("pred", help="predictions FITS from predict or fit-templates")
     p.add_argument("--truth", required=True, help="spectra/dataset HDF5 with the true Z")
@@ -255,14 +258,14 @@ def _add_evaluate(sub):
     p.set_defaults(func=_run_evaluate)
 
 
-def _run_evaluate(a) -> int:
+def _run_evaluate(a: argparse.Namespace) -> int:
     from .pipeline import evaluate
     evaluate(a.pred, a.truth, a.out, stage_configs(a, EvaluateConfig)["evaluate"])
     print(f"wrote {a.out}")
     return 0
 
 
-def _add_fit_templates(sub):
+def _add_fit_templates(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit-templates", help="template-fitting baseline (chi-square over a redshift grid)")
     p.add_argument("spectra", help="spectra file (HDF5)")
     p.add_argument("--out", required=True, help="output predictions (FITS)")
@@ -270,7 +273,7 @@ def _add_fit_templates(sub):
     p.set_defaults(func=_run_fit_templates)
 
 
-def _run_fit_templates(a) -> int:
+def _run_fit_templates(a: argparse.Namespace) -> int:
     from .templates.fit import fit_templates_file
     c = stage_configs(a, TemplateFitConfig, ParallelConfig)
     t, par = c["template_fit"], c["parallel"]
@@ -282,7 +285,7 @@ def _run_fit_templates(a) -> int:
     return 0
 
 
-def _add_demo(sub):
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole chain on the embedded default, ending in a report")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--quick", action="store_true", help="small run, <= 10 minutes on 2 cores")
@@ -291,7 +294,7 @@ def _add_demo(sub):
     p.set_defaults(func=_run_demo)
 
 
-def _run_demo(a) -> int:
+def _run_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
     run_demo(a.out, quick=a.quick, seed=a.seed, workers=a.workers)
     return 0
@@ -307,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -35,12 +35,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import ConfigError, FileFormatError
 from .schema import ESTIMATORS, MODEL_KINDS, SPLITS, Z_RANGE, network_bands
+
+if TYPE_CHECKING:
+    from typing import Self
 
 #: Root seed of every stage unless given.
 DEFAULT_SEED = 0
@@ -104,7 +107,7 @@ class StageConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict, origin: str | None = None, strict: bool = False):
+    def from_dict(cls, d: dict, origin: str | None = None, strict: bool = False) -> Self:
         """Build from a dict; unknown keys are an error with ``strict``, else ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -114,7 +117,7 @@ class StageConfig:
                               allowed=", ".join(sorted(names)))
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def replace(self, **kw: Any):
+    def replace(self, **kw: Any) -> Self:
         return dataclasses.replace(self, **kw)
 
 

@@ -17,12 +17,19 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import DEFAULT_SEED, PredictConfig
 from .io.atomic import atomic_path
 from .train.config import QUICK as TRAIN_QUICK
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from rich.console import Console
+
+    from ._types import PathLike
 
 
 @dataclass(frozen=True)
@@ -54,18 +61,18 @@ STANDARD = DemoPlan("standard", n_galaxies=20000,
                     pz=dict(max_samples=400_000, eval_every=40_000))
 
 
-def _console():
+def _console() -> Console:
     from rich.console import Console
 
     return Console(stderr=False, highlight=False)
 
 
-def _step(console, i: int, n: int, text: str) -> float:
+def _step(console: Console, i: int, n: int, text: str) -> float:
     console.print(f"[bold]\\[{i}/{n}][/bold] {text}")
     return time.perf_counter()
 
 
-def _example_figures(dataset: Path, cat, out_dir: Path, seed: int) -> list[Path]:
+def _example_figures(dataset: Path, cat: Table, out_dir: Path, seed: int) -> list[Path]:
     """Fig. 4/5 for the test galaxy with the median GI SNR, regenerated from its catalogue row."""
     from .instrument import parse_instrument
     from .io.spectra import read_attrs
@@ -84,7 +91,7 @@ def _example_figures(dataset: Path, cat, out_dir: Path, seed: int) -> list[Path]
                        instrument=inst)
 
 
-def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, workers: int | None = None,
+def run_demo(out_dir: PathLike = "demo_out", quick: bool = False, seed: int = DEFAULT_SEED, workers: int | None = None,
              plan: DemoPlan | None = None) -> dict:
     """Run the whole chain and write ``out_dir/report/report.html``.
 

@@ -6,6 +6,11 @@ the command line can print it as one line.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class CsstzError(Exception):
     """Base class of all csstz errors."""
@@ -31,7 +36,7 @@ class InputError(CsstzError, ValueError):
     """
 
     def __init__(self, field: str, message: str, *, row: int | None = None,
-                 value=None, allowed: str | None = None, path: str | None = None):
+                 value: Any = None, allowed: str | None = None, path: str | None = None) -> None:
         self.field = field
         self.row = row
         self.value = value
@@ -55,7 +60,7 @@ class InputError(CsstzError, ValueError):
 class FileFormatError(CsstzError, ValueError):
     """A file is missing, unreadable, corrupt or not in the expected layout."""
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: str) -> None:
         self.path = str(path)
         super().__init__(f"{path}: {message}")
 

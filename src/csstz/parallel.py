@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 LOCAL_KINDS = ("dask", "processes")
 
@@ -37,7 +40,7 @@ WORKER_ENV = {
 
 
 @contextlib.contextmanager
-def dask_client(workers: int = 1, scheduler: str | None = None):
+def dask_client(workers: int = 1, scheduler: str | None = None) -> Iterator[Client]:
     """Context manager yielding a Dask client (local cluster unless ``scheduler``)."""
     import dask
     from distributed import Client, LocalCluster
@@ -114,7 +117,7 @@ def parallel_list(func: Callable[[Any], Any], items: Iterable[Any], **kwargs: An
     return out
 
 
-def _process_map(func, items: list, workers: int, in_flight: int) -> Iterator[tuple[int, Any]]:
+def _process_map(func: Callable[[Any], Any], items: list, workers: int, in_flight: int) -> Iterator[tuple[int, Any]]:
     import concurrent.futures as cf
 
     with cf.ProcessPoolExecutor(workers) as ex:
@@ -129,7 +132,7 @@ def _process_map(func, items: list, workers: int, in_flight: int) -> Iterator[tu
                 yield running.pop(fut), fut.result()
 
 
-def _dask_map(func, items: list, workers: int, scheduler: str | None, in_flight: int) -> Iterator[tuple[int, Any]]:
+def _dask_map(func: Callable[[Any], Any], items: list, workers: int, scheduler: str | None, in_flight: int) -> Iterator[tuple[int, Any]]:
     from distributed import as_completed
 
     with dask_client(workers=workers, scheduler=scheduler) as client:

@@ -8,15 +8,18 @@ stays a library step of its own (:func:`csstz.train.run.train` only trains,
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.table import Table
 
 from .config import EvaluateConfig, PredictConfig, PzConfig, TrainConfig
 
+if TYPE_CHECKING:
+    from ._types import PathLike
 
-def train_pz_and_calibrate(dataset_path, out_dir, config: TrainConfig, pz: PzConfig) -> dict:
+
+def train_pz_and_calibrate(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz: PzConfig) -> dict:
     """``csstz train --model pz``: physics stage + p(z) network, then temperature and flag thresholds on val."""
     from .calibrate import calibrate_pz_run
     from .io.run_dir import update_summary
@@ -29,7 +32,7 @@ def train_pz_and_calibrate(dataset_path, out_dir, config: TrainConfig, pz: PzCon
     return update_summary(out_dir, {"calibration": {k: v for k, v in cal.items() if k != "nll_scan"}})
 
 
-def train_and_calibrate(dataset_path, out_dir, config: TrainConfig | None = None, pz: PzConfig | None = None) -> dict:
+def train_and_calibrate(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig | None = None, pz: PzConfig | None = None) -> dict:
     """``csstz train``: train, predict the validation split, fit the calibration; a calibrated run.
 
     ``config.estimator == "pz"`` (the default) trains the p(z) estimator with ``pz``
@@ -76,7 +79,7 @@ def train_and_calibrate(dataset_path, out_dir, config: TrainConfig | None = None
         "wall_s": summary["wall_s"] + time.perf_counter() - t0})
 
 
-def predict_calibrated(run_dir, spectra_path, out_path, config: PredictConfig | None = None,
+def predict_calibrated(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, config: PredictConfig | None = None,
                        **overrides: Any) -> Table:
     """``csstz predict``: predictions with the run's calibration applied (calibrated ZERR).
 
@@ -102,7 +105,7 @@ def predict_calibrated(run_dir, spectra_path, out_path, config: PredictConfig | 
                         **overrides)
 
 
-def evaluate(pred_path, truth_path, out_dir, config: EvaluateConfig | None = None) -> dict:
+def evaluate(pred_path: PathLike, truth_path: PathLike, out_dir: PathLike, config: EvaluateConfig | None = None) -> dict:
     """``csstz evaluate``: metrics and figures of one predictions file against its truth."""
     from .evaluate.report import evaluate_predictions
 

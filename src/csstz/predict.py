@@ -26,7 +26,7 @@ ZWARN bits (:class:`csstz.zwarn.ZWARN`, 0 = nothing to distrust):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,11 @@ from .schema import BNN_FILE, CNN_FILE, INTERVALS, MODEL_KINDS
 from .train.checkpoint import file_checksum, load_model
 from .zwarn import ZWARN, flag_where
 
+if TYPE_CHECKING:
+    from ._types import ArrayLike, PathLike
+    from .models.heads import BNN
+    from .models.resnet1d import ResNet1d
+
 # names of the bits as this module uses them
 ZWARN_LOW_VALID = ZWARN.LITTLE_COVERAGE
 ZWARN_Z_EDGE = ZWARN.Z_FITLIMIT
@@ -54,7 +59,7 @@ HEAD_ROWS = 65536
 
 
 @torch.no_grad()
-def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bnn_moments(bnn: BNN, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Head ``samples`` times on cached features.
 
     The passes run in groups of ``HEAD_ROWS // B`` (each pass one weight draw shared by
@@ -91,7 +96,7 @@ def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.
 
 
 @torch.no_grad()
-def predict_dataset(model, kind: str, ds: SpectraDataset, samples: int = PredictConfig.samples,
+def predict_dataset(model: ResNet1d | BNN, kind: str, ds: SpectraDataset, samples: int = PredictConfig.samples,
                     batch_size: int = PredictConfig.batch_size, seed: int = PredictConfig.seed) -> dict:
     """Raw (uncalibrated) predictions for every item of a dataset, streamed in batches.
 
@@ -121,7 +126,7 @@ def predict_dataset(model, kind: str, ds: SpectraDataset, samples: int = Predict
     return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
 
 
-def zwarn_bits(z, zerr, n_valid, n_pixels, z_range, epistemic=None, aleatoric=None) -> np.ndarray:
+def zwarn_bits(z: ArrayLike, zerr: ArrayLike, n_valid: ArrayLike, n_pixels: int, z_range: tuple[float, float], epistemic: ArrayLike | None = None, aleatoric: ArrayLike | None = None) -> np.ndarray:
     """ZWARN (int32) from the module docstring's rules."""
     z, zerr = np.asarray(z, np.float64), np.asarray(zerr, np.float64)
     w = np.zeros(z.shape, np.int32)
@@ -137,7 +142,7 @@ def zwarn_bits(z, zerr, n_valid, n_pixels, z_range, epistemic=None, aleatoric=No
     return w
 
 
-def predict_validation(run_dir, dataset_path, rows: np.ndarray, model: str, samples: int = PredictConfig.samples,
+def predict_validation(run_dir: PathLike, dataset_path: PathLike, rows: np.ndarray, model: str, samples: int = PredictConfig.samples,
                        seed: int = PredictConfig.seed, batch_size: int = 512) -> dict:
     """Raw predictions of a run's network on given (validation) rows: the input of the calibration fit.
 
@@ -160,7 +165,7 @@ def _gaussian_interval(z: np.ndarray, sigma: np.ndarray, level: float) -> tuple[
     return z - half, z + half
 
 
-def predict_file(run_dir, spectra_path, out_path, config: PredictConfig | None = None, calibration: Any = None,
+def predict_file(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, config: PredictConfig | None = None, calibration: Any = None,
                  **overrides: Any) -> Table:
     """Predict redshifts for a spectra file and (optionally) write the predictions FITS.
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.table import Table
@@ -34,11 +35,14 @@ from .errors import FileFormatError, InputError
 from .schema import CALIBRATION_FILE, P68, P95, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION
 from .zwarn import ZWARN, flag_where
 
+if TYPE_CHECKING:
+    from ._types import ArrayLike, PathLike
+
 #: Below this fraction of valid input pixels LITTLE_COVERAGE is set.
 MIN_VALID_FRAC = 0.5
 
 
-def check_run_format(run_dir, summary: dict) -> None:
+def check_run_format(run_dir: PathLike, summary: dict) -> None:
     """Refuse a run directory of another run-format version with one line naming both."""
     got = summary.get("run_format")
     if got != RUN_FORMAT_VERSION:
@@ -78,7 +82,7 @@ def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
             "p_second": pdf.mass_away_from_mode(dens, grid_z, z_mode=z)}
 
 
-def member_probabilities(logits, temperature: float = 1.0) -> np.ndarray:
+def member_probabilities(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
     """Per-member cell probabilities with the calibration temperature, (N, M, K) float64."""
     import torch
     lg = torch.as_tensor(logits, dtype=torch.float64) / float(temperature)
@@ -94,7 +98,7 @@ class PzRun:
         Not a p(z) run, another run-format version, or unreadable files.
     """
 
-    def __init__(self, run_dir, threads: int = 2) -> None:
+    def __init__(self, run_dir: PathLike, threads: int = 2) -> None:
         from .io.run_dir import read_summary
         from .templates.physics import PhysicsCurves
         from .train.checkpoint import file_checksum, load_model
@@ -119,7 +123,7 @@ class PzRun:
     def temperature(self) -> float:
         return float(self.calibration.get("temperature", 1.0))
 
-    def logits(self, flux: dict, err: dict, lsf_index=None) -> tuple[np.ndarray, np.ndarray]:
+    def logits(self, flux: dict, err: dict, lsf_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Network logits (N, M, K) and the physics scalars (N, S) of spectra."""
         import torch
         curves, scal = self.physics.curves(flux, err, lsf_index)
@@ -127,7 +131,7 @@ class PzRun:
             out = self.net(torch.from_numpy(curves), torch.from_numpy(scal)).numpy()
         return out, scal
 
-    def predict_arrays(self, flux: dict, err: dict, lsf_index=None, temperature: float | None = None) -> dict:
+    def predict_arrays(self, flux: dict, err: dict, lsf_index: np.ndarray | None = None, temperature: float | None = None) -> dict:
         """:func:`summarise` of spectra plus ``chi2_dof`` and ``n_valid``/``n_pixels``."""
         lg, scal = self.logits(flux, err, lsf_index)
         out = summarise(member_probabilities(lg, self.temperature if temperature is None else temperature),
@@ -150,7 +154,7 @@ class PzRun:
         return w
 
 
-def predict_rows(run: PzRun, spectra_path, rows: np.ndarray, block: int = 1024,
+def predict_rows(run: PzRun, spectra_path: PathLike, rows: np.ndarray, block: int = 1024,
                  temperature: float | None = None) -> tuple[dict, Table]:
     """Predict rows of a spectra file in blocks; returns the concatenated arrays and the catalogue rows."""
     from .instrument import load_instrument
@@ -170,7 +174,7 @@ def predict_rows(run: PzRun, spectra_path, rows: np.ndarray, block: int = 1024,
     return res, cat
 
 
-def predict_pz_file(run_dir, spectra_path, out_path, config: PredictConfig | None = None) -> Table:
+def predict_pz_file(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, config: PredictConfig | None = None) -> Table:
     """``csstz predict`` for a p(z) run: the REDSHIFTS table plus PZ / PZ_GRID, written atomically."""
     from .io.predictions import write_predictions
     from .io.spectra import split_rows

@@ -13,15 +13,22 @@ lazily, only by the functions that need it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from ._types import ArrayLike
+    from .instrument import Instrument
+
 # --- bands -------------------------------------------------------------------------------------
 
 
-def all_bands(instrument=None) -> tuple[str, ...]:
+def all_bands(instrument: Instrument | None = None) -> tuple[str, ...]:
     """Every band of the instrument file, in file order (the order of every output).
 
     Parameters
@@ -36,7 +43,7 @@ def all_bands(instrument=None) -> tuple[str, ...]:
     return instrument.band_names
 
 
-def network_bands(instrument=None) -> tuple[str, ...]:
+def network_bands(instrument: Instrument | None = None) -> tuple[str, ...]:
     """The bands a redshift estimator reads by default (``network.bands`` of the instrument file)."""
     if instrument is None:
         from .instrument import default_instrument
@@ -45,7 +52,7 @@ def network_bands(instrument=None) -> tuple[str, ...]:
     return tuple(instrument.network_bands)
 
 
-def order_bands(names: Iterable[str], instrument=None) -> list[str]:
+def order_bands(names: Iterable[str], instrument: Instrument | None = None) -> list[str]:
     """``names`` in instrument order, then any band the instrument does not know, sorted."""
     names = list(names)
     known = [b for b in all_bands(instrument) if b in names]
@@ -97,7 +104,7 @@ SPLIT_COLUMN = "SPLIT"
 SPLITS = ("train", "val", "test")
 
 
-def split_mask(catalog, split: str | None, path: str | None = None) -> np.ndarray:
+def split_mask(catalog: Table, split: str | None, path: str | None = None) -> np.ndarray:
     """Boolean mask of the catalogue rows whose ``SPLIT`` equals ``split`` (all rows for None).
 
     Raises
@@ -121,7 +128,7 @@ def split_mask(catalog, split: str | None, path: str | None = None) -> np.ndarra
     return mask
 
 
-def select_split(catalog, split: str | None, path: str | None = None) -> np.ndarray:
+def select_split(catalog: Table, split: str | None, path: str | None = None) -> np.ndarray:
     """Sorted row indices of ``catalog`` in ``split`` (all rows for None); see :func:`split_mask`."""
     return np.flatnonzero(split_mask(catalog, split, path))
 
@@ -156,7 +163,7 @@ PZ_GRID_HDU = "PZ_GRID"
 NORM_TOL = 1e-3
 
 
-def check_pz_grid(z_grid, name: str = "PZ_GRID") -> np.ndarray:
+def check_pz_grid(z_grid: ArrayLike, name: str = "PZ_GRID") -> np.ndarray:
     """The grid as float64 (K,), K >= 2, finite and strictly increasing; else InputError naming ``name``."""
     g = np.asarray(z_grid, np.float64)
     if g.ndim != 1 or g.size < 2:
@@ -171,7 +178,7 @@ def check_pz_grid(z_grid, name: str = "PZ_GRID") -> np.ndarray:
     return g
 
 
-def check_pz(pz, z_grid, n_rows: int | None = None, allow_nan_rows=None, tol: float = NORM_TOL) -> None:
+def check_pz(pz: ArrayLike, z_grid: ArrayLike, n_rows: int | None = None, allow_nan_rows: ArrayLike | None = None, tol: float = NORM_TOL) -> None:
     """Validate a gridded p(z) against the predictions contract; InputError on the first problem.
 
     Parameters

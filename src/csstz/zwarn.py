@@ -38,8 +38,12 @@ bit    name                  meaning (set by)
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._types import ArrayLike
 
 
 class ZWARN(enum.IntFlag):
@@ -79,7 +83,7 @@ def names(value: int) -> list[str]:
     return out
 
 
-def flag_where(mask, bit: ZWARN) -> np.ndarray:
+def flag_where(mask: ArrayLike, bit: ZWARN) -> np.ndarray:
     """``bit`` where ``mask`` is true, else 0, as int32 (to OR into a ZWARN column)."""
     return np.where(np.asarray(mask, bool), np.int32(int(bit)), np.int32(0)).astype(np.int32)
 

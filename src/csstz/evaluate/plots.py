@@ -13,12 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..io.figures import save_png
 from ..schema import Z_RANGE
 from . import metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.figure import Figure
+
+    from .._types import ArrayLike, PathLike
 
 #: Line colours per method, in order (colour-blind-safe Okabe-Ito palette).
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -64,7 +72,7 @@ class MethodArrays:
     zwarn: np.ndarray | None = None
 
 
-def _figure(nrows=1, ncols=1, width=5.0, height=4.2):
+def _figure(nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 4.2) -> tuple[Figure, np.ndarray]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI)
@@ -73,7 +81,7 @@ def _figure(nrows=1, ncols=1, width=5.0, height=4.2):
     return fig, axes
 
 
-def _save(fig, path) -> Path:
+def _save(fig: Figure, path: PathLike) -> Path:
     return save_png(fig, path, dpi=DPI)
 
 
@@ -81,12 +89,12 @@ def _log_snr(snr: np.ndarray) -> np.ndarray:
     return np.log10(np.clip(snr, 1e-2, None))
 
 
-def _zrange(methods) -> tuple[float, float]:
+def _zrange(methods: Sequence[MethodArrays]) -> tuple[float, float]:
     hi = max(float(np.max(m.z_true)) for m in methods)
     return Z_RANGE[0], max(Z_RANGE[1], hi * 1.02)
 
 
-def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:
+def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path: PathLike) -> Path:
     """Fig. 7: predicted against true redshift, coloured by log10 GI SNR, one panel per method.
 
     The dashed lines mark the outlier limits ``|dz| = 0.02 (1 + z)``.
@@ -111,7 +119,7 @@ def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-def fig8_z_distributions(methods: list[MethodArrays], path) -> Path:
+def fig8_z_distributions(methods: list[MethodArrays], path: PathLike) -> Path:
     """Fig. 8: distributions of the true redshift and of each method's prediction."""
     fig, axes = _figure(1, 1, 6.0, 4.2)
     ax = axes[0, 0]
@@ -126,7 +134,7 @@ def fig8_z_distributions(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-def _binned_curve(m: MethodArrays, by: np.ndarray, edges) -> tuple[np.ndarray, list[dict]]:
+def _binned_curve(m: MethodArrays, by: np.ndarray, edges: ArrayLike) -> tuple[np.ndarray, list[dict]]:
     rows = metrics.binned(m.z_pred, m.z_true, m.zerr, by=by, edges=edges)
     e = np.asarray(edges, float)
     finite_hi = np.where(np.isfinite(e[1:]), e[1:], e[:-1] * 2 if e[-2] > 0 else e[:-1] + 1)
@@ -134,7 +142,7 @@ def _binned_curve(m: MethodArrays, by: np.ndarray, edges) -> tuple[np.ndarray, l
     return centres, rows
 
 
-def _metric_panels(methods, path, by_attr: str, edges, xlabel: str, logx: bool) -> Path:
+def _metric_panels(methods: Sequence[MethodArrays], path: PathLike, by_attr: str, edges: ArrayLike, xlabel: str, logx: bool) -> Path:
     fig, axes = _figure(1, 2, 5.0, 4.0)
     for i, m in enumerate(methods):
         by = m.z_true if by_attr == "z_true" else getattr(m, by_attr)
@@ -162,17 +170,17 @@ def _metric_panels(methods, path, by_attr: str, edges, xlabel: str, logx: bool) 
     return _save(fig, path)
 
 
-def fig9_metrics_vs_z(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) -> Path:
+def fig9_metrics_vs_z(methods: list[MethodArrays], path: PathLike, edges: ArrayLike = metrics.Z_EDGES) -> Path:
     """Fig. 9: sigma_NMAD and eta in bins of true z (bins with >= 5 sources drawn)."""
     return _metric_panels(methods, path, "z_true", edges, "true z", False)
 
 
-def fig9b_metrics_vs_snr(methods: list[MethodArrays], path, edges=metrics.SNR_EDGES) -> Path:
+def fig9b_metrics_vs_snr(methods: list[MethodArrays], path: PathLike, edges: ArrayLike = metrics.SNR_EDGES) -> Path:
     """sigma_NMAD and eta in bins of GI SNR (not in the paper; shows how accuracy falls with SNR)."""
     return _metric_panels(methods, path, "snr_gi", edges, "SNR (GI)", True)
 
 
-def fig10_reliability(methods: list[MethodArrays], path) -> Path:
+def fig10_reliability(methods: list[MethodArrays], path: PathLike) -> Path:
     """Fig. 10: reliability diagram, nominal central-interval level vs observed coverage.
 
     Solid: calibrated ``ZERR``; dashed: ``ZERR_UNCAL`` (before calibration) where present.
@@ -198,7 +206,7 @@ def fig10_reliability(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-def fig11_errorbars(methods: list[MethodArrays], path, seed: int = 0) -> Path:
+def fig11_errorbars(methods: list[MethodArrays], path: PathLike, seed: int = 0) -> Path:
     """Fig. 11: predicted vs true z with 1-sigma error bars, one panel per method with ZERR.
 
     At most :data:`MAX_ERRORBAR_POINTS` random sources per panel.
@@ -219,7 +227,7 @@ def fig11_errorbars(methods: list[MethodArrays], path, seed: int = 0) -> Path:
     return _save(fig, path)
 
 
-def fig12_uncertainty(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) -> Path:
+def fig12_uncertainty(methods: list[MethodArrays], path: PathLike, edges: ArrayLike = metrics.Z_EDGES) -> Path:
     """Fig. 12: E_bar in bins of true z (left); ZERR/(1+z) against GI SNR (right)."""
     fig, axes = _figure(1, 2, 5.0, 4.0)
     rng = np.random.default_rng(0)
@@ -247,7 +255,7 @@ def fig12_uncertainty(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) 
     return _save(fig, path)
 
 
-def fig_pit_histogram(methods: list[MethodArrays], path) -> Path:
+def fig_pit_histogram(methods: list[MethodArrays], path: PathLike) -> Path:
     """PIT histograms (flat when the Gaussian uncertainties are calibrated)."""
     with_err = [m for m in methods if m.zerr is not None]
     fig, axes = _figure(1, max(len(with_err), 1), 4.0, 3.4)
@@ -267,7 +275,7 @@ def fig_pit_histogram(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-def fig_pit_pz(methods: list[MethodArrays], path) -> Path:
+def fig_pit_pz(methods: list[MethodArrays], path: PathLike) -> Path:
     """PIT histograms of the p(z) (CDF of each p(z) at its true z; flat when calibrated), one panel per method."""
     with_pz = [m for m in methods if m.pit_pz is not None]
     fig, axes = _figure(1, max(len(with_pz), 1), 4.0, 3.4)
@@ -284,7 +292,7 @@ def fig_pit_pz(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-def fig_pz_examples(methods: list[MethodArrays], examples: dict, path) -> Path:
+def fig_pz_examples(methods: list[MethodArrays], examples: dict, path: PathLike) -> Path:
     """Example p(z): one row per method with p(z), one panel per kind (clean, multimodal, flagged).
 
     Parameters

@@ -19,7 +19,8 @@ predictions file (``csstz evaluate``).
              "uncalibrated": the uncertainty metrics with ZERR_UNCAL (where present),
              "ebar_epistemic", "ebar_aleatoric" (where present),
              "by_z": bins of true z (metrics.Z_EDGES: 0, 0.2, ... to the top of schema.Z_RANGE),
-             "by_snr_gi": bins of SNR_GI (edges 0, 0.5, 1, 2, 3, 5, 10, inf), each a list of {"lo", "hi", "n", metrics...},
+             "by_snr_gi": bins of SNR_GI (edges 0, 0.5, 1, 2, 3, 5, 10, inf),
+                     each a list of {"lo", "hi", "n", metrics...},
              "reliability": {"levels", "observed", "observed_uncal"}, "header": predictions header,
              "crb_median", "nmad_over_crb": median ZERR_CRB/(1+z) of the truth and sigma_NMAD over it
                      (also in every by_snr_gi bin; null when the truth has no ZERR_CRB),
@@ -40,6 +41,7 @@ import html
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.table import Table
@@ -61,6 +63,12 @@ from .plots import (
     fig_pit_pz,
     fig_pz_examples,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from .._types import PathLike
 
 #: The paper's headline numbers (arXiv:2407.13991 sec. 4 and abstract), shown beside ours.
 PAPER = {
@@ -142,7 +150,7 @@ def match_truth(pred: Table, truth: Table, label: str = "predictions") -> tuple[
     return pred, order[pos]
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -197,7 +205,7 @@ def _pz_entry(q: dict, z_true: np.ndarray, snr: np.ndarray | None) -> dict:
     inside68 = (q["lo68"] <= z_true) & (z_true <= q["hi68"])
     inside95 = (q["lo95"] <= z_true) & (z_true <= q["hi95"])
 
-    def summary(sel):
+    def summary(sel: np.ndarray) -> dict:
         sel = sel & q["has"]
         if not sel.any():
             return {"n": 0, "pit_ks": None, "pit_hist": None, "crps": None, "coverage_68": None,
@@ -227,7 +235,7 @@ def pz_examples(arrays: MethodArrays) -> dict:
     zw = arrays.zwarn if arrays.zwarn is not None else np.zeros(has.size, np.int64)
     snr = arrays.snr_gi if arrays.snr_gi is not None else np.arange(has.size, dtype=float)
 
-    def at_median(sel):
+    def at_median(sel: np.ndarray) -> int | None:
         rows = np.flatnonzero(sel)
         if rows.size == 0:
             return None
@@ -240,7 +248,7 @@ def pz_examples(arrays: MethodArrays) -> dict:
             "flagged": at_median(has & (zw != 0))}
 
 
-def _crb_rows(entry: dict, z_pred, z_true, crb, snr) -> None:
+def _crb_rows(entry: dict, z_pred: np.ndarray, z_true: np.ndarray, crb: np.ndarray | None, snr: np.ndarray | None) -> None:
     """Add crb_median / nmad_over_crb overall and to each by_snr_gi bin (None without ZERR_CRB)."""
     none = {"crb_median": None, "nmad_over_crb": None}
     entry.update(none if crb is None else metrics.crb_summary(z_pred, z_true, crb))
@@ -321,7 +329,7 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
 
 
 # --- HTML --------------------------------------------------------------------------------------
-def _fmt(v, pct=False) -> str:
+def _fmt(v: float | int | None, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     if isinstance(v, int) and not isinstance(v, bool):
@@ -403,7 +411,7 @@ def _pz_crb_table(entries: dict) -> str:
             "without it.</p>" + "".join(parts))
 
 
-def _fmt_ratio(v) -> str:
+def _fmt_ratio(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
 
 
@@ -445,7 +453,7 @@ def _html(entries: dict, figures: list[tuple[Path, str]], notes: dict | None) ->
 
 
 # --- public API --------------------------------------------------------------------------------
-def write_report(out_dir, methods: dict, truth: Table, extra_figures=(), notes: dict | None = None) -> dict:
+def write_report(out_dir: PathLike, methods: dict, truth: Table, extra_figures: Sequence[PathLike] = (), notes: dict | None = None) -> dict:
     """Compare several methods against one truth table; write metrics.json, PNG figures and report.html.
 
     Parameters
@@ -506,7 +514,7 @@ def write_report(out_dir, methods: dict, truth: Table, extra_figures=(), notes: 
     return result
 
 
-def evaluate_predictions(pred_path, truth_path, out_dir, label: str | None = None) -> dict:
+def evaluate_predictions(pred_path: PathLike, truth_path: PathLike, out_dir: PathLike, label: str | None = None) -> dict:
     """``csstz evaluate``: one predictions file against the catalogue of a spectra file.
 
     Parameters

@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
 from ..errors import ConfigError, FileFormatError
 from ..units import C_AA_PER_S, FLAM17, H_ERG_S
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 DEFAULT_INSTRUMENT = "csst.yaml"
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -58,7 +62,7 @@ class Band:
         """Pixel-centre wavelengths of the extraction grid [A], shape (n_pix,)."""
         return self.wave_min_aa + self.dispersion_aa_per_pix * np.arange(self.n_pix, dtype=np.float64)
 
-    def throughput(self, wave_aa) -> np.ndarray:
+    def throughput(self, wave_aa: ArrayLike) -> np.ndarray:
         """First-order total throughput at ``wave_aa`` [A] (0 outside the table)."""
         return np.interp(np.asarray(wave_aa, float), self.tp_wave_aa, self.tp_value, left=0.0, right=0.0)
 
@@ -125,7 +129,7 @@ class Instrument:
         """
         return self.flam17_to_counts_per_pix_at(band, band.wave_aa)
 
-    def flam17_to_counts_per_pix_at(self, band: Band, wave_aa) -> np.ndarray:
+    def flam17_to_counts_per_pix_at(self, band: Band, wave_aa: ArrayLike) -> np.ndarray:
         """As :meth:`flam17_to_counts_per_pix`, at arbitrary wavelengths ``wave_aa`` [A]."""
         w = np.asarray(wave_aa, dtype=np.float64)
         return (FLAM17 * band.throughput(w) * self.area_cm2 * self.total_exptime_s
@@ -136,7 +140,7 @@ class Instrument:
         return self.source_text
 
 
-def _get(d: dict, key: str, path: str, kind=float, lo=None, hi=None, lo_open=False):
+def _get(d: dict, key: str, path: str, kind: type = float, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float | int:
     if not isinstance(d, dict) or key not in d:
         raise ConfigError(path + "." + key if path else key, "missing from the instrument file")
     raw = d[key]
@@ -154,7 +158,7 @@ def _get(d: dict, key: str, path: str, kind=float, lo=None, hi=None, lo_open=Fal
     return val
 
 
-def _parse_throughput(text, where: str):
+def _parse_throughput(text: str, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     try:
         arr = np.array([[float(x) for x in line.split()] for line in str(text).strip().splitlines()
                         if line.strip() and not line.strip().startswith("#")])

@@ -28,6 +28,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -36,6 +37,9 @@ from ..errors import FileFormatError
 from ..schema import CATALOG_PATH, FLUX_NOISELESS, order_bands
 from .atomic import atomic_path
 from .spectra import create_band_group, write_attrs
+
+if TYPE_CHECKING:
+    from .._types import PathLike
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -75,7 +79,7 @@ class ChunkedDatasetWriter:
         An existing partial build is unreadable or belongs to another fingerprint.
     """
 
-    def __init__(self, out_path, n_rows: int, chunk: int, fingerprint: dict):
+    def __init__(self, out_path: PathLike, n_rows: int, chunk: int, fingerprint: dict) -> None:
         self.out_path = Path(out_path)
         self.partial_dir = Path(str(self.out_path) + ".partial")
         self.bounds = chunk_bounds(int(n_rows), int(chunk))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -32,9 +33,12 @@ from ..schema import PRED_REQUIRED as REQUIRED
 from ..schema import PZ_GRID_HDU, PZ_HDU, check_pz
 from .atomic import atomic_path
 
+if TYPE_CHECKING:
+    from .._types import PathLike
 
-def write_predictions(path, table: Table, header: dict | None = None, config: dict | None = None,
-                      pz=None, pz_grid=None) -> None:
+
+def write_predictions(path: PathLike, table: Table, header: dict | None = None, config: dict | None = None,
+                      pz: np.ndarray | None = None, pz_grid: np.ndarray | None = None) -> None:
     """Write predictions atomically.
 
     Parameters
@@ -92,7 +96,7 @@ def write_predictions(path, table: Table, header: dict | None = None, config: di
         fits.HDUList(hdus).writeto(tmp)
 
 
-def read_predictions(path) -> Table:
+def read_predictions(path: PathLike) -> Table:
     """Read the REDSHIFTS table (header keywords in ``.meta``; PZ and PZ_GRID, where present, too).
 
     Raises
@@ -133,7 +137,7 @@ def read_predictions(path) -> Table:
     return tab
 
 
-def select_rows(table: Table, rows) -> Table:
+def select_rows(table: Table, rows: np.ndarray | slice) -> Table:
     """``table[rows]`` with its in-memory PZ (``meta["PZ"]``) cut to the same rows."""
     out = table[rows]
     out.meta = dict(table.meta)

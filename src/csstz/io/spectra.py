@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -38,6 +39,11 @@ from ..schema import (
     select_split,
 )
 from .atomic import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._types import PathLike
 
 
 @dataclass
@@ -164,7 +170,7 @@ def write_attrs(h5: h5py.File, attrs: dict) -> None:
         h5.attrs[key] = json.dumps(val, sort_keys=True) if isinstance(val, (dict, list, tuple)) else val
 
 
-def write_spectra(path, spectra: SpectraSet) -> None:
+def write_spectra(path: PathLike, spectra: SpectraSet) -> None:
     """Write a :class:`SpectraSet` atomically to ``path`` (HDF5).
 
     Raises
@@ -187,14 +193,14 @@ def write_spectra(path, spectra: SpectraSet) -> None:
             write_attrs(h5, spectra.attrs)
 
 
-def band_names(path) -> list[str]:
+def band_names(path: PathLike) -> list[str]:
     """Band groups present in a spectra file, in instrument order (unknown bands last, sorted)."""
     with open_spectra(path) as h5:
         present = [k for k in h5 if k != CATALOG_PATH and isinstance(h5[k], h5py.Group) and "flux" in h5[k]]
     return order_bands(present)
 
 
-def open_spectra(path) -> h5py.File:
+def open_spectra(path: PathLike) -> h5py.File:
     """Open a spectra file read-only with a clear error if it is missing or corrupt."""
     p = Path(path)
     if not p.is_file():
@@ -205,7 +211,7 @@ def open_spectra(path) -> h5py.File:
         raise FileFormatError(str(p), f"not a readable HDF5 file ({exc})") from None
 
 
-def read_catalog(path) -> Table:
+def read_catalog(path: PathLike) -> Table:
     """The ``/catalog`` table of a spectra file (str columns decoded)."""
     with open_spectra(path) as h5:
         if CATALOG_PATH not in h5:
@@ -213,12 +219,12 @@ def read_catalog(path) -> Table:
     return decode_catalog(Table.read(str(path), path=CATALOG_PATH))
 
 
-def read_attrs(path) -> dict:
+def read_attrs(path: PathLike) -> dict:
     with open_spectra(path) as h5:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
 
 
-def read_spectra(path, bands=None, rows=None, with_image2d: bool = False,
+def read_spectra(path: PathLike, bands: Sequence[str] | None = None, rows: np.ndarray | slice | None = None, with_image2d: bool = False,
                  with_noiseless: bool = False) -> SpectraSet:
     """Read a spectra file (or a subset of rows) into memory.
 
@@ -261,7 +267,7 @@ def read_spectra(path, bands=None, rows=None, with_image2d: bool = False,
     return SpectraSet(out, cat, attrs)
 
 
-def split_rows(path, split: str | None) -> np.ndarray:
+def split_rows(path: PathLike, split: str | None) -> np.ndarray:
     """Sorted row indices of a spectra file whose catalogue ``SPLIT`` equals ``split`` (None: all rows).
 
     Raises

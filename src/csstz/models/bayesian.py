@@ -68,7 +68,7 @@ class MaskedCoupling(nn.Module):
     log|det dz'/dz| = sum (1-m) log g. ``mask`` is a fixed 0/1 vector (buffer).
     """
 
-    def __init__(self, dim: int, hidden: int, mask: torch.Tensor):
+    def __init__(self, dim: int, hidden: int, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask.float())
         self.h = nn.Linear(dim, hidden)
@@ -93,7 +93,7 @@ class MaskedCoupling(nn.Module):
 class CouplingFlow(nn.Module):
     """K coupling layers with alternating checkerboard masks."""
 
-    def __init__(self, dim: int, n_flows: int, hidden: int):
+    def __init__(self, dim: int, n_flows: int, hidden: int) -> None:
         super().__init__()
         base = (torch.arange(dim) % 2).float()
         self.layers = nn.ModuleList(
@@ -122,7 +122,7 @@ class MNFLinear(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, n_flows: int = 2, flow_hidden: int = 50,
-                 prior_var: float = 1.0):
+                 prior_var: float = 1.0) -> None:
         super().__init__()
         if n_flows < 0 or flow_hidden <= 0 or prior_var <= 0:
             raise ConfigError("n_flows", "need n_flows >= 0, flow_hidden > 0, prior_var > 0",
@@ -194,7 +194,7 @@ class FlipoutLinear(nn.Module):
     signs: y = x mu + ((x * s_in) (sigma * eps)) * s_out + b. sigma = softplus(rho).
     """
 
-    def __init__(self, in_features: int, out_features: int, prior_var: float = 1.0):
+    def __init__(self, in_features: int, out_features: int, prior_var: float = 1.0) -> None:
         super().__init__()
         self.prior_var = float(prior_var)
         self.w_mu = nn.Parameter(torch.empty(in_features, out_features))
@@ -233,7 +233,7 @@ class MCDropoutLinear(nn.Module):
     (1 - p) / 2 * ||W||^2 (prior precision 1), so the same KL weight switch applies.
     """
 
-    def __init__(self, in_features: int, out_features: int, p: float = 0.1):
+    def __init__(self, in_features: int, out_features: int, p: float = 0.1) -> None:
         super().__init__()
         if not 0.0 < p < 1.0:
             raise ConfigError("dropout_p", "MC-dropout rate out of range", value=p, allowed="(0, 1)")

@@ -20,10 +20,20 @@
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import FileFormatError, InputError
 from ..schema import SERSIC_RANGE
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+    from typing import Any
+
+    from astropy.table import Table
+
+    from .._types import ArrayLike, PathLike
 
 DESI_REQUIRED = ("TARGETID", "TARGET_RA", "TARGET_DEC", "Z", "ZWARN", "SPECTYPE", "COEFF", "SV_PRIMARY",
                  "MASKBITS", "MORPHTYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "FLUX_IVAR_G", "FLUX_IVAR_R",
@@ -38,7 +48,7 @@ MATCH_RADIUS_ARCSEC = 1.0
 SERSIC_MIN, SERSIC_MAX = SERSIC_RANGE  # the simulator's valid range (csstz.schema)
 
 
-def _read_table(path, hdu_names=("ZCATALOG",), wanted=None):
+def _read_table(path: PathLike, hdu_names: Sequence[str] = ("ZCATALOG",), wanted: Collection[str] | None = None) -> Table:
     """The first matching binary table, with only the ``wanted`` columns that exist (memory-mapped read)."""
     from astropy.io import fits
     from astropy.table import Table
@@ -57,21 +67,21 @@ def _read_table(path, hdu_names=("ZCATALOG",), wanted=None):
         raise FileFormatError(str(path), f"not a readable FITS file ({exc})") from None
 
 
-def _require(tab, cols, path):
+def _require(tab: Table, cols: Sequence[str], path: PathLike) -> None:
     missing = [c for c in cols if c not in tab.colnames]
     if missing:
         raise InputError(missing[0], f"required column missing ({len(missing)} missing: {', '.join(missing)})",
                          path=str(path))
 
 
-def _strip(col) -> np.ndarray:
+def _strip(col: ArrayLike) -> np.ndarray:
     arr = np.asarray(col)
     if arr.dtype.kind == "S":
         arr = np.char.decode(arr, "ascii")
     return np.char.upper(np.char.strip(arr.astype(str)))
 
 
-def desi_cuts(tab) -> np.ndarray:
+def desi_cuts(tab: Table) -> np.ndarray:
     """Boolean mask of selection cut 1 (``docs/design.md``) over a DESI EDR redshift catalogue, shape (N,)."""
     keep = np.asarray(tab["SV_PRIMARY"]).astype(bool)
     keep &= np.asarray(tab["MASKBITS"]) == 0
@@ -84,7 +94,7 @@ def desi_cuts(tab) -> np.ndarray:
     return keep
 
 
-def read_desi_zcat(path):
+def read_desi_zcat(path: PathLike) -> Table:
     """DESI EDR redshift catalogue rows passing eq. 1.
 
     Returns
@@ -110,7 +120,7 @@ def read_desi_zcat(path):
                   "COEFF": np.asarray(sel["COEFF"], float).reshape(len(sel), -1)})
 
 
-def read_boss_zcat(path):
+def read_boss_zcat(path: PathLike) -> Table:
     """BOSS DR16 catalogue rows with ZWARN == 0 (and CLASS == GALAXY where given).
 
     Returns the same columns as :func:`read_desi_zcat`.
@@ -137,7 +147,7 @@ def read_boss_zcat(path):
                   "Z": np.asarray(sel["Z"], float), "COEFF": np.asarray(sel["COEFF"], float).reshape(len(sel), -1)})
 
 
-def sweep_cuts(tab) -> np.ndarray:
+def sweep_cuts(tab: Table) -> np.ndarray:
     """Boolean mask of selection cut 2 (``docs/design.md``) over an LS DR9 sweep table, shape (N,)."""
     ivar_r = "SHAPE_R_IVAR" if "SHAPE_R_IVAR" in tab.colnames else "SHAPE_IVAR_R"
     keep = np.asarray(tab["SHAPE_R"]) > 0
@@ -148,7 +158,7 @@ def sweep_cuts(tab) -> np.ndarray:
     return keep
 
 
-def read_sweeps(paths):
+def read_sweeps(paths: PathLike | Sequence[PathLike]) -> Table:
     """LS DR9 sweep rows passing eq. 2, from one or more files, concatenated.
 
     Returns
@@ -170,7 +180,7 @@ def read_sweeps(paths):
     return vstack(parts) if parts else Table()
 
 
-def ellipticity_to_shape(e1, e2):
+def ellipticity_to_shape(e1: ArrayLike, e2: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Method.md eq. 3: LS DR9 ellipticity -> axis ratio and position angle.
 
     Parameters
@@ -193,7 +203,7 @@ def ellipticity_to_shape(e1, e2):
     return ba, pa
 
 
-def match_sources(zcat, sweeps, radius_arcsec: float = MATCH_RADIUS_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+def match_sources(zcat: Table, sweeps: Table, radius_arcsec: float = MATCH_RADIUS_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
     """Nearest sweep source of each redshift-catalogue source within ``radius_arcsec``.
 
     Returns
@@ -213,7 +223,7 @@ def match_sources(zcat, sweeps, radius_arcsec: float = MATCH_RADIUS_ARCSEC) -> t
     return np.flatnonzero(ok), idx[ok]
 
 
-def load_real_sources(source: str, zcat_path, sweep_paths, seed: int = 0) -> dict:
+def load_real_sources(source: str, zcat_path: PathLike, sweep_paths: PathLike | Sequence[PathLike], seed: int = 0) -> dict:
     """Selected, matched real sources with morphology and splits, sorted by TARGETID.
 
     Parameters
@@ -259,7 +269,7 @@ def load_real_sources(source: str, zcat_path, sweep_paths, seed: int = 0) -> dic
             "SURVEY": np.full(len(tid), source.upper())}
 
 
-def fetch_sparcl_models(sparcl_ids, client=None):  # pragma: no cover - network, only on user request
+def fetch_sparcl_models(sparcl_ids: Sequence[str], client: Any = None) -> list:  # pragma: no cover - network, only on user request
     """Download Redrock model spectra from SPARCL (needs the optional ``sparclclient`` extra).
 
     Parameters

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -34,6 +35,10 @@ from ..units import C_AA_PER_S, FLAM17
 from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
 from .sdss_fit import load_coefficients, read_templates, rest_frame_projections
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
+    from ..instrument import Band, Instrument
 
 #: Faint selection limit in the CSST GI band [AB mag], tuned so that the simulated
 #: SNR distribution resembles the paper's Fig. 3 (docs/population.md).
@@ -90,8 +95,8 @@ class EmbeddedPopulation:
         Bright limit [AB mag] in GI.
     """
 
-    def __init__(self, instrument=None, mag_limit_gi: float = MAG_LIMIT_GI,
-                 mag_bright_gi: float = MAG_BRIGHT_GI):
+    def __init__(self, instrument: Instrument | None = None, mag_limit_gi: float = MAG_LIMIT_GI,
+                 mag_bright_gi: float = MAG_BRIGHT_GI) -> None:
         from astropy import units as u
         from astropy.cosmology import Planck18
 
@@ -124,7 +129,7 @@ class EmbeddedPopulation:
         self.band_tables = {b: self._band_table(instrument.band(b)) for b in self.mag_bands}
         self.wave_aa = sed_wave_aa()
 
-    def _band_table(self, band) -> np.ndarray:
+    def _band_table(self, band: Band) -> np.ndarray:
         """AB maggies of each template (unit observed coefficient) vs z, shape (Nz, 5)."""
         lo, hi = band.tp_range_aa
         wave = np.arange(lo, hi + 5.0, 5.0)
@@ -196,7 +201,7 @@ class EmbeddedPopulation:
                 "ABSMAG_R": float(absmag_r), "REST_UR": float(rest_ur), "EARLY": bool(morph["EARLY"]),
                 "SEL_FALLBACK": bool(fallback), "COEFF": (c_int / dfac).astype(np.float64)}
 
-    def rest_frame_seds(self, seed: int, targetids) -> tuple[np.ndarray, np.ndarray]:
+    def rest_frame_seds(self, seed: int, targetids: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Rest-frame SEDs of the given galaxies (torch-free; for learned template bases).
 
         Returns
@@ -217,7 +222,7 @@ class EmbeddedPopulation:
             out[i] = c_int @ self.rest_flux * (area_10pc_cm2 / 3.826e33)
         return self.rest_wave_aa.copy(), out
 
-    def draw(self, seed: int, targetids) -> PopulationChunk:
+    def draw(self, seed: int, targetids: ArrayLike) -> PopulationChunk:
         """Draw the galaxies with the given TARGETIDs.
 
         Parameters

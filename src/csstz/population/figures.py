@@ -5,6 +5,7 @@ matplotlib is imported lazily (Agg backend), so importing this module is cheap.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,8 +14,13 @@ from ..io.spectra import read_catalog
 from ..schema import SNR_TOTAL, Z_RANGE
 from .nz import CSST_Z_EDGES, csst_bin_probabilities
 
+if TYPE_CHECKING:
+    from astropy.table import Table
 
-def _groups(cat) -> list[tuple[str, np.ndarray]]:
+    from .._types import ArrayLike, PathLike
+
+
+def _groups(cat: Table) -> list[tuple[str, np.ndarray]]:
     """(label, row mask) per split (or survey) plus the total."""
     out = []
     for col in ("SPLIT", "SURVEY"):
@@ -26,7 +32,7 @@ def _groups(cat) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def plot_redshift(cat, path: Path) -> Path:
+def plot_redshift(cat: Table, path: Path) -> Path:
     """Fig. 1: redshift distribution per split/source and in total, with the CSST n(z)."""
     fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -43,7 +49,7 @@ def plot_redshift(cat, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def plot_morphology(cat, path: Path) -> Path:
+def plot_morphology(cat: Table, path: Path) -> Path:
     """Fig. 2: r_eff [arcsec], Sersic n, b/a and position angle [deg]."""
     fig = new_figure(figsize=(8, 6))
     axes = fig.subplots(2, 2)
@@ -59,12 +65,12 @@ def plot_morphology(cat, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def snr_columns(cat) -> list[str]:
+def snr_columns(cat: Table) -> list[str]:
     """The per-band SNR columns of a catalogue in file order, then SNR_TOTAL."""
     return [c for c in cat.colnames if c.startswith("SNR_") and c != SNR_TOTAL] + [SNR_TOTAL]
 
 
-def snr_modes(cat, bins=None) -> dict:
+def snr_modes(cat: Table, bins: ArrayLike | None = None) -> dict:
     """Mode of each SNR distribution: centre of the fullest bin of a log-spaced histogram."""
     bins = np.logspace(-2, 2, 41) if bins is None else bins
     out = {}
@@ -75,7 +81,7 @@ def snr_modes(cat, bins=None) -> dict:
     return out
 
 
-def plot_snr(cat, path: Path) -> Path:
+def plot_snr(cat: Table, path: Path) -> Path:
     """Fig. 3: SNR distributions in every band and in total (log axis)."""
     fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -95,7 +101,7 @@ def plot_snr(cat, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def plot_dataset_figures(dataset_path, out_dir) -> list[Path]:
+def plot_dataset_figures(dataset_path: PathLike, out_dir: PathLike) -> list[Path]:
     """Draw Figs. 1-3 of the paper for a dataset (or spectra) file.
 
     Parameters

@@ -16,11 +16,15 @@ flux. Outside the basis's rest range the nearest basis value is held constant
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import FileFormatError, InputError
 from .embedded import sed_wave_aa
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 
 @lru_cache(maxsize=4)
@@ -55,7 +59,7 @@ def read_redrock_templates(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=4)
-def _cumulative(path: str):
+def _cumulative(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     wave, basis = read_redrock_templates(path)
     # cumulative trapezoid integral of each basis vector [flux * A]
     seg = 0.5 * (basis[:, 1:] + basis[:, :-1]) * np.diff(wave)[None, :]
@@ -63,7 +67,7 @@ def _cumulative(path: str):
     return wave, basis, cum
 
 
-def redrock_sed_flam17(template_path: str, z, coeff, wave_aa: np.ndarray | None = None):
+def redrock_sed_flam17(template_path: str, z: ArrayLike, coeff: ArrayLike, wave_aa: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Observed-frame Redrock model spectra.
 
     Parameters

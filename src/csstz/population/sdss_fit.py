@@ -14,10 +14,15 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import FileFormatError
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from kcorrect.kcorrect import KcorrectSDSS
 
 #: SDSS bands, in the order of the MODELFLUX arrays.
 SDSS_BANDS = ("u", "g", "r", "i", "z")
@@ -126,7 +131,7 @@ def load_sdss_photometry(path: str | None = None) -> dict:
             "NBAND": good.sum(axis=1)}
 
 
-def make_fitter(zmax: float = 0.6, nredshift: int = 600):
+def make_fitter(zmax: float = 0.6, nredshift: int = 600) -> KcorrectSDSS:
     """kcorrect's own fitter for SDSS ugriz on the default v4 basis.
 
     Parameters
@@ -152,7 +157,7 @@ def fit_chi2(maggies_ab: np.ndarray, ivar_ab: np.ndarray, model_ab: np.ndarray) 
 
 
 @lru_cache(maxsize=2)
-def load_coefficients(path: str | None = None):
+def load_coefficients(path: str | None = None) -> Table:
     """The packaged NMF coefficients of the 10,000 SDSS galaxies.
 
     Returns

@@ -105,6 +105,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -115,6 +116,13 @@ from ..units import C_AA_PER_S, FLAM17
 from .embedded import AB_FNU_CGS, MAG_BRIGHT_GI, MAG_LIMIT_GI, SELECTION_BAND, PopulationChunk, sed_wave_aa
 from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
+
+    from .._types import ArrayLike, PathLike
+    from ..instrument import Band, Instrument
 
 #: Version of the priors below; part of the cache key (bump when a prior changes).
 PRIOR_VERSION = 6
@@ -197,7 +205,7 @@ LSUN_ERG_S = 3.826e33
 PC_CM = 3.0856775814913673e18
 
 
-def _require_bagpipes():
+def _require_bagpipes() -> ModuleType:
     """Import bagpipes or raise a one-line :class:`MissingDependencyError`."""
     try:
         import contextlib
@@ -226,24 +234,24 @@ def cache_root() -> Path:
 
 # --- priors (pure numpy, no bagpipes) ---------------------------------------------------------------
 @lru_cache(maxsize=1)
-def _age_table():
+def _age_table() -> tuple[np.ndarray, np.ndarray]:
     from astropy.cosmology import Planck18
     zg = np.linspace(0.0, 3.0, 601)
     return zg, Planck18.age(zg).value  # Gyr
 
 
-def age_of_universe_gyr(z) -> np.ndarray:
+def age_of_universe_gyr(z: ArrayLike) -> np.ndarray:
     """Age of the Universe at z [Gyr] (Planck18)."""
     zg, ag = _age_table()
     return np.interp(z, zg, ag)
 
 
-def main_sequence_log_sfr(log_mstar, t_gyr) -> np.ndarray:
+def main_sequence_log_sfr(log_mstar: ArrayLike, t_gyr: ArrayLike) -> np.ndarray:
     """log10 SFR [Msun/yr] on the star-forming main sequence (Speagle et al. 2014, eq. 28)."""
     return (MS_SLOPE0 - MS_SLOPE_T * t_gyr) * log_mstar - (MS_ZP0 - MS_ZP_T * t_gyr)
 
 
-def smf_phi(log_mstar, z, quiescent) -> np.ndarray:
+def smf_phi(log_mstar: ArrayLike, z: ArrayLike, quiescent: bool) -> np.ndarray:
     """Stellar mass function [Mpc^-3 dex^-1] of one type (see module doc)."""
     x = 10.0 ** (np.asarray(log_mstar, float) - LOG_MSTAR_SCHECHTER)
     q = np.asarray(quiescent, bool)
@@ -252,38 +260,38 @@ def smf_phi(log_mstar, z, quiescent) -> np.ndarray:
     return np.log(10.0) * phi_star * x ** (alpha + 1.0) * np.exp(-x)
 
 
-def quiescent_fraction(log_mstar, z) -> np.ndarray:
+def quiescent_fraction(log_mstar: ArrayLike, z: ArrayLike) -> np.ndarray:
     """Quiescent fraction of the mass functions at (M, z)."""
     q = smf_phi(log_mstar, z, True)
     return q / (q + smf_phi(log_mstar, z, False))
 
 
-def mzr_z_solar(log_mstar, z) -> np.ndarray:
+def mzr_z_solar(log_mstar: ArrayLike, z: ArrayLike) -> np.ndarray:
     """Metallicity Z/Z_sun of the mass-metallicity relation (Zahid et al. 2014, rescaled; module doc)."""
     logm0 = MZR_LOGM0 + MZR_LOGM0_Z * np.log10(1.0 + np.asarray(z, float))
     oh = MZR_Z0 + np.log10(1.0 - np.exp(-(10.0 ** (np.asarray(log_mstar, float) - logm0)) ** MZR_GAMMA))
     return 10.0 ** (oh + MZR_KK04_OFFSET_DEX - OH_SOLAR)
 
 
-def eta_birth_cloud(z) -> np.ndarray:
+def eta_birth_cloud(z: ArrayLike) -> np.ndarray:
     """bagpipes' eta = E(B-V)_gas / E(B-V)_star at redshift z (see F_STAR_GAS_*)."""
     f = F_STAR_GAS_Z0 + (F_STAR_GAS_HIGHZ - F_STAR_GAS_Z0) * np.minimum(np.asarray(z, float) / F_STAR_GAS_Z_HIGH, 1.0)
     return 1.0 / f
 
 
-def a_halpha_star_forming(log_mstar) -> np.ndarray:
+def a_halpha_star_forming(log_mstar: ArrayLike) -> np.ndarray:
     """Mean nebular A_Halpha [mag] of star-formers (Garn & Best 2010, within their mass range)."""
     x = np.clip(np.asarray(log_mstar, float) - 10.0, -1.5, 1.0)
     a0, a1, a2, a3 = GB10_COEFFS
     return a0 + a1 * x + a2 * x ** 2 + a3 * x ** 3
 
 
-def av_star_forming(log_mstar, z=0.0) -> np.ndarray:
+def av_star_forming(log_mstar: ArrayLike, z: ArrayLike = 0.0) -> np.ndarray:
     """Mean continuum A_V [mag] of star-formers from A_Halpha(M) (Garn & Best 2010)."""
     return a_halpha_star_forming(log_mstar) / (eta_birth_cloud(z) * K_HALPHA_CALZETTI / RV_CALZETTI)
 
 
-def delayed_tau_ssfr_per_gyr(age_gyr, tau_gyr) -> float:
+def delayed_tau_ssfr_per_gyr(age_gyr: float, tau_gyr: float) -> float:
     """Instantaneous SFR / formed mass [1/Gyr] of a delayed-tau history at age A."""
     x = age_gyr / tau_gyr
     formed = tau_gyr ** 2 * -np.expm1(-x) - tau_gyr * age_gyr * np.exp(-x)
@@ -310,7 +318,7 @@ def solve_tau_gyr(age_gyr: float, ssfr_formed_per_gyr: float) -> float:
     return float(np.exp(0.5 * (lo + hi)))
 
 
-def logm_proposal_floor(z) -> np.ndarray:
+def logm_proposal_floor(z: ArrayLike) -> np.ndarray:
     """Lower end M_lo(z) of the bank's mass proposal [log Msun] (see LOGM_LO_NODES)."""
     zn, mn = np.array(LOGM_LO_NODES).T
     return np.interp(z, zn, mn)
@@ -323,7 +331,7 @@ def rest_wave_grid_aa() -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(edges[1:] * edges[:-1]), edges
 
 
-def rebin_flux_conserving(wave, flux, edges) -> np.ndarray:
+def rebin_flux_conserving(wave: np.ndarray, flux: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Mean flux density in each bin [edges[i], edges[i+1]] of a sampled spectrum (trapezoid integral)."""
     cum = np.concatenate([[0.0], np.cumsum(0.5 * (flux[1:] + flux[:-1]) * np.diff(wave))])
     return np.diff(np.interp(edges, wave, cum)) / np.diff(edges)
@@ -399,14 +407,14 @@ def _components(p: dict, burst: bool) -> dict:
     return comp
 
 
-def _median_windows(wave, flux, windows) -> float:
+def _median_windows(wave: np.ndarray, flux: np.ndarray, windows: Sequence[tuple[float, float]]) -> float:
     m = np.zeros(wave.shape, bool)
     for lo, hi in windows:
         m |= (wave >= lo) & (wave <= hi)
     return float(np.median(flux[m]))
 
 
-def _sdss_response(band: str):
+def _sdss_response(band: str) -> tuple[np.ndarray, np.ndarray]:
     from .sdss_fit import kcorrect_dir
     path = os.path.join(kcorrect_dir(), "data", "responses", f"sdss_{band}0.dat")
     rows = []
@@ -423,7 +431,7 @@ def _sdss_response(band: str):
     return arr[:, 0], arr[:, 1]
 
 
-def _abmag_10pc(wave_aa, lum_erg_s_aa, band_wave, band_pass) -> np.ndarray:
+def _abmag_10pc(wave_aa: np.ndarray, lum_erg_s_aa: np.ndarray, band_wave: np.ndarray, band_pass: np.ndarray) -> np.ndarray:
     """Rest-frame AB magnitude at 10 pc, photon-weighted, of L_lambda (..., W)."""
     tp = np.interp(wave_aa, band_wave, band_pass, left=0.0, right=0.0)
     f = np.asarray(lum_erg_s_aa, float) / (4.0 * np.pi * (10.0 * PC_CM) ** 2)
@@ -432,7 +440,7 @@ def _abmag_10pc(wave_aa, lum_erg_s_aa, band_wave, band_pass) -> np.ndarray:
     return -2.5 * np.log10(np.maximum(num / den, 1e-300))
 
 
-def _make_member(models: dict, p: dict, bp):
+def _make_member(models: dict, p: dict, bp: ModuleType) -> tuple[np.ndarray, np.ndarray, dict]:
     """One bank member: (rest wave, L_lambda) and its derived quantities."""
     key = "burst" if p["BURST"] else "plain"
     comp = _components(p, p["BURST"])
@@ -485,7 +493,7 @@ def bank_key(seed: int, size: int) -> str:
     return f"seed{int(seed)}-K{int(size)}-v{PRIOR_VERSION}-bagpipes{BAGPIPES_VERSION}"
 
 
-def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir=None, progress: bool = False) -> Path:
+def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir: PathLike | None = None, progress: bool = False) -> Path:
     """Make (once) and return the cache directory of the bank (seed, size).
 
     Building costs ~0.1-0.2 s of bagpipes per member (K = 2000: a few minutes);
@@ -548,7 +556,7 @@ def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir=None, progress: bool
     return final
 
 
-def _rest_ur(wave, lum):
+def _rest_ur(wave: np.ndarray, lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     uw, up = _sdss_response("u")
     rw, rp = _sdss_response("r")
     mu = _abmag_10pc(wave, lum, uw, up)
@@ -557,7 +565,7 @@ def _rest_ur(wave, lum):
 
 
 @lru_cache(maxsize=4)
-def load_bank(path) -> SedBank:
+def load_bank(path: PathLike) -> SedBank:
     """Read a bank directory written by :func:`ensure_bank`."""
     p = Path(path)
     try:
@@ -590,8 +598,8 @@ class SpsPopulation:
         Overrides ``$CSSTZ_CACHE/sps``.
     """
 
-    def __init__(self, instrument=None, mag_limit_gi: float = MAG_LIMIT_GI, mag_bright_gi: float = MAG_BRIGHT_GI,
-                 bank_size: int = BANK_SIZE, cache_dir=None):
+    def __init__(self, instrument: Instrument | None = None, mag_limit_gi: float = MAG_LIMIT_GI, mag_bright_gi: float = MAG_BRIGHT_GI,
+                 bank_size: int = BANK_SIZE, cache_dir: PathLike | None = None) -> None:
         from astropy import units as u
         from astropy.cosmology import Planck18
 
@@ -627,7 +635,7 @@ class SpsPopulation:
             self._banks[seed] = (bank, {"order": order, "z_sorted": P["BANK_Z"][order], "inv_q": inv_q, **tables})
         return self._banks[seed]
 
-    def _band_table(self, bank: SedBank, band) -> np.ndarray:
+    def _band_table(self, bank: SedBank, band: Band) -> np.ndarray:
         """AB magnitude of every member at every z of the grid, shape (K, Nz).
 
         Band average of f_lambda = L(lam/(1+z)) / (4 pi d_L^2 (1+z)), written on the rest grid:
@@ -648,7 +656,7 @@ class SpsPopulation:
         num = (np.asarray(bank.lum, np.float64) * LSUN_ERG_S) @ resp
         return -2.5 * np.log10(np.maximum(num / norm, 1e-300))
 
-    def _mag_at(self, table: np.ndarray, rows, z: float) -> np.ndarray:
+    def _mag_at(self, table: np.ndarray, rows: ArrayLike, z: float) -> np.ndarray:
         x = (z - _Z_GRID_MIN) / _Z_GRID_STEP
         i = int(np.clip(np.floor(x), 0, self.z_grid.size - 2))
         t = x - i
@@ -721,7 +729,7 @@ class SpsPopulation:
         dl = float(np.interp(z, self.z_grid, self.dl_cm_grid))
         return rest_avg / (4.0 * np.pi * dl ** 2 * (1.0 + z)) / FLAM17
 
-    def draw(self, seed: int, targetids) -> PopulationChunk:
+    def draw(self, seed: int, targetids: ArrayLike) -> PopulationChunk:
         """Draw the galaxies with the given TARGETIDs (same contract as the embedded source)."""
         tids = np.asarray(targetids, np.int64)
         splits = split_of(seed, tids)
@@ -732,7 +740,7 @@ class SpsPopulation:
             flux[i] = self.sed_flam17(seed, r["BANK_INDEX"], r["LOG_MASS_SHIFT"], r["Z"])
         return PopulationChunk(cols, self.wave_aa, flux)
 
-    def rest_frame_seds(self, seed: int, targetids) -> tuple[np.ndarray, np.ndarray]:
+    def rest_frame_seds(self, seed: int, targetids: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Rest-frame SEDs of the given galaxies on the bank grid.
 
         Returns
@@ -759,7 +767,7 @@ def get_sps_population(instrument_path: str | None = None, mag_limit_gi: float =
     return SpsPopulation(load_instrument(instrument_path), mag_limit_gi=mag_limit_gi, bank_size=bank_size)
 
 
-def rest_frame_seds(seed: int, targetids, bank_size: int = BANK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def rest_frame_seds(seed: int, targetids: ArrayLike, bank_size: int = BANK_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Rest-frame SEDs (wave [A], L_lambda [L_sun/A] (N, W)) of SPS galaxies (default instrument)."""
     return get_sps_population(bank_size=bank_size).rest_frame_seds(seed, targetids)
 

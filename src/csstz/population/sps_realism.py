@@ -17,8 +17,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .._types import PathLike
 
 #: Published H-alpha EW evolution index at 10 < log M < 10.5 (Fumagalli et al. 2012).
 FUMAGALLI12_GAMMA = 1.8
@@ -31,7 +35,7 @@ UR_RED = 2.22
 MR_BINS = (-23.0, -22.0, -21.0, -20.0, -19.0, -18.0)
 
 
-def _sdss_colours():
+def _sdss_colours() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from astropy import units as u
     from astropy.cosmology import Planck18
 
@@ -46,13 +50,13 @@ def _sdss_colours():
     return z, mr, -2.5 * np.log10(fu) - mr
 
 
-def _wmedian(x, w):
+def _wmedian(x: np.ndarray, w: np.ndarray) -> float:
     o = np.argsort(x)
     c = np.cumsum(w[o])
     return float(x[o][np.searchsorted(c, 0.5 * c[-1])])
 
 
-def realism_checks(seed: int = 0, out_dir=None, bank_size: int | None = None, n_draw: int = 3000) -> dict:
+def realism_checks(seed: int = 0, out_dir: PathLike | None = None, bank_size: int | None = None, n_draw: int = 3000) -> dict:
     """Numbers (and, with ``out_dir``, figures) comparing the SPS population with real galaxies."""
     from . import sps
     bank_size = bank_size or sps.BANK_SIZE
@@ -120,7 +124,7 @@ def realism_checks(seed: int = 0, out_dir=None, bank_size: int | None = None, n_
     return out
 
 
-def _figures(out_dir, zs, mr_s, ur_s, P, mb, ew, c):
+def _figures(out_dir: Path, zs: np.ndarray, mr_s: np.ndarray, ur_s: np.ndarray, P: dict, mb: np.ndarray, ew: dict, c: dict) -> None:
     from ..io.figures import new_figure, save_png
     fig = new_figure(figsize=(9.0, 4.0))
     ax1, ax2 = fig.subplots(1, 2, sharey=True)

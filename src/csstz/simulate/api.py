@@ -15,6 +15,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -44,6 +45,13 @@ from .disperse import deposit_counts, disperse, photon_density_e_per_aa
 from .extract import optimal_extract, snr_median
 from .noise import add_noise, background_variance_e2
 from .render import Stamp, render_stamp
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from .._types import ArrayLike, PathLike
+    from ..instrument import Band
 
 
 @dataclass
@@ -175,7 +183,7 @@ def effective_lsf(stamp: Stamp, rows: slice) -> np.ndarray:
     return (p[:, None] * img).sum(axis=0) / float((p * p).sum())
 
 
-def effective_sensitivity(band, instrument: Instrument, pad: int, lsf: np.ndarray) -> np.ndarray:
+def effective_sensitivity(band: Band, instrument: Instrument, pad: int, lsf: np.ndarray) -> np.ndarray:
     """Counts per unit f_lambda [e- per 1e-17 erg/s/cm^2/A] in each image column, LSF-smoothed.
 
     The extracted counts of a smooth spectrum are f_lambda times the
@@ -190,7 +198,7 @@ def effective_sensitivity(band, instrument: Instrument, pad: int, lsf: np.ndarra
     return np.convolve(sens, lsf, mode="same")
 
 
-def _check_column(field: str, values: np.ndarray, lo=None, hi=None, lo_open=False, allowed=None):
+def _check_column(field: str, values: np.ndarray, lo: float | None = None, hi: float | None = None, lo_open: bool = False, allowed: str | None = None) -> np.ndarray:
     vals = np.asarray(values, dtype=np.float64)
     bad = ~np.isfinite(vals)
     if lo is not None:
@@ -203,8 +211,8 @@ def _check_column(field: str, values: np.ndarray, lo=None, hi=None, lo_open=Fals
     return vals
 
 
-def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg,
-                    instrument: Instrument, bands) -> tuple:
+def validate_inputs(wave_aa: ArrayLike, flux_flam17: ArrayLike, targetid: ArrayLike, shape_r_arcsec: ArrayLike, sersic: ArrayLike, ba: ArrayLike, pa_deg: ArrayLike,
+                    instrument: Instrument, bands: Sequence[str]) -> tuple:
     """Check shapes and ranges; raise :class:`InputError` naming the column and row.
 
     Returns the inputs as float64/int64 arrays.
@@ -254,10 +262,10 @@ def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
     return wave, flux, tid.astype(np.int64), cols["SHAPE_R"], cols["SERSIC"], cols["BA"], cols["PA"]
 
 
-def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg, seed: int = SimulateConfig.seed,
+def simulate_arrays(wave_aa: ArrayLike, flux_flam17: ArrayLike, targetid: ArrayLike, shape_r_arcsec: ArrayLike, sersic: ArrayLike, ba: ArrayLike, pa_deg: ArrayLike, seed: int = SimulateConfig.seed,
                     noiseless: bool = False, save_2d: bool = False, instrument: Instrument | None = None,
-                    bands: tuple[str, ...] | None = None, noise_mode: str = "summed", z=None,
-                    want_noiseless=False, crb_bands=CRB_BANDS):
+                    bands: tuple[str, ...] | None = None, noise_mode: str = "summed", z: ArrayLike | None = None,
+                    want_noiseless: bool | ArrayLike = False, crb_bands: Sequence[str] = CRB_BANDS) -> tuple[dict[str, BandSpectra], dict[str, np.ndarray]]:
     """Simulate N galaxies sharing one wavelength grid.
 
     Parameters
@@ -350,7 +358,7 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
 # ------------------------------------------------------------------------------------------------
 # Catalogue files and parallel execution
 # ------------------------------------------------------------------------------------------------
-def read_input_catalog(path) -> tuple[Table, np.ndarray, np.ndarray]:
+def read_input_catalog(path: PathLike) -> tuple[Table, np.ndarray, np.ndarray]:
     """Read a ``simulate`` input FITS file: (CATALOG table, WAVELENGTH (L,), FLUX (N, L)).
 
     Raises
@@ -381,7 +389,7 @@ def read_input_catalog(path) -> tuple[Table, np.ndarray, np.ndarray]:
     return cat, wave, flux
 
 
-def write_input_catalog(path, catalog: Table, wave_aa: np.ndarray, flux_flam17: np.ndarray) -> None:
+def write_input_catalog(path: PathLike, catalog: Table, wave_aa: np.ndarray, flux_flam17: np.ndarray) -> None:
     """Write a ``simulate`` input FITS file atomically (the inverse of :func:`read_input_catalog`)."""
     from ..io.atomic import atomic_path
 
@@ -394,7 +402,7 @@ def write_input_catalog(path, catalog: Table, wave_aa: np.ndarray, flux_flam17: 
         hdus.writeto(tmp)
 
 
-def _chunk_job(args):
+def _chunk_job(args: tuple) -> tuple[dict[str, BandSpectra], dict[str, np.ndarray]]:
     (wave, flux, tid, hlr, n_s, q, pa, seed, noiseless, save_2d, inst_text, bands, z) = args
     from ..instrument import parse_instrument
 
@@ -403,9 +411,9 @@ def _chunk_job(args):
                            instrument=inst, bands=bands, z=z)
 
 
-def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noiseless: bool = False,
+def simulate_file(catalog_path: PathLike, out_path: PathLike, seed: int = SimulateConfig.seed, noiseless: bool = False,
                   save_2d: bool = False, workers: int = ParallelConfig.workers, scheduler: str | None = None,
-                  instrument_path=None,
+                  instrument_path: PathLike | None = None,
                   bands: tuple[str, ...] | None = None, chunk: int = SimulateConfig.chunk,
                   config_yaml: str | None = None) -> Path:
     """``csstz simulate``: read a FITS catalogue, simulate, write the spectra HDF5 atomically.
@@ -429,7 +437,7 @@ def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noise
             for i in range(0, len(tid), chunk)]
     parts = parallel_list(_chunk_job, jobs, workers=workers, scheduler=scheduler)
 
-    def joined(get, empty_shape):
+    def joined(get: Callable[[Any], np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
         return np.concatenate([get(p) for p in parts]) if parts else np.empty(empty_shape, np.float32)
 
     spectra = {}

@@ -42,6 +42,7 @@ This module is torch-free.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -50,6 +51,14 @@ from scipy.special import ndtr
 
 from ..errors import InputError
 from ..instrument import Band, Instrument
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._types import ArrayLike
+
+    #: An extraction LSF: one array for every galaxy, one array per galaxy, or per galaxy a dict band -> array.
+    LsfInput: TypeAlias = np.ndarray | dict[str, np.ndarray] | Sequence[np.ndarray | dict[str, np.ndarray]]
 
 #: Default bands of the bound: GV + GI (the bands the estimators read).
 CRB_BANDS = ("GV", "GI")
@@ -111,7 +120,7 @@ def extraction_lsf(image_rows: np.ndarray, profile_y: np.ndarray, var_bkg_e2: fl
 
 
 @lru_cache(maxsize=64)
-def _band_tables(band: Band, pad: int, k: int):
+def _band_tables(band: Band, pad: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sub-bin edges [A], relative sensitivity (T lambda) at sub-bin and column centres, for a padded band."""
     disp = band.dispersion_aa_per_pix
     width = band.n_pix + 2 * pad
@@ -141,7 +150,7 @@ def _lerp_table(wave_aa: np.ndarray, at_aa: np.ndarray) -> tuple[np.ndarray, np.
     return i, t
 
 
-def _lsf_list(lsf_pix, n: int, band: str | None = None) -> list:
+def _lsf_list(lsf_pix: LsfInput, n: int, band: str | None = None) -> list:
     """One LSF array per galaxy: from one array, N arrays, or N dicts band -> array."""
     if isinstance(lsf_pix, np.ndarray) and lsf_pix.ndim == 1:
         return [lsf_pix] * n
@@ -154,7 +163,7 @@ def _lsf_list(lsf_pix, n: int, band: str | None = None) -> list:
 
 
 @lru_cache(maxsize=32)
-def _deposit_matrix(wave_bytes: bytes, band: Band, pad: int, k: int):
+def _deposit_matrix(wave_bytes: bytes, band: Band, pad: int, k: int) -> sparse.csr_matrix:
     """Sparse map from an SED sampled on a grid to sub-bin counts and their stretch derivative.
 
     Rows 0..E-1: integral of f over sub-bin j (linear interpolation of its cumulative trapezoid
@@ -189,7 +198,7 @@ def _deposit_matrix(wave_bytes: bytes, band: Band, pad: int, k: int):
     return sparse.vstack([weight @ integ, weight @ d_integ]).tocsr()
 
 
-def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pix,
+def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pix: LsfInput,
                 oversample: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Noiseless extracted spectra of N galaxies in one band and their derivatives with respect to ln(stretch).
 
@@ -288,8 +297,8 @@ def sigma_z_from_fisher(m: np.ndarray, dm_dz: np.ndarray, err: np.ndarray) -> np
     return float(sig[0]) if scalar else sig
 
 
-def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, instrument: Instrument, *,
-                    lsf_pix=None, lsf_sigma_pix=None, bands=CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> np.ndarray:
+def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z: ArrayLike, err: dict, instrument: Instrument, *,
+                    lsf_pix: LsfInput | None = None, lsf_sigma_pix: ArrayLike | None = None, bands: Sequence[str] = CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> np.ndarray:
     """``ZERR_CRB`` of N galaxies sharing one SED grid (what ``simulate_arrays`` / ``build`` have at hand).
 
     Parameters
@@ -353,7 +362,7 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
 
 def zerr_crb(wave_aa: np.ndarray, flam17: np.ndarray, z: float, err: dict, instrument: Instrument,
              lsf_sigma_pix: float | None = None, lsf_pix: np.ndarray | None = None,
-             bands=CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> float:
+             bands: Sequence[str] = CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> float:
     """Cramer-Rao bound on z of one galaxy (fast forward model; see :func:`zerr_crb_arrays`).
 
     Parameters
@@ -392,7 +401,7 @@ def zerr_crb(wave_aa: np.ndarray, flam17: np.ndarray, z: float, err: dict, instr
 # ------------------------------------------------------------------------------------------------
 def zerr_crb_simulator(wave_aa: np.ndarray, flam17: np.ndarray, z: float, shape_r_arcsec: float, sersic: float,
                        ba: float, pa_deg: float, instrument: Instrument, err: dict | None = None,
-                       bands=CRB_BANDS, dlns: float = 3e-4) -> float:
+                       bands: Sequence[str] = CRB_BANDS, dlns: float = 3e-4) -> float:
     """Cramer-Rao bound with dm/dz from central finite differences through ``simulate_source``.
 
     Three noiseless simulations (SED stretched by exp(-dlns), 1, exp(+dlns)) sharing one rendered

@@ -112,7 +112,7 @@ def _cumtrapz_w(y: np.ndarray, half_dw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _interp_at(cum: np.ndarray, plan) -> np.ndarray:
+def _interp_at(cum: np.ndarray, plan: _DepositPlan) -> np.ndarray:
     lo = cum.take(plan.j)
     hi = cum.take(plan.j1)
     hi -= lo

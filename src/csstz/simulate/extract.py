@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def optimal_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float, n_iter: int = 2):
+def optimal_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float, n_iter: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Horne optimal extraction of every column.
 
     Parameters

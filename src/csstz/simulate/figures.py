@@ -6,6 +6,7 @@ the simulator never pulls a plotting stack.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,8 +15,11 @@ from ..instrument import Instrument, load_instrument
 from ..io.figures import new_figure, save_png
 from .api import read_input_catalog, simulate_source, validate_inputs
 
+if TYPE_CHECKING:
+    from .._types import ArrayLike, PathLike
 
-def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") -> Path:
+
+def plot_2d_images(images: dict, instrument: Instrument, path: PathLike, title: str = "") -> Path:
     """Fig. 4: the first-order 2D image of each band.
 
     Parameters
@@ -39,7 +43,7 @@ def plot_2d_images(images: dict, instrument: Instrument, path, title: str = "") 
     return save_png(fig, path)
 
 
-def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path, title: str = "") -> Path:
+def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path: PathLike, title: str = "") -> Path:
     """Fig. 5: extracted 1D spectra with errors, the input SED over them.
 
     Parameters
@@ -69,7 +73,7 @@ def plot_1d_spectra(spectra: dict, wave_aa: np.ndarray, flam17: np.ndarray, path
     return save_png(fig, path)
 
 
-def plot_source(wave_aa, flam17, shape_r_arcsec, sersic, ba, pa_deg, out_dir, targetid: int = 0, seed: int = 0,
+def plot_source(wave_aa: ArrayLike, flam17: ArrayLike, shape_r_arcsec: float, sersic: float, ba: float, pa_deg: float, out_dir: PathLike, targetid: int = 0, seed: int = 0,
                 z: float | None = None, instrument: Instrument | None = None) -> list[Path]:
     """Simulate one source with noise and draw Fig. 4 and Fig. 5 for it.
 
@@ -93,7 +97,7 @@ def plot_source(wave_aa, flam17, shape_r_arcsec, sersic, ba, pa_deg, out_dir, ta
     return [p4, p5]
 
 
-def plot_source_from_catalog(catalog_path, targetid: int, out_dir, seed: int = 0, instrument_path=None) -> list[Path]:
+def plot_source_from_catalog(catalog_path: PathLike, targetid: int, out_dir: PathLike, seed: int = 0, instrument_path: PathLike | None = None) -> list[Path]:
     """``csstz plot-spectrum``: Fig. 4 and 5 for the row of ``targetid`` in a simulate-input catalogue.
 
     Raises

@@ -80,19 +80,19 @@ def round_sersic_n(n: float, step: float) -> float:
 
 
 @lru_cache(maxsize=8)
-def _psf(fwhm_arcsec: float):
+def _psf(fwhm_arcsec: float) -> galsim.Gaussian:
     return galsim.Gaussian(fwhm=fwhm_arcsec, gsparams=_GSPARAMS)
 
 
 @lru_cache(maxsize=256)
-def _unit_sersic(n: float, trunc_hlr: float):
+def _unit_sersic(n: float, trunc_hlr: float) -> galsim.Sersic:
     """Sersic of half-light radius 1 arcsec truncated at ``trunc_hlr``, flux 1 (cached per n)."""
     prof = galsim.Sersic(n=n, half_light_radius=1.0, trunc=trunc_hlr, flux=1.0, gsparams=_GSPARAMS)
     prof.maxk, prof.stepk  # computed once here, inherited (scaled) by every dilation
     return prof
 
 
-def _galaxy(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument):
+def _galaxy(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument) -> galsim.GSObject:
     """The sheared, flux-1 Sersic galaxy before the PSF (hlr_arcsec > 0); see :func:`galaxy_profile`."""
     n = round_sersic_n(sersic_n, instrument.sersic_n_step)
     # a unit-radius profile cached per n, dilated: GalSim then reuses its maxk/stepk instead of
@@ -106,7 +106,7 @@ def _galaxy(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instru
     return gal
 
 
-def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument):
+def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument) -> galsim.GSObject:
     """GalSim object of the PSF-convolved galaxy, flux 1.
 
     Parameters
@@ -129,7 +129,7 @@ def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float,
 
 
 @lru_cache(maxsize=8)
-def _pixel(scale_arcsec: float):
+def _pixel(scale_arcsec: float) -> galsim.Pixel:
     return galsim.Pixel(scale_arcsec, gsparams=_GSPARAMS)
 
 
@@ -143,7 +143,7 @@ _WRAP_MARGIN_SIGMA = 8.0
 _BAND_LIMIT = 1e-5
 
 
-def _k_bounds(n_fft: int):
+def _k_bounds(n_fft: int) -> galsim.BoundsI:
     return galsim.BoundsI(0, n_fft // 2, -(n_fft // 2), n_fft // 2)
 
 

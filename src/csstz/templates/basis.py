@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -22,6 +23,9 @@ from scipy import sparse
 from ..errors import FileFormatError, InputError
 from ..instrument import Instrument
 from ..schema import SERSIC_RANGE
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 #: Package and path of the kcorrect NMF template basis (Blanton & Roweis 2007, AJ 133, 734).
 TEMPLATE_PACKAGE = "kcorrect"
@@ -79,7 +83,7 @@ def lsf_sigma_aa(instrument: Instrument, band: str) -> float:
     return instrument.psf_sigma_pix * instrument.band(band).dispersion_aa_per_pix
 
 
-def _norm_cdf(x):
+def _norm_cdf(x: ArrayLike) -> np.ndarray:
     from scipy.special import ndtr
     return ndtr(x)
 
@@ -150,7 +154,7 @@ def sersic_width_factor_table(truncation_hlr: float = 5.0) -> tuple[np.ndarray, 
     return n_grid, np.array(out)
 
 
-def galaxy_lsf_sigma_pix(instrument: Instrument, shape_r_arcsec, sersic, ba, pa_deg) -> np.ndarray:
+def galaxy_lsf_sigma_pix(instrument: Instrument, shape_r_arcsec: ArrayLike, sersic: ArrayLike, ba: ArrayLike, pa_deg: ArrayLike) -> np.ndarray:
     """Gaussian-equivalent line-spread sigma of extended galaxies [pixels].
 
     sigma^2 = sigma_PSF^2 + (r_e * p * k(n) / pixel scale)^2, with r_e = SHAPE_R (half-light

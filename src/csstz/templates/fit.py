@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.table import Table
@@ -89,6 +90,15 @@ from .basis import galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolutio
 from .nnls import chol_solve, nnls_enumerate, ridge
 from .pdf import central_interval, from_chi2, from_loglike, mass_away_from_mode
 from .pdf import mode as pdf_mode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from rich.progress import Progress
+
+    from .._types import ArrayLike, PathLike
+    from .learned import TemplateBasis
 
 #: Default grid step in ln(1+z): ~1/2 of a GV/GI pixel (6/5000 ~ 9.7/8300 ~ 1.2e-3 in ln(lambda)),
 #: so that the parabolic refinement reaches ~1e-5 (1+z) on noiseless spectra (tests: < 1e-4).
@@ -109,7 +119,7 @@ ZWARN_FEW_PIXELS = ZWARN.LITTLE_COVERAGE
 GALAXY_BLOCK = 32
 
 
-def check_flux_err(flux, err, n_pix: int) -> tuple[np.ndarray, np.ndarray]:
+def check_flux_err(flux: ArrayLike, err: ArrayLike, n_pix: int) -> tuple[np.ndarray, np.ndarray]:
     """Flux and err as float64 (N, n_pix), checked: err > 0 where finite, flux finite where err is.
 
     Raises
@@ -159,7 +169,7 @@ class TemplateModel:
     """
 
     def __init__(self, wave_by_band: dict, lsf_sigma_by_band: dict, zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1],
-                 dlnz: float | None = None, template_path: str | None = None):
+                 dlnz: float | None = None, template_path: str | None = None) -> None:
         dlnz = DEFAULT_DLNZ if dlnz is None else dlnz
         for name, val, lo in (("zmin", zmin, 0.0), ("zmax", zmax, 0.0), ("dlnz", dlnz, 0.0)):
             if not (isinstance(val, (int, float)) and math.isfinite(val)) or val < lo or (name != "zmin" and val <= 0):
@@ -197,7 +207,7 @@ class TemplateModel:
         self._pair_prod = (self.models[:, ki, :] * self.models[:, mi, :]).reshape(-1, self.n_pix)
         self._models_flat = self.models.reshape(-1, self.n_pix)
 
-    def render(self, z) -> np.ndarray:
+    def render(self, z: ArrayLike) -> np.ndarray:
         """The templates at redshifts ``z`` on the pixel grids.
 
         Observed f_lambda(lambda) = T(lambda / (1 + z)) / (1 + z), convolved with
@@ -229,7 +239,7 @@ class TemplateModel:
         return out
 
     # --- fitting ---------------------------------------------------------------------------
-    def fit(self, flux: np.ndarray, err: np.ndarray, progress=None) -> dict:
+    def fit(self, flux: np.ndarray, err: np.ndarray, progress: Callable[[int], Any] | None = None) -> dict:
         """Fit spectra on the concatenated pixels of :attr:`bands`.
 
         Parameters
@@ -281,7 +291,7 @@ class TemplateModel:
                                   np.repeat(fwf, nz))
         return chi2.reshape(-1, nz)
 
-    def _normal_equations(self, f, wgt):
+    def _normal_equations(self, f: np.ndarray, wgt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A (G, Nz, K, K), b (G, Nz, K), f^T W f (G,) for a block of G spectra."""
         G, K, nz = f.shape[0], self.n_templates, self.z.size
         b = ((wgt * f) @ self._models_flat.T).reshape(G, nz, K)
@@ -293,7 +303,7 @@ class TemplateModel:
         fwf = np.einsum("gp,gp,gp->g", wgt, f, f)
         return A, b, fwf
 
-    def _fit_block(self, f, wgt, out, sl):
+    def _fit_block(self, f: np.ndarray, wgt: np.ndarray, out: dict[str, np.ndarray], sl: slice) -> None:
         G, K, nz = f.shape[0], self.n_templates, self.z.size
         npix = out["npix"][sl]
         A, b, fwf = self._normal_equations(f, wgt)
@@ -368,7 +378,7 @@ class TemplateModel:
 
 
 # --- public entry points -----------------------------------------------------------------------
-def _instrument_for(spectra: SpectraSet, instrument) -> Instrument:
+def _instrument_for(spectra: SpectraSet, instrument: Instrument | PathLike | None) -> Instrument:
     if isinstance(instrument, Instrument):
         return instrument
     if instrument is not None:
@@ -378,12 +388,12 @@ def _instrument_for(spectra: SpectraSet, instrument) -> Instrument:
 
 
 @lru_cache(maxsize=2)
-def _cached_model(bands, waves, sigmas, zmin, zmax, dlnz, template_path=None) -> TemplateModel:
+def _cached_model(bands: tuple[str, ...], waves: tuple[bytes, ...], sigmas: tuple[float, ...], zmin: float, zmax: float, dlnz: float | None, template_path: str | None = None) -> TemplateModel:
     return TemplateModel({b: np.frombuffer(w) for b, w in zip(bands, waves)}, dict(zip(bands, sigmas)),
                          zmin=zmin, zmax=zmax, dlnz=dlnz, template_path=template_path)
 
 
-def _model_key(wave_by_band: dict, sigma_by_band: dict, zmin, zmax, dlnz, template_path=None) -> tuple:
+def _model_key(wave_by_band: dict, sigma_by_band: dict, zmin: float, zmax: float, dlnz: float | None, template_path: str | None = None) -> tuple:
     bands = tuple(wave_by_band)
     return (bands, tuple(np.asarray(wave_by_band[b], np.float64).tobytes() for b in bands),
             tuple(float(sigma_by_band[b]) for b in bands), float(zmin), float(zmax),
@@ -425,7 +435,7 @@ XCORR_PHASES = (1, 2, 4, 8)
 XCORR_DEFAULT_PHASES = 2
 
 
-def resolve_basis(spec):
+def resolve_basis(spec: str) -> tuple[str, TemplateBasis | None, str | None]:
     """What ``--basis spec`` fits with: ``(kind, basis, template_path)``.
 
     Parameters
@@ -506,7 +516,7 @@ def _multimodal(pz: np.ndarray, grid: np.ndarray, z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fit_basis(spectra: SpectraSet, basis, bands, flux, err, zmin, zmax, dlnz, inst: Instrument, lsf: str,
+def _fit_basis(spectra: SpectraSet, basis: TemplateBasis, bands: Sequence[str], flux: np.ndarray, err: np.ndarray, zmin: float, zmax: float, dlnz: float | None, inst: Instrument, lsf: str,
                threads: int) -> tuple[Table, np.ndarray, np.ndarray, float, str]:
     """The learned-basis fit: log L(z) by FFT cross-correlation (marginal likelihood with the basis's
     coefficient prior, or plain least squares for a basis without one), p(z) proportional to L (flat
@@ -575,9 +585,9 @@ def _fit_basis(spectra: SpectraSet, basis, bands, flux, err, zmin, zmax, dlnz, i
 
 
 def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmin: float = Z_RANGE[0],
-                  zmax: float = Z_RANGE[1], dlnz: float | None = None, instrument=None,
+                  zmax: float = Z_RANGE[1], dlnz: float | None = None, instrument: Instrument | PathLike | None = None,
                   workers: int = ParallelConfig.workers, progress: bool = False, lsf: str = LSF_MODELS[0],
-                  scheduler: str | None = None, basis="kcorrect") -> Table:
+                  scheduler: str | None = None, basis: str | TemplateBasis = "kcorrect") -> Table:
     """Template-fitting redshifts of every spectrum in ``spectra``.
 
     Parameters
@@ -712,7 +722,7 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
     return tab
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int) -> tuple[Progress, Callable[[int], None]]:
     from rich.progress import Progress
     bar = Progress(transient=False)
     bar.start()
@@ -720,7 +730,7 @@ def _progress_bar(total: int):
     return bar, (lambda k: bar.advance(task, k))
 
 
-def _run_fit(key, flux, err, workers, advance, scheduler: str | None = None) -> dict:
+def _run_fit(key: tuple, flux: np.ndarray, err: np.ndarray, workers: int, advance: Callable[[int], Any] | None, scheduler: str | None = None) -> dict:
     """Fit with the model of ``key`` in-process, in ``workers`` processes or on a Dask ``scheduler``."""
     n = flux.shape[0]
     model = _cached_model(*key)  # validates the options and renders the grid once, here
@@ -740,7 +750,7 @@ def _run_fit(key, flux, err, workers, advance, scheduler: str | None = None) -> 
 HEADER_KEYS = ("METHOD", "TPLFILE", "BASIS", "NBASIS", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")
 
 
-def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: tuple[str, ...] | None = None,
+def fit_templates_file(spectra_path: PathLike, out_path: PathLike, split: str | None = None, bands: tuple[str, ...] | None = None,
                        zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1], dlnz: float | None = None,
                        workers: int = ParallelConfig.workers, scheduler: str | None = None, progress: bool = True,
                        lsf: str = LSF_MODELS[0], config: dict | None = None, basis: str = "kcorrect") -> Table:

@@ -9,8 +9,8 @@ rest-frame SED of each *training* galaxy is therefore rebuilt exactly from its c
 principal components (PCA: mean SED + K-1 components, ``method="pca"``) or a non-negative
 factorisation (``method="nmf"``, scikit-learn), and fits a Gaussian (or a Gaussian mixture) to the
 least-squares coefficients of the normalised SEDs: the *prior* ``sum_g w_g N(mu_g, C_g)`` used by
-:mod:`csstz.templates.xcorr` for the shape of a galaxy whose amplitude is free. :func:`choose_n_components` picks K on held-out
-(validation) SEDs.
+:mod:`csstz.templates.xcorr` for the shape of a galaxy whose amplitude is free. :func:`choose_n_components`
+picks K on held-out (validation) SEDs.
 
 Basis file (HDF5, :func:`save_basis` / :func:`read_basis`)::
 
@@ -31,12 +31,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._types import ArrayLike, PathLike
 
 #: File format tag and version of a basis file (the file carries its own version, not the package's).
 BASIS_FORMAT = "csstz-template-basis"
@@ -89,7 +95,7 @@ class TemplateBasis:
     def has_prior(self) -> bool:
         return self.prior_mean is not None and self.prior_cov is not None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.prior_mean is not None:
             self.prior_mean = np.atleast_2d(np.asarray(self.prior_mean, np.float64))
             cov = np.asarray(self.prior_cov, np.float64)
@@ -117,7 +123,7 @@ def normalise_seds(seds: np.ndarray) -> np.ndarray:
     return s / m[:, None]
 
 
-def embedded_rest_seds(dataset, split: str = "train", wave_aa: np.ndarray | None = None,
+def embedded_rest_seds(dataset: PathLike, split: str = "train", wave_aa: np.ndarray | None = None,
                        max_rows: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Normalised noiseless rest-frame SEDs of one split of an embedded-population dataset.
 
@@ -208,7 +214,7 @@ def reconstruction_rel_rms(templates: np.ndarray, seds: np.ndarray) -> np.ndarra
     return np.sqrt((res ** 2).mean(axis=1) / (seds ** 2).mean(axis=1))
 
 
-def fit_coefficient_prior(coef: np.ndarray, n_mixture: int = 1, seed: int = 0):
+def fit_coefficient_prior(coef: np.ndarray, n_mixture: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian (n_mixture = 1) or Gaussian-mixture prior of normalised-SED coefficients (N, K).
 
     Returns
@@ -224,7 +230,7 @@ def fit_coefficient_prior(coef: np.ndarray, n_mixture: int = 1, seed: int = 0):
     return gm.weights_, gm.means_, gm.covariances_
 
 
-def learn_basis(wave_aa, seds, n_components: int, method: str = "pca", seed: int = 0,
+def learn_basis(wave_aa: ArrayLike, seds: ArrayLike, n_components: int, method: str = "pca", seed: int = 0,
                 provenance: dict | None = None, n_mixture: int = 1) -> TemplateBasis:
     """Learn a K-template basis and the Gaussian prior of the normalised SEDs' coefficients.
 
@@ -272,7 +278,7 @@ def learn_basis(wave_aa, seds, n_components: int, method: str = "pca", seed: int
                          name=f"learned-{method}-K{int(n_components)}-G{int(n_mixture)}", provenance=prov)
 
 
-def choose_n_components(wave_aa, seds_train, seds_val, candidates=K_CANDIDATES, method: str = "pca",
+def choose_n_components(wave_aa: ArrayLike, seds_train: ArrayLike, seds_val: ArrayLike, candidates: Sequence[int] = K_CANDIDATES, method: str = "pca",
                         tol: float = K_TOL_REL_RMS) -> tuple[int, list[dict]]:
     """Smallest K whose median relative reconstruction rms on the *validation* SEDs is below ``tol``.
 
@@ -298,7 +304,7 @@ def choose_n_components(wave_aa, seds_train, seds_val, candidates=K_CANDIDATES, 
     return (chosen if chosen is not None else int(candidates[-1])), table
 
 
-def build_learned_basis(dataset, n_components: int | None = None, method: str = "pca",
+def build_learned_basis(dataset: PathLike, n_components: int | None = None, method: str = "pca",
                         max_rows: int | None = None, n_mixture: int = 1) -> tuple[TemplateBasis, list[dict]]:
     """Learn a basis from ``dataset``'s training split; K chosen on its validation split when not given."""
     wave, s_train, info = embedded_rest_seds(dataset, "train", max_rows=max_rows)
@@ -313,7 +319,7 @@ def build_learned_basis(dataset, n_components: int | None = None, method: str = 
 
 
 # --- file round trip ---------------------------------------------------------------------------------
-def save_basis(basis: TemplateBasis, path) -> None:
+def save_basis(basis: TemplateBasis, path: PathLike) -> None:
     """Write a basis file (HDF5, atomically; layout in the module docstring)."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
@@ -332,7 +338,7 @@ def save_basis(basis: TemplateBasis, path) -> None:
             h5.attrs["provenance"] = json.dumps(basis.provenance)
 
 
-def read_basis(path) -> TemplateBasis:
+def read_basis(path: PathLike) -> TemplateBasis:
     """Read a basis file written by :func:`save_basis`.
 
     Raises

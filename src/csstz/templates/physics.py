@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -31,6 +32,12 @@ from ..simulate.extract import snr_median
 from .learned import TemplateBasis, read_basis, save_basis
 from .xcorr import LSF_MAX_BINS, XcorrModel, loglike_curves, lsf_bins
 
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from .._types import PathLike
+    from ..instrument import Instrument
+
 #: Scale of the compressed least-squares curve, in units of ln L (project choice: ~ the depth of a
 #: well-constrained minimum at SNR ~ 1 per pixel).
 LS_CURVE_SCALE = 20.0
@@ -38,7 +45,7 @@ LS_CURVE_SCALE = 20.0
 N_SCALARS = 3
 
 
-def rest_seds_of_split(dataset, split: str, max_rows: int | None = None, seed: int = 0,
+def rest_seds_of_split(dataset: PathLike, split: str, max_rows: int | None = None, seed: int = 0,
                        wave_aa: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Noiseless rest-frame SEDs of one split of a ``csstz build`` dataset, any synthetic source.
 
@@ -108,7 +115,7 @@ def rest_seds_of_split(dataset, split: str, max_rows: int | None = None, seed: i
     return wave, out, {"dataset": str(dataset), "split": split, "n": int(rows.size)}
 
 
-def learn_physics_basis(dataset, n_components: int | None = None, max_rows: int = 4000,
+def learn_physics_basis(dataset: PathLike, n_components: int | None = None, max_rows: int = 4000,
                         seed: int = 0) -> TemplateBasis:
     """A PCA basis with its coefficient prior from the training split; K chosen on validation SEDs."""
     from .learned import choose_n_components, learn_basis
@@ -163,7 +170,7 @@ class PhysicsCurves:
         self.grid_lnz = self.model.lnz.copy()
 
     # --- inputs ----------------------------------------------------------------------------------------
-    def lsf_index(self, catalog, instrument) -> np.ndarray | None:
+    def lsf_index(self, catalog: Table, instrument: Instrument) -> np.ndarray | None:
         """LSF template set of each catalogue row (None: all the point-source set)."""
         if self.lsf == "point":
             return None
@@ -172,7 +179,7 @@ class PhysicsCurves:
                                    np.asarray(catalog["BA"]), np.asarray(catalog["PA"]))
         return np.minimum(lsf_bins(sig, self.psf_sigma_pix)[0], LSF_MAX_BINS - 1)
 
-    def curves(self, flux_by_band: dict, err_by_band: dict, lsf_index=None) -> tuple[np.ndarray, np.ndarray]:
+    def curves(self, flux_by_band: dict, err_by_band: dict, lsf_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Curves and scalars of N spectra.
 
         Parameters
@@ -214,7 +221,7 @@ class PhysicsCurves:
         return -2.0 * np.asarray(best_loglike_ls, np.float64) / dof
 
     # --- file --------------------------------------------------------------------------------------------
-    def save(self, path) -> Path:
+    def save(self, path: PathLike) -> Path:
         """Write the basis and the grid settings to one HDF5 file (atomically)."""
         path = Path(path)
         with atomic_path(path) as tmp:
@@ -228,7 +235,7 @@ class PhysicsCurves:
         return path
 
     @classmethod
-    def load(cls, path, threads: int = 2) -> "PhysicsCurves":
+    def load(cls, path: PathLike, threads: int = 2) -> "PhysicsCurves":
         """Read a file written by :meth:`save`.
 
         Raises

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft as sfft
@@ -54,6 +55,16 @@ from scipy import sparse
 
 from ..errors import InputError
 from .learned import TemplateBasis
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from astropy.table import Table
+    from numpy.typing import DTypeLike
+
+    from .._types import PathLike
+    from ..instrument import Instrument
+    from ..io.spectra import SpectraSet
 
 #: Common grid step in ln(lambda): GV 6.0 A/px at 5200 A = 1.154e-3, GI 9.676 A/px at 8345 A = 1.159e-3
 #: (instrument file); one grid pixel per native pixel at the band centres.
@@ -114,7 +125,7 @@ def resampling_matrix(wave_aa: np.ndarray, grid_ln: np.ndarray) -> sparse.csr_ma
     return sparse.csr_matrix((vals, (rows, cols)), shape=(e.size - 1, grid_ln.size))
 
 
-def resample(flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float = MIN_COVER):
+def resample(flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float = MIN_COVER) -> tuple[np.ndarray, np.ndarray]:
     """Flux (N, L) and inverse-variance weights (N, L) on the common grid (weights 0 where no data).
 
     Each band is resampled separately (:func:`resampling_matrix`); where bands overlap the estimates are
@@ -144,7 +155,7 @@ def resample(flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float
 
 
 # --- batched small Cholesky ----------------------------------------------------------------------------------
-def _chol_solve_logdet(A: np.ndarray, b: np.ndarray):
+def _chol_solve_logdet(A: list[list[np.ndarray]], b: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """Solve A x = b for nested lists A[j][k], b[k] of equally shaped arrays; return x (list) and log det A."""
     K = len(b)
     L = [[None] * K for _ in range(K)]
@@ -176,7 +187,7 @@ def _box(width: float) -> np.ndarray:
     return k / k.sum()
 
 
-def _chol_forward(A, b, eps):
+def _chol_forward(A: list[list[np.ndarray]], b: list[np.ndarray], eps: np.ndarray | float) -> list[np.ndarray]:
     """y = L^-1 b with A + eps I = L L^T (nested lists of equally shaped arrays); NaN where not SPD."""
     K = len(b)
     L = [[None] * K for _ in range(K)]
@@ -231,9 +242,9 @@ class XcorrModel:
     lnz : (J,)      ln(1+z) grid, increasing;  z : (J,)
     """
 
-    def __init__(self, basis: TemplateBasis, wave_by_band: dict, lsf_sigma_pix=(1.72,), zmin: float = 0.0,
-                 zmax: float = 1.6, dlnlam: float = DEFAULT_DLNLAM, n_phase: int = 1, dtype=np.float64,
-                 occam: bool = True, dtype_m=None):
+    def __init__(self, basis: TemplateBasis, wave_by_band: dict, lsf_sigma_pix: Sequence[float] = (1.72,), zmin: float = 0.0,
+                 zmax: float = 1.6, dlnlam: float = DEFAULT_DLNLAM, n_phase: int = 1, dtype: DTypeLike = np.float64,
+                 occam: bool = True, dtype_m: DTypeLike | None = None) -> None:
         if not (0 <= zmin < zmax) or not (math.isfinite(zmax)):
             raise InputError("zmax", "need 0 <= zmin < zmax", value=(zmin, zmax))
         if not (1e-5 <= dlnlam <= 0.01):
@@ -316,7 +327,7 @@ class XcorrModel:
         return sfft.irfft(TF, n=self.n_fft, axis=1)[:, :self.n_rest]
 
     # --- input ------------------------------------------------------------------------------------------
-    def prepare_spectra(self, flux_by_band: dict, err_by_band: dict):
+    def prepare_spectra(self, flux_by_band: dict, err_by_band: dict) -> tuple[np.ndarray, np.ndarray]:
         """Flux and weights on the common grid, (N, L) each (see :func:`resample`)."""
         for b in self.bands:
             if b not in flux_by_band or b not in err_by_band:
@@ -328,27 +339,27 @@ class XcorrModel:
         return resample(flux_by_band, err_by_band, self.mats)
 
     # --- the normal equations at all shifts -------------------------------------------------------------
-    def _phase_equations(self, G1, G0, ker, ph):
+    def _phase_equations(self, G1: np.ndarray, G0: np.ndarray, ker: _Kernel, ph: int) -> tuple[np.ndarray, np.ndarray]:
         """b (K, N, ns) and the pair products of M (npair, N, ns) of one template phase (descending lnz)."""
         ns = self.n_shift
         bb = sfft.irfft(G1[:, None, :] * ker.TF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
         mm = sfft.irfft(G0[:, None, :] * ker.QF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
         return bb.transpose(1, 0, 2), mm.transpose(1, 0, 2)
 
-    def _spectra_ffts(self, f, w):
+    def _spectra_ffts(self, f: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         wf = (w * f).astype(self.dtype)
         G1 = np.conj(sfft.rfft(wf, n=self.n_fft, axis=1))
         G0 = np.conj(sfft.rfft(w.astype(self.dtype_m), n=self.n_fft, axis=1))
         fwf = np.einsum("np,np,np->n", w, f, f)
         return G1, G0, fwf
 
-    def _to_grid(self, x):
+    def _to_grid(self, x: np.ndarray) -> np.ndarray:
         """(P, N, ns, ...) per-phase arrays in descending lnz -> (N, J, ...) on the increasing grid."""
         x = np.moveaxis(x, 0, 2)                                   # (N, ns, P, ...)
         x = x.reshape((x.shape[0], self.n_shift * self.n_phase) + x.shape[3:])
         return x[:, self._keep][:, ::-1]
 
-    def normal_equations(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0):
+    def normal_equations(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """b (N, J, K), M (N, J, K, K) and f.W.f (N,) on the increasing z grid :attr:`lnz` (float64)."""
         G1, G0, fwf = self._spectra_ffts(f, w)
         bs, Ms = [], []
@@ -362,7 +373,7 @@ class XcorrModel:
             Ms.append(M)
         return self._to_grid(np.stack(bs)), self._to_grid(np.stack(Ms)), fwf
 
-    def _solve_phase(self, bb, mm, fwf, mode):
+    def _solve_phase(self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
         """log L (N, ns) and coefficients (K, N, ns) of one phase from its normal equations."""
         K = self.K
         mm = mm.astype(np.float64)
@@ -392,7 +403,7 @@ class XcorrModel:
                 best_ll = np.maximum(ll, best_ll)
         return tot, best_a
 
-    def _ls_coeff(self, bb, mm, fwf):
+    def _ls_coeff(self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         K = self.K
         mm = mm.astype(np.float64)
         bt = [x for x in bb.astype(np.float64)]
@@ -404,7 +415,7 @@ class XcorrModel:
         a = [np.nan_to_num(x) for x in a]
         return -0.5 * (fwf[:, None] - sum(bt[k] * a[k] for k in range(K))), np.stack(a)
 
-    def _prior_solve(self, A, bt, fw, amp0, mu, Pm, logdet_prec):
+    def _prior_solve(self, A: list[list[np.ndarray]], bt: list[np.ndarray], fw: np.ndarray, amp0: np.ndarray, mu: np.ndarray, Pm: np.ndarray, logdet_prec: float) -> tuple[np.ndarray, np.ndarray]:
         K = self.K
         nv = self.norm
         amp_max = np.max(np.abs(amp0), axis=1, keepdims=True)
@@ -426,7 +437,7 @@ class XcorrModel:
             logl = logl - 0.5 * logdet_h + 0.5 * logdet_prec - K * np.log(amp_use)
         return np.where(np.isfinite(logl), logl, -np.inf), np.stack(a)
 
-    def loglike(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff=False):
+    def loglike(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """log L(z) (N, J) on :attr:`z`, and the coefficients at each z (N, J, K) (None for "ls" unless
         ``with_coeff``: the least-squares chi2 needs only the forward substitution).
 
@@ -461,14 +472,14 @@ class XcorrModel:
 
 
 # --- drivers -------------------------------------------------------------------------------------------------
-def lsf_bins(sigma_pix: np.ndarray, psf_sigma_pix: float):
+def lsf_bins(sigma_pix: np.ndarray, psf_sigma_pix: float) -> tuple[np.ndarray, np.ndarray]:
     """Bin index of each galaxy's LSF sigma and the bins' centre sigmas [pixels] (ratio LSF_BIN_RATIO)."""
     k = np.clip(np.floor(np.log(np.maximum(sigma_pix, psf_sigma_pix) / psf_sigma_pix)
                          / math.log(LSF_BIN_RATIO)).astype(int), 0, LSF_MAX_BINS - 1)
     return k, psf_sigma_pix * LSF_BIN_RATIO ** (np.arange(LSF_MAX_BINS) + 0.5)
 
 
-def loglike_curves(model: XcorrModel, flux_by_band: dict, err_by_band: dict, lsf_index=None, mode: str = "ls",
+def loglike_curves(model: XcorrModel, flux_by_band: dict, err_by_band: dict, lsf_index: np.ndarray | None = None, mode: str = "ls",
                    threads: int = 2, block: int = BLOCK) -> np.ndarray:
     """log L(z) of N spectra, (N, J) float32, blocks of ``block`` run on ``threads`` threads.
 
@@ -484,7 +495,7 @@ def loglike_curves(model: XcorrModel, flux_by_band: dict, err_by_band: dict, lsf
         for s in range(0, rows.size, block):
             jobs.append((int(k), rows[s:s + block]))
 
-    def run(job):
+    def run(job: tuple[int, np.ndarray]) -> None:
         k, rows = job
         out[rows] = model.loglike(f[rows], w[rows], k, mode)[0]
 
@@ -532,7 +543,7 @@ def archetype_loglike(model: XcorrModel, f: np.ndarray, w: np.ndarray, prototype
     return out
 
 
-def posterior(lnz: np.ndarray, logl: np.ndarray, temperature: float = 1.0, log_prior_z=None) -> dict:
+def posterior(lnz: np.ndarray, logl: np.ndarray, temperature: float = 1.0, log_prior_z: np.ndarray | None = None) -> dict:
     """p(z) and its summaries from log-likelihood curves on a ln(1+z) grid.
 
     Parameters
@@ -602,9 +613,9 @@ def nz_log_prior(z_train: np.ndarray, z_grid: np.ndarray, smooth_dz: float = 0.0
     return np.log(np.maximum(dens, 1e-6 * dens.max()))
 
 
-def fit_xcorr(spectra, basis: TemplateBasis, bands=("GV", "GI"), lsf: str = "morphology", mode: str = "prior",
-              temperature: float = 1.0, log_prior_z=None, zmin: float = 0.0, zmax: float = 1.6, instrument=None,
-              threads: int = 2):
+def fit_xcorr(spectra: SpectraSet, basis: TemplateBasis, bands: Sequence[str] = ("GV", "GI"), lsf: str = "morphology", mode: str = "prior",
+              temperature: float = 1.0, log_prior_z: np.ndarray | None = None, zmin: float = 0.0, zmax: float = 1.6, instrument: Instrument | PathLike | None = None,
+              threads: int = 2) -> tuple[Table, np.ndarray, np.ndarray]:
     """Redshifts and p(z) of every spectrum of a :class:`csstz.io.spectra.SpectraSet` by FFT chi2.
 
     Parameters

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,8 +22,11 @@ from ..io.atomic import atomic_path
 from ..models.factory import build_bnn, build_cnn, build_pz
 from ..schema import BNN_FILE, CNN_FILE
 
+if TYPE_CHECKING:
+    from .._types import PathLike
 
-def save_model(path, model: torch.nn.Module, kind: str, config: dict, meta: dict | None = None) -> Path:
+
+def save_model(path: PathLike, model: torch.nn.Module, kind: str, config: dict, meta: dict | None = None) -> Path:
     """Write ``model``'s state_dict with its config atomically to ``path``."""
     payload = {"kind": kind, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "config": dict(config), "meta": dict(meta or {}), "csstz_version": __version__}
@@ -31,7 +35,7 @@ def save_model(path, model: torch.nn.Module, kind: str, config: dict, meta: dict
     return Path(path)
 
 
-def load_payload(path) -> dict:
+def load_payload(path: PathLike) -> dict:
     """Read a model file with ``weights_only=True``.
 
     Raises
@@ -51,7 +55,7 @@ def load_payload(path) -> dict:
     return payload
 
 
-def load_model(path) -> tuple[torch.nn.Module, dict]:
+def load_model(path: PathLike) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network of a model file (eval mode) and return it with the payload."""
     payload = load_payload(path)
     cfg = payload["config"]
@@ -67,7 +71,7 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     return model, payload
 
 
-def file_checksum(path) -> str:
+def file_checksum(path: PathLike) -> str:
     """First 16 hex digits of the file's sha256."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

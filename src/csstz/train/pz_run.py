@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,20 +26,27 @@ from ..config import PzConfig, TrainConfig
 from ..schema import CONFIG_FILE, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE
 from .pz_stage import Batch, fit_network, make_network, noiseless_warning
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .._types import PathLike
+    from ..io.spectra import SpectraSet
+    from ..templates.physics import PhysicsCurves
+
 #: Spectra read from the file at once during training (memory flat in dataset size).
 READ_BLOCK = 2048
 #: Spectra per validation batch.
 VAL_BATCH = 512
 
 
-def _read(path, bands, rows, noiseless: bool):
+def _read(path: PathLike, bands: Sequence[str], rows: np.ndarray, noiseless: bool) -> SpectraSet:
     from ..io.spectra import read_spectra
     if noiseless:
         return read_spectra(path, bands=bands, rows=rows, with_noiseless=True)
     return read_spectra(path, bands=bands, rows=rows)
 
 
-def has_noiseless(path, bands, rows: np.ndarray) -> bool:
+def has_noiseless(path: PathLike, bands: Sequence[str], rows: np.ndarray) -> bool:
     """True if the dataset stores noiseless spectra for (the first of) these rows."""
     try:
         sp = _read(path, bands, rows[:1], True)
@@ -48,8 +56,8 @@ def has_noiseless(path, bands, rows: np.ndarray) -> bool:
     return arr is not None and bool(np.all(np.isfinite(arr)))
 
 
-def train_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: np.ndarray, batch_size: int,
-                  seed: int, noiseless: bool):
+def train_batches(path: PathLike, rows: np.ndarray, bands: tuple, physics: PhysicsCurves, lsf_index: np.ndarray | None, z: np.ndarray, batch_size: int,
+                  seed: int, noiseless: bool) -> Iterator[Batch]:
     """Endless training batches: shuffled rows, a fresh noise draw per read (when ``noiseless``).
 
     ``lsf_index`` and ``z`` are indexed like ``rows``.
@@ -79,7 +87,7 @@ def train_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: n
                 yield Batch(c, sc, z[at[sel]])
 
 
-def fixed_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: np.ndarray) -> list[Batch]:
+def fixed_batches(path: PathLike, rows: np.ndarray, bands: tuple, physics: PhysicsCurves, lsf_index: np.ndarray | None, z: np.ndarray) -> list[Batch]:
     """Batches of the stored (noisy) spectra of ``rows``, in order (validation, calibration)."""
     out = []
     for s in range(0, rows.size, VAL_BATCH):
@@ -91,7 +99,7 @@ def fixed_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: n
     return out
 
 
-def train_pz(dataset_path, out_dir, config: TrainConfig, pz: PzConfig) -> dict:
+def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz: PzConfig) -> dict:
     """Train the default estimator into ``out_dir``; returns its summary (also ``summary.json``).
 
     Raises

@@ -23,12 +23,21 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..models.pz import PzNet, ensemble_loss, soft_target
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    from .._types import PathLike
+    from ..config import PzConfig
+    from ..templates.physics import PhysicsCurves
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,7 @@ def _tensors(batch: Batch, device: str) -> tuple[torch.Tensor, torch.Tensor, tor
             torch.from_numpy(np.asarray(batch.z, np.float32)).to(device))
 
 
-def make_network(physics, cfg, log_prior: np.ndarray | None) -> PzNet:
+def make_network(physics: PhysicsCurves, cfg: PzConfig, log_prior: np.ndarray | None) -> PzNet:
     """The :class:`PzNet` of a config on a physics stage's grid."""
     return PzNet(len(physics.grid_z), physics.n_curves, physics.n_scalars, members=cfg.members,
                  hidden=cfg.hidden, stride=cfg.stride, kernel=cfg.kernel, dilations=tuple(cfg.dilations),
@@ -75,8 +84,8 @@ def evaluate_loss(net: PzNet, batches: list[Batch], grid_lnz: torch.Tensor, widt
     return tot / max(n, 1)
 
 
-def fit_network(net: PzNet, train_batches, val_batches: list[Batch], grid_lnz: np.ndarray, cfg,
-                device: str = "cpu", progress=None) -> dict:
+def fit_network(net: PzNet, train_batches: Iterator[Batch], val_batches: list[Batch], grid_lnz: np.ndarray, cfg: PzConfig,
+                device: str = "cpu", progress: Callable[[int], Any] | None = None) -> dict:
     """Optimise ``net`` on an iterator of training batches; keep the best validation state.
 
     Parameters
@@ -151,7 +160,7 @@ def fit_network(net: PzNet, train_batches, val_batches: list[Batch], grid_lnz: n
             "network_samples_per_s": round(seen / max(t_train, 1e-9), 1)}
 
 
-def noiseless_warning(path) -> None:
+def noiseless_warning(path: PathLike) -> None:
     """Say once that a dataset without noiseless spectra trains on its stored noise."""
     warnings.warn(f"{path}: no flux_noiseless arrays (an older dataset); training on the stored noisy flux "
                   "with no extra noise", stacklevel=2)

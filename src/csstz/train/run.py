@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -33,6 +34,11 @@ from .bnn_stage import BNNModule
 from .checkpoint import load_model, save_model
 from .cnn_stage import CNNModule, fit_stage, load_lightning_weights, logcosh, make_loaders
 
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from .._types import PathLike
+
 STREAM_SUBSET = 11
 
 
@@ -40,7 +46,7 @@ STREAM_SUBSET = 11
 _RUNTIME_KEYS = ("progress", "num_workers", "accelerator", "devices")
 
 
-def _check_run_fingerprint(out: Path, dataset_path, cat, cfg: TrainConfig) -> None:
+def _check_run_fingerprint(out: Path, dataset_path: PathLike, cat: Table, cfg: TrainConfig) -> None:
     """Refuse to resume a run directory made from another dataset or configuration.
 
     A stage whose model file exists is skipped and a stage with a ``last.ckpt``
@@ -77,7 +83,7 @@ def _subset(rows: np.ndarray, n: int | None, seed: int, salt: int) -> np.ndarray
     return np.sort(rng.choice(rows, size=int(n), replace=False))
 
 
-def select_rows(dataset_path, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def select_rows(dataset_path: PathLike, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation rows of a dataset for this config (``max_train``/``max_val`` subsets).
 
     Raises
@@ -90,7 +96,7 @@ def select_rows(dataset_path, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]
     return train_rows, val_rows
 
 
-def train(dataset_path, out_dir, config: TrainConfig | None = None) -> dict:
+def train(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig | None = None) -> dict:
     """Train the CNN and the Bayesian head; write the models and ``summary.json`` into ``out_dir``.
 
     Parameters
