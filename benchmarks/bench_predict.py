@@ -8,6 +8,7 @@ Weights are untrained (speed does not depend on their values).
 
 Usage: python benchmarks/bench_predict.py [--threads 2] [--samples 200] [--n 4000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "predict.json"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    res = {"threads": a.threads, "samples": a.samples, "n_spectra": a.n, "heads": {},
-           "note": "2-core machine shared with other jobs: rates are noisy (+-30%)"}
+    res = {
+        "threads": a.threads,
+        "samples": a.samples,
+        "n_spectra": a.n,
+        "heads": {},
+        "note": "2-core machine shared with other jobs: rates are noisy (+-30%)",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.h5"
         make_dataset(path, n=a.n, seed=5)
@@ -60,14 +66,18 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 bnn_moments(bnn, feats, a.samples)
                 head_only = xt.shape[0] / (time.perf_counter() - t0)
-                xt = xt[:a.n_full]
+                xt = xt[: a.n_full]
                 t0 = time.perf_counter()
                 for _ in range(a.samples):
                     bnn(xt)
                 full = a.n_full / (time.perf_counter() - t0)
-            res["heads"][kind] = {"cached_backbone_spectra_per_s": cached, "full_passes_spectra_per_s": full,
-                                  "head_only_spectra_per_s": head_only, "backbone_only_spectra_per_s": backbone_only,
-                                  "speedup": cached / full}
+            res["heads"][kind] = {
+                "cached_backbone_spectra_per_s": cached,
+                "full_passes_spectra_per_s": full,
+                "head_only_spectra_per_s": head_only,
+                "backbone_only_spectra_per_s": backbone_only,
+                "speedup": cached / full,
+            }
     res["target_spectra_per_s"] = 2000
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))

@@ -28,6 +28,7 @@ which for these maps is a constant factor ``k68`` times sigma. Intervals at any 
 come from :meth:`Calibration.interval`. No function here looks at a test split: the
 caller passes validation arrays only.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,12 +60,12 @@ def pit_values(z_true: ArrayLike, mu: ArrayLike, sigma: ArrayLike) -> np.ndarray
 def _check(z_true: ArrayLike, mu: ArrayLike, sigma: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     z_true, mu, sigma = (np.asarray(a, np.float64).ravel() for a in (z_true, mu, sigma))
     if not (z_true.shape == mu.shape == sigma.shape):
-        raise InputError("sigma", "z_true, mu and sigma must have one length",
-                         value=(z_true.size, mu.size, sigma.size))
+        raise InputError("sigma", "z_true, mu and sigma must have one length", value=(z_true.size, mu.size, sigma.size))
     ok = np.isfinite(z_true) & np.isfinite(mu) & np.isfinite(sigma) & (sigma > 0)
     if ok.sum() < 10:
-        raise InputError("sigma", "fewer than 10 finite predictions with sigma > 0 to calibrate on",
-                         value=int(ok.sum()))
+        raise InputError(
+            "sigma", "fewer than 10 finite predictions with sigma > 0 to calibrate on", value=int(ok.sum())
+        )
     return z_true[ok], mu[ok], sigma[ok]
 
 
@@ -212,7 +213,13 @@ def interval_coverage(z_true: ArrayLike, lo: ArrayLike, hi: ArrayLike) -> float:
     return float(np.mean((z_true >= lo) & (z_true <= hi)))
 
 
-def calibrated_reliability(z_true: ArrayLike, mu: ArrayLike, sigma: ArrayLike, calibration: Calibration | None = None, levels: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def calibrated_reliability(
+    z_true: ArrayLike,
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    calibration: Calibration | None = None,
+    levels: ArrayLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Observed coverage of central intervals against their nominal level.
 
     Returns
@@ -257,7 +264,8 @@ def calibrate_run(run_dir: PathLike, val: dict, config: CalibrateConfig | None =
         "val_coverage_68_before": interval_coverage(z_val, z - uncal, z + uncal),
         "val_coverage_95_before": interval_coverage(z_val, z - 2 * uncal, z + 2 * uncal),
         "val_coverage_68_after": interval_coverage(z_val, *cal.interval(z, uncal, P68)),
-        "val_coverage_95_after": interval_coverage(z_val, *cal.interval(z, uncal, P95))}
+        "val_coverage_95_after": interval_coverage(z_val, *cal.interval(z, uncal, P95)),
+    }
     return cal, summary
 
 
@@ -282,6 +290,7 @@ def fit_temperature(logits: np.ndarray, grid_z: np.ndarray, z_true: np.ndarray) 
     scan : list of (T, mean NLL)
     """
     from .predict_pz import member_probabilities
+
     lnz = np.log1p(grid_z)
     dz = (1.0 + grid_z) * np.gradient(lnz)
     scan = []
@@ -293,8 +302,9 @@ def fit_temperature(logits: np.ndarray, grid_z: np.ndarray, z_true: np.ndarray) 
     return best[0], scan
 
 
-def calibrate_pz_run(run_dir: PathLike, dataset_path: PathLike, val_rows: np.ndarray, ood_quantile: float,
-                     multimodal_mass: float) -> dict:
+def calibrate_pz_run(
+    run_dir: PathLike, dataset_path: PathLike, val_rows: np.ndarray, ood_quantile: float, multimodal_mass: float
+) -> dict:
     """Fit the p(z) run's calibration on validation rows; write ``calibration.json``; return it.
 
     The temperature minimises the validation NLL (:func:`fit_temperature`); the
@@ -311,19 +321,27 @@ def calibrate_pz_run(run_dir: PathLike, dataset_path: PathLike, val_rows: np.nda
     cat = read_catalog(dataset_path)[val_rows]
     lsf = run.physics.lsf_index(cat, load_instrument())
     sp = read_spectra(dataset_path, bands=run.bands, rows=val_rows)
-    logits, scal = run.logits({b: sp.bands[b].flux for b in run.bands}, {b: sp.bands[b].err for b in run.bands},
-                              lsf)
+    logits, scal = run.logits({b: sp.bands[b].flux for b in run.bands}, {b: sp.bands[b].err for b in run.bands}, lsf)
     z_true = np.asarray(cat["Z"], np.float64)
     t, scan = fit_temperature(logits, run.physics.grid_z, z_true)
     cov = {}
     for name, temp in (("before", 1.0), ("after", t)):
         s = summarise(member_probabilities(logits, temp), run.physics.grid_z)
-        cov[name] = {"coverage_68": interval_coverage(z_true, s["lo68"], s["hi68"]),
-                     "coverage_95": interval_coverage(z_true, s["lo95"], s["hi95"])}
-    cal = {"method": "temperature", "temperature": t, "nll_scan": scan,
-           "ood_statistic": "CHI2_DOF", "ood_quantile": float(ood_quantile),
-           "ood_chi2_dof": float(np.quantile(scal[:, 2], ood_quantile)), "multimodal_mass": float(multimodal_mass),
-           "n_val": int(len(val_rows)), "val_coverage": cov}
+        cov[name] = {
+            "coverage_68": interval_coverage(z_true, s["lo68"], s["hi68"]),
+            "coverage_95": interval_coverage(z_true, s["lo95"], s["hi95"]),
+        }
+    cal = {
+        "method": "temperature",
+        "temperature": t,
+        "nll_scan": scan,
+        "ood_statistic": "CHI2_DOF",
+        "ood_quantile": float(ood_quantile),
+        "ood_chi2_dof": float(np.quantile(scal[:, 2], ood_quantile)),
+        "multimodal_mass": float(multimodal_mass),
+        "n_val": int(len(val_rows)),
+        "val_coverage": cov,
+    }
     with atomic_path(Path(run_dir) / CALIBRATION_FILE) as tmp:
         Path(tmp).write_text(json.dumps(cal, indent=1))
     return cal
@@ -335,5 +353,18 @@ def load_run_calibration(run_dir: PathLike) -> Calibration | None:
     return Calibration.load(p) if p.is_file() else None
 
 
-__all__ = ["calibrate_pz_run", "fit_temperature", "calibrate_run", "load_run_calibration", "Calibration", "fit_calibration", "pit_values", "interval_coverage", "calibrated_reliability", "METHODS",
-           "P68", "P95", "CALIBRATION_FILE"]
+__all__ = [
+    "calibrate_pz_run",
+    "fit_temperature",
+    "calibrate_run",
+    "load_run_calibration",
+    "Calibration",
+    "fit_calibration",
+    "pit_values",
+    "interval_coverage",
+    "calibrated_reliability",
+    "METHODS",
+    "P68",
+    "P95",
+    "CALIBRATION_FILE",
+]

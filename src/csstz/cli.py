@@ -11,6 +11,7 @@ default shown in ``--help`` all come from the field. ``--config FILE`` reads a
 YAML file of the same sections; an option given on the command line wins over
 the file, and the file over the dataclass default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,6 +73,7 @@ def _tuple_of(kind: type) -> Callable[[str], tuple]:
             return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__}: {text!r}") from None
+
     return parse
 
 
@@ -82,8 +84,12 @@ def _show(val: Any) -> str:
 # --- options generated from the stage configs ---------------------------------------------------
 def add_config_options(p: argparse.ArgumentParser, *classes: type) -> None:
     """Add one option per field of each config class (and ``--config FILE``)."""
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="YAML file of stage settings (sections: " + ", ".join(c.section for c in classes) + ")")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML file of stage settings (sections: " + ", ".join(c.section for c in classes) + ")",
+    )
     for cls in classes:
         hints = field_types(cls)
         group = p.add_argument_group(f"{cls.section} settings")
@@ -137,17 +143,19 @@ def stage_configs(a: argparse.Namespace, *classes: type) -> dict[str, StageConfi
     for cls in classes:
         values = dict(from_file.get(cls.section, {}))
         prefix = cls.section + "."
-        values.update({k[len(prefix):]: v for k, v in given.items() if k.startswith(prefix)})
+        values.update({k[len(prefix) :]: v for k, v in given.items() if k.startswith(prefix)})
         out[cls.section] = cls.from_dict(values, strict=True)
     return out
 
 
 # --- simulate / build ---------------------------------------------------------------------------
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="simulate CSST slitless spectra (every band of the instrument file) for a "
-                                        "FITS catalogue",
-                       description="Simulate CSST first-order slitless spectra (2D images, noise, optimal "
-                                   "extraction) for the sources of a FITS catalogue (HDUs CATALOG, WAVELENGTH, FLUX).")
+    p = sub.add_parser(
+        "simulate",
+        help="simulate CSST slitless spectra (every band of the instrument file) for a FITS catalogue",
+        description="Simulate CSST first-order slitless spectra (2D images, noise, optimal "
+        "extraction) for the sources of a FITS catalogue (HDUs CATALOG, WAVELENGTH, FLUX).",
+    )
     p.add_argument("catalog", help="input FITS catalogue")
     p.add_argument("--out", required=True, help="output spectra file (HDF5)")
     add_config_options(p, SimulateConfig, ParallelConfig)
@@ -157,18 +165,30 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def _run_simulate(a: argparse.Namespace) -> int:
     from .config import to_yaml
     from .simulate.api import simulate_file
+
     c = stage_configs(a, SimulateConfig, ParallelConfig)
     sim, par = c["simulate"], c["parallel"]
-    simulate_file(a.catalog, a.out, seed=sim.seed, noiseless=sim.noiseless, save_2d=sim.save_2d,
-                  workers=par.workers, scheduler=par.scheduler, instrument_path=sim.instrument, bands=sim.bands,
-                  chunk=sim.chunk, config_yaml=to_yaml(c))
+    simulate_file(
+        a.catalog,
+        a.out,
+        seed=sim.seed,
+        noiseless=sim.noiseless,
+        save_2d=sim.save_2d,
+        workers=par.workers,
+        scheduler=par.scheduler,
+        instrument_path=sim.instrument,
+        bands=sim.bands,
+        chunk=sim.chunk,
+        config_yaml=to_yaml(c),
+    )
     print(f"wrote {a.out}")
     return 0
 
 
 def _add_plot_spectrum(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot-spectrum", help="draw the paper's Fig. 4 (2D images) and Fig. 5 (1D spectra) "
-                                             "for one simulated source")
+    p = sub.add_parser(
+        "plot-spectrum", help="draw the paper's Fig. 4 (2D images) and Fig. 5 (1D spectra) for one simulated source"
+    )
     p.add_argument("catalog", help="input FITS catalogue (as for simulate)")
     p.add_argument("--targetid", type=int, required=True, help="TARGETID of the source to draw")
     p.add_argument("--out", required=True, help="output directory for fig4_<id>.png, fig5_<id>.png")
@@ -179,6 +199,7 @@ def _add_plot_spectrum(sub: argparse._SubParsersAction) -> None:
 
 def _run_plot_spectrum(a: argparse.Namespace) -> int:
     from .simulate.figures import plot_source_from_catalog
+
     paths = plot_source_from_catalog(a.catalog, a.targetid, a.out, seed=a.seed, instrument_path=a.instrument)
     for p in paths:
         print(f"wrote {p}")
@@ -194,6 +215,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
 def _run_build(a: argparse.Namespace) -> int:
     from .build import build_from_config
+
     c = stage_configs(a, BuildConfig, PopulationConfig, ParallelConfig)
     build_from_config(a.out, c["build"], c["population"], c["parallel"])
     print(f"wrote {a.out}")
@@ -209,6 +231,7 @@ def _add_plot_dataset(sub: argparse._SubParsersAction) -> None:
 
 def _run_plot_dataset(a: argparse.Namespace) -> int:
     from .population.figures import plot_dataset_figures
+
     for path in plot_dataset_figures(a.dataset, a.out):
         print(f"wrote {path}")
     return 0
@@ -216,8 +239,11 @@ def _run_plot_dataset(a: argparse.Namespace) -> int:
 
 # --- train / predict --------------------------------------------------------------------------
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the default p(z) estimator (or, with --model paper, the paper's CNN "
-                                     "and its Bayesian head), then fit the calibration on the validation split")
+    p = sub.add_parser(
+        "train",
+        help="train the default p(z) estimator (or, with --model paper, the paper's CNN "
+        "and its Bayesian head), then fit the calibration on the validation split",
+    )
     p.add_argument("dataset", help="dataset file from `csstz build`")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model files, logs)")
     add_config_options(p, ModelConfig, OptimiserConfig, CalibrateConfig, PzConfig)
@@ -226,9 +252,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(a: argparse.Namespace) -> int:
     from .pipeline import train_and_calibrate
+
     c = stage_configs(a, ModelConfig, OptimiserConfig, CalibrateConfig, PzConfig)
-    train_and_calibrate(a.dataset, a.out, TrainConfig.from_parts(c["model"], c["optimiser"], c["calibrate"]),
-                        pz=c["pz"])
+    train_and_calibrate(
+        a.dataset, a.out, TrainConfig.from_parts(c["model"], c["optimiser"], c["calibrate"]), pz=c["pz"]
+    )
     return 0
 
 
@@ -243,6 +271,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(a: argparse.Namespace) -> int:
     from .pipeline import predict_calibrated
+
     predict_calibrated(a.run_dir, a.spectra, a.out, stage_configs(a, PredictConfig)["predict"])
     print(f"wrote {a.out}")
     return 0
@@ -260,6 +289,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(a: argparse.Namespace) -> int:
     from .pipeline import evaluate
+
     evaluate(a.pred, a.truth, a.out, stage_configs(a, EvaluateConfig)["evaluate"])
     print(f"wrote {a.out}")
     return 0
@@ -275,12 +305,24 @@ def _add_fit_templates(sub: argparse._SubParsersAction) -> None:
 
 def _run_fit_templates(a: argparse.Namespace) -> int:
     from .templates.fit import fit_templates_file
+
     c = stage_configs(a, TemplateFitConfig, ParallelConfig)
     t, par = c["template_fit"], c["parallel"]
-    fit_templates_file(a.spectra, a.out, split=t.split, bands=t.bands, zmin=t.zmin, zmax=t.zmax, dlnz=t.dlnz,
-                       workers=par.workers, scheduler=par.scheduler, progress=t.progress, lsf=t.lsf,
-                       basis=t.basis,
-                       config={k: v.to_dict() for k, v in c.items()})
+    fit_templates_file(
+        a.spectra,
+        a.out,
+        split=t.split,
+        bands=t.bands,
+        zmin=t.zmin,
+        zmax=t.zmax,
+        dlnz=t.dlnz,
+        workers=par.workers,
+        scheduler=par.scheduler,
+        progress=t.progress,
+        lsf=t.lsf,
+        basis=t.basis,
+        config={k: v.to_dict() for k, v in c.items()},
+    )
     print(f"wrote {a.out}")
     return 0
 
@@ -296,6 +338,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _run_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
+
     run_demo(a.out, quick=a.quick, seed=a.seed, workers=a.workers)
     return 0
 
@@ -304,8 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csstz", description="Redshifts from CSST slitless spectra.")
     parser.add_argument("--version", action="version", version=f"csstz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_simulate, _add_plot_spectrum, _add_build, _add_plot_dataset, _add_train, _add_predict, _add_evaluate,
-                _add_fit_templates, _add_demo):
+    for add in (
+        _add_simulate,
+        _add_plot_spectrum,
+        _add_build,
+        _add_plot_dataset,
+        _add_train,
+        _add_predict,
+        _add_evaluate,
+        _add_fit_templates,
+        _add_demo,
+    ):
         add(sub)
     return parser
 

@@ -4,6 +4,7 @@ Every error raised for bad user input names the field (column, file, option),
 and where it helps the row, the offending value and the allowed range, so that
 the command line can print it as one line.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -35,8 +36,16 @@ class InputError(CsstzError, ValueError):
         The file the value came from.
     """
 
-    def __init__(self, field: str, message: str, *, row: int | None = None,
-                 value: Any = None, allowed: str | None = None, path: str | None = None) -> None:
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        row: int | None = None,
+        value: Any = None,
+        allowed: str | None = None,
+        path: str | None = None,
+    ) -> None:
         self.field = field
         self.row = row
         self.value = value

@@ -20,6 +20,7 @@ workers by default, which makes glibc return memory to the OS so eagerly that
 GalSim rendering slows by 30-40% (measured by the csstz developers); csstz
 raises it to 128 MiB and pins BLAS/OpenMP threads to 1 per worker.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,10 +53,10 @@ def dask_client(workers: int = 1, scheduler: str | None = None) -> Iterator[Clie
         finally:
             client.close()
         return
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV,
-                          "distributed.worker.daemon": False}):
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV, "distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        )
         client = Client(cluster)
         try:
             yield client
@@ -64,8 +65,14 @@ def dask_client(workers: int = 1, scheduler: str | None = None) -> Iterator[Clie
             cluster.close()
 
 
-def parallel_map(func: Callable[[Any], Any], items: Iterable[Any], workers: int = 1, scheduler: str | None = None,
-                 local: str = "dask", in_flight: int = 2) -> Iterator[tuple[int, Any]]:
+def parallel_map(
+    func: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int = 1,
+    scheduler: str | None = None,
+    local: str = "dask",
+    in_flight: int = 2,
+) -> Iterator[tuple[int, Any]]:
     """Apply ``func`` to every item; yield ``(index, result)`` as results finish.
 
     Parameters
@@ -132,12 +139,15 @@ def _process_map(func: Callable[[Any], Any], items: list, workers: int, in_fligh
                 yield running.pop(fut), fut.result()
 
 
-def _dask_map(func: Callable[[Any], Any], items: list, workers: int, scheduler: str | None, in_flight: int) -> Iterator[tuple[int, Any]]:
+def _dask_map(
+    func: Callable[[Any], Any], items: list, workers: int, scheduler: str | None, in_flight: int
+) -> Iterator[tuple[int, Any]]:
     from distributed import as_completed
 
     with dask_client(workers=workers, scheduler=scheduler) as client:
-        n_slots = in_flight * max(workers if scheduler is None else 1,
-                                  len(client.scheduler_info().get("workers", {})) or 1)
+        n_slots = in_flight * max(
+            workers if scheduler is None else 1, len(client.scheduler_info().get("workers", {})) or 1
+        )
         pending = list(enumerate(items))
         futures: dict = {}
         ac = as_completed()

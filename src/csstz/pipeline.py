@@ -6,6 +6,7 @@ stays a library step of its own (:func:`csstz.train.run.train` only trains,
 :func:`csstz.calibrate.calibrate_run` fits and saves the calibration,
 :func:`csstz.predict.predict_file` applies a calibration it is given).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,9 @@ def train_pz_and_calibrate(dataset_path: PathLike, out_dir: PathLike, config: Tr
     return update_summary(out_dir, {"calibration": {k: v for k, v in cal.items() if k != "nll_scan"}})
 
 
-def train_and_calibrate(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig | None = None, pz: PzConfig | None = None) -> dict:
+def train_and_calibrate(
+    dataset_path: PathLike, out_dir: PathLike, config: TrainConfig | None = None, pz: PzConfig | None = None
+) -> dict:
     """``csstz train``: train, predict the validation split, fit the calibration; a calibrated run.
 
     ``config.estimator == "pz"`` (the default) trains the p(z) estimator with ``pz``
@@ -71,16 +74,21 @@ def train_and_calibrate(dataset_path: PathLike, out_dir: PathLike, config: Train
     bnn_val = predict_validation(out_dir, dataset_path, val_rows, "bnn", samples=cfg.calib_samples, seed=cfg.seed)
     z_val = bnn_val["z_true"]
     _, cal_summary = calibrate_run(out_dir, bnn_val, cfg.calibrate)
-    return update_summary(out_dir, {
-        "naive_val_sigma_nmad": sigma_nmad(np.full_like(z_val, summary["z_init"]), z_val),
-        "cnn": {"val_sigma_nmad": sigma_nmad(cnn_val["z"], z_val)},
-        "bnn": {"val_sigma_nmad": sigma_nmad(bnn_val["z"], z_val)},
-        "calibration": cal_summary,
-        "wall_s": summary["wall_s"] + time.perf_counter() - t0})
+    return update_summary(
+        out_dir,
+        {
+            "naive_val_sigma_nmad": sigma_nmad(np.full_like(z_val, summary["z_init"]), z_val),
+            "cnn": {"val_sigma_nmad": sigma_nmad(cnn_val["z"], z_val)},
+            "bnn": {"val_sigma_nmad": sigma_nmad(bnn_val["z"], z_val)},
+            "calibration": cal_summary,
+            "wall_s": summary["wall_s"] + time.perf_counter() - t0,
+        },
+    )
 
 
-def predict_calibrated(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, config: PredictConfig | None = None,
-                       **overrides: Any) -> Table:
+def predict_calibrated(
+    run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, config: PredictConfig | None = None, **overrides: Any
+) -> Table:
     """``csstz predict``: predictions with the run's calibration applied (calibrated ZERR).
 
     The network defaults to the run's estimator: ``pz`` for a p(z) run (with PZ / PZ_GRID),
@@ -95,17 +103,20 @@ def predict_calibrated(run_dir: PathLike, spectra_path: PathLike, out_path: Path
     model = overrides.pop("model", None) or cfg.model or ("pz" if estimator == "pz" else "bnn")
     if model == "pz":
         from .predict_pz import predict_pz_file
+
         return predict_pz_file(run_dir, spectra_path, out_path, cfg.replace(model="pz", **overrides))
     if estimator == "pz":
         from .errors import InputError
+
         raise InputError("model", "a p(z) run holds only the pz network", value=model, allowed="pz")
     config = cfg.replace(model=model)
 
-    return predict_file(run_dir, spectra_path, out_path, config, calibration=load_run_calibration(run_dir),
-                        **overrides)
+    return predict_file(run_dir, spectra_path, out_path, config, calibration=load_run_calibration(run_dir), **overrides)
 
 
-def evaluate(pred_path: PathLike, truth_path: PathLike, out_dir: PathLike, config: EvaluateConfig | None = None) -> dict:
+def evaluate(
+    pred_path: PathLike, truth_path: PathLike, out_dir: PathLike, config: EvaluateConfig | None = None
+) -> dict:
     """``csstz evaluate``: metrics and figures of one predictions file against its truth."""
     from .evaluate.report import evaluate_predictions
 
@@ -113,4 +124,3 @@ def evaluate(pred_path: PathLike, truth_path: PathLike, out_dir: PathLike, confi
 
 
 __all__ = ["train_and_calibrate", "predict_calibrated", "evaluate"]
-

@@ -23,6 +23,7 @@ ZWARN bits (:class:`csstz.zwarn.ZWARN`, 0 = nothing to distrust):
   BNN only);
 * ``BAD_MINFIT``: non-finite output (Z/ZERR are then NaN).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -84,7 +85,7 @@ def bnn_moments(bnn: BNN, feats: torch.Tensor, samples: int) -> tuple[np.ndarray
     done = 0
     while done < samples:
         k = min(group, samples - done)
-        mu, sigma = bnn.head_forward(feats[None], n_samples=k)                     # (k, B)
+        mu, sigma = bnn.head_forward(feats[None], n_samples=k)  # (k, B)
         mu = mu.double()
         s1 += mu.sum(0)
         s2 += (mu * mu).sum(0)
@@ -96,8 +97,14 @@ def bnn_moments(bnn: BNN, feats: torch.Tensor, samples: int) -> tuple[np.ndarray
 
 
 @torch.no_grad()
-def predict_dataset(model: ResNet1d | BNN, kind: str, ds: SpectraDataset, samples: int = PredictConfig.samples,
-                    batch_size: int = PredictConfig.batch_size, seed: int = PredictConfig.seed) -> dict:
+def predict_dataset(
+    model: ResNet1d | BNN,
+    kind: str,
+    ds: SpectraDataset,
+    samples: int = PredictConfig.samples,
+    batch_size: int = PredictConfig.batch_size,
+    seed: int = PredictConfig.seed,
+) -> dict:
     """Raw (uncalibrated) predictions for every item of a dataset, streamed in batches.
 
     Returns
@@ -126,7 +133,15 @@ def predict_dataset(model: ResNet1d | BNN, kind: str, ds: SpectraDataset, sample
     return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
 
 
-def zwarn_bits(z: ArrayLike, zerr: ArrayLike, n_valid: ArrayLike, n_pixels: int, z_range: tuple[float, float], epistemic: ArrayLike | None = None, aleatoric: ArrayLike | None = None) -> np.ndarray:
+def zwarn_bits(
+    z: ArrayLike,
+    zerr: ArrayLike,
+    n_valid: ArrayLike,
+    n_pixels: int,
+    z_range: tuple[float, float],
+    epistemic: ArrayLike | None = None,
+    aleatoric: ArrayLike | None = None,
+) -> np.ndarray:
     """ZWARN (int32) from the module docstring's rules."""
     z, zerr = np.asarray(z, np.float64), np.asarray(zerr, np.float64)
     w = np.zeros(z.shape, np.int32)
@@ -142,8 +157,15 @@ def zwarn_bits(z: ArrayLike, zerr: ArrayLike, n_valid: ArrayLike, n_pixels: int,
     return w
 
 
-def predict_validation(run_dir: PathLike, dataset_path: PathLike, rows: np.ndarray, model: str, samples: int = PredictConfig.samples,
-                       seed: int = PredictConfig.seed, batch_size: int = 512) -> dict:
+def predict_validation(
+    run_dir: PathLike,
+    dataset_path: PathLike,
+    rows: np.ndarray,
+    model: str,
+    samples: int = PredictConfig.samples,
+    seed: int = PredictConfig.seed,
+    batch_size: int = 512,
+) -> dict:
     """Raw predictions of a run's network on given (validation) rows: the input of the calibration fit.
 
     Returns
@@ -165,8 +187,14 @@ def _gaussian_interval(z: np.ndarray, sigma: np.ndarray, level: float) -> tuple[
     return z - half, z + half
 
 
-def predict_file(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, config: PredictConfig | None = None, calibration: Any = None,
-                 **overrides: Any) -> Table:
+def predict_file(
+    run_dir: PathLike,
+    spectra_path: PathLike,
+    out_path: PathLike,
+    config: PredictConfig | None = None,
+    calibration: Any = None,
+    **overrides: Any,
+) -> Table:
     """Predict redshifts for a spectra file and (optionally) write the predictions FITS.
 
     Parameters
@@ -208,8 +236,11 @@ def predict_file(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, 
     tab = Table()
     tab["TARGETID"] = ds.targetid
     tab["Z"] = z
-    header = {"METHOD": f"csstz-{model}" + (f"-{mcfg['head']}" if model == "bnn" else ""),
-              "MODELSUM": file_checksum(model_path), "SEED": int(seed)}
+    header = {
+        "METHOD": f"csstz-{model}" + (f"-{mcfg['head']}" if model == "bnn" else ""),
+        "MODELSUM": file_checksum(model_path),
+        "SEED": int(seed),
+    }
     if model == "bnn":
         uncal = np.hypot(raw["zerr_epistemic"], raw["zerr_aleatoric"])
         zerr = uncal if calibration is None else calibration.zerr(uncal)
@@ -219,13 +250,15 @@ def predict_file(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, 
         tab["ZERR_UNCAL"] = uncal
         # the calibrated central intervals themselves (a Beta map may be asymmetric about Z)
         for name, level in INTERVALS:
-            lo, hi = (_gaussian_interval(z, uncal, level) if calibration is None
-                      else calibration.interval(z, uncal, level))
+            lo, hi = (
+                _gaussian_interval(z, uncal, level) if calibration is None else calibration.interval(z, uncal, level)
+            )
             tab[f"Z_LO{name}"], tab[f"Z_HI{name}"] = lo, hi
         header.update({"CALMETH": "none", "CALK68": 1.0} if calibration is None else calibration.header())
         header["NSAMPLE"] = int(samples)
-        warn = zwarn_bits(z, zerr, raw["n_valid"], ds.length, meta["z_range"],
-                          raw["zerr_epistemic"], raw["zerr_aleatoric"])
+        warn = zwarn_bits(
+            z, zerr, raw["n_valid"], ds.length, meta["z_range"], raw["zerr_epistemic"], raw["zerr_aleatoric"]
+        )
     else:
         snmad = float(meta["cnn"]["val_sigma_nmad"])
         zerr = snmad * (1.0 + z)
@@ -243,5 +276,15 @@ def predict_file(run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, 
     return tab
 
 
-__all__ = ["predict_file", "predict_validation", "predict_dataset", "bnn_moments", "zwarn_bits",
-           "ZWARN_LOW_VALID", "ZWARN_Z_EDGE", "ZWARN_EPISTEMIC", "ZWARN_BAD_OUTPUT", "MIN_VALID_FRAC"]
+__all__ = [
+    "predict_file",
+    "predict_validation",
+    "predict_dataset",
+    "bnn_moments",
+    "zwarn_bits",
+    "ZWARN_LOW_VALID",
+    "ZWARN_Z_EDGE",
+    "ZWARN_EPISTEMIC",
+    "ZWARN_BAD_OUTPUT",
+    "MIN_VALID_FRAC",
+]

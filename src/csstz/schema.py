@@ -10,6 +10,7 @@ belong to.
 This module imports neither torch nor h5py; the default instrument is read
 lazily, only by the functions that need it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -72,8 +73,10 @@ def snr_column(band: str) -> str:
 
 
 SNR_TOTAL = "SNR_TOTAL"
-SNR_DEFINITION = ("SNR_<band> = median over the band's valid pixels of flux/err; "
-                  "SNR_TOTAL = the same over the valid pixels of all bands")
+SNR_DEFINITION = (
+    "SNR_<band> = median over the band's valid pixels of flux/err; "
+    "SNR_TOTAL = the same over the valid pixels of all bands"
+)
 
 # --- units (strings written into files) ----------------------------------------------------------
 UNIT_WAVE = "Angstrom"
@@ -116,15 +119,22 @@ def split_mask(catalog: Table, split: str | None, path: str | None = None) -> np
     if split is None:
         return np.ones(n, bool)
     if SPLIT_COLUMN not in catalog.colnames:
-        raise InputError(SPLIT_COLUMN, "catalogue has no SPLIT column (use a `csstz build` dataset)",
-                         path=None if path is None else str(path))
+        raise InputError(
+            SPLIT_COLUMN,
+            "catalogue has no SPLIT column (use a `csstz build` dataset)",
+            path=None if path is None else str(path),
+        )
     col = np.asarray(catalog[SPLIT_COLUMN])
     if col.dtype.kind == "S":
         col = np.char.decode(col, "ascii")
     mask = np.char.strip(col.astype(str)) == split
     if not mask.any():
-        raise InputError(SPLIT_COLUMN, f"no rows with SPLIT == {split!r}", path=None if path is None else str(path),
-                         allowed=", ".join(SPLITS))
+        raise InputError(
+            SPLIT_COLUMN,
+            f"no rows with SPLIT == {split!r}",
+            path=None if path is None else str(path),
+            allowed=", ".join(SPLITS),
+        )
     return mask
 
 
@@ -173,12 +183,23 @@ def check_pz_grid(z_grid: ArrayLike, name: str = "PZ_GRID") -> np.ndarray:
         raise InputError(name, "non-finite grid value", row=int(bad[0]), value=float(g[bad[0]]))
     step = np.flatnonzero(np.diff(g) <= 0)
     if step.size:
-        raise InputError(name, "must be strictly increasing", row=int(step[0]) + 1, value=float(g[step[0] + 1]),
-                         allowed=f"> {g[step[0]]:.6g}")
+        raise InputError(
+            name,
+            "must be strictly increasing",
+            row=int(step[0]) + 1,
+            value=float(g[step[0] + 1]),
+            allowed=f"> {g[step[0]]:.6g}",
+        )
     return g
 
 
-def check_pz(pz: ArrayLike, z_grid: ArrayLike, n_rows: int | None = None, allow_nan_rows: ArrayLike | None = None, tol: float = NORM_TOL) -> None:
+def check_pz(
+    pz: ArrayLike,
+    z_grid: ArrayLike,
+    n_rows: int | None = None,
+    allow_nan_rows: ArrayLike | None = None,
+    tol: float = NORM_TOL,
+) -> None:
     """Validate a gridded p(z) against the predictions contract; InputError on the first problem.
 
     Parameters
@@ -203,8 +224,12 @@ def check_pz(pz: ArrayLike, z_grid: ArrayLike, n_rows: int | None = None, allow_
     g = check_pz_grid(z_grid)
     p = np.asarray(pz)
     if p.ndim != 2 or p.shape[1] != g.size or (n_rows is not None and p.shape[0] != n_rows):
-        raise InputError("PZ", "shape does not match (N predictions, K = len(PZ_GRID))", value=p.shape,
-                         allowed=f"({'N' if n_rows is None else n_rows}, {g.size})")
+        raise InputError(
+            "PZ",
+            "shape does not match (N predictions, K = len(PZ_GRID))",
+            value=p.shape,
+            allowed=f"({'N' if n_rows is None else n_rows}, {g.size})",
+        )
     p = p.astype(np.float64)
     nan_row = np.isnan(p).all(axis=1)
     if allow_nan_rows is not None:
@@ -214,8 +239,12 @@ def check_pz(pz: ArrayLike, z_grid: ArrayLike, n_rows: int | None = None, allow_
     live = ~nan_row
     bad = np.flatnonzero(live & ~np.isfinite(p).all(axis=1))
     if bad.size:
-        raise InputError("PZ", "non-finite density (only rows with ZWARN != 0 may be all NaN)", row=int(bad[0]),
-                         value=float(p[bad[0]][~np.isfinite(p[bad[0]])][0]))
+        raise InputError(
+            "PZ",
+            "non-finite density (only rows with ZWARN != 0 may be all NaN)",
+            row=int(bad[0]),
+            value=float(p[bad[0]][~np.isfinite(p[bad[0]])][0]),
+        )
     neg = np.flatnonzero(live & (np.where(live[:, None], p, 0.0) < 0).any(axis=1))
     if neg.size:
         raise InputError("PZ", "negative density", row=int(neg[0]), value=float(p[neg[0]].min()), allowed=">= 0")
@@ -223,8 +252,13 @@ def check_pz(pz: ArrayLike, z_grid: ArrayLike, n_rows: int | None = None, allow_
     area = (0.5 * (q[:, 1:] + q[:, :-1]) * np.diff(g)).sum(axis=1)
     off = np.flatnonzero(live & ~(np.abs(area - 1.0) <= tol))
     if off.size:
-        raise InputError("PZ", "row not normalised (trapezoid integral over PZ_GRID)", row=int(off[0]),
-                         value=round(float(area[off[0]]), 6), allowed=f"1 +- {tol:g}")
+        raise InputError(
+            "PZ",
+            "row not normalised (trapezoid integral over PZ_GRID)",
+            row=int(off[0]),
+            value=round(float(area[off[0]]), 6),
+            allowed=f"1 +- {tol:g}",
+        )
 
 
 #: Central probabilities of the 1- and 2-sigma intervals written as Z_LO68/Z_HI68 and Z_LO95/Z_HI95.
@@ -236,6 +270,20 @@ INTERVALS = (("68", P68), ("95", P95))
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 
-__all__ = [name for name in dir() if name.isupper() or name in (
-    "all_bands", "network_bands", "order_bands", "parse_bands", "snr_column", "split_mask", "select_split",
-    "check_pz", "check_pz_grid")]
+__all__ = [
+    name
+    for name in dir()
+    if name.isupper()
+    or name
+    in (
+        "all_bands",
+        "network_bands",
+        "order_bands",
+        "parse_bands",
+        "snr_column",
+        "split_mask",
+        "select_split",
+        "check_pz",
+        "check_pz_grid",
+    )
+]

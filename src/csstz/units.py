@@ -5,6 +5,7 @@ wavelengths in Angstrom (``*_aa``), flux densities in 1e-17 erg/s/cm^2/A
 (``*_flam17``, the DESI unit), times in seconds, areas in cm^2, counts in
 electrons.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -35,6 +35,7 @@ bit    name                  meaning (set by)
 18     OUT_OF_DISTRIBUTION   the spectrum lies outside what the model was trained on (not yet set)
 =====  ====================  =====================================================================
 """
+
 from __future__ import annotations
 
 import enum
@@ -67,8 +68,14 @@ class ZWARN(enum.IntFlag):
 
 
 #: Bits csstz sets today (the others are reserved positions).
-SET_BY_CSSTZ = (ZWARN.LITTLE_COVERAGE | ZWARN.SMALL_DELTA_CHI2 | ZWARN.Z_FITLIMIT | ZWARN.BAD_MINFIT
-                | ZWARN.EPISTEMIC | ZWARN.MULTIMODAL)
+SET_BY_CSSTZ = (
+    ZWARN.LITTLE_COVERAGE
+    | ZWARN.SMALL_DELTA_CHI2
+    | ZWARN.Z_FITLIMIT
+    | ZWARN.BAD_MINFIT
+    | ZWARN.EPISTEMIC
+    | ZWARN.MULTIMODAL
+)
 
 
 def names(value: int) -> list[str]:

@@ -15,6 +15,7 @@ miscalibration area between that curve and the diagonal.
 Every function raises :class:`csstz.errors.InputError` naming the argument on
 empty or mismatched-length input, NaN/inf, ``zerr <= 0`` or ``z_true <= -1``.
 """
+
 from __future__ import annotations
 
 import math
@@ -195,7 +196,9 @@ def coverage(z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike, level: float
     return float(np.mean(_abs_central(z_pred, zerr, z_true) <= lev))
 
 
-def reliability_curve(z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike, levels: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def reliability_curve(
+    z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike, levels: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Reliability diagram data: nominal central-interval level against observed coverage.
 
     Parameters
@@ -240,18 +243,32 @@ def summary(z_pred: ArrayLike, z_true: ArrayLike, zerr: ArrayLike | None = None)
         the uncertainty-based entries are None when ``zerr`` is None.
     """
     zp, zt = _pair(z_pred, z_true)
-    out = {"n": int(zt.size), "sigma_nmad": sigma_nmad(zp, zt), "eta": outlier_fraction(zp, zt),
-           "ebar": None, "bias": bias(zp, zt), "coverage_68": None, "coverage_95": None,
-           "crps": None, "miscal_area": None}
+    out = {
+        "n": int(zt.size),
+        "sigma_nmad": sigma_nmad(zp, zt),
+        "eta": outlier_fraction(zp, zt),
+        "ebar": None,
+        "bias": bias(zp, zt),
+        "coverage_68": None,
+        "coverage_95": None,
+        "crps": None,
+        "miscal_area": None,
+    }
     if zerr is not None:
         ze = _zerr(zerr, zt.size)
-        out.update(ebar=weighted_mean_uncertainty(ze, zt), coverage_68=coverage(zp, ze, zt, LEVEL_68),
-                   coverage_95=coverage(zp, ze, zt, LEVEL_95), crps=crps_gaussian(zp, ze, zt),
-                   miscal_area=miscalibration_area(zp, ze, zt))
+        out.update(
+            ebar=weighted_mean_uncertainty(ze, zt),
+            coverage_68=coverage(zp, ze, zt, LEVEL_68),
+            coverage_95=coverage(zp, ze, zt, LEVEL_95),
+            crps=crps_gaussian(zp, ze, zt),
+            miscal_area=miscalibration_area(zp, ze, zt),
+        )
     return out
 
 
-def binned(z_pred: ArrayLike, z_true: ArrayLike, zerr: ArrayLike | None = None, *, by: ArrayLike, edges: ArrayLike) -> list[dict]:
+def binned(
+    z_pred: ArrayLike, z_true: ArrayLike, zerr: ArrayLike | None = None, *, by: ArrayLike, edges: ArrayLike
+) -> list[dict]:
     """:func:`summary` in bins of ``by`` (true z, GI SNR, ...).
 
     Parameters
@@ -283,8 +300,19 @@ def binned(z_pred: ArrayLike, z_true: ArrayLike, zerr: ArrayLike | None = None, 
         if sel.any():
             row.update(summary(zp[sel], zt[sel], None if ze is None else ze[sel]))
         else:
-            row.update({"n": 0, "sigma_nmad": None, "eta": None, "ebar": None, "bias": None,
-                        "coverage_68": None, "coverage_95": None, "crps": None, "miscal_area": None})
+            row.update(
+                {
+                    "n": 0,
+                    "sigma_nmad": None,
+                    "eta": None,
+                    "ebar": None,
+                    "bias": None,
+                    "coverage_68": None,
+                    "coverage_95": None,
+                    "crps": None,
+                    "miscal_area": None,
+                }
+            )
         rows.append(row)
     return rows
 
@@ -338,8 +366,14 @@ def pz_summary(pit_values: ArrayLike, crps_values: ArrayLike, inside_68: ArrayLi
     i95 = np.asarray(inside_95, bool)
     if i68.shape != u.shape or i95.shape != u.shape:
         raise InputError("inside_68", "length does not match the PIT values")
-    return {"n": int(u.size), "pit_ks": pit_ks(u), "pit_hist": pit_histogram(u), "crps": float(np.mean(c)),
-            "coverage_68": float(np.mean(i68)), "coverage_95": float(np.mean(i95))}
+    return {
+        "n": int(u.size),
+        "pit_ks": pit_ks(u),
+        "pit_hist": pit_histogram(u),
+        "crps": float(np.mean(c)),
+        "coverage_68": float(np.mean(i68)),
+        "coverage_95": float(np.mean(i95)),
+    }
 
 
 def crb_summary(z_pred: ArrayLike, z_true: ArrayLike, zerr_crb: ArrayLike) -> dict:
@@ -364,6 +398,27 @@ def crb_summary(z_pred: ArrayLike, z_true: ArrayLike, zerr_crb: ArrayLike) -> di
     return {"crb_median": med, "nmad_over_crb": ratio}
 
 
-__all__ = ["pit_ks", "pit_histogram", "pz_summary", "crb_summary", "PIT_BINS", "sigma_nmad", "outlier_fraction", "weighted_mean_uncertainty", "bias", "pit", "crps_gaussian",
-           "coverage", "reliability_curve", "miscalibration_area", "summary", "binned",
-           "LEVEL_68", "LEVEL_95", "Z_EDGES", "SNR_EDGES", "NMAD_FACTOR", "OUTLIER_THRESHOLD"]
+__all__ = [
+    "pit_ks",
+    "pit_histogram",
+    "pz_summary",
+    "crb_summary",
+    "PIT_BINS",
+    "sigma_nmad",
+    "outlier_fraction",
+    "weighted_mean_uncertainty",
+    "bias",
+    "pit",
+    "crps_gaussian",
+    "coverage",
+    "reliability_curve",
+    "miscalibration_area",
+    "summary",
+    "binned",
+    "LEVEL_68",
+    "LEVEL_95",
+    "Z_EDGES",
+    "SNR_EDGES",
+    "NMAD_FACTOR",
+    "OUTLIER_THRESHOLD",
+]

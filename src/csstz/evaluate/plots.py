@@ -9,6 +9,7 @@ Every figure takes a list of :class:`MethodArrays`, one per method (CNN, BNN,
 template fit, ...), each already matched to its truth, and draws them side by
 side or overlaid.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class MethodArrays:
 def _figure(nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 4.2) -> tuple[Figure, np.ndarray]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -104,17 +106,23 @@ def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path: PathLike) -> Path:
     grid = np.linspace(lo, hi, 2)
     for ax, m in zip(axes[0], methods):
         if m.snr_gi is not None:
-            sc = ax.scatter(m.z_true, m.z_pred, c=_log_snr(m.snr_gi), s=3, cmap="viridis", alpha=0.7, lw=0,
-                            vmin=-1.0, vmax=1.5)
+            sc = ax.scatter(
+                m.z_true, m.z_pred, c=_log_snr(m.snr_gi), s=3, cmap="viridis", alpha=0.7, lw=0, vmin=-1.0, vmax=1.5
+            )
             fig.colorbar(sc, ax=ax, label="log10 SNR (GI)")
         else:
             ax.scatter(m.z_true, m.z_pred, s=3, color=COLOURS[0], alpha=0.7, lw=0)
         ax.plot(grid, grid, "k-", lw=0.8)
         for s in (-1, 1):
             ax.plot(grid, grid + s * 0.02 * (1 + grid), "k--", lw=0.6)
-        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true z", ylabel="predicted z",
-               title=f"{m.label}: $\\sigma_{{NMAD}}$={metrics.sigma_nmad(m.z_pred, m.z_true):.5f}, "
-                     f"$\\eta$={100 * metrics.outlier_fraction(m.z_pred, m.z_true):.2f}%")
+        ax.set(
+            xlim=(lo, hi),
+            ylim=(lo, hi),
+            xlabel="true z",
+            ylabel="predicted z",
+            title=f"{m.label}: $\\sigma_{{NMAD}}$={metrics.sigma_nmad(m.z_pred, m.z_true):.5f}, "
+            f"$\\eta$={100 * metrics.outlier_fraction(m.z_pred, m.z_true):.2f}%",
+        )
         ax.title.set_fontsize(9)
     return _save(fig, path)
 
@@ -127,8 +135,14 @@ def fig8_z_distributions(methods: list[MethodArrays], path: PathLike) -> Path:
     bins = np.linspace(lo, hi, 41)
     ax.hist(methods[0].z_true, bins=bins, histtype="stepfilled", color="0.8", label="true z")
     for i, m in enumerate(methods):
-        ax.hist(np.clip(m.z_pred, lo, hi), bins=bins, histtype="step", lw=1.5, color=COLOURS[i % len(COLOURS)],
-                label=f"predicted ({m.label})")
+        ax.hist(
+            np.clip(m.z_pred, lo, hi),
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            color=COLOURS[i % len(COLOURS)],
+            label=f"predicted ({m.label})",
+        )
     ax.set(xlabel="z", ylabel="number of sources")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -142,7 +156,9 @@ def _binned_curve(m: MethodArrays, by: np.ndarray, edges: ArrayLike) -> tuple[np
     return centres, rows
 
 
-def _metric_panels(methods: Sequence[MethodArrays], path: PathLike, by_attr: str, edges: ArrayLike, xlabel: str, logx: bool) -> Path:
+def _metric_panels(
+    methods: Sequence[MethodArrays], path: PathLike, by_attr: str, edges: ArrayLike, xlabel: str, logx: bool
+) -> Path:
     fig, axes = _figure(1, 2, 5.0, 4.0)
     for i, m in enumerate(methods):
         by = m.z_true if by_attr == "z_true" else getattr(m, by_attr)
@@ -199,8 +215,13 @@ def fig10_reliability(methods: list[MethodArrays], path: PathLike) -> Path:
             _, obs = metrics.reliability_curve(m.z_pred, m.zerr_uncal, m.z_true, levels)
             area = metrics.miscalibration_area(m.z_pred, m.zerr_uncal, m.z_true)
             ax.plot(levels, obs, "--", color=c, label=f"{m.label} before calibration (area {area:.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal level of the central interval",
-           ylabel="observed fraction inside", aspect="equal")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="nominal level of the central interval",
+        ylabel="observed fraction inside",
+        aspect="equal",
+    )
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -220,8 +241,16 @@ def fig11_errorbars(methods: list[MethodArrays], path: PathLike, seed: int = 0) 
         if idx.size > MAX_ERRORBAR_POINTS:
             idx = np.sort(rng.choice(idx, MAX_ERRORBAR_POINTS, replace=False))
         yerr = None if m.zerr is None else m.zerr[idx]
-        ax.errorbar(m.z_true[idx], m.z_pred[idx], yerr=yerr, fmt="o", ms=1.5, lw=0.5, alpha=0.6,
-                    color=COLOURS[methods.index(m) % len(COLOURS)])
+        ax.errorbar(
+            m.z_true[idx],
+            m.z_pred[idx],
+            yerr=yerr,
+            fmt="o",
+            ms=1.5,
+            lw=0.5,
+            alpha=0.6,
+            color=COLOURS[methods.index(m) % len(COLOURS)],
+        )
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true z", ylabel="predicted z", title=m.label)
     return _save(fig, path)
@@ -244,8 +273,15 @@ def fig12_uncertainty(methods: list[MethodArrays], path: PathLike, edges: ArrayL
             idx = np.arange(m.z_true.size)
             if idx.size > 5000:
                 idx = rng.choice(idx, 5000, replace=False)
-            axes[0, 1].scatter(np.clip(m.snr_gi[idx], 1e-2, None), (m.zerr / (1 + m.z_true))[idx], s=2, alpha=0.4,
-                               color=c, lw=0, label=m.label)
+            axes[0, 1].scatter(
+                np.clip(m.snr_gi[idx], 1e-2, None),
+                (m.zerr / (1 + m.z_true))[idx],
+                s=2,
+                alpha=0.4,
+                color=c,
+                lw=0,
+                label=m.label,
+            )
     axes[0, 0].set(xlabel="true z", ylabel="$\\bar{E}$ = mean ZERR/(1+z)", yscale="log")
     axes[0, 1].set(xlabel="SNR (GI)", ylabel="ZERR/(1+z)", xscale="log", yscale="log")
     for ax, scale in zip(axes[0], (1, 4)):
@@ -262,11 +298,18 @@ def fig_pit_histogram(methods: list[MethodArrays], path: PathLike) -> Path:
     bins = np.linspace(0, 1, 21)
     for ax, m in zip(axes[0], with_err):
         c = COLOURS[methods.index(m) % len(COLOURS)]
-        ax.hist(metrics.pit(m.z_pred, m.zerr, m.z_true), bins=bins, density=True, color=c, alpha=0.7,
-                label="calibrated")
+        ax.hist(
+            metrics.pit(m.z_pred, m.zerr, m.z_true), bins=bins, density=True, color=c, alpha=0.7, label="calibrated"
+        )
         if m.zerr_uncal is not None:
-            ax.hist(metrics.pit(m.z_pred, m.zerr_uncal, m.z_true), bins=bins, density=True, histtype="step",
-                    color="k", label="before calibration")
+            ax.hist(
+                metrics.pit(m.z_pred, m.zerr_uncal, m.z_true),
+                bins=bins,
+                density=True,
+                histtype="step",
+                color="k",
+                label="before calibration",
+            )
             ax.legend(fontsize=7)
         ax.axhline(1.0, color="k", ls=":", lw=1)
         ax.set(xlabel="PIT", ylabel="density", title=m.label)
@@ -331,6 +374,16 @@ def fig_pz_examples(methods: list[MethodArrays], examples: dict, path: PathLike)
     return _save(fig, path)
 
 
-__all__ = ["fig_pit_pz", "fig_pz_examples", "MethodArrays", "fig7_zpred_vs_ztrue", "fig8_z_distributions", "fig9_metrics_vs_z",
-           "fig9b_metrics_vs_snr", "fig10_reliability", "fig11_errorbars", "fig12_uncertainty",
-           "fig_pit_histogram"]
+__all__ = [
+    "fig_pit_pz",
+    "fig_pz_examples",
+    "MethodArrays",
+    "fig7_zpred_vs_ztrue",
+    "fig8_z_distributions",
+    "fig9_metrics_vs_z",
+    "fig9b_metrics_vs_snr",
+    "fig10_reliability",
+    "fig11_errorbars",
+    "fig12_uncertainty",
+    "fig_pit_histogram",
+]

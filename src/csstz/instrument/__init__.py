@@ -4,6 +4,7 @@ The numbers live in a YAML data file (``data/csst.yaml`` by default), each with
 its source; :func:`load_instrument` validates them and returns frozen
 dataclasses. Another file with the same keys works without code changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -132,15 +133,30 @@ class Instrument:
     def flam17_to_counts_per_pix_at(self, band: Band, wave_aa: ArrayLike) -> np.ndarray:
         """As :meth:`flam17_to_counts_per_pix`, at arbitrary wavelengths ``wave_aa`` [A]."""
         w = np.asarray(wave_aa, dtype=np.float64)
-        return (FLAM17 * band.throughput(w) * self.area_cm2 * self.total_exptime_s
-                * band.dispersion_aa_per_pix * w / (H_ERG_S * C_AA_PER_S))
+        return (
+            FLAM17
+            * band.throughput(w)
+            * self.area_cm2
+            * self.total_exptime_s
+            * band.dispersion_aa_per_pix
+            * w
+            / (H_ERG_S * C_AA_PER_S)
+        )
 
     def to_yaml(self) -> str:
         """The configuration text this instrument was read from (stored in outputs)."""
         return self.source_text
 
 
-def _get(d: dict, key: str, path: str, kind: type = float, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float | int:
+def _get(
+    d: dict,
+    key: str,
+    path: str,
+    kind: type = float,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> float | int:
     if not isinstance(d, dict) or key not in d:
         raise ConfigError(path + "." + key if path else key, "missing from the instrument file")
     raw = d[key]
@@ -151,8 +167,12 @@ def _get(d: dict, key: str, path: str, kind: type = float, lo: float | None = No
     if kind is float and not math.isfinite(val):
         raise ConfigError(f"{path}.{key}", "must be finite", value=raw)
     if lo is not None and (val < lo or (lo_open and val == lo)):
-        raise ConfigError(f"{path}.{key}", "out of range", value=raw,
-                          allowed=f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
+        raise ConfigError(
+            f"{path}.{key}",
+            "out of range",
+            value=raw,
+            allowed=f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""),
+        )
     if hi is not None and val > hi:
         raise ConfigError(f"{path}.{key}", "out of range", value=raw, allowed=f"<= {hi}")
     return val
@@ -160,8 +180,13 @@ def _get(d: dict, key: str, path: str, kind: type = float, lo: float | None = No
 
 def _parse_throughput(text: str, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     try:
-        arr = np.array([[float(x) for x in line.split()] for line in str(text).strip().splitlines()
-                        if line.strip() and not line.strip().startswith("#")])
+        arr = np.array(
+            [
+                [float(x) for x in line.split()]
+                for line in str(text).strip().splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            ]
+        )
     except ValueError:
         raise ConfigError(where, "throughput lines must be 'wavelength_A value'") from None
     if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 2:
@@ -197,7 +222,8 @@ def parse_instrument(text: str, origin: str = "<string>") -> Instrument:
             wave_max_aa=_get(b, "wave_max_aa", where, lo=0, lo_open=True),
             dispersion_aa_per_pix=_get(b, "dispersion_aa_per_pix", where, lo=0, lo_open=True),
             sky_e_per_s_per_pix=_get(b, "sky_e_per_s_per_pix", where, lo=0),
-            tp_wave_aa=tw, tp_value=tv,
+            tp_wave_aa=tw,
+            tp_value=tv,
         )
         if band.wave_max_aa <= band.wave_min_aa:
             raise ConfigError(where + ".wave_max_aa", "must exceed wave_min_aa", value=band.wave_max_aa)
@@ -234,8 +260,9 @@ def parse_instrument(text: str, origin: str = "<string>") -> Instrument:
         source_text=text,
     )
     if inst.stamp_max_half_pix < inst.stamp_min_half_pix:
-        raise ConfigError("rendering.stamp_max_half_pix", "must be >= stamp_min_half_pix",
-                          value=inst.stamp_max_half_pix)
+        raise ConfigError(
+            "rendering.stamp_max_half_pix", "must be >= stamp_min_half_pix", value=inst.stamp_max_half_pix
+        )
     return inst
 
 

@@ -3,6 +3,7 @@
 A failure (bad input found half-way, a kill, a full disk) leaves any existing
 file untouched and no partial output behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-",
-                               suffix=suffix if suffix is not None else final.suffix, dir=final.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name}.tmp-", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
+    )
     os.close(fd)
     os.unlink(tmp)  # writers create it themselves (h5py, astropy refuse to overwrite otherwise)
     try:

@@ -4,6 +4,7 @@ Shared by the simulator's, the population's and the evaluation's figures, so
 that no module switches matplotlib's global backend and no figure is ever
 left half-written.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

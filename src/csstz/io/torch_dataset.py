@@ -27,6 +27,7 @@ Streaming: :class:`SpectraDataset` keeps only row indices; the HDF5 file is open
 lazily in each process (DataLoader worker) on first access, and a batch is read with
 one sorted fancy-indexed read per band, so memory is flat in the dataset size.
 """
+
 from __future__ import annotations
 
 import os
@@ -115,7 +116,9 @@ class SpectraDataset(torch.utils.data.Dataset):
     the file has no Z column). :meth:`__getitems__` fetches a batch with one read per band.
     """
 
-    def __init__(self, path: PathLike, rows: np.ndarray, bands: tuple[str, ...] | None = None, augment: bool = False) -> None:
+    def __init__(
+        self, path: PathLike, rows: np.ndarray, bands: tuple[str, ...] | None = None, augment: bool = False
+    ) -> None:
         self.path = str(path)
         self.rows = np.asarray(rows, np.int64)
         self.bands = tuple(bands) if bands is not None else network_bands()
@@ -131,8 +134,11 @@ class SpectraDataset(torch.utils.data.Dataset):
             raise InputError("rows", "row index outside the file", allowed=f"0..{n_file - 1}")
         self.length = int(sum(lengths))
         cat = read_catalog(self.path)
-        self.z = (np.asarray(cat["Z"], np.float32)[self.rows] if "Z" in cat.colnames
-                  else np.full(self.rows.size, np.nan, np.float32))
+        self.z = (
+            np.asarray(cat["Z"], np.float32)[self.rows]
+            if "Z" in cat.colnames
+            else np.full(self.rows.size, np.nan, np.float32)
+        )
         self.targetid = np.asarray(cat["TARGETID"], np.int64)[self.rows]
         self._h5 = None
         self._pid = None

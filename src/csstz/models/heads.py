@@ -13,6 +13,7 @@ Layout (the authors' BNN head, ``docs/design.md``, Networks)::
 CNN's redshift (the CNN's output layer is part of the copied network), so that a short
 BNN training starts from the CNN's accuracy; ``residual=False`` is the authors' head.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -52,9 +53,17 @@ class BayesianHead(nn.Module):
         Initial width (sets the bias of the width output).
     """
 
-    def __init__(self, in_features: int, kind: str = "mnf", hidden: Sequence[int] = (256, 128), n_flows: int = 2,
-                 flow_hidden: int = 50, dropout_p: float = 0.1, prior_var: float = 1.0,
-                 sigma_init: float = 0.05) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        kind: str = "mnf",
+        hidden: Sequence[int] = (256, 128),
+        n_flows: int = 2,
+        flow_hidden: int = 50,
+        dropout_p: float = 0.1,
+        prior_var: float = 1.0,
+        sigma_init: float = 0.05,
+    ) -> None:
         super().__init__()
         if kind not in HEAD_KINDS:
             raise ConfigError("head", "unknown head", value=kind, allowed=", ".join(HEAD_KINDS))

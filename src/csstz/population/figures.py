@@ -2,6 +2,7 @@
 
 matplotlib is imported lazily (Agg backend), so importing this module is cheap.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,10 +54,12 @@ def plot_morphology(cat: Table, path: Path) -> Path:
     """Fig. 2: r_eff [arcsec], Sersic n, b/a and position angle [deg]."""
     fig = new_figure(figsize=(8, 6))
     axes = fig.subplots(2, 2)
-    specs = [("SHAPE_R", r"$r_{\rm eff}$ [arcsec]", np.linspace(0, 4, 41)),
-             ("SERSIC", "Sersic n", np.linspace(0, 6.5, 53)),
-             ("BA", "b/a", np.linspace(0, 1, 41)),
-             ("PA", r"$\phi$ [deg]", np.linspace(-90, 90, 37))]
+    specs = [
+        ("SHAPE_R", r"$r_{\rm eff}$ [arcsec]", np.linspace(0, 4, 41)),
+        ("SERSIC", "Sersic n", np.linspace(0, 6.5, 53)),
+        ("BA", "b/a", np.linspace(0, 1, 41)),
+        ("PA", r"$\phi$ [deg]", np.linspace(-90, 90, 37)),
+    ]
     for ax, (col, label, bins) in zip(axes.ravel(), specs):
         ax.hist(np.asarray(cat[col], float), bins=bins, histtype="stepfilled", alpha=0.7)
         ax.set_xlabel(label)
@@ -90,8 +93,13 @@ def plot_snr(cat: Table, path: Path) -> Path:
     for col in snr_columns(cat):
         v = np.asarray(cat[col], float)
         frac_lt1 = float(np.mean(v < 1))
-        ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.5,
-                label=f"{col[4:]}: mode {modes[col]:.2f}, {100 * frac_lt1:.0f}% < 1")
+        ax.hist(
+            np.clip(v, bins[0], bins[-1]),
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            label=f"{col[4:]}: mode {modes[col]:.2f}, {100 * frac_lt1:.0f}% < 1",
+        )
     ax.set_xscale("log")
     ax.axvline(1.0, color="grey", lw=0.5)
     ax.set_xlabel("SNR (median over valid pixels of flux/err)")
@@ -123,8 +131,11 @@ def plot_dataset_figures(dataset_path: PathLike, out_dir: PathLike) -> list[Path
     cat = read_catalog(dataset_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot_redshift(cat, out / "fig1_redshift.png"), plot_morphology(cat, out / "fig2_morphology.png"),
-            plot_snr(cat, out / "fig3_snr.png")]
+    return [
+        plot_redshift(cat, out / "fig1_redshift.png"),
+        plot_morphology(cat, out / "fig2_morphology.png"),
+        plot_snr(cat, out / "fig3_snr.png"),
+    ]
 
 
 __all__ = ["plot_dataset_figures", "plot_redshift", "plot_morphology", "plot_snr", "snr_modes"]

@@ -11,6 +11,7 @@ of the CSST histogram and a uniform distribution on 0-1.6), so that the network
 also sees enough galaxies in the sparse 1.0-1.6 tail; the test split, which gives
 the final numbers, keeps the CSST shape exactly.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -95,8 +96,20 @@ def chi2_against_csst(z: np.ndarray) -> tuple[float, float, int]:
     return chi2, float(stats.chi2.sf(chi2, dof)), dof
 
 
-__all__ = ["CSST_Z_EDGES", "CSST_Z_FRACTIONS", "csst_bin_probabilities", "sample_csst_z", "sample_train_z",
-           "sample_z_for_split", "chi2_against_csst", "Z_MIN", "Z_MAX", "split_of", "SPLITS", "split_weighted_by_csst"]
+__all__ = [
+    "CSST_Z_EDGES",
+    "CSST_Z_FRACTIONS",
+    "csst_bin_probabilities",
+    "sample_csst_z",
+    "sample_train_z",
+    "sample_z_for_split",
+    "chi2_against_csst",
+    "Z_MIN",
+    "Z_MAX",
+    "split_of",
+    "SPLITS",
+    "split_weighted_by_csst",
+]
 
 
 #: The splits and their shares (paper sec. 3.2: train : val : test = 8 : 1 : 1).

@@ -23,6 +23,7 @@ Helpers:
 Every function raises :class:`csstz.errors.InputError` with a one-line message naming the
 argument (``PZ`` / ``PZ_GRID`` in :func:`check_pz`) and the bad value.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def _rows(pz: ArrayLike, k: int, name: str = "PZ") -> np.ndarray:
     if p.ndim == 1:
         p = p[None]
     if p.ndim != 2 or p.shape[1] != k:
-        raise InputError(name, "shape does not match (N objects, K grid points)", value=np.shape(pz),
-                         allowed=f"(N, {k})")
+        raise InputError(
+            name, "shape does not match (N objects, K grid points)", value=np.shape(pz), allowed=f"(N, {k})"
+        )
     return p
 
 
@@ -203,7 +205,9 @@ def mode(pz: ArrayLike, z_grid: ArrayLike, refine: bool = True) -> np.ndarray:
     return np.where(ok, vertex, z0)
 
 
-def mass_away_from_mode(pz: ArrayLike, z_grid: ArrayLike, window_dz: float = MODE_WINDOW_DZ, z_mode: ArrayLike | None = None) -> np.ndarray:
+def mass_away_from_mode(
+    pz: ArrayLike, z_grid: ArrayLike, window_dz: float = MODE_WINDOW_DZ, z_mode: ArrayLike | None = None
+) -> np.ndarray:
     """Probability farther than ``window_dz (1 + z_mode)`` from the mode, (N,) in [0, 1].
 
     A multimodality measure: near 0 for one peak narrower than the window, large when a second
@@ -252,6 +256,21 @@ def crps(pz: ArrayLike, z_grid: ArrayLike, z_true: ArrayLike) -> np.ndarray:
     return total + np.maximum(g[0] - zt, 0.0) + np.maximum(zt - g[-1], 0.0)
 
 
-__all__ = ["check_grid", "check_pz", "normalise", "from_loglike", "from_chi2", "cdf", "pit", "quantile",
-           "central_interval", "mode", "mass_away_from_mode", "crps", "LEVEL_68", "LEVEL_95", "MODE_WINDOW_DZ",
-           "NORM_TOL"]
+__all__ = [
+    "check_grid",
+    "check_pz",
+    "normalise",
+    "from_loglike",
+    "from_chi2",
+    "cdf",
+    "pit",
+    "quantile",
+    "central_interval",
+    "mode",
+    "mass_away_from_mode",
+    "crps",
+    "LEVEL_68",
+    "LEVEL_95",
+    "MODE_WINDOW_DZ",
+    "NORM_TOL",
+]

@@ -9,6 +9,7 @@ Loss per batch: mean Gaussian negative log likelihood
 plus ``kl_weight * KL / n_train`` (the ELBO per training spectrum when kl_weight = 1;
 kl_weight = 0, the default, is the authors' code, which leaves the KL out).
 """
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,7 @@ A model file is a ``torch.save`` of a plain dict::
 with only tensors, str, int, float, bool, None, lists and dicts inside, so that
 ``torch.load(path, weights_only=True)`` reads it. It is written atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,13 @@ if TYPE_CHECKING:
 
 def save_model(path: PathLike, model: torch.nn.Module, kind: str, config: dict, meta: dict | None = None) -> Path:
     """Write ``model``'s state_dict with its config atomically to ``path``."""
-    payload = {"kind": kind, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-               "config": dict(config), "meta": dict(meta or {}), "csstz_version": __version__}
+    payload = {
+        "kind": kind,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": dict(config),
+        "meta": dict(meta or {}),
+        "csstz_version": __version__,
+    }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)

@@ -4,6 +4,7 @@ Shared by both stages: :func:`make_loaders` (streamed HDF5 data, fresh augmentat
 every pass through the training rows) and :func:`fit_stage` (a Lightning Trainer with a
 best-by-validation-loss checkpoint and ``last.ckpt``, from which a killed run resumes).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,12 @@ if TYPE_CHECKING:
 
     from .._types import PathLike
 
-_EXPECTED_WARNINGS = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*",
-                      r".*does not have many workers.*", r".*LeafSpec.*")
+_EXPECTED_WARNINGS = (
+    r".*module\(s\) in eval mode.*",
+    r".*smaller than the logging interval.*",
+    r".*does not have many workers.*",
+    r".*LeafSpec.*",
+)
 
 
 def logcosh(d: torch.Tensor) -> torch.Tensor:
@@ -80,7 +85,9 @@ class History(Callback):
             self.train.append(float(trainer.callback_metrics["train_loss"]))
 
 
-def make_loaders(dataset_path: PathLike, train_rows: np.ndarray, val_rows: np.ndarray, cfg: dict) -> tuple[DataLoader, DataLoader]:
+def make_loaders(
+    dataset_path: PathLike, train_rows: np.ndarray, val_rows: np.ndarray, cfg: dict
+) -> tuple[DataLoader, DataLoader]:
     """Training (shuffled, augmented) and validation (fixed) DataLoaders."""
     bands = tuple(cfg["bands"])
     nw = int(cfg.get("num_workers", 0))
@@ -88,14 +95,23 @@ def make_loaders(dataset_path: PathLike, train_rows: np.ndarray, val_rows: np.nd
     val_ds = SpectraDataset(dataset_path, val_rows, bands=bands, augment=False)
     bs = int(cfg["batch_size"])
     common = dict(collate_fn=collate_batch, num_workers=nw, persistent_workers=nw > 0)
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True,
-                                           drop_last=len(train_ds) > bs, **common)
+    train_dl = torch.utils.data.DataLoader(
+        train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs, **common
+    )
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=max(bs, 256), shuffle=False, **common)
     return train_dl, val_dl
 
 
-def fit_stage(module: L.LightningModule, train_dl: DataLoader, val_dl: DataLoader, cfg: dict, ckpt_dir: PathLike, epochs: int, name: str,
-              unused_parameters: bool = False) -> tuple[str, History, float]:
+def fit_stage(
+    module: L.LightningModule,
+    train_dl: DataLoader,
+    val_dl: DataLoader,
+    cfg: dict,
+    ckpt_dir: PathLike,
+    epochs: int,
+    name: str,
+    unused_parameters: bool = False,
+) -> tuple[str, History, float]:
     """Fit with Lightning; resume from ``ckpt_dir/last.ckpt`` when it exists.
 
     With more than one device the strategy is DDP (``unused_parameters``: let DDP skip
@@ -112,19 +128,33 @@ def fit_stage(module: L.LightningModule, train_dl: DataLoader, val_dl: DataLoade
     wall_s : float
     """
     ckpt_dir = Path(ckpt_dir)
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
-                           save_last=True, save_top_k=1, enable_version_counter=False)
+    ckpt = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
     hist = History()
     devices = cfg.get("devices", "1")
     devices = int(devices) if str(devices).isdigit() else devices
     multi = isinstance(devices, int) and devices > 1
     if not cfg.get("progress", True):  # no banner lines ("GPU available: ...") in quiet runs
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    trainer = L.Trainer(max_epochs=int(epochs), accelerator=cfg.get("accelerator", "cpu"), devices=devices,
-                        strategy=("ddp_find_unused_parameters_true" if unused_parameters else "ddp") if multi else "auto", callbacks=[ckpt, hist],
-                        logger=CSVLogger(str(ckpt_dir.parent.parent / "logs"), name=name),
-                        enable_progress_bar=bool(cfg.get("progress", True)), enable_model_summary=False,
-                        num_sanity_val_steps=0, log_every_n_steps=10)
+    trainer = L.Trainer(
+        max_epochs=int(epochs),
+        accelerator=cfg.get("accelerator", "cpu"),
+        devices=devices,
+        strategy=("ddp_find_unused_parameters_true" if unused_parameters else "ddp") if multi else "auto",
+        callbacks=[ckpt, hist],
+        logger=CSVLogger(str(ckpt_dir.parent.parent / "logs"), name=name),
+        enable_progress_bar=bool(cfg.get("progress", True)),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
     last = ckpt_dir / "last.ckpt"
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -139,7 +169,7 @@ def fit_stage(module: L.LightningModule, train_dl: DataLoader, val_dl: DataLoade
 def load_lightning_weights(path: PathLike, prefix: str) -> dict:
     """The state_dict entries under ``prefix`` of a Lightning checkpoint (tensors only)."""
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 __all__ = ["CNNModule", "History", "logcosh", "make_loaders", "fit_stage", "load_lightning_weights"]

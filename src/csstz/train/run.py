@@ -12,6 +12,7 @@ Resuming: a stage whose model file exists is skipped; otherwise its Lightning
 continues where it stopped. Only the ``train`` and ``val`` splits are read; best
 checkpoints see the validation split only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,11 +68,18 @@ def _check_run_fingerprint(out: Path, dataset_path: PathLike, cat: Table, cfg: T
         except ValueError:
             raise InputError("--out", f"unreadable {FINGERPRINT_FILE} in the run directory", value=str(out)) from None
         if old != json.loads(json.dumps(fp)):
-            changed = sorted(k for k in set(old.get("config", {})) | set(conf)
-                             if old.get("config", {}).get(k) != json.loads(json.dumps(conf)).get(k))
+            changed = sorted(
+                k
+                for k in set(old.get("config", {})) | set(conf)
+                if old.get("config", {}).get(k) != json.loads(json.dumps(conf)).get(k)
+            )
             what = "the dataset" if old.get("dataset_digest") != fp["dataset_digest"] else ", ".join(changed)
-            raise InputError("--out", f"run directory was made with a different {what}; use a new --out "
-                             "(or the original arguments to resume)", value=str(out))
+            raise InputError(
+                "--out",
+                f"run directory was made with a different {what}; use a new --out "
+                "(or the original arguments to resume)",
+                value=str(out),
+            )
     else:
         write_json(path, fp)
 
@@ -132,23 +140,36 @@ def train(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig | None 
         raise InputError("Z", "dataset catalogue has no Z column", path=str(dataset_path))
     train_rows, val_rows = select_rows(dataset_path, cfg)
     if train_rows.size < cfg.batch_size:
-        raise InputError("batch_size", "more than the number of training spectra",
-                         value=cfg.batch_size, allowed=f"<= {train_rows.size}")
+        raise InputError(
+            "batch_size",
+            "more than the number of training spectra",
+            value=cfg.batch_size,
+            allowed=f"<= {train_rows.size}",
+        )
     out.mkdir(parents=True, exist_ok=True)
     _check_run_fingerprint(out, dataset_path, cat, cfg)
-    write_text(out / CONFIG_FILE, to_yaml({"model": cfg.model, "optimiser": cfg.optimiser,
-                                           "calibrate": cfg.calibrate}))
+    write_text(out / CONFIG_FILE, to_yaml({"model": cfg.model, "optimiser": cfg.optimiser, "calibrate": cfg.calibrate}))
     z_all = np.asarray(cat["Z"], np.float64)
     z_train, z_val = z_all[train_rows], z_all[val_rows]
     z_init = float(np.median(z_train))
     z_range = [float(z_train.min()), float(z_train.max())]
     d = cfg.to_dict() | {"z_init": z_init}
     naive_loss = float(logcosh(torch.as_tensor(z_init - z_val)).mean())
-    naive_nll = float(np.log(np.std(z_train)) + 0.5 * np.mean(((z_val - np.mean(z_train)) / np.std(z_train)) ** 2)
-                      + 0.5 * np.log(2 * np.pi))
-    summary = {"dataset": str(dataset_path), "config": cfg.to_dict(), "n_train": int(train_rows.size),
-               "n_val": int(val_rows.size), "z_range": z_range, "z_init": z_init,
-               "naive_val_loss": naive_loss, "naive_val_nll": naive_nll}
+    naive_nll = float(
+        np.log(np.std(z_train))
+        + 0.5 * np.mean(((z_val - np.mean(z_train)) / np.std(z_train)) ** 2)
+        + 0.5 * np.log(2 * np.pi)
+    )
+    summary = {
+        "dataset": str(dataset_path),
+        "config": cfg.to_dict(),
+        "n_train": int(train_rows.size),
+        "n_val": int(val_rows.size),
+        "z_range": z_range,
+        "z_init": z_init,
+        "naive_val_loss": naive_loss,
+        "naive_val_nll": naive_nll,
+    }
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     train_dl, val_dl = make_loaders(dataset_path, train_rows, val_rows, d)
 
@@ -159,8 +180,14 @@ def train(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig | None 
         best, hist, wall = fit_stage(module, train_dl, val_dl, d, out / CHECKPOINT_DIR / "cnn", cfg.epochs, "cnn")
         module.net.cpu().load_state_dict(load_lightning_weights(best, "net."))  # prediction runs on the CPU
         module.net.eval()
-        cnn_meta = {"val_losses": hist.val, "train_losses": hist.train, "best_val_loss": min(hist.val, default=None),
-                    "epochs_run": len(hist.val), "wall_s": wall, "z_range": z_range}
+        cnn_meta = {
+            "val_losses": hist.val,
+            "train_losses": hist.train,
+            "best_val_loss": min(hist.val, default=None),
+            "epochs_run": len(hist.val),
+            "wall_s": wall,
+            "z_range": z_range,
+        }
         save_model(cnn_path, module.net, "cnn", d, cnn_meta)
     cnn, payload = load_model(cnn_path)
     summary["cnn"] = dict(payload["meta"])
@@ -170,12 +197,24 @@ def train(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig | None 
     if not bnn_path.is_file():
         L.seed_everything(cfg.seed + 1, workers=True, verbose=False)
         module = BNNModule(d, cnn, n_train=train_rows.size)
-        best, hist, wall = fit_stage(module, train_dl, val_dl, d, out / CHECKPOINT_DIR / "bnn", cfg.bnn_epochs,
-                                     "bnn", unused_parameters=True)
+        best, hist, wall = fit_stage(
+            module, train_dl, val_dl, d, out / CHECKPOINT_DIR / "bnn", cfg.bnn_epochs, "bnn", unused_parameters=True
+        )
         module.bnn.cpu().load_state_dict(load_lightning_weights(best, "bnn."))
-        save_model(bnn_path, module.bnn, "bnn", d,
-                   {"val_losses": hist.val, "train_losses": hist.train, "best_val_loss": min(hist.val, default=None),
-                    "epochs_run": len(hist.val), "wall_s": wall, "z_range": z_range})
+        save_model(
+            bnn_path,
+            module.bnn,
+            "bnn",
+            d,
+            {
+                "val_losses": hist.val,
+                "train_losses": hist.train,
+                "best_val_loss": min(hist.val, default=None),
+                "epochs_run": len(hist.val),
+                "wall_s": wall,
+                "z_range": z_range,
+            },
+        )
     _, payload = load_model(bnn_path)
     summary["bnn"] = dict(payload["meta"])
     summary["wall_s"] = time.perf_counter() - t_start
