@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 THREADS ?= 2
 
-.PHONY: venv test test-slow test-sps demo demo-full bench clean
+.PHONY: venv lint test test-slow test-sps demo demo-full bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# ruff (pinned in constraints.txt; config in pyproject.toml): lint, annotations (ANN) and format
+LINT_PATHS := src tests benchmarks scripts
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+# lint first, so that CI's `make test` checks it
+test: lint
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -ra
 
 test-slow: $(STAMP)

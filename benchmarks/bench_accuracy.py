@@ -10,6 +10,7 @@ paper's numbers.
 
     python benchmarks/bench_accuracy.py [--quick] [--out-dir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,11 @@ from pathlib import Path
 from csstz import __version__
 from csstz.demo import QUICK, STANDARD, run_demo
 
-PAPER = {"CNN": {"sigma_nmad": 0.00047, "eta": 0.00954},
-         "BNN": {"sigma_nmad": 0.00063, "eta": 0.0092, "ebar": 0.00228},
-         "templates": {"sigma_nmad": "about 0.01 (text)"}}
+PAPER = {
+    "CNN": {"sigma_nmad": 0.00047, "eta": 0.00954},
+    "BNN": {"sigma_nmad": 0.00063, "eta": 0.0092, "ebar": 0.00228},
+    "templates": {"sigma_nmad": "about 0.01 (text)"},
+}
 
 
 def main() -> None:
@@ -36,12 +39,34 @@ def main() -> None:
         out = Path(args.out_dir or tmp)
         res = run_demo(out, seed=0, plan=plan)
         metrics = json.loads((out / "report" / "metrics.json").read_text())
-    result = {"benchmark": "accuracy", "csstz_version": __version__, "plan": res["plan"], "seed": 0,
-              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "times_s": res["times"],
-              "methods": {k: {key: v.get(key) for key in ("n", "sigma_nmad", "eta", "ebar", "bias", "coverage_68",
-                                                          "coverage_95", "crps", "by_z", "by_snr_gi")}
-                          for k, v in metrics["methods"].items()},
-              "calibration": res["train_summary"].get("calibration"), "paper": PAPER}
+    result = {
+        "benchmark": "accuracy",
+        "csstz_version": __version__,
+        "plan": res["plan"],
+        "seed": 0,
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "times_s": res["times"],
+        "methods": {
+            k: {
+                key: v.get(key)
+                for key in (
+                    "n",
+                    "sigma_nmad",
+                    "eta",
+                    "ebar",
+                    "bias",
+                    "coverage_68",
+                    "coverage_95",
+                    "crps",
+                    "by_z",
+                    "by_snr_gi",
+                )
+            }
+            for k, v in metrics["methods"].items()
+        },
+        "calibration": res["train_summary"].get("calibration"),
+        "paper": PAPER,
+    }
     path = Path(__file__).parent / "results" / f"accuracy{'_quick' if args.quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str))

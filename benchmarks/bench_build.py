@@ -14,6 +14,7 @@ ms per galaxy of each simulator stage in one warm process.
 Memory is the peak over time of the summed RSS of the build process and all its
 descendants (Dask nanny + workers), sampled every 0.1 s with psutil.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,21 @@ import psutil
 
 def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
     out = tmp / f"bench_{n}_{workers}.h5"
-    cmd = [sys.executable, "-c", "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))",
-           "build", "--n", str(n), "--out", str(out), "--workers", str(workers), "--chunk", str(chunk),
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))",
+        "build",
+        "--n",
+        str(n),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--chunk",
+        str(chunk),
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
@@ -51,9 +64,15 @@ def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
         raise RuntimeError(f"build failed with exit {proc.returncode}")
     size = out.stat().st_size
     out.unlink()
-    return {"n": n, "workers": workers, "chunk": chunk, "wall_s": round(wall, 2),
-            "galaxies_per_s": round(n / wall, 1), "peak_rss_mib": round(peak / 2 ** 20, 1),
-            "file_mib": round(size / 2 ** 20, 2)}
+    return {
+        "n": n,
+        "workers": workers,
+        "chunk": chunk,
+        "wall_s": round(wall, 2),
+        "galaxies_per_s": round(n / wall, 1),
+        "peak_rss_mib": round(peak / 2**20, 1),
+        "file_mib": round(size / 2**20, 2),
+    }
 
 
 def stage_costs(n: int = 300, repeat: int = 3) -> dict:
@@ -86,13 +105,19 @@ def main(argv=None) -> int:
         marginal = round(dn / dt, 1) if dt > 0 else None
     else:
         marginal = None
-    res = {"benchmark": "csstz build (embedded population, GU+GV+GI)", "cpu_count": os.cpu_count(),
-           "machine": platform.machine(), "python": platform.python_version(), "runs": runs,
-           "marginal_galaxies_per_s": marginal,
-           "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)], "target_galaxies_per_s": 300,
-           "single_core_stage_costs": costs,
-           "note": "machine shared with other jobs while measuring; wall time includes start-up "
-                   "(imports, Dask cluster, population tables)"}
+    res = {
+        "benchmark": "csstz build (embedded population, GU+GV+GI)",
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "runs": runs,
+        "marginal_galaxies_per_s": marginal,
+        "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "target_galaxies_per_s": 300,
+        "single_core_stage_costs": costs,
+        "note": "machine shared with other jobs while measuring; wall time includes start-up "
+        "(imports, Dask cluster, population tables)",
+    }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
     print(f"wrote {a.out}")

@@ -25,6 +25,7 @@ step is recorded. Results: ``benchmarks/results/cross_population.json``.
 
     python benchmarks/bench_cross_population.py [--n 8000] [--work DIR] [--methods paper,pz,templates]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,11 @@ import sys
 import time
 from pathlib import Path
 
-POPULATIONS = {"embedded": ["--source", "embedded"],
-               "sps": ["--source", "sps"],
-               "mixed": ["--source", "embedded,sps", "--mix", "0.5"]}
+POPULATIONS = {
+    "embedded": ["--source", "embedded"],
+    "sps": ["--source", "sps"],
+    "mixed": ["--source", "embedded,sps", "--mix", "0.5"],
+}
 KEYS = ("n", "sigma_nmad", "eta", "ebar", "coverage_68", "coverage_95", "by_snr_gi")
 
 
@@ -67,8 +70,11 @@ class Runner:
 
 def _metrics(runner: Runner, pred: Path, truth: Path, label: str) -> dict:
     rep = pred.with_suffix("")
-    runner.step(f"evaluate {pred.name}", rep / "metrics.json",
-                ["evaluate", str(pred), "--truth", str(truth), "--out", str(rep), "--label", label])
+    runner.step(
+        f"evaluate {pred.name}",
+        rep / "metrics.json",
+        ["evaluate", str(pred), "--truth", str(truth), "--out", str(rep), "--label", label],
+    )
     m = json.loads((rep / "metrics.json").read_text())
     return {k: m.get(k) for k in KEYS}
 
@@ -89,46 +95,140 @@ def main() -> None:
     t_start = time.perf_counter()
     data = {}
     for pop, src in POPULATIONS.items():
-        data[pop] = run.step(f"build {pop}", work / f"{pop}.h5",
-                             ["build", "--n", str(args.n), "--seed", "0", "--workers", str(args.workers),
-                              "--out", str(work / f"{pop}.h5"), "--no-progress", *src])
+        data[pop] = run.step(
+            f"build {pop}",
+            work / f"{pop}.h5",
+            [
+                "build",
+                "--n",
+                str(args.n),
+                "--seed",
+                "0",
+                "--workers",
+                str(args.workers),
+                "--out",
+                str(work / f"{pop}.h5"),
+                "--no-progress",
+                *src,
+            ],
+        )
     rows = []
     for a in POPULATIONS:
         runs = {}
         if "paper" in methods:
-            runs["paper"] = run.step(f"train paper on {a}", work / f"run_paper_{a}" / "summary.json",
-                                     ["train", str(data[a]), "--out", str(work / f"run_paper_{a}"), "--model",
-                                      "paper", "--epochs", str(args.epochs), "--bnn-epochs",
-                                      str(max(1, args.epochs // 2)), "--no-progress"]).parent
+            runs["paper"] = run.step(
+                f"train paper on {a}",
+                work / f"run_paper_{a}" / "summary.json",
+                [
+                    "train",
+                    str(data[a]),
+                    "--out",
+                    str(work / f"run_paper_{a}"),
+                    "--model",
+                    "paper",
+                    "--epochs",
+                    str(args.epochs),
+                    "--bnn-epochs",
+                    str(max(1, args.epochs // 2)),
+                    "--no-progress",
+                ],
+            ).parent
         if "pz" in methods:
-            runs["pz"] = run.step(f"train pz on {a}", work / f"run_pz_{a}" / "summary.json",
-                                  ["train", str(data[a]), "--out", str(work / f"run_pz_{a}"), "--model", "pz",
-                                   "--pz-max-samples", str(args.pz_max_samples), "--no-progress"]).parent
+            runs["pz"] = run.step(
+                f"train pz on {a}",
+                work / f"run_pz_{a}" / "summary.json",
+                [
+                    "train",
+                    str(data[a]),
+                    "--out",
+                    str(work / f"run_pz_{a}"),
+                    "--model",
+                    "pz",
+                    "--pz-max-samples",
+                    str(args.pz_max_samples),
+                    "--no-progress",
+                ],
+            ).parent
         for b in POPULATIONS:
             for split in ("val", "test"):
                 for method, rdir in runs.items():
                     pred = work / f"pred_{method}_{a}_on_{b}_{split}.fits"
-                    run.step(f"predict {method} {a}->{b} {split}", pred,
-                             ["predict", str(rdir), str(data[b]), "--split", split, "--out", str(pred)])
-                    rows.append({"method": method, "train": a, "test": b, "split": split,
-                                 **_metrics(run, pred, data[b], method)})
+                    run.step(
+                        f"predict {method} {a}->{b} {split}",
+                        pred,
+                        ["predict", str(rdir), str(data[b]), "--split", split, "--out", str(pred)],
+                    )
+                    rows.append(
+                        {
+                            "method": method,
+                            "train": a,
+                            "test": b,
+                            "split": split,
+                            **_metrics(run, pred, data[b], method),
+                        }
+                    )
                 if "templates" in methods and split == "test":  # nothing to choose for templates: no val rows
                     pred = work / f"pred_templates-learned_{a}_on_{b}_{split}.fits"
-                    run.step(f"fit learned basis {a}->{b} {split}", pred,
-                             ["fit-templates", str(data[b]), "--split", split, "--lsf", "morphology",
-                              "--basis", f"learned:{data[a]}", "--workers", str(args.workers), "--no-progress",
-                              "--out", str(pred)])
-                    rows.append({"method": "templates-learned", "train": a, "test": b, "split": split,
-                                 **_metrics(run, pred, data[b], "templates-learned")})
+                    run.step(
+                        f"fit learned basis {a}->{b} {split}",
+                        pred,
+                        [
+                            "fit-templates",
+                            str(data[b]),
+                            "--split",
+                            split,
+                            "--lsf",
+                            "morphology",
+                            "--basis",
+                            f"learned:{data[a]}",
+                            "--workers",
+                            str(args.workers),
+                            "--no-progress",
+                            "--out",
+                            str(pred),
+                        ],
+                    )
+                    rows.append(
+                        {
+                            "method": "templates-learned",
+                            "train": a,
+                            "test": b,
+                            "split": split,
+                            **_metrics(run, pred, data[b], "templates-learned"),
+                        }
+                    )
     if "templates" in methods:
         for b in POPULATIONS:
             for split in ("test",):
                 pred = work / f"pred_templates-kcorrect_{b}_{split}.fits"
-                run.step(f"fit kcorrect basis on {b} {split}", pred,
-                         ["fit-templates", str(data[b]), "--split", split, "--lsf", "morphology", "--basis",
-                          "kcorrect", "--workers", str(args.workers), "--no-progress", "--out", str(pred)])
-                rows.append({"method": "templates-kcorrect", "train": "-", "test": b, "split": split,
-                             **_metrics(run, pred, data[b], "templates-kcorrect")})
+                run.step(
+                    f"fit kcorrect basis on {b} {split}",
+                    pred,
+                    [
+                        "fit-templates",
+                        str(data[b]),
+                        "--split",
+                        split,
+                        "--lsf",
+                        "morphology",
+                        "--basis",
+                        "kcorrect",
+                        "--workers",
+                        str(args.workers),
+                        "--no-progress",
+                        "--out",
+                        str(pred),
+                    ],
+                )
+                rows.append(
+                    {
+                        "method": "templates-kcorrect",
+                        "train": "-",
+                        "test": b,
+                        "split": split,
+                        **_metrics(run, pred, data[b], "templates-kcorrect"),
+                    }
+                )
     best = {}
     for method in {r["method"] for r in rows if r["train"] != "-"}:
         # the training population whose worst validation eta over the test populations is lowest
@@ -139,12 +239,23 @@ def main() -> None:
         if worst:
             best[method] = min(worst, key=worst.get)
     from csstz import __version__
-    result = {"benchmark": "cross_population", "csstz_version": __version__, "n_per_population": args.n,
-              "seed": 0, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "wall_s": round(time.perf_counter() - t_start, 1), "step_times_s": run.times,
-              "budgets": {"paper_epochs": args.epochs, "paper_bnn_epochs": max(1, args.epochs // 2),
-                          "pz_max_samples": args.pz_max_samples},
-              "best_training_population_by_val": best, "rows": rows}
+
+    result = {
+        "benchmark": "cross_population",
+        "csstz_version": __version__,
+        "n_per_population": args.n,
+        "seed": 0,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "step_times_s": run.times,
+        "budgets": {
+            "paper_epochs": args.epochs,
+            "paper_bnn_epochs": max(1, args.epochs // 2),
+            "pz_max_samples": args.pz_max_samples,
+        },
+        "best_training_population_by_val": best,
+        "rows": rows,
+    }
     out = Path(__file__).parent / "results" / "cross_population.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))

@@ -7,6 +7,7 @@ cluster of 2 workers. Writes ``benchmarks/results/simulate.json``.
 
     python benchmarks/bench_simulate.py [--n 3000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,8 @@ def make_catalog(n: int, path: Path, seed: int = 1) -> None:
     z = rng.uniform(0.05, 1.5, n)
     mag = rng.uniform(19.5, 22.0, n)
     flux = abmag_to_flam17(mag[:, None], wave[None, :]) * (
-        1 + 3 * np.exp(-0.5 * ((wave[None, :] - 6563 * (1 + z[:, None])) / 4) ** 2))
+        1 + 3 * np.exp(-0.5 * ((wave[None, :] - 6563 * (1 + z[:, None])) / 4) ** 2)
+    )
     cat = Table()
     cat["TARGETID"] = np.arange(n, dtype=np.int64)
     cat["Z"] = z
@@ -47,9 +49,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "simulate.json"))
     args = ap.parse_args()
-    results = {"benchmark": "simulate", "csstz_version": __version__, "n_galaxies": args.n,
-               "bands": "GU,GV,GI", "machine": f"{platform.machine()} {platform.processor()}",
-               "cpu_count": __import__("os").cpu_count(), "runs": []}
+    results = {
+        "benchmark": "simulate",
+        "csstz_version": __version__,
+        "n_galaxies": args.n,
+        "bands": "GU,GV,GI",
+        "machine": f"{platform.machine()} {platform.processor()}",
+        "cpu_count": __import__("os").cpu_count(),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         cat = Path(tmp) / "cat.fits"
         make_catalog(args.n, cat)
@@ -58,8 +66,9 @@ def main() -> None:
             t0 = time.perf_counter()
             simulate_file(cat, Path(tmp) / f"w{workers}.h5", workers=workers, chunk=250)
             dt = time.perf_counter() - t0
-            results["runs"].append({"workers": workers, "wall_s": round(dt, 2),
-                                    "galaxies_per_s": round(args.n / dt, 1)})
+            results["runs"].append(
+                {"workers": workers, "wall_s": round(dt, 2), "galaxies_per_s": round(args.n / dt, 1)}
+            )
             print(f"workers={workers}: {args.n / dt:.1f} galaxies/s ({dt:.1f} s, incl. cluster start)")
     results["peak_rss_mib_main_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ Writes ``benchmarks/results/templates.json``.
 
     python benchmarks/bench_templates.py [--n 1000] [--seed 5]
 """
+
 from __future__ import annotations
 
 import os
@@ -35,12 +36,12 @@ from astropy.table import vstack
 
 from csstz import __version__
 from csstz.evaluate import metrics
-from csstz.templates.fit import DEFAULT_DLNZ, fit_templates, template_model_for
 from csstz.instrument import load_instrument
+from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra
+from csstz.templates.fit import DEFAULT_DLNZ, fit_templates, template_model_for
 
 #: Timing runs fit the dataset repeated this many times.
 TILE = 4
-from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra
 
 
 def main() -> None:
@@ -56,8 +57,23 @@ def main() -> None:
         if path is None:
             path = str(Path(tmp) / "ds.h5")
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "csstz.cli", "build", "--n", str(args.n), "--out", path,
-                            "--seed", str(args.seed), "--no-progress"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "csstz.cli",
+                    "build",
+                    "--n",
+                    str(args.n),
+                    "--out",
+                    path,
+                    "--seed",
+                    str(args.seed),
+                    "--no-progress",
+                ],
+                check=True,
+                capture_output=True,
+            )
             build_s = time.perf_counter() - t0
         spectra = read_spectra(path, bands=("GV", "GI"))
     inst = load_instrument()
@@ -68,15 +84,24 @@ def main() -> None:
     runs, accuracy = {}, {}
     z_true = np.asarray(spectra.catalog["Z"], float)
     # timing on the spectra repeated TILE times (long enough that pool start-up does not dominate)
-    tiled = SpectraSet({b: BandSpectra(v.wave_aa, np.tile(v.flux, (TILE, 1)), np.tile(v.err, (TILE, 1)))
-                        for b, v in spectra.bands.items()}, vstack([spectra.catalog] * TILE), spectra.attrs)
+    tiled = SpectraSet(
+        {
+            b: BandSpectra(v.wave_aa, np.tile(v.flux, (TILE, 1)), np.tile(v.err, (TILE, 1)))
+            for b, v in spectra.bands.items()
+        },
+        vstack([spectra.catalog] * TILE),
+        spectra.attrs,
+    )
     n = len(spectra)
     for lsf, workers in (("point", 1), ("point", 2), ("morphology", 2)):
         t0 = time.perf_counter()
         tab = fit_templates(tiled, workers=workers, instrument=inst, lsf=lsf)
         wall = time.perf_counter() - t0
-        runs[f"{lsf}_workers_{workers}"] = {"n_spectra": len(tab), "wall_s": round(wall, 2),
-                                            "spectra_per_s": round(len(tab) / wall, 1)}
+        runs[f"{lsf}_workers_{workers}"] = {
+            "n_spectra": len(tab),
+            "wall_s": round(wall, 2),
+            "spectra_per_s": round(len(tab) / wall, 1),
+        }
         tab = tab[:n]
         good = np.isfinite(tab["Z"])
         acc = metrics.summary(np.asarray(tab["Z"])[good], z_true[good], np.asarray(tab["ZERR"])[good])
@@ -86,22 +111,43 @@ def main() -> None:
         acc["zwarn0"] = metrics.summary(np.asarray(tab["Z"])[ok0], z_true[ok0], np.asarray(tab["ZERR"])[ok0])
         snr = np.asarray(spectra.catalog["SNR_GI"], float) if "SNR_GI" in spectra.catalog.colnames else None
         if snr is not None:
-            acc["by_snr_gi"] = [{k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v)
-                                 for k, v in row.items()}
-                                for row in metrics.binned(np.asarray(tab["Z"])[good], z_true[good],
-                                                          np.asarray(tab["ZERR"])[good], by=snr[good],
-                                                          edges=metrics.SNR_EDGES)]
+            acc["by_snr_gi"] = [
+                {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                for row in metrics.binned(
+                    np.asarray(tab["Z"])[good],
+                    z_true[good],
+                    np.asarray(tab["ZERR"])[good],
+                    by=snr[good],
+                    edges=metrics.SNR_EDGES,
+                )
+            ]
         accuracy[lsf] = acc
     results = {
-        "benchmark": "templates", "csstz_version": __version__, "date_utc": time.strftime("%Y-%m-%dT%H:%MZ",
-                                                                                         time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
-                    "note": "shared 2-core machine: a load above 2 means other jobs took CPU during the runs"},
-        "dataset": {"n": len(tab), "source": "embedded population (csstz build)" if args.dataset is None
-                    else args.dataset, "seed": args.seed, "build_s": build_s},
-        "grid": {"n_z": int(model.z.size), "dlnz": DEFAULT_DLNZ, "zmin": 0.0, "zmax": 1.6, "bands": "GV,GI",
-                 "n_templates": model.n_templates, "render_s": round(grid_s, 2)},
+        "benchmark": "templates",
+        "csstz_version": __version__,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
+            "note": "shared 2-core machine: a load above 2 means other jobs took CPU during the runs",
+        },
+        "dataset": {
+            "n": len(tab),
+            "source": "embedded population (csstz build)" if args.dataset is None else args.dataset,
+            "seed": args.seed,
+            "build_s": build_s,
+        },
+        "grid": {
+            "n_z": int(model.z.size),
+            "dlnz": DEFAULT_DLNZ,
+            "zmin": 0.0,
+            "zmax": 1.6,
+            "bands": "GV,GI",
+            "n_templates": model.n_templates,
+            "render_s": round(grid_s, 2),
+        },
         "runs": runs,
         "accuracy": accuracy,
     }

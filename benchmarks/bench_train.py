@@ -12,6 +12,7 @@ Measures (fp32 unless said, torch threads = --threads):
 
 Usage: python benchmarks/bench_train.py [--threads 2] [--out benchmarks/results/train.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from synth_dataset import make_dataset  # noqa: E402
-
 from csstz.models.resnet1d import AUTHORS_WIDTHS, ResNet1d  # noqa: E402
 from csstz.train.config import CPU_WIDTHS, TrainConfig  # noqa: E402
+from synth_dataset import make_dataset  # noqa: E402
 
 L_PIX = 926  # GV 464 + GI 462 pixels (default instrument)
 PAPER_SAMPLES = 600_000 * 50 * 100  # the paper's sec. 3.2 (docs/design.md, Training)
@@ -90,7 +90,9 @@ print(json.dumps({{"n_train": int(tr.size), "n_val": int(va.size), "wall_s": wal
 
 
 def epoch_run(path, threads, tmp) -> dict:
-    code = CHILD.format(tests=str(ROOT / "tests"), threads=threads, path=str(path), ck=str(Path(tmp) / f"ck{path.stem}"))
+    code = CHILD.format(
+        tests=str(ROOT / "tests"), threads=threads, path=str(path), ck=str(Path(tmp) / f"ck{path.stem}")
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["train_samples_per_s_incl_val"] = (res["n_train"] + res["n_val"]) / res["wall_s"]
@@ -101,23 +103,49 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train.json"))
-    ap.add_argument("--gpu-tflops", type=float, default=200.0,
-                    help="ASSUMED sustained bf16 throughput of one GPU for the estimate (H100: ~990 dense peak)")
+    ap.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=200.0,
+        help="ASSUMED sustained bf16 throughput of one GPU for the estimate (H100: ~990 dense peak)",
+    )
     ap.add_argument("--gpu-rate", type=float, default=None, help="a MEASURED GPU samples/s, if one exists")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    res = {"machine": platform.processor() or platform.machine(), "threads": a.threads,
-           "torch": torch.__version__, "input_pixels": L_PIX, "steps": [],
-           "note": "2-core machine shared with other jobs: rates are noisy (+-30%)"}
+    res = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": a.threads,
+        "torch": torch.__version__,
+        "input_pixels": L_PIX,
+        "steps": [],
+        "note": "2-core machine shared with other jobs: rates are noisy (+-30%)",
+    }
     step_rate(CPU_WIDTHS, 32, steps=2)  # warm-up (thread pool, allocator), discarded
-    for widths, batches in ((CPU_WIDTHS, (32, 64, 128, 256)), ((8, 8, 16, 16, 32, 32, 64, 64), (64,)),
-                            ((32, 32, 64, 64, 128, 128, 256, 256), (64,)), (AUTHORS_WIDTHS, (64,))):
+    for widths, batches in (
+        (CPU_WIDTHS, (32, 64, 128, 256)),
+        ((8, 8, 16, 16, 32, 32, 64, 64), (64,)),
+        ((32, 32, 64, 64, 128, 128, 256, 256), (64,)),
+        (AUTHORS_WIDTHS, (64,)),
+    ):
         n_par = sum(p.numel() for p in ResNet1d(widths=widths).parameters())
         for b in batches:
-            res["steps"].append({"widths": list(widths), "params": n_par, "batch": b, "dtype": "fp32",
-                                 "samples_per_s": step_rate(widths, b)})
-    res["steps"].append({"widths": list(CPU_WIDTHS), "batch": 64, "dtype": "bf16-autocast",
-                         "samples_per_s": step_rate(CPU_WIDTHS, 64, bf16=True)})
+            res["steps"].append(
+                {
+                    "widths": list(widths),
+                    "params": n_par,
+                    "batch": b,
+                    "dtype": "fp32",
+                    "samples_per_s": step_rate(widths, b),
+                }
+            )
+    res["steps"].append(
+        {
+            "widths": list(CPU_WIDTHS),
+            "batch": 64,
+            "dtype": "bf16-autocast",
+            "samples_per_s": step_rate(CPU_WIDTHS, 64, bf16=True),
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         for n in (2000, 8000):
@@ -128,8 +156,11 @@ def main(argv=None) -> int:
     default = TrainConfig()
     res["default"] = {"widths": list(default.widths), "batch_size": default.batch_size, "lr": default.lr}
     rate_auth = next(s["samples_per_s"] for s in res["steps"] if s["widths"] == list(AUTHORS_WIDTHS))
-    rate_def = next(s["samples_per_s"] for s in res["steps"]
-                    if s["widths"] == list(CPU_WIDTHS) and s["batch"] == 64 and s["dtype"] == "fp32")
+    rate_def = next(
+        s["samples_per_s"]
+        for s in res["steps"]
+        if s["widths"] == list(CPU_WIDTHS) and s["batch"] == 64 and s["dtype"] == "fp32"
+    )
     macs = forward_macs(AUTHORS_WIDTHS)
     gpu_rate_est = a.gpu_tflops * 1e12 / (3 * 2 * macs)  # training ~ 3x forward FLOPs, 2 FLOP per MAC
     res["paper_recipe"] = {
@@ -137,13 +168,15 @@ def main(argv=None) -> int:
         "cpu_authors_widths_days": PAPER_SAMPLES / rate_auth / 86400,
         "cpu_default_widths_days": PAPER_SAMPLES / rate_def / 86400,
         "authors_forward_macs_per_spectrum": macs,
-        "gpu_estimate": {"assumed_sustained_tflops": a.gpu_tflops, "samples_per_s": gpu_rate_est,
-                         "hours": PAPER_SAMPLES / gpu_rate_est / 3600,
-                         "note": "ESTIMATE from FLOPs, not a measurement (no GPU was lent to this task)"},
+        "gpu_estimate": {
+            "assumed_sustained_tflops": a.gpu_tflops,
+            "samples_per_s": gpu_rate_est,
+            "hours": PAPER_SAMPLES / gpu_rate_est / 3600,
+            "note": "ESTIMATE from FLOPs, not a measurement (no GPU was lent to this task)",
+        },
     }
     if a.gpu_rate:
-        res["paper_recipe"]["gpu_measured"] = {"samples_per_s": a.gpu_rate,
-                                               "hours": PAPER_SAMPLES / a.gpu_rate / 3600}
+        res["paper_recipe"]["gpu_measured"] = {"samples_per_s": a.gpu_rate, "hours": PAPER_SAMPLES / a.gpu_rate / 3600}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))

@@ -6,6 +6,7 @@ the instrument's pixel grids (noise only: the speed does not depend on the conte
 all shifts, i.e. the full chi2(z) curves. Run: ``OMP_NUM_THREADS=1 PYTHONPATH=src python
 benchmarks/bench_xcorr.py [--data DATASET.h5] [--n 4096] [--threads 2]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def main(argv=None):
     bands = ("GV", "GI")
     if a.data:
         from csstz.io.spectra import read_catalog, read_spectra
+
         cat = read_catalog(a.data)
-        rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == "val")[:a.n]
+        rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == "val")[: a.n]
         sp = read_spectra(a.data, bands=bands, rows=rows)
         flux = {b: sp.bands[b].flux for b in bands}
         err = {b: sp.bands[b].err for b in bands}
@@ -53,22 +55,40 @@ def main(argv=None):
         basis = build_learned_basis(a.data, n_components=5)[0]
     else:
         basis = kcorrect_basis()
-    models = {"float64": XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,)),
-              "M-float32": XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,), dtype_m=np.float32)}
+    models = {
+        "float64": XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,)),
+        "M-float32": XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,), dtype_m=np.float32),
+    }
     model = models["float64"]
     n = next(iter(flux.values())).shape[0]
-    res = {"n_spectra": int(n), "threads": a.threads, "bands": list(bands), "K": basis.n_templates,
-           "n_z": int(model.z.size), "dlnlam": model.h, "n_fft": model.n_fft, "common_grid_pixels": model.L,
-           "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "modes": {}}
+    res = {
+        "n_spectra": int(n),
+        "threads": a.threads,
+        "bands": list(bands),
+        "K": basis.n_templates,
+        "n_z": int(model.z.size),
+        "dlnlam": model.h,
+        "n_fft": model.n_fft,
+        "common_grid_pixels": model.L,
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "modes": {},
+    }
     load0 = os.getloadavg()[0]
     block = a.block or BLOCK
     res["block"] = block
     modes = ["ls"] + (["prior"] if basis.has_prior else [])
     for prec, model in models.items():
         for mode in modes:
-            loglike_curves(model, {b: f[:256] for b, f in flux.items()}, {b: e[:256] for b, e in err.items()},
-                           mode=mode, threads=a.threads, block=block)  # warm-up
+            loglike_curves(
+                model,
+                {b: f[:256] for b, f in flux.items()},
+                {b: e[:256] for b, e in err.items()},
+                mode=mode,
+                threads=a.threads,
+                block=block,
+            )  # warm-up
             times = []
             for _ in range(a.repeat):
                 t = time.perf_counter()
@@ -78,18 +98,27 @@ def main(argv=None):
             c0 = time.process_time()
             loglike_curves(model, flux, err, mode=mode, threads=1, block=block)
             cpu = time.process_time() - c0
-            res["modes"][f"{mode}/{prec}"] = {"best_s": min(times), "spectra_per_s": n / min(times),
-                                              "median_spectra_per_s": n / float(np.median(times)),
-                                              "cpu_us_per_spectrum_1thread": 1e6 * cpu / n,
-                                              "spectra_per_cpu_s": n / cpu}
-            print(mode, prec, f"{n / min(times):.0f} spectra/s (best of {a.repeat}), "
-                              f"median {n / np.median(times):.0f}/s; {n / cpu:.0f} spectra per CPU-second")
+            res["modes"][f"{mode}/{prec}"] = {
+                "best_s": min(times),
+                "spectra_per_s": n / min(times),
+                "median_spectra_per_s": n / float(np.median(times)),
+                "cpu_us_per_spectrum_1thread": 1e6 * cpu / n,
+                "spectra_per_cpu_s": n / cpu,
+            }
+            print(
+                mode,
+                prec,
+                f"{n / min(times):.0f} spectra/s (best of {a.repeat}), "
+                f"median {n / np.median(times):.0f}/s; {n / cpu:.0f} spectra per CPU-second",
+            )
     res["load_average_after"] = os.getloadavg()[0]
     res["load_average_before"] = load0
-    res["note"] = ("the machine is shared by several processes: best-of-repeat is the figure of merit; "
-                   "'ls' = least-squares chi2(z) curves, 'prior' = marginal likelihood with one Gaussian coefficient "
-                   "prior; float64 = all FFTs in float64 (default); M-float32 = the 15 M(s) correlations in float32 "
-                   "(max |d log L| 0.5 near the peak on 600 val spectra, 99th percentile 0.01)")
+    res["note"] = (
+        "the machine is shared by several processes: best-of-repeat is the figure of merit; "
+        "'ls' = least-squares chi2(z) curves, 'prior' = marginal likelihood with one Gaussian coefficient "
+        "prior; float64 = all FFTs in float64 (default); M-float32 = the 15 M(s) correlations in float32 "
+        "(max |d log L| 0.5 near the peak on 600 val spectra, 99th percentile 0.01)"
+    )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     return res

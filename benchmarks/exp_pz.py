@@ -17,6 +17,7 @@ Run (~5 min on 2 cores after the dataset exists)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/exp_pz.py --data /work/exp/std20k.h5 --work /work/exp
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from csstz.evaluate.metrics import outlier_fraction, sigma_nmad
-from csstz.templates.basis import galaxy_lsf_sigma_pix
 from csstz.instrument import load_instrument
 from csstz.io.spectra import read_catalog, read_spectra
-from csstz.templates.learned import (TemplateBasis, choose_n_components, embedded_rest_seds, fit_coefficient_prior,
-                                     learn_basis, project, read_basis, save_basis)
+from csstz.templates.basis import galaxy_lsf_sigma_pix
+from csstz.templates.learned import (
+    TemplateBasis,
+    choose_n_components,
+    embedded_rest_seds,
+    fit_coefficient_prior,
+    learn_basis,
+    project,
+    save_basis,
+)
 from csstz.templates.xcorr import XcorrModel, archetype_loglike, loglike_curves, lsf_bins, nz_log_prior, pit, posterior
 
 SNR_EDGES = [1.0, 2.0, 3.0, 5.0, 10.0, np.inf]
@@ -87,9 +95,27 @@ def main(argv=None):
     # ---- (a) the NNLS template fit --------------------------------------------------------------------
     tpl = work / (Path(a.data).stem + "_val_tpl.fits")
     if not tpl.exists():
-        subprocess.run([sys.executable, "-m", "csstz.cli", "fit-templates", a.data, "--split", "val", "--lsf",
-                        "morphology", "--workers", "2", "--no-progress", "--out", str(tpl)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "csstz.cli",
+                "fit-templates",
+                a.data,
+                "--split",
+                "val",
+                "--lsf",
+                "morphology",
+                "--workers",
+                "2",
+                "--no-progress",
+                "--out",
+                str(tpl),
+            ],
+            check=True,
+        )
     from astropy.table import Table
+
     tp = Table.read(tpl)
     rows = np.flatnonzero(split == "val")
     sp = read_spectra(a.data, bands=BANDS, rows=rows)
@@ -100,8 +126,12 @@ def main(argv=None):
     snr = np.asarray(c["SNR_GI"], np.float64)
     ztp, zerr = np.asarray(tp["Z"], np.float64), np.asarray(tp["ZERR"], np.float64)
     g = np.abs(ztp - zt) / np.maximum(zerr, 1e-12)
-    log["rows"].append({"row": "(a) template fit: kcorrect NNLS, morphology LSF (Gaussian Z +- ZERR)",
-                        "bins": metrics(ztp, zt, snr, g < 1.0, g < 2.0)})
+    log["rows"].append(
+        {
+            "row": "(a) template fit: kcorrect NNLS, morphology LSF (Gaussian Z +- ZERR)",
+            "bins": metrics(ztp, zt, snr, g < 1.0, g < 2.0),
+        }
+    )
     # ---- the learned basis (train split only; K on validation SEDs) -------------------------------------
     bfile = work / "learned_basis.h5"
     wave, s_tr, info = embedded_rest_seds(a.data, "train")
@@ -111,9 +141,16 @@ def main(argv=None):
     save_basis(basis, bfile)
     coef = project(basis.templates, s_tr)
     wg, mu, cov = fit_coefficient_prior(coef, a.mixture)
-    gmm = TemplateBasis(basis.wave_aa, basis.templates, basis.norm, mu, cov, wg,
-                        name=f"{basis.name[:-3]}-G{a.mixture}",
-                        provenance=dict(basis.provenance, prior_mixture=a.mixture))
+    gmm = TemplateBasis(
+        basis.wave_aa,
+        basis.templates,
+        basis.norm,
+        mu,
+        cov,
+        wg,
+        name=f"{basis.name[:-3]}-G{a.mixture}",
+        provenance=dict(basis.provenance, prior_mixture=a.mixture),
+    )
     save_basis(gmm, work / f"learned_basis_G{a.mixture}.h5")
     log["basis"] = {"file": str(bfile), "K": k, "k_selection_val": ktab, "mixture_G": a.mixture}
     # ---- spectra and LSF bins (as fit-templates --lsf morphology) ---------------------------------------
@@ -145,8 +182,15 @@ def main(argv=None):
     temps = np.exp(np.linspace(np.log(0.5), np.log(8.0), 25))
     scores = [nll(model, curves[best], zt, T, lp_nz) for T in temps]
     T = float(temps[int(np.argmin(scores))])
-    r, po = pz_row(f"(e) (d) + temperature T={T:.2f} (fitted on val: in-sample)", model, curves[best], zt, snr,
-                   temperature=T, log_prior=lp_nz)
+    r, po = pz_row(
+        f"(e) (d) + temperature T={T:.2f} (fitted on val: in-sample)",
+        model,
+        curves[best],
+        zt,
+        snr,
+        temperature=T,
+        log_prior=lp_nz,
+    )
     log["rows"].append(r)
     log["temperature_scan"] = {"T": temps.tolist(), "mean_nll": scores}
     # ---- (f) archetypes: a kernel-density prior over P training SEDs; (g) their peak, refined by (c') -----
@@ -175,10 +219,12 @@ def table(log) -> str:
     out = ["| row | GI SNR | n | sigma_NMAD | eta | cov68 | cov95 |", "|---|---|---|---|---|---|---|"]
     for r in log["rows"]:
         for b in r["bins"]:
-            f = lambda k, fmt: (fmt.format(b[k]) if b.get(k) is not None else "-")  # noqa: E731
-            out.append(f"| {r['row'] if b['snr_bin'] == 'all' else ''} | {b['snr_bin']} | {b['n']} | "
-                       f"{f('sigma_nmad', '{:.4f}')} | {f('eta', '{:.3f}')} | {f('cov68', '{:.3f}')} | "
-                       f"{f('cov95', '{:.3f}')} |")
+            f = lambda k, fmt: fmt.format(b[k]) if b.get(k) is not None else "-"  # noqa: E731
+            out.append(
+                f"| {r['row'] if b['snr_bin'] == 'all' else ''} | {b['snr_bin']} | {b['n']} | "
+                f"{f('sigma_nmad', '{:.4f}')} | {f('eta', '{:.3f}')} | {f('cov68', '{:.3f}')} | "
+                f"{f('cov95', '{:.3f}')} |"
+            )
     return "\n".join(out)
 
 

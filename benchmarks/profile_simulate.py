@@ -17,6 +17,7 @@ median of each stage per revision.
 
     OMP_NUM_THREADS=1 python benchmarks/profile_simulate.py --revs bac3447 HEAD --repeat 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def profile(n: int = 300, repeat: int = 5, start: int = 1000) -> dict:
     from csstz.simulate import api
 
     inst = load_instrument()
-    job = dict(k=0, seed=0, source="embedded", instrument_yaml=inst.to_yaml(), start=0, stop=300,
-               mag_limit_gi=MAG_LIMIT_GI)
+    job = dict(
+        k=0, seed=0, source="embedded", instrument_yaml=inst.to_yaml(), start=0, stop=300, mag_limit_gi=MAG_LIMIT_GI
+    )
     build.make_chunk(job)  # warm caches (population tables, GalSim per-n tables): a long-lived worker has them
     acc: dict = defaultdict(float)
     originals = {name: getattr(api, name) for name in STAGES}
@@ -58,6 +60,7 @@ def profile(n: int = 300, repeat: int = 5, start: int = 1000) -> dict:
                 return fn(*args, **kwargs)
             finally:
                 acc[name] += time.process_time() - t0
+
         return timed
 
     orig_sim = api.simulate_arrays
@@ -109,17 +112,25 @@ def compare_revisions(revs: list[str], n: int, repeat: int) -> dict:
         for r in revs:
             d = Path(tmp) / f"rev{len(dirs)}"
             d.mkdir()
-            archive = subprocess.run(["git", "-C", str(root), "archive", r, "src"], check=True,
-                                     capture_output=True).stdout
+            archive = subprocess.run(
+                ["git", "-C", str(root), "archive", r, "src"], check=True, capture_output=True
+            ).stdout
             subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
             dirs[r] = d
-        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import profile_simulate as p; "
-                "print('RESULT' + json.dumps(p.profile(int(sys.argv[2]), 1, int(sys.argv[3]))))")
+        code = (
+            "import json, sys; sys.path.insert(0, sys.argv[1]); import profile_simulate as p; "
+            "print('RESULT' + json.dumps(p.profile(int(sys.argv[2]), 1, int(sys.argv[3]))))"
+        )
         for i in range(repeat):
             for r in revs:
                 env = dict(os.environ, PYTHONPATH=str(dirs[r] / "src"), OMP_NUM_THREADS="1")
-                out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(n),
-                                      str(1000 + i * n)], env=env, check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [sys.executable, "-c", code, str(Path(__file__).parent), str(n), str(1000 + i * n)],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 runs[r].append(json.loads(out.split("RESULT", 1)[1]))
     return {r: {k: round(float(np.median([x[k] for x in rows])), 3) for k in rows[0]} for r, rows in runs.items()}
 

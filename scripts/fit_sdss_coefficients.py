@@ -9,6 +9,7 @@ Output: ``src/csstz/population/data/sdss_nmf_coeffs.ecsv``.
 
 Run once: ``python scripts/fit_sdss_coefficients.py`` (about 30 s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,14 +19,14 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from csstz.population.sdss_fit import (ERR_FLOOR_MAG, fit_chi2, load_sdss_photometry,
-                                       make_fitter, template_path)
+from csstz.population.sdss_fit import ERR_FLOOR_MAG, fit_chi2, load_sdss_photometry, make_fitter, template_path
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/csstz/population/data/"
-                                             "sdss_nmf_coeffs.ecsv"))
+    p.add_argument(
+        "--out", default=str(Path(__file__).resolve().parents[1] / "src/csstz/population/data/sdss_nmf_coeffs.ecsv")
+    )
     a = p.parse_args(argv)
     import kcorrect
 
@@ -58,18 +59,22 @@ def main(argv=None) -> int:
     ]
     import kcorrect.response
     import kcorrect.template
+
     tmpl = kcorrect.template.Template(filename=template_path(), interpolate=False)
     rd = kcorrect.response.ResponseDict()
     for b in ("sdss_u0", "sdss_r0"):
         rd.load_response(b)
-        tab.meta[f"PROJ_{b.upper()}"] = [float(rd[b].project(wave=tmpl.restframe_wave, flux=tmpl.restframe_flux[k]))
-                                         for k in range(tmpl.nsed)]
-    tab.meta["comments"].append("PROJ_SDSS_U0/R0: rest-frame sdss_u0/r0 AB maggies at 10 pc of each template per "
-                                "unit coefficient (kcorrect.response.Response.project)")
-    tab.write(a.out, format="ascii.ecsv", overwrite=True,
-              formats={"COEFF": "%.6g", "CHI2": "%.4g", "Z": "%.6g"})
-    print(f"wrote {a.out}: {len(tab)} galaxies, fraction chi2<=nband {ok.mean():.4f}, "
-          f"median chi2 {np.median(chi2):.3f}")
+        tab.meta[f"PROJ_{b.upper()}"] = [
+            float(rd[b].project(wave=tmpl.restframe_wave, flux=tmpl.restframe_flux[k])) for k in range(tmpl.nsed)
+        ]
+    tab.meta["comments"].append(
+        "PROJ_SDSS_U0/R0: rest-frame sdss_u0/r0 AB maggies at 10 pc of each template per "
+        "unit coefficient (kcorrect.response.Response.project)"
+    )
+    tab.write(a.out, format="ascii.ecsv", overwrite=True, formats={"COEFF": "%.6g", "CHI2": "%.4g", "Z": "%.6g"})
+    print(
+        f"wrote {a.out}: {len(tab)} galaxies, fraction chi2<=nband {ok.mean():.4f}, median chi2 {np.median(chi2):.3f}"
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
 """``fit-templates --basis``: the default is today's fit, a learned basis from a real build recovers redshifts,
 basis files round-trip, bad specifications fail in one line with nothing written; ZWARN MULTIMODAL."""
+
 from __future__ import annotations
 
 import shutil
@@ -57,10 +58,13 @@ def _synthetic_set(inst, n=6, seed=3, signal=True) -> SpectraSet:
     err = np.full_like(flux, 0.05 * np.median(np.abs(np.einsum("nk,nkp->np", c, model.render(z)))))
     flux = flux + err * rng.standard_normal(flux.shape)
     n_gv = inst.band("GV").n_pix
-    bands = {b: BandSpectra(inst.band(b).wave_aa, f.astype(np.float32), e.astype(np.float32))
-             for b, f, e in (("GV", flux[:, :n_gv], err[:, :n_gv]), ("GI", flux[:, n_gv:], err[:, n_gv:]))}
-    cat = Table({"TARGETID": np.arange(n, dtype=np.int64), "Z": z,
-                 "SPLIT": np.array(["train"] * (n - 2) + ["val", "test"])})
+    bands = {
+        b: BandSpectra(inst.band(b).wave_aa, f.astype(np.float32), e.astype(np.float32))
+        for b, f, e in (("GV", flux[:, :n_gv], err[:, :n_gv]), ("GI", flux[:, n_gv:], err[:, n_gv:]))
+    }
+    cat = Table(
+        {"TARGETID": np.arange(n, dtype=np.int64), "Z": z, "SPLIT": np.array(["train"] * (n - 2) + ["val", "test"])}
+    )
     return SpectraSet(bands, cat, {"instrument": inst.to_yaml()}), model, flux, err
 
 
@@ -85,6 +89,7 @@ def test_kcorrect_fits_file_equals_default(inst, tmp_path):
     from importlib import resources
 
     from csstz.templates.basis import TEMPLATE_PACKAGE, TEMPLATE_RELPATH
+
     src = resources.files(TEMPLATE_PACKAGE).joinpath(*TEMPLATE_RELPATH)
     fits_copy = tmp_path / "my_templates.fits"
     shutil.copy(src, fits_copy)
@@ -100,8 +105,21 @@ def test_kcorrect_fits_file_equals_default(inst, tmp_path):
 # --- learned basis on a real build -----------------------------------------------------------------------------
 def test_learned_basis_recovers_bright_test_redshifts(dataset, tmp_path):
     out = tmp_path / "pred.fits"
-    rc = main(["fit-templates", str(dataset), "--out", str(out), "--split", "test", "--basis", f"learned:{dataset}",
-               "--lsf", "morphology", "--no-progress"])
+    rc = main(
+        [
+            "fit-templates",
+            str(dataset),
+            "--out",
+            str(out),
+            "--split",
+            "test",
+            "--basis",
+            f"learned:{dataset}",
+            "--lsf",
+            "morphology",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     tab = read_predictions(out)
     assert tab.meta["METHOD"] == "templates-xcorr-prior" and tab.meta["BASIS"] == f"learned:{dataset}"
@@ -152,7 +170,7 @@ def test_basis_file_round_trip(dataset, basis, tmp_path):
 # --- ZWARN MULTIMODAL ------------------------------------------------------------------------------------------
 def test_multimodal_bit_follows_the_mass_away_from_z(inst, dataset, basis):
     assert ZWARN.MULTIMODAL & SET_BY_CSSTZ
-    noise, *_ = _synthetic_set(inst, n=8, seed=5, signal=False)   # pure noise: broad p(z)
+    noise, *_ = _synthetic_set(inst, n=8, seed=5, signal=False)  # pure noise: broad p(z)
     signal, *_ = _synthetic_set(inst, n=8, seed=5)
     sset = read_spectra(dataset, bands=BANDS, rows=split_rows(dataset, "test"))
     tabs = [T.fit_templates(noise), T.fit_templates(signal), T.fit_templates(sset, basis=basis)]
@@ -161,24 +179,31 @@ def test_multimodal_bit_follows_the_mass_away_from_z(inst, dataset, basis):
         away = mass_away_from_mode(tab.meta["PZ"][ok], tab.meta["PZ_GRID"], z_mode=tab["Z"][ok])
         flagged = (np.asarray(tab["ZWARN"])[ok] & ZWARN.MULTIMODAL) != 0
         np.testing.assert_array_equal(flagged, away > T.MULTIMODAL_MASS)
-    assert np.all(tabs[0]["ZWARN"] & ZWARN.MULTIMODAL)      # noise: p(z) spread over the grid
+    assert np.all(tabs[0]["ZWARN"] & ZWARN.MULTIMODAL)  # noise: p(z) spread over the grid
     assert not np.any(tabs[1]["ZWARN"] & ZWARN.MULTIMODAL)  # SNR ~ 20 per pixel: one narrow peak
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
 def test_bad_basis_specs_fail_in_one_line_and_write_nothing(inst, dataset, tmp_path, capsys):
     sset, *_ = _synthetic_set(inst, n=6)
-    spectra = tmp_path / "spec.h5"          # spectra without COEFF / BANK_INDEX: no rest-frame provenance
+    spectra = tmp_path / "spec.h5"  # spectra without COEFF / BANK_INDEX: no rest-frame provenance
     write_spectra(spectra, sset)
     junk = tmp_path / "junk.h5"
     shutil.copy(spectra, junk)
     out = tmp_path / "pred.fits"
-    for spec, words in (("nope", "unknown basis"), (str(tmp_path / "missing.h5"), "not found"),
-                        (str(tmp_path / "missing.fits"), "not found"), (f"learned:{tmp_path}/missing.h5", "dataset"),
-                        ("learned:", "dataset"), (f"learned:{spectra}", "rest-frame"),
-                        (str(junk), "not a template basis"), (str(spectra.with_suffix(".fits")), "not found")):
-        rc = main(["fit-templates", str(dataset), "--out", str(out), "--split", "test", "--basis", spec,
-                   "--no-progress"])
+    for spec, words in (
+        ("nope", "unknown basis"),
+        (str(tmp_path / "missing.h5"), "not found"),
+        (str(tmp_path / "missing.fits"), "not found"),
+        (f"learned:{tmp_path}/missing.h5", "dataset"),
+        ("learned:", "dataset"),
+        (f"learned:{spectra}", "rest-frame"),
+        (str(junk), "not a template basis"),
+        (str(spectra.with_suffix(".fits")), "not found"),
+    ):
+        rc = main(
+            ["fit-templates", str(dataset), "--out", str(out), "--split", "test", "--basis", spec, "--no-progress"]
+        )
         err = capsys.readouterr().err
         assert rc == 2, spec
         assert len(err.strip().splitlines()) == 1 and "--basis" in err and repr(spec) in err and words in err, err

@@ -1,4 +1,5 @@
 """Bayesian layers: MNF KL >= 0, stochastic passes differ, flows invertible-shaped, noise sharing."""
+
 import pytest
 import torch
 
@@ -35,8 +36,10 @@ def test_mnf_kl_grows_with_weight_mean():
     assert k2 > k1
 
 
-@pytest.mark.parametrize("make", [lambda: MNFLinear(10, 6, flow_hidden=8), lambda: FlipoutLinear(10, 6),
-                                  lambda: MCDropoutLinear(10, 6, p=0.2)])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: MNFLinear(10, 6, flow_hidden=8), lambda: FlipoutLinear(10, 6), lambda: MCDropoutLinear(10, 6, p=0.2)],
+)
 def test_stochastic_passes_differ(make):
     layer = make()
     if isinstance(layer, MNFLinear):

@@ -1,4 +1,5 @@
 """`csstz build`: layout, determinism across workers, kill-and-resume, bad inputs, real-data path, figures."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,15 +12,15 @@ import time
 from pathlib import Path
 
 import h5py
-import yaml
 import numpy as np
 import pytest
+import yaml
 
+from csstz.build import build_dataset, build_from_config
 from csstz.cli import main
+from csstz.config import BuildConfig, ParallelConfig
 from csstz.errors import FileFormatError, InputError
 from csstz.io.spectra import read_attrs, read_catalog, read_spectra
-from csstz.build import build_dataset, build_from_config
-from csstz.config import BuildConfig, ParallelConfig
 
 
 def sha(path) -> str:
@@ -40,8 +41,21 @@ def test_layout_and_contract(reference):
     for b in s.bands.values():
         assert b.flux.shape == (30, len(b.wave_aa)) and b.flux.dtype == np.float32
     cat = read_catalog(reference)
-    for col in ("TARGETID", "Z", "SHAPE_R", "SERSIC", "BA", "PA", "SNR_GU", "SNR_GV", "SNR_GI", "SNR_TOTAL",
-                "SPLIT", "SDSS_INDEX", "MAG_GI"):
+    for col in (
+        "TARGETID",
+        "Z",
+        "SHAPE_R",
+        "SERSIC",
+        "BA",
+        "PA",
+        "SNR_GU",
+        "SNR_GV",
+        "SNR_GI",
+        "SNR_TOTAL",
+        "SPLIT",
+        "SDSS_INDEX",
+        "MAG_GI",
+    ):
         assert col in cat.colnames
     np.testing.assert_array_equal(cat["TARGETID"], np.arange(30))
     assert [int(np.sum(cat["SPLIT"] == k)) for k in ("train", "val", "test")] == [24, 3, 3]
@@ -57,6 +71,7 @@ def test_crb_and_noiseless_spectra(reference, tmp_path):
     """ZERR_CRB for every row; flux_noiseless for train/val rows (NaN for test), the noisy flux scattering
     around it with the quoted errors; a file without flux_noiseless still reads."""
     from csstz.io.spectra import write_spectra
+
     s = read_spectra(reference, with_noiseless=True)
     cat = s.catalog
     crb = np.asarray(cat["ZERR_CRB"]) / (1 + np.asarray(cat["Z"]))
@@ -84,6 +99,7 @@ def test_crb_and_noiseless_spectra(reference, tmp_path):
 def test_rows_equal_a_direct_draw(reference):
     """Row i of the file is galaxy TARGETID=i regenerated alone."""
     from csstz.population.embedded import get_population
+
     cat = read_catalog(reference)
     g = get_population().draw_one(11, 17, str(cat["SPLIT"][17]))
     assert cat["Z"][17] == g["Z"] and cat["SDSS_INDEX"][17] == g["SDSS_INDEX"]
@@ -97,8 +113,21 @@ def test_one_and_two_workers_give_identical_bytes(reference, tmp_path):
 
 def test_killed_build_resumes_to_identical_bytes(reference, tmp_path):
     out = tmp_path / "k.h5"
-    cmd = [sys.executable, "-c", "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))",
-           "build", "--n", "30", "--out", str(out), "--seed", "11", "--chunk", "5", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))",
+        "build",
+        "--n",
+        "30",
+        "--out",
+        str(out),
+        "--seed",
+        "11",
+        "--chunk",
+        "5",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, env=env)
     manifest = Path(str(out) + ".partial") / "manifest.json"
@@ -162,6 +191,7 @@ def test_partial_from_other_arguments_is_refused(tmp_path):
 def _build_then_interrupt(out, after_chunks):
     """Run a build in-process and stop it (KeyboardInterrupt) after some chunks are recorded."""
     from csstz.io import dataset_writer
+
     orig = dataset_writer.ChunkedDatasetWriter.write_chunk
     count = {"n": 0}
 
@@ -187,7 +217,7 @@ def test_nonpositive_n(tmp_path, n, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["build", "--n", str(n), "--out", str(out)])
     assert exc.value.code == 2 and "positive" in capsys.readouterr().err
-    assert out.read_bytes() == b"an earlier result"          # nothing lost
+    assert out.read_bytes() == b"an earlier result"  # nothing lost
     assert not Path(str(out) + ".partial").exists()
 
 
@@ -198,6 +228,7 @@ def test_desi_source_needs_its_files(tmp_path, capsys):
 
 def test_desi_build_end_to_end(tmp_path):
     from test_desi import write_desi_zcat, write_sweep, write_templates
+
     zp, sp, tp = tmp_path / "zall.fits", tmp_path / "sweep.fits", tmp_path / "rr.fits"
     rows = [dict() for _ in range(12)] + [dict(ZWARN=4)]
     write_desi_zcat(zp, rows)
@@ -205,21 +236,55 @@ def test_desi_build_end_to_end(tmp_path):
     write_sweep(sp, 10.0 + 0.01 * np.arange(n), np.full(n, -5.0))
     write_templates(tp)
     out = tmp_path / "desi.h5"
-    rc = main(["build", "--n", "12", "--out", str(out), "--source", "desi", "--zcat", str(zp), "--sweep", str(sp),
-               "--templates", str(tp), "--chunk", "5", "--no-progress"])
+    rc = main(
+        [
+            "build",
+            "--n",
+            "12",
+            "--out",
+            str(out),
+            "--source",
+            "desi",
+            "--zcat",
+            str(zp),
+            "--sweep",
+            str(sp),
+            "--templates",
+            str(tp),
+            "--chunk",
+            "5",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     cat = read_catalog(out)
     np.testing.assert_array_equal(cat["TARGETID"], np.arange(1000, 1012))
     assert set(cat["SURVEY"]) == {"DESI"} and np.all(np.isfinite(cat["SNR_GI"]))
     with h5py.File(out) as h5:
         assert h5["GI/flux"].shape == (12, len(h5["GI/wave"]))
-    rc = main(["build", "--n", "13", "--out", str(tmp_path / "d2.h5"), "--source", "desi", "--zcat", str(zp),
-               "--sweep", str(sp), "--templates", str(tp)])
+    rc = main(
+        [
+            "build",
+            "--n",
+            "13",
+            "--out",
+            str(tmp_path / "d2.h5"),
+            "--source",
+            "desi",
+            "--zcat",
+            str(zp),
+            "--sweep",
+            str(sp),
+            "--templates",
+            str(tp),
+        ]
+    )
     assert rc == 2
 
 
 def test_figures(reference, tmp_path):
     from csstz.population.figures import plot_dataset_figures
+
     paths = plot_dataset_figures(reference, tmp_path / "figs")
     assert [p.name for p in paths] == ["fig1_redshift.png", "fig2_morphology.png", "fig3_snr.png"]
     assert all(p.stat().st_size > 5000 for p in paths)
@@ -228,8 +293,26 @@ def test_figures(reference, tmp_path):
 def test_existing_scheduler_gives_identical_bytes(reference, tmp_path):
     """--scheduler ADDRESS: an existing (here local) Dask cluster, same bytes as in-process."""
     from distributed import LocalCluster
+
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         out = tmp_path / "s.h5"
-        assert main(["build", "--n", "30", "--out", str(out), "--seed", "11", "--chunk", "5", "--no-progress",
-                     "--scheduler", cluster.scheduler_address]) == 0
+        assert (
+            main(
+                [
+                    "build",
+                    "--n",
+                    "30",
+                    "--out",
+                    str(out),
+                    "--seed",
+                    "11",
+                    "--chunk",
+                    "5",
+                    "--no-progress",
+                    "--scheduler",
+                    cluster.scheduler_address,
+                ]
+            )
+            == 0
+        )
     assert sha(out) == sha(reference)

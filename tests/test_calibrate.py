@@ -1,9 +1,17 @@
 """Calibration on synthetic predictions with known miscalibration (fitted on one half, checked on the other)."""
+
 import numpy as np
 import pytest
 
-from csstz.calibrate import (P68, P95, Calibration, calibrated_reliability, fit_calibration, interval_coverage,
-                             pit_values)
+from csstz.calibrate import (
+    P68,
+    P95,
+    Calibration,
+    calibrated_reliability,
+    fit_calibration,
+    interval_coverage,
+    pit_values,
+)
 from csstz.errors import FileFormatError, InputError
 
 
@@ -19,11 +27,11 @@ def _synthetic(n, sigma_factor, seed, bias_sigma=0.0):
 @pytest.mark.parametrize("method", ["beta", "scale"])
 @pytest.mark.parametrize("factor", [2.0, 0.5])
 def test_calibration_restores_coverage(method, factor):
-    zt, mu, sig = _synthetic(4000, factor, seed=1)          # "validation"
+    zt, mu, sig = _synthetic(4000, factor, seed=1)  # "validation"
     cal = fit_calibration(zt, mu, sig, method)
-    zt2, mu2, sig2 = _synthetic(20000, factor, seed=2)      # independent "test"
+    zt2, mu2, sig2 = _synthetic(20000, factor, seed=2)  # independent "test"
     before68 = interval_coverage(zt2, mu2 - sig2, mu2 + sig2)
-    assert abs(before68 - P68) > 0.2                         # it really was miscalibrated
+    assert abs(before68 - P68) > 0.2  # it really was miscalibrated
     for level in (P68, P95):
         cov = interval_coverage(zt2, *cal.interval(mu2, sig2, level))
         assert abs(cov - level) < 0.02, (method, factor, level, cov)

@@ -1,6 +1,7 @@
 """The contracts layer: torch-free stages, one-way imports, configs from YAML, the CLI generated from the
 configs, and a band added to a copy of the instrument file flowing through simulate -> build -> training
 config without code changes."""
+
 from __future__ import annotations
 
 import ast
@@ -18,27 +19,54 @@ from csstz.errors import ConfigError
 
 SRC = Path(csstz.__file__).parent
 
-TORCH_FREE = ["csstz", "csstz.instrument", "csstz.population.embedded", "csstz.population.desi",
-              "csstz.population.nz", "csstz.simulate.api", "csstz.simulate.figures", "csstz.templates",
-              "csstz.templates.fit", "csstz.templates.basis", "csstz.templates.nnls", "csstz.templates.pdf",
-              "csstz.io.predictions", "csstz.config", "csstz.schema",
-              "csstz.zwarn", "csstz.parallel", "csstz.evaluate.metrics", "csstz.io.spectra", "csstz.io.run_dir",
-              "csstz.build"]
+TORCH_FREE = [
+    "csstz",
+    "csstz.instrument",
+    "csstz.population.embedded",
+    "csstz.population.desi",
+    "csstz.population.nz",
+    "csstz.simulate.api",
+    "csstz.simulate.figures",
+    "csstz.templates",
+    "csstz.templates.fit",
+    "csstz.templates.basis",
+    "csstz.templates.nnls",
+    "csstz.templates.pdf",
+    "csstz.io.predictions",
+    "csstz.config",
+    "csstz.schema",
+    "csstz.zwarn",
+    "csstz.parallel",
+    "csstz.evaluate.metrics",
+    "csstz.io.spectra",
+    "csstz.io.run_dir",
+    "csstz.build",
+]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_module_never_imports_torch(module):
-    code = (f"import sys, importlib; importlib.import_module({module!r}); "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning')); "
-            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    code = (
+        f"import sys, importlib; importlib.import_module({module!r}); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning')); "
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"{module} imports {res.stdout.strip()} {res.stderr[-500:]}"
 
 
 def test_lazy_public_api():
-    res = subprocess.run([sys.executable, "-c", "import sys, csstz; f = csstz.simulate_file; c = csstz.TrainConfig; "
-                          "z = csstz.ZWARN; print('torch' in sys.modules)"], capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, csstz; f = csstz.simulate_file; c = csstz.TrainConfig; "
+            "z = csstz.ZWARN; print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr[-500:]
     assert csstz.__version__ == "0.2.0"
     with pytest.raises(AttributeError):
@@ -46,8 +74,23 @@ def test_lazy_public_api():
 
 
 # --- imports run one way only ------------------------------------------------------------------
-RANK = {"instrument": 0, "population": 1, "simulate": 2, "io": 3, "build": 3.5, "templates": 4, "models": 5,
-        "train": 6, "predict": 7, "predict_pz": 7, "calibrate": 8, "evaluate": 9, "pipeline": 10, "demo": 10, "cli": 11}
+RANK = {
+    "instrument": 0,
+    "population": 1,
+    "simulate": 2,
+    "io": 3,
+    "build": 3.5,
+    "templates": 4,
+    "models": 5,
+    "train": 6,
+    "predict": 7,
+    "predict_pz": 7,
+    "calibrate": 8,
+    "evaluate": 9,
+    "pipeline": 10,
+    "demo": 10,
+    "cli": 11,
+}
 LEAVES = {"errors", "units", "rng", "schema", "config", "parallel", "zwarn", "__init__"}
 #: Generic helpers that live in io but know no file layout (atomic rename, an Agg figure factory).
 LEAF_MODULES = {("io", "atomic"), ("io", "figures")}
@@ -80,8 +123,13 @@ def test_no_import_runs_against_the_data_flow():
                 continue
             for t in names:
                 other = _stage(t)
-                if (other is None or other in LEAVES or other == here or other not in RANK
-                        or tuple(t[:2]) in LEAF_MODULES):
+                if (
+                    other is None
+                    or other in LEAVES
+                    or other == here
+                    or other not in RANK
+                    or tuple(t[:2]) in LEAF_MODULES
+                ):
                     continue
                 if RANK[other] > RANK[here]:
                     bad.append(f"{'/'.join(rel)} imports {'.'.join(t)}")

@@ -2,6 +2,7 @@
 
 Real galaxies from the embedded population (kcorrect SEDs), real GalSim stamps, the real simulator.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -13,8 +14,16 @@ from csstz.errors import InputError
 from csstz.instrument import load_instrument
 from csstz.population.embedded import get_population
 from csstz.simulate.api import effective_lsf, effective_sensitivity, extraction_rows, simulate_source
-from csstz.simulate.crb import (band_model, calibrated_extract, extraction_lsf, gaussian_lsf_pix,
-                                sigma_z_from_fisher, zerr_crb, zerr_crb_arrays, zerr_crb_simulator)
+from csstz.simulate.crb import (
+    band_model,
+    calibrated_extract,
+    extraction_lsf,
+    gaussian_lsf_pix,
+    sigma_z_from_fisher,
+    zerr_crb,
+    zerr_crb_arrays,
+    zerr_crb_simulator,
+)
 from csstz.simulate.disperse import deposit_counts, disperse, photon_density_e_per_aa
 from csstz.simulate.noise import background_variance_e2
 from csstz.simulate.render import render_stamp
@@ -64,9 +73,10 @@ def _stamp_lsf(morph, wave=None, sed=None):
     for b in BANDS:
         band = INST.band(b)
         pad = stamp.half + 2
-        f_e = sim[b].flux * effective_sensitivity(band, INST, pad, sky)[pad:pad + band.n_pix]
-        out[b] = extraction_lsf(stamp.image[rows], stamp.profile_y[rows], background_variance_e2(band, INST),
-                                float(np.median(f_e)))
+        f_e = sim[b].flux * effective_sensitivity(band, INST, pad, sky)[pad : pad + band.n_pix]
+        out[b] = extraction_lsf(
+            stamp.image[rows], stamp.profile_y[rows], background_variance_e2(band, INST), float(np.median(f_e))
+        )
     return stamp, out
 
 
@@ -209,8 +219,25 @@ def test_arrays_match_single_and_bad_input(galaxies):
     wave = galaxies.wave_aa
     flux = galaxies.flux_flam17[:4]
     c = galaxies.columns
-    err = {b: np.stack([simulate_source(wave, flux[i], c["SHAPE_R"][i], c["SERSIC"][i], c["BA"][i], c["PA"][i],
-                                        INST, bands=(b,), noiseless=True)[b].err for i in range(4)]) for b in BANDS}
+    err = {
+        b: np.stack(
+            [
+                simulate_source(
+                    wave,
+                    flux[i],
+                    c["SHAPE_R"][i],
+                    c["SERSIC"][i],
+                    c["BA"][i],
+                    c["PA"][i],
+                    INST,
+                    bands=(b,),
+                    noiseless=True,
+                )[b].err
+                for i in range(4)
+            ]
+        )
+        for b in BANDS
+    }
     lsfs = [gaussian_lsf_pix(s) for s in (1.72, 2.5, 3.0, 4.0)]
     many = zerr_crb_arrays(wave, flux, c["Z"][:4], err, INST, lsf_pix=lsfs)
     for i in range(4):
@@ -218,6 +245,7 @@ def test_arrays_match_single_and_bad_input(galaxies):
         assert one == pytest.approx(many[i], rel=1e-9)
     # the morphology fallback runs and gives the same order of magnitude
     from csstz.templates.basis import galaxy_lsf_sigma_pix
+
     sig = galaxy_lsf_sigma_pix(INST, c["SHAPE_R"][:4], c["SERSIC"][:4], c["BA"][:4], c["PA"][:4])
     gauss = zerr_crb_arrays(wave, flux, c["Z"][:4], err, INST, lsf_sigma_pix=sig)
     assert np.all(np.isfinite(gauss)) and np.all(gauss > 0)
@@ -241,9 +269,15 @@ def _mc_scatter(wave, sed, z, mo, n_real=200, seed=1):
     bound = zerr_crb(wave, sed, z, {b: base[b].err for b in BANDS}, INST, lsf_pix=lsf)
     step = bound / (1 + z) / 4.0  # grid step in ln(1+z)
     offs = step * np.arange(-40, 41)
-    models = np.stack([np.concatenate([r[b].flux for b in BANDS]).astype(np.float64)
-                       for r in (simulate_source(wave * np.exp(o), sed, *mo, INST, bands=BANDS, noiseless=True,
-                                                 stamp=stamp) for o in offs)])
+    models = np.stack(
+        [
+            np.concatenate([r[b].flux for b in BANDS]).astype(np.float64)
+            for r in (
+                simulate_source(wave * np.exp(o), sed, *mo, INST, bands=BANDS, noiseless=True, stamp=stamp)
+                for o in offs
+            )
+        ]
+    )
     ok = np.isfinite(err) & (err > 0)
     w = np.where(ok, 1.0 / np.where(ok, err, 1.0) ** 2, 0.0)
     rng = np.random.default_rng(seed)

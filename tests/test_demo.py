@@ -1,4 +1,5 @@
 """The end-to-end chain: build -> figures -> train -> predict -> templates -> report."""
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,22 @@ def _check_report(out):
 
 def test_tiny_chain_end_to_end(tmp_path):
     """A tiny plan (300 galaxies, 1 epoch each) runs every stage and writes a complete report."""
-    plan = DemoPlan("tiny", n_galaxies=300,
-                    train=dict(epochs=1, bnn_epochs=1, batch_size=32, calib_samples=10, progress=False,
-                               widths=(8, 8, 8, 8, 16, 16, 16, 16), stem_channels=8, head_hidden=(32, 16)),
-                    samples=20, pz=dict(members=2, hidden=4, dilations=(1, 2), batch_size=64, max_samples=640,
-                                        eval_every=320, threads=1))
+    plan = DemoPlan(
+        "tiny",
+        n_galaxies=300,
+        train=dict(
+            epochs=1,
+            bnn_epochs=1,
+            batch_size=32,
+            calib_samples=10,
+            progress=False,
+            widths=(8, 8, 8, 8, 16, 16, 16, 16),
+            stem_channels=8,
+            head_hidden=(32, 16),
+        ),
+        samples=20,
+        pz=dict(members=2, hidden=4, dilations=(1, 2), batch_size=64, max_samples=640, eval_every=320, threads=1),
+    )
     result = run_demo(tmp_path / "demo", seed=1, workers=1, plan=plan)
     metrics = _check_report(tmp_path / "demo")
     assert result["headline"]["BNN"]["n"] == metrics["methods"]["BNN"]["n"]

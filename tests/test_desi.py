@@ -1,4 +1,5 @@
 """DESI-EDR / LS DR9 / BOSS readers: cuts of eq. 1-2, matching, eq. 3, Redrock SEDs, on small synthetic FITS files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,40 +12,53 @@ from csstz.population.redrock import read_redrock_templates, redrock_sed_flam17
 
 # one row per cut of eq. 1 that it violates; rows 0 and 1 pass
 DESI_ROWS = [
-    dict(),                                   # 0 passes
-    dict(MORPHTYPE="SER"),                    # 1 passes
-    dict(SV_PRIMARY=False),                   # 2
-    dict(MASKBITS=2),                         # 3
-    dict(SPECTYPE="QSO"),                     # 4
-    dict(ZWARN=4),                            # 5
-    dict(FLUX_G=0.0),                         # 6
-    dict(FLUX_R=-1.0),                        # 7
-    dict(FLUX_Z=0.0),                         # 8
-    dict(FLUX_IVAR_G=0.0),                    # 9
-    dict(FLUX_IVAR_R=0.0),                    # 10
-    dict(FLUX_IVAR_Z=-1.0),                   # 11
-    dict(MORPHTYPE="PSF"),                    # 12
+    dict(),  # 0 passes
+    dict(MORPHTYPE="SER"),  # 1 passes
+    dict(SV_PRIMARY=False),  # 2
+    dict(MASKBITS=2),  # 3
+    dict(SPECTYPE="QSO"),  # 4
+    dict(ZWARN=4),  # 5
+    dict(FLUX_G=0.0),  # 6
+    dict(FLUX_R=-1.0),  # 7
+    dict(FLUX_Z=0.0),  # 8
+    dict(FLUX_IVAR_G=0.0),  # 9
+    dict(FLUX_IVAR_R=0.0),  # 10
+    dict(FLUX_IVAR_Z=-1.0),  # 11
+    dict(MORPHTYPE="PSF"),  # 12
 ]
 
 
 def write_desi_zcat(path, rows=DESI_ROWS, drop=()):
     n = len(rows)
-    base = dict(SV_PRIMARY=True, MASKBITS=0, SPECTYPE="GALAXY", ZWARN=0, FLUX_G=1.0, FLUX_R=2.0, FLUX_Z=3.0,
-                FLUX_IVAR_G=10.0, FLUX_IVAR_R=10.0, FLUX_IVAR_Z=10.0, MORPHTYPE="EXP")
+    base = dict(
+        SV_PRIMARY=True,
+        MASKBITS=0,
+        SPECTYPE="GALAXY",
+        ZWARN=0,
+        FLUX_G=1.0,
+        FLUX_R=2.0,
+        FLUX_Z=3.0,
+        FLUX_IVAR_G=10.0,
+        FLUX_IVAR_R=10.0,
+        FLUX_IVAR_Z=10.0,
+        MORPHTYPE="EXP",
+    )
     vals = {k: [r.get(k, v) for r in rows] for k, v in base.items()}
     coeff = np.zeros((n, 10))
     coeff[:, 0] = 1.0
     coeff[:, 1] = 0.1
-    cols = [fits.Column("TARGETID", "K", array=np.arange(1000, 1000 + n, dtype=np.int64)),
-            fits.Column("TARGET_RA", "D", array=10.0 + 0.01 * np.arange(n)),
-            fits.Column("TARGET_DEC", "D", array=np.full(n, -5.0)),
-            fits.Column("Z", "D", array=np.linspace(0.2, 0.9, n)),
-            fits.Column("ZWARN", "K", array=np.array(vals["ZWARN"], np.int64)),
-            fits.Column("SPECTYPE", "6A", array=np.array(vals["SPECTYPE"])),
-            fits.Column("COEFF", "10D", array=coeff),
-            fits.Column("SV_PRIMARY", "L", array=np.array(vals["SV_PRIMARY"])),
-            fits.Column("MASKBITS", "I", array=np.array(vals["MASKBITS"], np.int16)),
-            fits.Column("MORPHTYPE", "4A", array=np.array(vals["MORPHTYPE"]))]
+    cols = [
+        fits.Column("TARGETID", "K", array=np.arange(1000, 1000 + n, dtype=np.int64)),
+        fits.Column("TARGET_RA", "D", array=10.0 + 0.01 * np.arange(n)),
+        fits.Column("TARGET_DEC", "D", array=np.full(n, -5.0)),
+        fits.Column("Z", "D", array=np.linspace(0.2, 0.9, n)),
+        fits.Column("ZWARN", "K", array=np.array(vals["ZWARN"], np.int64)),
+        fits.Column("SPECTYPE", "6A", array=np.array(vals["SPECTYPE"])),
+        fits.Column("COEFF", "10D", array=coeff),
+        fits.Column("SV_PRIMARY", "L", array=np.array(vals["SV_PRIMARY"])),
+        fits.Column("MASKBITS", "I", array=np.array(vals["MASKBITS"], np.int16)),
+        fits.Column("MORPHTYPE", "4A", array=np.array(vals["MORPHTYPE"])),
+    ]
     for b in "GRZ":
         cols.append(fits.Column(f"FLUX_{b}", "E", array=np.array(vals[f"FLUX_{b}"], np.float32)))
     for b in "GRZ":
@@ -55,13 +69,13 @@ def write_desi_zcat(path, rows=DESI_ROWS, drop=()):
 
 
 SWEEP_ROWS = [
-    dict(),                      # passes
+    dict(),  # passes
     dict(SHAPE_R=0.0),
     dict(SHAPE_R_IVAR=0.0),
     dict(SHAPE_E1_IVAR=0.0),
     dict(SHAPE_E2_IVAR=0.0),
     dict(SERSIC_IVAR=0.0),
-    dict(),                      # passes
+    dict(),  # passes
 ]
 
 
@@ -69,10 +83,13 @@ def write_sweep(path, ra, dec, rows=None, e1=None, e2=None):
     n = len(ra)
     rows = rows or [dict()] * n
     base = dict(SHAPE_R=0.8, SHAPE_R_IVAR=5.0, SHAPE_E1_IVAR=5.0, SHAPE_E2_IVAR=5.0, SERSIC=2.5, SERSIC_IVAR=3.0)
-    cols = [fits.Column("RA", "D", array=np.asarray(ra, float)), fits.Column("DEC", "D", array=np.asarray(dec, float)),
-            fits.Column("TYPE", "3A", array=np.array(["SER"] * n)),
-            fits.Column("SHAPE_E1", "E", array=np.asarray(e1 if e1 is not None else np.full(n, 0.1), np.float32)),
-            fits.Column("SHAPE_E2", "E", array=np.asarray(e2 if e2 is not None else np.full(n, 0.05), np.float32))]
+    cols = [
+        fits.Column("RA", "D", array=np.asarray(ra, float)),
+        fits.Column("DEC", "D", array=np.asarray(dec, float)),
+        fits.Column("TYPE", "3A", array=np.array(["SER"] * n)),
+        fits.Column("SHAPE_E1", "E", array=np.asarray(e1 if e1 is not None else np.full(n, 0.1), np.float32)),
+        fits.Column("SHAPE_E2", "E", array=np.asarray(e2 if e2 is not None else np.full(n, 0.05), np.float32)),
+    ]
     for k, v in base.items():
         cols.append(fits.Column(k, "E", array=np.array([r.get(k, v) for r in rows], np.float32)))
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="SWEEP")]).writeto(path, overwrite=True)
@@ -121,8 +138,10 @@ def test_sweep_cuts_select_exactly_the_right_rows(tmp_path):
     np.testing.assert_array_equal(tab["RA"], [0.0, 6.0])
 
 
-@pytest.mark.parametrize("e1,e2,pa", [(0.2, 0.0, 0.0), (0.0, 0.2, 45.0), (-0.2, 0.0, 90.0), (0.0, -0.2, -45.0),
-                                      (-0.1, 0.1, 67.5), (-0.1, -0.1, -67.5)])
+@pytest.mark.parametrize(
+    "e1,e2,pa",
+    [(0.2, 0.0, 0.0), (0.0, 0.2, 45.0), (-0.2, 0.0, 90.0), (0.0, -0.2, -45.0), (-0.1, 0.1, 67.5), (-0.1, -0.1, -67.5)],
+)
 def test_shape_conversion_quadrants(e1, e2, pa):
     ba, phi = desi.ellipticity_to_shape(np.array([e1]), np.array([e2]))
     assert phi[0] == pytest.approx(pa)
@@ -132,6 +151,7 @@ def test_shape_conversion_quadrants(e1, e2, pa):
 
 def test_matching_within_one_arcsec(tmp_path):
     from astropy.table import Table
+
     zc = Table({"RA": [10.0, 20.0, 30.0], "DEC": [0.0, 0.0, 0.0]})
     sw = Table({"RA": [30.0, 10.0 + 0.5 / 3600, 20.0 + 2.0 / 3600], "DEC": [0.0, 0.0, 0.0]})
     iz, isw = desi.match_sources(zc, sw)
@@ -179,10 +199,11 @@ def test_load_real_sources_end_to_end(tmp_path):
     write_desi_zcat(zp)
     # sweep sources at the positions of DESI rows 0, 1, 2 (0.3" off); row 1's shape fails eq. 2
     ra = 10.0 + 0.01 * np.arange(3) + 0.3 / 3600
-    write_sweep(sp, ra, np.full(3, -5.0), [dict(), dict(SERSIC_IVAR=0.0), dict()], e1=[-0.2, 0.1, 0.1],
-                e2=[0.0, 0.0, 0.0])
+    write_sweep(
+        sp, ra, np.full(3, -5.0), [dict(), dict(SERSIC_IVAR=0.0), dict()], e1=[-0.2, 0.1, 0.1], e2=[0.0, 0.0, 0.0]
+    )
     src = desi.load_real_sources("desi", str(zp), [str(sp)], seed=0)
-    assert list(src["TARGETID"]) == [1000]           # 1001 fails the sweep cut, 1002 fails eq. 1
+    assert list(src["TARGETID"]) == [1000]  # 1001 fails the sweep cut, 1002 fails eq. 1
     assert src["PA"][0] == pytest.approx(90.0) and src["BA"][0] == pytest.approx(0.8 / 1.2)
     assert src["SHAPE_R"][0] == pytest.approx(0.8)
 
@@ -190,12 +211,14 @@ def test_load_real_sources_end_to_end(tmp_path):
 def test_boss_reader_uses_zwarning(tmp_path):
     p = tmp_path / "specobj.fits"
     n = 4
-    cols = [fits.Column("PLUG_RA", "D", array=np.arange(n, dtype=float)),
-            fits.Column("PLUG_DEC", "D", array=np.zeros(n)),
-            fits.Column("Z", "E", array=np.full(n, 0.5, np.float32)),
-            fits.Column("ZWARNING", "J", array=np.array([0, 4, 0, 0], np.int32)),
-            fits.Column("CLASS", "6A", array=np.array(["GALAXY", "GALAXY", "STAR", "GALAXY"])),
-            fits.Column("COEFF", "5D", array=np.ones((n, 5)))]
+    cols = [
+        fits.Column("PLUG_RA", "D", array=np.arange(n, dtype=float)),
+        fits.Column("PLUG_DEC", "D", array=np.zeros(n)),
+        fits.Column("Z", "E", array=np.full(n, 0.5, np.float32)),
+        fits.Column("ZWARNING", "J", array=np.array([0, 4, 0, 0], np.int32)),
+        fits.Column("CLASS", "6A", array=np.array(["GALAXY", "GALAXY", "STAR", "GALAXY"])),
+        fits.Column("COEFF", "5D", array=np.ones((n, 5))),
+    ]
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(p)
     tab = desi.read_boss_zcat(p)
     assert list(tab["TARGETID"]) == [0, 3]

@@ -1,4 +1,5 @@
 """The learned rest-frame template basis (csstz.templates.learned): physics and file contracts."""
+
 from __future__ import annotations
 
 import h5py
@@ -9,14 +10,23 @@ from astropy.table import Table
 from csstz.errors import FileFormatError, InputError
 from csstz.io.spectra import SpectraSet, write_spectra
 from csstz.population.sdss_fit import read_templates
-from csstz.templates.learned import (build_learned_basis, embedded_rest_seds, learn_basis, load_basis, read_basis,
-                                     reconstruction_rel_rms, rest_grid_aa, save_basis)
+from csstz.templates.learned import (
+    build_learned_basis,
+    embedded_rest_seds,
+    learn_basis,
+    load_basis,
+    read_basis,
+    reconstruction_rel_rms,
+    rest_grid_aa,
+    save_basis,
+)
 
 
 def _coeffs(n, rng):
     """Coefficients like the embedded population's: a few parents, log-normal scatter (0.15)."""
-    parents = np.array([[1.0, 0.1, 0.0, 0.05, 0.0], [0.1, 1.0, 0.3, 0.0, 0.1], [0.0, 0.2, 1.0, 0.5, 0.3],
-                        [0.3, 0.0, 0.1, 1.0, 0.8]])
+    parents = np.array(
+        [[1.0, 0.1, 0.0, 0.05, 0.0], [0.1, 1.0, 0.3, 0.0, 0.1], [0.0, 0.2, 1.0, 0.5, 0.3], [0.3, 0.0, 0.1, 1.0, 0.8]]
+    )
     return parents[rng.integers(0, len(parents), n)] * np.exp(0.15 * rng.normal(size=(n, 5)))
 
 
@@ -32,9 +42,14 @@ def dataset(tmp_path_factory):
     """A real catalogue file (no spectra needed) with SPLIT and COEFF columns."""
     rng = np.random.default_rng(3)
     n = 400
-    cat = Table({"TARGETID": np.arange(n, dtype=np.int64), "Z": rng.uniform(0.1, 1.5, n),
-                 "SPLIT": np.array(["train"] * 300 + ["val"] * 60 + ["test"] * 40),
-                 "COEFF": _coeffs(n, rng).astype(np.float32) * 1e-7})
+    cat = Table(
+        {
+            "TARGETID": np.arange(n, dtype=np.int64),
+            "Z": rng.uniform(0.1, 1.5, n),
+            "SPLIT": np.array(["train"] * 300 + ["val"] * 60 + ["test"] * 40),
+            "COEFF": _coeffs(n, rng).astype(np.float32) * 1e-7,
+        }
+    )
     path = tmp_path_factory.mktemp("ds") / "tiny.h5"
     write_spectra(path, SpectraSet({}, cat))
     return path
@@ -42,8 +57,10 @@ def dataset(tmp_path_factory):
 
 def test_pca_basis_reconstructs_training_seds():
     wave, s = _seds(300)
-    res = {k: float(np.median(reconstruction_rel_rms(learn_basis(wave, s, k).templates, s / s.mean(1)[:, None])))
-           for k in (2, 3, 5)}
+    res = {
+        k: float(np.median(reconstruction_rel_rms(learn_basis(wave, s, k).templates, s / s.mean(1)[:, None])))
+        for k in (2, 3, 5)
+    }
     # the SEDs span a 5-dimensional space (5 kcorrect templates): K = 5 (mean + 4 components) is exact
     assert res[5] < 1e-8
     assert res[2] > res[3] > res[5]

@@ -1,4 +1,5 @@
 """Metrics reproduce hand-computed values and reject bad input."""
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,7 @@ def test_reliability_and_miscalibration():
 
 def test_summary_keys_and_values():
     s = m.summary(ZP, ZT, ZE)
-    assert set(s) == {"n", "sigma_nmad", "eta", "ebar", "bias", "coverage_68", "coverage_95", "crps",
-                      "miscal_area"}
+    assert set(s) == {"n", "sigma_nmad", "eta", "ebar", "bias", "coverage_68", "coverage_95", "crps", "miscal_area"}
     assert s["n"] == 4 and s["eta"] == 0.25 and s["ebar"] == pytest.approx(0.0145)
     s2 = m.summary(ZP, ZT)
     assert s2["ebar"] is None and s2["coverage_68"] is None and s2["sigma_nmad"] == pytest.approx(0.02035)
@@ -101,22 +101,25 @@ def test_binned_by_true_z_with_empty_bin():
     assert rows[2]["eta"] == 0.5 and rows[2]["hi"] == math.inf
 
 
-@pytest.mark.parametrize("func,args", [
-    (m.sigma_nmad, ([], [])),
-    (m.sigma_nmad, ([0.1, 0.2], [0.1])),
-    (m.outlier_fraction, ([0.1, np.nan], [0.1, 0.2])),
-    (m.outlier_fraction, ([0.1, 0.2], [0.1, np.inf])),
-    (m.weighted_mean_uncertainty, ([0.01, 0.0], [0.1, 0.2])),
-    (m.weighted_mean_uncertainty, ([0.01, -1.0], [0.1, 0.2])),
-    (m.weighted_mean_uncertainty, ([0.01], [0.1, 0.2])),
-    (m.bias, ([[0.1, 0.2]], [[0.1, 0.2]])),
-    (m.pit, ([0.1], [0.0], [0.1])),
-    (m.crps_gaussian, ([0.1, 0.2], [0.1], [0.1, 0.2])),
-    (m.coverage, ([0.1], [np.nan], [0.1])),
-    (m.miscalibration_area, ([], [], [])),
-    (m.summary, ([0.1, 0.2], [0.1, 0.2, 0.3])),
-    (m.sigma_nmad, ([0.1], [-1.0])),
-])
+@pytest.mark.parametrize(
+    "func,args",
+    [
+        (m.sigma_nmad, ([], [])),
+        (m.sigma_nmad, ([0.1, 0.2], [0.1])),
+        (m.outlier_fraction, ([0.1, np.nan], [0.1, 0.2])),
+        (m.outlier_fraction, ([0.1, 0.2], [0.1, np.inf])),
+        (m.weighted_mean_uncertainty, ([0.01, 0.0], [0.1, 0.2])),
+        (m.weighted_mean_uncertainty, ([0.01, -1.0], [0.1, 0.2])),
+        (m.weighted_mean_uncertainty, ([0.01], [0.1, 0.2])),
+        (m.bias, ([[0.1, 0.2]], [[0.1, 0.2]])),
+        (m.pit, ([0.1], [0.0], [0.1])),
+        (m.crps_gaussian, ([0.1, 0.2], [0.1], [0.1, 0.2])),
+        (m.coverage, ([0.1], [np.nan], [0.1])),
+        (m.miscalibration_area, ([], [], [])),
+        (m.summary, ([0.1, 0.2], [0.1, 0.2, 0.3])),
+        (m.sigma_nmad, ([0.1], [-1.0])),
+    ],
+)
 def test_bad_input_raises_input_error(func, args):
     with pytest.raises(InputError):
         func(*args)
@@ -138,8 +141,13 @@ def test_bad_options_raise():
 def test_metrics_module_has_no_torch_or_matplotlib():
     import ast
     import inspect
+
     tree = ast.parse(inspect.getsource(m))
-    names = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-             for a in getattr(node, "names", [])}
+    names = {
+        a.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for a in getattr(node, "names", [])
+    }
     mods = {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not ({"torch", "matplotlib"} & (names | mods))

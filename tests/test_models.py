@@ -1,4 +1,5 @@
 """ResNet1d and heads: shapes for several input lengths, bad config, frozen backbone."""
+
 import pytest
 import torch
 
@@ -33,8 +34,9 @@ def test_z_init_sets_output_bias():
     assert torch.allclose(net(torch.randn(2, 2, 64)), torch.full((2,), 0.7))
 
 
-@pytest.mark.parametrize("kw, field", [({"widths": (4, 0)}, "widths"), ({"kernel": 4}, "kernel"),
-                                       ({"dropout": 1.0}, "dropout")])
+@pytest.mark.parametrize(
+    "kw, field", [({"widths": (4, 0)}, "widths"), ({"kernel": 4}, "kernel"), ({"dropout": 1.0}, "dropout")]
+)
 def test_bad_network_config(kw, field):
     with pytest.raises(ConfigError, match=field):
         ResNet1d(**kw)

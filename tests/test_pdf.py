@@ -1,4 +1,5 @@
 """Gridded p(z) helpers (csstz.templates.pdf): checked against closed forms of Gaussians and mixtures."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The simulator's table-based exact Poisson sampler against the Poisson distribution."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def test_draws_follow_the_poisson_pmf(lam):
     assert x.mean() == pytest.approx(lam, abs=5 * np.sqrt(lam / x.size))
     assert x.var() == pytest.approx(lam, rel=5 * np.sqrt(2.0 / x.size) + 5 * np.sqrt(1.0 / (lam * x.size)))
     ks = np.arange(int(lam + 10 * np.sqrt(lam) + 10))
-    obs = np.bincount(x, minlength=ks.size)[:ks.size]
+    obs = np.bincount(x, minlength=ks.size)[: ks.size]
     exp = stats.poisson.pmf(ks, lam) * x.size
     ok = exp > 5
     if ok.sum() > 1:

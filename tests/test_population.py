@@ -1,4 +1,5 @@
 """Embedded SDSS/kcorrect population: NMF fits, SEDs, redshift draws, selection, morphology."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_nmf_fits_reproduce_photometry_for_most_galaxies(fitter):
     model = fitter.reconstruct(redshift=phot["Z"][sub], coeffs=coeffs)
     chi2 = fit_chi2(phot["MAGGIES_AB"][sub], phot["IVAR_AB"][sub], model)
     frac = np.mean(chi2 <= phot["NBAND"][sub])
-    assert frac >= 0.80, frac                     # measured: 0.85 over all 10,000
+    assert frac >= 0.80, frac  # measured: 0.85 over all 10,000
     # the shipped coefficients (fitted on a slightly different z grid, float32 in the ECSV)
     # give the same photometry to 1% and the same fraction within the errors
     shipped = np.asarray(load_coefficients()["COEFF"], np.float64)[sub]
@@ -40,6 +41,7 @@ def test_nmf_fits_reproduce_photometry_for_most_galaxies(fitter):
 def test_sed_integrates_to_kcorrect_photometry(pop, fitter):
     """Our observed-frame SED, projected on SDSS r by kcorrect, equals kcorrect's own reconstruction."""
     import kcorrect.response
+
     tab = load_coefficients()
     rd = kcorrect.response.ResponseDict()
     rd.load_response("sdss_r0")
@@ -83,7 +85,7 @@ def test_selection_morphology_and_provenance(pop):
     assert np.all(c["SHAPE_R"] > 0)
     assert np.all((c["SDSS_INDEX"] >= 0) & (c["SDSS_INDEX"] < 10000))
     early = c["EARLY"]
-    assert np.mean(c["SERSIC"][early] == 6.0) > 0.2          # many n = 6 among red galaxies
+    assert np.mean(c["SERSIC"][early] == 6.0) > 0.2  # many n = 6 among red galaxies
     assert np.mean(c["SERSIC"][~early] == 6.0) == 0.0
     # sizes scale with luminosity: brighter half is larger (in kpc-equivalent at fixed z range)
     m = (c["Z"] > 0.4) & (c["Z"] < 0.9)
@@ -97,6 +99,7 @@ def test_luminosity_moves_with_distance(pop):
     """The same galaxy 2x farther in d_L is 4x fainter at fixed rest-frame wavelength."""
     from astropy.cosmology import Planck18
     from scipy.optimize import brentq
+
     c_int = pop.coeff_int[100]
     z1 = 0.3
     d1 = Planck18.luminosity_distance(z1).value

@@ -1,5 +1,6 @@
 """Prediction: columns and header, fixed-seed reproducibility, save/load round trip, ZWARN bits,
 CNN-only mode, split selection, and the command line."""
+
 import sys
 from pathlib import Path
 
@@ -8,20 +9,25 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth_dataset import make_dataset  # noqa: E402
-
 from csstz.cli import main  # noqa: E402
 from csstz.io.predictions import read_predictions  # noqa: E402
 from csstz.io.spectra import read_catalog, read_spectra, split_rows, write_spectra  # noqa: E402
 from csstz.io.torch_dataset import SpectraDataset  # noqa: E402
 from csstz.pipeline import predict_calibrated, train_and_calibrate  # noqa: E402
-from csstz.predict import (ZWARN_EPISTEMIC, ZWARN_LOW_VALID, ZWARN_Z_EDGE, predict_dataset,  # noqa: E402
-                           predict_file, zwarn_bits)
+from csstz.predict import ZWARN_EPISTEMIC, ZWARN_LOW_VALID, ZWARN_Z_EDGE, predict_dataset, predict_file, zwarn_bits  # noqa: E402
 from csstz.train.checkpoint import file_checksum, load_model, save_model  # noqa: E402
 from csstz.train.config import TrainConfig  # noqa: E402
+from synth_dataset import make_dataset  # noqa: E402
 
-TINY = dict(widths=(4, 4, 8, 8, 8, 8, 16, 16), stem_channels=8, head_hidden=(16, 8), flow_hidden=8,
-            batch_size=32, progress=False, calib_samples=10)
+TINY = dict(
+    widths=(4, 4, 8, 8, 8, 8, 16, 16),
+    stem_channels=8,
+    head_hidden=(16, 8),
+    flow_hidden=8,
+    batch_size=32,
+    progress=False,
+    calib_samples=10,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,7 @@ def test_columns_header_and_split(run, tmp_path):
     for col in ("TARGETID", "Z", "ZERR", "ZWARN", "ZERR_EPISTEMIC", "ZERR_ALEATORIC", "ZERR_UNCAL"):
         assert col in back.colnames
     assert np.array_equal(back["TARGETID"], cat["TARGETID"][cat["SPLIT"] == "test"])
-    np.testing.assert_allclose(back["ZERR_UNCAL"], np.hypot(back["ZERR_EPISTEMIC"], back["ZERR_ALEATORIC"]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(back["ZERR_UNCAL"], np.hypot(back["ZERR_EPISTEMIC"], back["ZERR_ALEATORIC"]), rtol=1e-12)
     assert np.all(back["ZERR_EPISTEMIC"] > 0)
     assert back.meta["MODELSUM"] == file_checksum(run_dir / "bnn.pt")
     assert back.meta["METHOD"] == "csstz-bnn-mnf"
@@ -120,9 +125,15 @@ def test_masked_spectrum_is_flagged(run, tmp_path):
 
 
 def test_zwarn_rules():
-    w = zwarn_bits(z=[0.5, 0.02, 0.5, 0.5], zerr=[0.01, 0.05, 0.01, 0.01], n_valid=[900, 900, 100, 900],
-                   n_pixels=926, z_range=(0.0, 1.5), epistemic=[0.001, 0.001, 0.001, 0.02],
-                   aleatoric=[0.01, 0.01, 0.01, 0.01])
+    w = zwarn_bits(
+        z=[0.5, 0.02, 0.5, 0.5],
+        zerr=[0.01, 0.05, 0.01, 0.01],
+        n_valid=[900, 900, 100, 900],
+        n_pixels=926,
+        z_range=(0.0, 1.5),
+        epistemic=[0.001, 0.001, 0.001, 0.02],
+        aleatoric=[0.01, 0.01, 0.01, 0.01],
+    )
     assert list(w) == [0, ZWARN_Z_EDGE, ZWARN_LOW_VALID, ZWARN_EPISTEMIC]
 
 
@@ -135,8 +146,20 @@ def test_cli_predict_and_errors(run, tmp_path, capsys):
     assert "summary" in capsys.readouterr().err
     assert main(["predict", str(run_dir), str(data), "--out", str(tmp_path / "y.fits"), "--split", "nope"]) == 2
     assert not (tmp_path / "y.fits").exists()
-    assert main(["predict", str(run_dir), str(data), "--out", str(tmp_path / "z.fits"), "--config",
-                 str(tmp_path / "missing.yaml")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(run_dir),
+                str(data),
+                "--out",
+                str(tmp_path / "z.fits"),
+                "--config",
+                str(tmp_path / "missing.yaml"),
+            ]
+        )
+        == 2
+    )
     assert "missing.yaml" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """The predictions file's optional p(z) HDUs (PZ, PZ_GRID): round trip, contract checks on write and read."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,14 +49,17 @@ def test_round_trip_and_row_selection(tmp_path):
     assert "PZ" not in read_predictions(plain).meta
 
 
-@pytest.mark.parametrize("case,match", [
-    ("shape", r"PZ: shape does not match.*\(3, 801\)"),
-    ("grid", r"PZ_GRID, row 5: must be strictly increasing"),
-    ("negative", r"PZ, row 1: negative density"),
-    ("norm", r"PZ, row 2: row not normalised.*got 1\.5"),
-    ("nan_unflagged", r"PZ, row 0: non-finite density"),
-    ("half", r"PZ_GRID: PZ and PZ_GRID go together"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("shape", r"PZ: shape does not match.*\(3, 801\)"),
+        ("grid", r"PZ_GRID, row 5: must be strictly increasing"),
+        ("negative", r"PZ, row 1: negative density"),
+        ("norm", r"PZ, row 2: row not normalised.*got 1\.5"),
+        ("nan_unflagged", r"PZ, row 0: non-finite density"),
+        ("half", r"PZ_GRID: PZ and PZ_GRID go together"),
+    ],
+)
 def test_bad_pz_is_refused_with_one_line_and_nothing_written(tmp_path, case, match):
     tab, pz = _table(3)
     grid = GRID.copy()

@@ -1,4 +1,5 @@
 """The default p(z) estimator end to end on a real (small) embedded build: train, calibrate, predict."""
+
 import json
 import shutil
 
@@ -16,8 +17,7 @@ from csstz.io.spectra import read_catalog, read_spectra, split_rows  # noqa: E40
 from csstz.pipeline import train_and_calibrate  # noqa: E402
 from csstz.schema import PZ_FILE, RUN_FORMAT_VERSION  # noqa: E402
 
-TINY_PZ = PzConfig(members=2, hidden=4, dilations=(1, 2), batch_size=64, max_samples=640, eval_every=320,
-                   threads=1)
+TINY_PZ = PzConfig(members=2, hidden=4, dilations=(1, 2), batch_size=64, max_samples=640, eval_every=320, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +112,9 @@ def test_physics_curve_peaks_at_the_true_redshift(run, dataset):
     phys = PhysicsCurves.load(out / "pz_physics.h5", threads=1)
     rows = split_rows(dataset, "train")[:40]
     sp = read_spectra(dataset, bands=phys.bands, rows=rows, with_noiseless=True)
-    curves, scal = phys.curves({b: sp.bands[b].flux_noiseless for b in phys.bands},
-                               {b: sp.bands[b].err for b in phys.bands})
+    curves, scal = phys.curves(
+        {b: sp.bands[b].flux_noiseless for b in phys.bands}, {b: sp.bands[b].err for b in phys.bands}
+    )
     z = np.asarray(sp.catalog["Z"])
     zpk = phys.grid_z[np.argmax(curves[:, 0], axis=1)]
     assert np.median(np.abs(zpk - z) / (1 + z)) < 0.003

@@ -1,4 +1,5 @@
 """The p(z) network: shapes, the physics posterior at initialisation, independent members, targets."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The simulator's own FFT drawing of galaxy stamps against GalSim's drawImage (real GalSim throughout)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,18 @@ INST = load_instrument()
 
 # (half-light radius [arcsec], Sersic n, b/a, PA [deg]): point source, tiny, typical, cuspy, flat, and big
 # galaxies whose truncation radius (5 r_e) lies far outside the 97-pixel stamp (the smaller-FFT case)
-MORPHOLOGIES = [(0.0, 1.0, 1.0, 0.0), (0.02, 0.3, 1.0, 0.0), (0.1, 6.2, 0.1, 45.0), (0.4, 1.0, 0.6, 30.0),
-                (0.7, 4.0, 0.8, -75.0), (1.0, 2.5, 0.3, 12.0), (2.7, 4.2, 0.36, 4.0), (3.0, 1.0, 0.2, 90.0),
-                (5.0, 6.2, 0.15, 10.0), (8.0, 1.0, 0.3, -60.0)]
+MORPHOLOGIES = [
+    (0.0, 1.0, 1.0, 0.0),
+    (0.02, 0.3, 1.0, 0.0),
+    (0.1, 6.2, 0.1, 45.0),
+    (0.4, 1.0, 0.6, 30.0),
+    (0.7, 4.0, 0.8, -75.0),
+    (1.0, 2.5, 0.3, 12.0),
+    (2.7, 4.2, 0.36, 4.0),
+    (3.0, 1.0, 0.2, 90.0),
+    (5.0, 6.2, 0.15, 10.0),
+    (8.0, 1.0, 0.3, -60.0),
+]
 
 
 @pytest.mark.parametrize("hlr,n,ba,pa", MORPHOLOGIES)

@@ -1,4 +1,5 @@
 """Evaluation report: metrics.json contents, figures, a self-contained HTML page, the CLI."""
+
 from __future__ import annotations
 
 import base64
@@ -31,12 +32,27 @@ def make_data(seed: int = 0):
     sig = 0.002 * (1 + z) / np.sqrt(snr)
     cnn_z = z + sig * rng.standard_normal(N)
     cnn_z[:8] += 0.2  # 2% catastrophic outliers
-    cnn = Table({"TARGETID": tid, "Z": cnn_z, "ZERR": np.full(N, 0.01), "ZERR_UNCAL": np.full(N, 0.01),
-                 "ZWARN": np.zeros(N, np.int32)})
+    cnn = Table(
+        {
+            "TARGETID": tid,
+            "Z": cnn_z,
+            "ZERR": np.full(N, 0.01),
+            "ZERR_UNCAL": np.full(N, 0.01),
+            "ZWARN": np.zeros(N, np.int32),
+        }
+    )
     bnn_z = z + sig * rng.standard_normal(N)
-    bnn = Table({"TARGETID": tid[::-1], "Z": bnn_z[::-1], "ZERR": sig[::-1], "ZERR_UNCAL": 0.5 * sig[::-1],
-                 "ZERR_EPISTEMIC": 0.3 * sig[::-1], "ZERR_ALEATORIC": 0.9 * sig[::-1],
-                 "ZWARN": np.zeros(N, np.int32)})
+    bnn = Table(
+        {
+            "TARGETID": tid[::-1],
+            "Z": bnn_z[::-1],
+            "ZERR": sig[::-1],
+            "ZERR_UNCAL": 0.5 * sig[::-1],
+            "ZERR_EPISTEMIC": 0.3 * sig[::-1],
+            "ZERR_ALEATORIC": 0.9 * sig[::-1],
+            "ZWARN": np.zeros(N, np.int32),
+        }
+    )
     tz = z + 3 * sig * rng.standard_normal(N)
     zwarn = np.zeros(N, np.int32)
     zwarn[10:30] = 1
@@ -57,8 +73,11 @@ def report(tmp_path_factory, data):
     truth, methods = data
     out = tmp_path_factory.mktemp("report")
     extra = out.parent / "fig1_extra.png"
-    extra.write_bytes(base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))
+    extra.write_bytes(
+        base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+        )
+    )
     res = write_report(out, methods, truth, extra_figures=[extra], notes={"dataset": "synthetic", "n": N})
     return out, res
 
@@ -80,8 +99,9 @@ def test_metrics_json_per_method_and_headline(report, data):
     bnn = on_disk["methods"]["BNN"]  # rows reversed: matching on TARGETID must undo that
     zb = np.asarray(methods["BNN"]["Z"])[::-1]
     assert bnn["sigma_nmad"] == pytest.approx(metrics.sigma_nmad(zb, truth["Z"]))
-    assert bnn["coverage_68"] == pytest.approx(metrics.coverage(zb, np.asarray(methods["BNN"]["ZERR"])[::-1],
-                                                                truth["Z"]))
+    assert bnn["coverage_68"] == pytest.approx(
+        metrics.coverage(zb, np.asarray(methods["BNN"]["ZERR"])[::-1], truth["Z"])
+    )
     assert bnn["uncalibrated"]["coverage_68"] < bnn["coverage_68"]
     assert bnn["ebar_epistemic"] < bnn["ebar_aleatoric"]
     assert len(bnn["reliability"]["observed_uncal"]) == len(bnn["reliability"]["levels"])
@@ -142,6 +162,7 @@ def _spectra_file(path, truth: Table):
 
 def test_evaluate_cli_roundtrip(data, tmp_path):
     from csstz.cli import main
+
     truth, methods = data
     spec = tmp_path / "truth.h5"
     _spectra_file(spec, truth)
@@ -156,7 +177,7 @@ def test_evaluate_cli_roundtrip(data, tmp_path):
     assert res2["sigma_nmad"] == pytest.approx(res["sigma_nmad"])
     # a prediction file whose ids are not in the truth: one-line error, exit 2
     bad = Table(methods["CNN"], copy=True)
-    bad["TARGETID"] += 10 ** 6
+    bad["TARGETID"] += 10**6
     write_predictions(tmp_path / "bad.fits", bad)
     assert main(["evaluate", str(tmp_path / "bad.fits"), "--truth", str(spec), "--out", str(tmp_path / "r3")]) == 2
     assert main(["evaluate", str(tmp_path / "missing.fits"), "--truth", str(spec), "--out", str(tmp_path / "r4")]) == 2
@@ -169,10 +190,21 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
         pytest.skip("chromium not installed")
     out, _ = report
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-extensions",
-                           "--no-first-run", f"--screenshot={shot}", "--window-size=1200,3000",
-                           (out / "report.html").resolve().as_uri()],
-                          capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-extensions",
+            "--no-first-run",
+            f"--screenshot={shot}",
+            "--window-size=1200,3000",
+            (out / "report.html").resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.is_file(), proc.stderr.decode(errors="replace")[-2000:]
     assert shot.read_bytes()[:8] == PNG_MAGIC and shot.stat().st_size > 5000
 
@@ -189,6 +221,7 @@ def test_method_without_uncertainties_or_snr(data, tmp_path):
 
 def test_html_is_well_formed(report):
     from html.parser import HTMLParser
+
     out, _ = report
     void = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -218,6 +251,7 @@ def make_pz_data(seed: int = 3):
     """Truth with ZERR_CRB = half the true scatter; a calibrated p(z) method, an over-confident one
     (widths / 3), one bimodal object and four flagged ones."""
     from csstz.templates import pdf
+
     rng = np.random.default_rng(seed)
     tid = np.arange(5000, 5000 + N, dtype=np.int64)
     z = rng.uniform(0.05, 1.5, N)
@@ -241,6 +275,7 @@ def make_pz_data(seed: int = 3):
 
 def test_pz_metrics_crb_ratio_and_examples(tmp_path):
     from csstz.templates import pdf
+
     truth, methods = make_pz_data()
     res = write_report(tmp_path, methods, truth)
     cal, over = res["methods"]["calibrated"], res["methods"]["overconfident"]
@@ -288,6 +323,7 @@ def test_crb_and_pz_absent_are_null(report):
 
 def test_evaluate_cli_reads_pz_and_crb(tmp_path):
     from csstz.cli import main
+
     truth, methods = make_pz_data()
     spec = tmp_path / "truth.h5"
     _spectra_file(spec, truth)

@@ -1,4 +1,5 @@
 """Physics and contracts of the slitless simulator (real GalSim rendering throughout)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,15 +28,29 @@ def line_sed(center_aa, flux_line=400.0, sigma_aa=1.0, cont=0.05, wave=None):
 
 def one(flam, hlr=0.0, n=1.0, ba=1.0, pa=0.0, noiseless=True, tid=0, seed=0, bands=BANDS, wave=None, **kw):
     w = WAVE if wave is None else wave
-    spec, snr = simulate_arrays(w, np.atleast_2d(flam), np.array([tid]), [hlr], [n], [ba], [pa], seed=seed,
-                                noiseless=noiseless, bands=bands, **kw)
+    spec, snr = simulate_arrays(
+        w,
+        np.atleast_2d(flam),
+        np.array([tid]),
+        [hlr],
+        [n],
+        [ba],
+        [pa],
+        seed=seed,
+        noiseless=noiseless,
+        bands=bands,
+        **kw,
+    )
     return spec, snr
 
 
 # -- count rates and flux conservation ---------------------------------------------------------
 @pytest.mark.parametrize("band,expected", [("GU", 9.2), ("GV", 19.5), ("GI", 17.5)])
 def test_ab23_point_source_count_rate(band, expected):
-    """Check figure of the instrument file ([TP] in csst.yaml): AB = 23 flat f_nu -> 9.2 / 19.5 / 17.5 e-/s, within 3% (2D image)."""
+    """Check figure of the instrument file ([TP] in csst.yaml): AB = 23 flat f_nu -> 9.2 / 19.5 / 17.5 e-/s.
+
+    Within 3% (2D image).
+    """
     spec, _ = one(flat_fnu(23.0), bands=(band,), save_2d=True)
     rate = spec[band].image2d[0].sum() / INST.total_exptime_s
     assert rate == pytest.approx(expected, rel=0.03)
@@ -62,8 +77,17 @@ def test_quoted_errors_match_scatter_over_realisations():
     n_real = 240
     sed = flat_fnu(20.5)
     flux = np.tile(sed, (n_real, 1))
-    spec, _ = simulate_arrays(WAVE, flux, np.arange(n_real), np.full(n_real, 0.3), np.full(n_real, 1.5),
-                              np.full(n_real, 0.7), np.full(n_real, 20.0), seed=7, bands=("GV", "GI"))
+    spec, _ = simulate_arrays(
+        WAVE,
+        flux,
+        np.arange(n_real),
+        np.full(n_real, 0.3),
+        np.full(n_real, 1.5),
+        np.full(n_real, 0.7),
+        np.full(n_real, 20.0),
+        seed=7,
+        bands=("GV", "GI"),
+    )
     for b in ("GV", "GI"):
         band = INST.band(b)
         good = band.throughput(band.wave_aa) > 0.3 * band.peak_throughput
@@ -206,29 +230,34 @@ def test_seed_reproducibility_independence_and_single_regeneration():
 
 def test_save_2d_does_not_change_spectra_and_has_fixed_shape():
     res = simulate_source(WAVE, flat_fnu(21.0), 0.3, 1.0, 0.8, 10.0, INST, bands=("GV",), targetid=5, seed=1)
-    res2 = simulate_source(WAVE, flat_fnu(21.0), 0.3, 1.0, 0.8, 10.0, INST, bands=("GV",), targetid=5, seed=1,
-                           save_2d=True)
+    res2 = simulate_source(
+        WAVE, flat_fnu(21.0), 0.3, 1.0, 0.8, 10.0, INST, bands=("GV",), targetid=5, seed=1, save_2d=True
+    )
     assert np.array_equal(res["GV"].flux, res2["GV"].flux)
     h = INST.image2d_half_height_pix
     assert res2["GV"].image2d.shape == (2 * h + 1, INST.band("GV").n_pix + 2 * h)
 
 
 # -- input validation -----------------------------------------------------------------------------
-@pytest.mark.parametrize("field,kwargs", [
-    ("SHAPE_R", dict(hlr=-0.1)),
-    ("BA", dict(ba=0.0)),
-    ("BA", dict(ba=1.2)),
-    ("SERSIC", dict(n=7.0)),
-    ("SERSIC", dict(n=0.1)),
-    ("PA", dict(pa=np.nan)),
-])
+@pytest.mark.parametrize(
+    "field,kwargs",
+    [
+        ("SHAPE_R", dict(hlr=-0.1)),
+        ("BA", dict(ba=0.0)),
+        ("BA", dict(ba=1.2)),
+        ("SERSIC", dict(n=7.0)),
+        ("SERSIC", dict(n=0.1)),
+        ("PA", dict(pa=np.nan)),
+    ],
+)
 def test_bad_morphology_names_field_and_row(field, kwargs):
     base = dict(hlr=0.2, n=1.0, ba=0.5, pa=0.0)
     base.update(kwargs)
     flux = np.tile(flat_fnu(), (2, 1))
     with pytest.raises(InputError) as exc:
-        simulate_arrays(WAVE, flux, np.array([1, 2]), [0.2, base["hlr"]], [1.0, base["n"]], [0.5, base["ba"]],
-                        [0.0, base["pa"]])
+        simulate_arrays(
+            WAVE, flux, np.array([1, 2]), [0.2, base["hlr"]], [1.0, base["n"]], [0.5, base["ba"]], [0.0, base["pa"]]
+        )
     assert field in str(exc.value) and "row 1" in str(exc.value)
 
 
@@ -259,8 +288,9 @@ def test_limiting_magnitudes_match_published_definition():
         assert limiting_magnitude(band, INST, aperture_rows=5, n_exposures=1) == pytest.approx(pub[b], abs=0.2)
         assert limiting_magnitude(band, INST, aperture_rows=5) == pytest.approx(deep[b], abs=0.25)
         # deeper with more exposure time: 4x time -> ~0.75 mag in the background limit
-        gain = limiting_magnitude(band, INST, aperture_rows=5) - limiting_magnitude(band, INST, aperture_rows=5,
-                                                                                    n_exposures=1)
+        gain = limiting_magnitude(band, INST, aperture_rows=5) - limiting_magnitude(
+            band, INST, aperture_rows=5, n_exposures=1
+        )
         assert 0.6 < gain < 0.8
     with pytest.raises(InputError, match="exptime_s"):
         limiting_magnitude(INST.band("GV"), INST, exptime_s=0)
@@ -279,7 +309,7 @@ def test_shape_r_is_the_major_axis_half_light_radius():
     hlr, scale = 0.8, sharp.pixel_scale_arcsec
     for ba in (1.0, 0.6, 0.3):
         st = render_stamp(hlr, 1.0, ba, 0.0, sharp)
-        y, x = np.mgrid[-st.half:st.half + 1, -st.half:st.half + 1]
+        y, x = np.mgrid[-st.half : st.half + 1, -st.half : st.half + 1]
         a = hlr / scale
         inside = (x / a) ** 2 + (y / (ba * a)) ** 2 <= 1.0
         assert st.image[inside].sum() / st.image.sum() == pytest.approx(0.5, abs=0.03), ba
@@ -289,11 +319,17 @@ def test_shape_r_is_the_major_axis_half_light_radius():
 def test_noiseless_spectrum_and_crb_from_simulate_arrays():
     """flux_noiseless equals a noiseless run bit for bit; ZERR_CRB matches finite differences through the simulator."""
     from csstz.simulate.crb import zerr_crb_simulator
+
     z = np.array([0.4, 0.9, 0.4])
     # lines of a few hundred A equivalent width (a line far brighter than its continuum changes the Horne
     # weights column by column, which the fast bound does not follow: docs/crb.md)
-    flux = np.stack([line_sed(6563.0 * (1 + z[0]), 60.0, 3.0, cont=0.3), line_sed(5007.0 * (1 + z[1]), 60.0, 3.0, cont=0.3),
-                     flat_fnu(21.0)])
+    flux = np.stack(
+        [
+            line_sed(6563.0 * (1 + z[0]), 60.0, 3.0, cont=0.3),
+            line_sed(5007.0 * (1 + z[1]), 60.0, 3.0, cont=0.3),
+            flat_fnu(21.0),
+        ]
+    )
     args = (WAVE, flux, np.array([7, 8, 9]), [0.0, 0.4, 0.5], [1.0, 2.5, 1.0], [1.0, 0.7, 0.9], [0.0, 30.0, 0.0])
     noisy, cols = simulate_arrays(*args, seed=4, z=z, want_noiseless=np.array([True, True, False]))
     clean, _ = simulate_arrays(*args, seed=4, noiseless=True)
@@ -307,8 +343,17 @@ def test_noiseless_spectrum_and_crb_from_simulate_arrays():
     assert np.isfinite(zc[:2]).all() and (zc[:2] > 0).all()
     assert zc[2] == np.inf  # flat f_nu: a power law in f_lambda, whose stretch is an amplitude change
     for i in range(2):
-        ref = zerr_crb_simulator(WAVE, flux[i], z[i], args[3][i], args[4][i], args[5][i], args[6][i], INST,
-                                 err={b: noisy[b].err[i] for b in ("GV", "GI")})
+        ref = zerr_crb_simulator(
+            WAVE,
+            flux[i],
+            z[i],
+            args[3][i],
+            args[4][i],
+            args[5][i],
+            args[6][i],
+            INST,
+            err={b: noisy[b].err[i] for b in ("GV", "GI")},
+        )
         assert zc[i] == pytest.approx(ref, rel=0.03)
     # only 1 + z enters (dm/dz = dm/dln s / (1 + z)): at fixed spectra ZERR_CRB / (1 + z) stays
     _, cols2 = simulate_arrays(*args, seed=4, z=2 * z + 1)

@@ -1,4 +1,5 @@
 """`csstz simulate` / `csstz plot-spectrum`: files, errors, atomic writes, the Dask path."""
+
 from __future__ import annotations
 
 import subprocess
@@ -27,8 +28,12 @@ def make_catalog(n=4, seed=0):
     cat["SERSIC"] = rng.uniform(0.5, 6.0, n)
     cat["BA"] = rng.uniform(0.3, 1.0, n)
     cat["PA"] = rng.uniform(-90, 90, n)
-    flux = np.array([abmag_to_flam17(rng.uniform(20, 21.5), WAVE) *
-                     (1 + 3 * np.exp(-0.5 * ((WAVE - 6563 * (1 + z)) / 3) ** 2)) for z in cat["Z"]])
+    flux = np.array(
+        [
+            abmag_to_flam17(rng.uniform(20, 21.5), WAVE) * (1 + 3 * np.exp(-0.5 * ((WAVE - 6563 * (1 + z)) / 3) ** 2))
+            for z in cat["Z"]
+        ]
+    )
     return cat, flux
 
 
@@ -100,11 +105,19 @@ def _bad_catalog(tmp_path, what):
     return path
 
 
-@pytest.mark.parametrize("what,needle", [
-    ("nan_flux", "FLUX, row 2"), ("neg_radius", "SHAPE_R, row 1"), ("ba", "BA, row 3"),
-    ("sersic", "SERSIC, row 2"), ("dup", "TARGETID, row 3"), ("missing", "SERSIC"),
-    ("unsorted", "WAVELENGTH"), ("shape", "FLUX"),
-])
+@pytest.mark.parametrize(
+    "what,needle",
+    [
+        ("nan_flux", "FLUX, row 2"),
+        ("neg_radius", "SHAPE_R, row 1"),
+        ("ba", "BA, row 3"),
+        ("sersic", "SERSIC, row 2"),
+        ("dup", "TARGETID, row 3"),
+        ("missing", "SERSIC"),
+        ("unsorted", "WAVELENGTH"),
+        ("shape", "FLUX"),
+    ],
+)
 def test_bad_input_one_line_and_no_output(tmp_path, what, needle, capsys):
     path = _bad_catalog(tmp_path, what)
     out = tmp_path / "out.h5"
@@ -128,8 +141,11 @@ def test_corrupt_catalog_file(tmp_path, capsys):
 
 def test_console_script_exit_status(tmp_path):
     path = _bad_catalog(tmp_path, "ba")
-    proc = subprocess.run([sys.executable, "-m", "csstz.cli", "simulate", str(path), "--out", str(tmp_path / "o.h5")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "csstz.cli", "simulate", str(path), "--out", str(tmp_path / "o.h5")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "BA" in proc.stderr
 
 
@@ -166,8 +182,10 @@ def test_other_instrument_file_works_without_code_changes(catalog_file, tmp_path
     alt.write_text(text)
     a, b = tmp_path / "def.h5", tmp_path / "alt.h5"
     assert main(["simulate", str(catalog_file), "--out", str(a), "--noiseless", "--bands", "GI"]) == 0
-    assert main(["simulate", str(catalog_file), "--out", str(b), "--noiseless", "--bands", "GI",
-                 "--instrument", str(alt)]) == 0
+    assert (
+        main(["simulate", str(catalog_file), "--out", str(b), "--noiseless", "--bands", "GI", "--instrument", str(alt)])
+        == 0
+    )
     sa, sb = read_spectra(a), read_spectra(b)
     assert sb.bands["GI"].wave_aa[1] - sb.bands["GI"].wave_aa[0] == pytest.approx(8.0)
     assert sb.bands["GI"].wave_aa.size > sa.bands["GI"].wave_aa.size
@@ -194,7 +212,20 @@ def test_existing_scheduler_address(catalog_file, tmp_path):
     a, b = tmp_path / "local.h5", tmp_path / "remote.h5"
     assert main(["simulate", str(catalog_file), "--out", str(a), "--seed", "9"]) == 0
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        assert main(["simulate", str(catalog_file), "--out", str(b), "--seed", "9",
-                     "--scheduler", cluster.scheduler_address]) == 0
+        assert (
+            main(
+                [
+                    "simulate",
+                    str(catalog_file),
+                    "--out",
+                    str(b),
+                    "--seed",
+                    "9",
+                    "--scheduler",
+                    cluster.scheduler_address,
+                ]
+            )
+            == 0
+        )
     with h5py.File(a) as fa, h5py.File(b) as fb:
         assert np.array_equal(fa["GV/flux"][:], fb["GV/flux"][:])

@@ -2,6 +2,7 @@
 
 Run with `make test-sps` (installs the optional extra csstz[sps]); skipped without bagpipes.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,7 @@ def test_cache_layout_and_reuse(cache, monkeypatch):
 
     def no_bagpipes():  # a cache hit must not need bagpipes at all
         raise AssertionError("bank rebuilt instead of reused")
+
     monkeypatch.setattr(sps, "_require_bagpipes", no_bagpipes)
     assert sps.ensure_bank(SEED, BANK_K) == path
 
@@ -74,6 +76,7 @@ def test_deterministic_per_seed_and_targetid(pop, chunk, cache):
 
 def test_redshifts_identical_to_embedded_source(chunk):
     from csstz.population.embedded import get_population
+
     emb = get_population().draw(SEED, np.arange(40))
     np.testing.assert_array_equal(emb.columns["Z"], chunk.columns["Z"][:40])
     np.testing.assert_array_equal(emb.columns["SPLIT"], chunk.columns["SPLIT"][:40])
@@ -86,13 +89,15 @@ def test_selection_magnitudes(chunk):
     assert np.all((c["MAG_GI"][ok] > 15.0) & (c["MAG_GI"][ok] < 21.0))
     # MAG_GI (from the band tables) equals the band average of the SED handed to the simulator
     from scipy.integrate import trapezoid
+
     from csstz.instrument import load_instrument
     from csstz.population.embedded import AB_FNU_CGS
     from csstz.units import C_AA_PER_S, FLAM17
+
     w = chunk.wave_aa
     tp = load_instrument().band("GI").throughput(w)
     num = trapezoid(chunk.flux_flam17 * FLAM17 * tp * w, w, axis=1)
-    den = trapezoid(AB_FNU_CGS * C_AA_PER_S / w ** 2 * tp * w, w)
+    den = trapezoid(AB_FNU_CGS * C_AA_PER_S / w**2 * tp * w, w)
     np.testing.assert_allclose(-2.5 * np.log10(num / den), c["MAG_GI"], atol=0.05)
 
 
@@ -122,9 +127,11 @@ def test_line_strengths_grow_with_redshift(cache):
     P = sps.load_bank(sps.ensure_bank(SEED, BANK_K)).params
     sf = ~P["QUIESCENT"] & (P["EW_HA"] > 0) & (P["EW_OII"] > 0)
     X = np.column_stack([np.ones(sf.sum()), np.log10(1 + P["BANK_Z"][sf]), P["LOG_MSTAR"][sf] - 10])
-    g = {c: np.linalg.lstsq(X, y, rcond=None)[0][1] for c, y in
-         (("HA", np.log10(P["EW_HA"][sf])), ("OII", np.log10(P["EW_OII"][sf])), ("SSFR", P["LOG_SSFR"][sf]))}
-    assert g["SSFR"] > 1.5      # Speagle+14: ~0.9 dex from z = 0 to 1 at fixed mass
+    g = {
+        c: np.linalg.lstsq(X, y, rcond=None)[0][1]
+        for c, y in (("HA", np.log10(P["EW_HA"][sf])), ("OII", np.log10(P["EW_OII"][sf])), ("SSFR", P["LOG_SSFR"][sf]))
+    }
+    assert g["SSFR"] > 1.5  # Speagle+14: ~0.9 dex from z = 0 to 1 at fixed mass
     assert g["HA"] > 1.0
     assert g["OII"] > 0.3
 
@@ -150,16 +157,18 @@ def test_rest_frame_seds(pop, chunk):
 def test_build_end_to_end(cache, tmp_path):
     from csstz.build import build_dataset
     from csstz.io.spectra import read_attrs, read_catalog
-    out = build_dataset(tmp_path / "sps.h5", 12, seed=SEED, chunk=6, progress=False, source="sps",
-                        bank_size=BANK_K)
+
+    out = build_dataset(tmp_path / "sps.h5", 12, seed=SEED, chunk=6, progress=False, source="sps", bank_size=BANK_K)
     cat = read_catalog(out)
     for col in ("SOURCE", "EW_HA", "EW_OII", "LOG_MSTAR", "QUIESCENT", "MAG_GI", "SNR_GI"):
         assert col in cat.colnames
-    assert set(np.char.decode(np.asarray(cat["SOURCE"], "S8")) if cat["SOURCE"].dtype.kind == "S"
-               else cat["SOURCE"]) == {"sps"}
+    assert set(
+        np.char.decode(np.asarray(cat["SOURCE"], "S8")) if cat["SOURCE"].dtype.kind == "S" else cat["SOURCE"]
+    ) == {"sps"}
     assert json.loads(read_attrs(out)["population"])["source"] == "sps"
     # SPS ids are offset so that they never collide with the embedded population's 0 .. N-1
     from csstz.build import SPS_TARGETID_OFFSET
+
     np.testing.assert_array_equal(cat["TARGETID"], SPS_TARGETID_OFFSET + np.arange(12))
 
 
@@ -167,8 +176,10 @@ def test_mixed_build(cache, tmp_path):
     """--source embedded,sps --mix f: each row from one source, ids disjoint, the other's columns filled."""
     from csstz.build import SPS_TARGETID_OFFSET, build_dataset
     from csstz.io.spectra import read_catalog, read_spectra
-    out = build_dataset(tmp_path / "mix.h5", 40, seed=SEED, chunk=15, progress=False, source="embedded,sps",
-                        mix=0.5, bank_size=BANK_K)
+
+    out = build_dataset(
+        tmp_path / "mix.h5", 40, seed=SEED, chunk=15, progress=False, source="embedded,sps", mix=0.5, bank_size=BANK_K
+    )
     cat = read_catalog(out)
     src = np.char.decode(np.asarray(cat["SOURCE"], "S8")) if cat["SOURCE"].dtype.kind == "S" else cat["SOURCE"]
     is_sps = np.asarray(src) == "sps"
@@ -177,8 +188,9 @@ def test_mixed_build(cache, tmp_path):
     assert np.all(np.isnan(np.asarray(cat["COEFF"])[is_sps])) and np.all(np.asarray(cat["BANK_INDEX"])[~is_sps] == -1)
     assert np.all(np.isfinite(np.asarray(cat["COEFF"])[~is_sps])) and np.all(np.asarray(cat["BANK_INDEX"])[is_sps] >= 0)
     # the same galaxy, drawn alone, is bit-identical to its row in the mixed file
-    alone = read_spectra(build_dataset(tmp_path / "sps_only.h5", 40, seed=SEED, chunk=15, progress=False,
-                                       source="sps", bank_size=BANK_K))
+    alone = read_spectra(
+        build_dataset(tmp_path / "sps_only.h5", 40, seed=SEED, chunk=15, progress=False, source="sps", bank_size=BANK_K)
+    )
     mixed = read_spectra(out)
     i = int(np.flatnonzero(is_sps)[0])
     for b in mixed.bands:
@@ -187,6 +199,7 @@ def test_mixed_build(cache, tmp_path):
 
 def test_realism_checks_run_and_lines_evolve(cache, tmp_path):
     from csstz.population.sps_realism import realism_checks
+
     r = realism_checks(SEED, tmp_path, bank_size=BANK_K, n_draw=200)
     assert (tmp_path / "sps_colour_vs_sdss.png").stat().st_size > 0
     assert (tmp_path / "sps_ew_vs_z.png").stat().st_size > 0

@@ -1,4 +1,5 @@
 """SPS priors (pure numpy) and the missing-bagpipes error: these run without the optional extra."""
+
 from __future__ import annotations
 
 import sys
@@ -66,14 +67,20 @@ def test_embedded_rest_frame_seds_match_the_observed_sed():
     """Rest L_lambda (for learned template bases) put back at z gives the population's observed SED."""
     from astropy import units as u
     from astropy.cosmology import Planck18
+
     from csstz.population.embedded import get_population
     from csstz.units import FLAM17
+
     pop = get_population()
     wave_r, lum = pop.rest_frame_seds(0, [4, 9])
     chunk = pop.draw(0, [4, 9])
     for j in range(2):
         z = chunk.columns["Z"][j]
         dl_cm = Planck18.luminosity_distance(z).to_value(u.cm)
-        f = np.interp(chunk.wave_aa / (1 + z), wave_r, lum[j].astype(float)) * 3.826e33 / (
-            4 * np.pi * dl_cm ** 2 * (1 + z)) / FLAM17
+        f = (
+            np.interp(chunk.wave_aa / (1 + z), wave_r, lum[j].astype(float))
+            * 3.826e33
+            / (4 * np.pi * dl_cm**2 * (1 + z))
+            / FLAM17
+        )
         np.testing.assert_allclose(f, chunk.flux_flam17[j], rtol=2e-3, atol=1e-6 * chunk.flux_flam17[j].max())

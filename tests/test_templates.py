@@ -1,4 +1,5 @@
 """Template-fitting baseline: recovers known redshifts, degrades gracefully with noise, rejects bad input."""
+
 from __future__ import annotations
 
 import math
@@ -9,11 +10,11 @@ from astropy.table import Table
 from scipy.optimize import nnls
 
 from csstz.errors import InputError
-from csstz.templates import fit as T
 from csstz.evaluate.metrics import coverage, sigma_nmad
-from csstz.templates.nnls import nnls_enumerate
 from csstz.instrument import load_instrument
 from csstz.io.spectra import BandSpectra, SpectraSet, write_spectra
+from csstz.templates import fit as T
+from csstz.templates.nnls import nnls_enumerate
 
 BANDS = ("GV", "GI")
 Z_TRUE = np.array([0.05, 0.137, 0.31, 0.52, 0.77, 0.93, 1.08, 1.26, 1.5])
@@ -52,10 +53,10 @@ def brute_force_spectrum(inst, z: float, coeff: np.ndarray) -> dict:
 
 def make_set(fluxes: dict, errs: dict, inst, z=None) -> SpectraSet:
     n = next(iter(fluxes.values())).shape[0]
-    bands = {b: BandSpectra(inst.band(b).wave_aa, fluxes[b].astype(np.float32), errs[b].astype(np.float32))
-             for b in fluxes}
-    cat = Table({"TARGETID": np.arange(100, 100 + n, dtype=np.int64),
-                 "Z": np.zeros(n) if z is None else np.asarray(z)})
+    bands = {
+        b: BandSpectra(inst.band(b).wave_aa, fluxes[b].astype(np.float32), errs[b].astype(np.float32)) for b in fluxes
+    }
+    cat = Table({"TARGETID": np.arange(100, 100 + n, dtype=np.int64), "Z": np.zeros(n) if z is None else np.asarray(z)})
     return SpectraSet(bands, cat, {"instrument": inst.to_yaml()})
 
 
@@ -121,7 +122,7 @@ def test_nnls_enumeration_is_exact():
     chi2, coeff = nnls_enumerate(A, b, np.einsum("mp,mp->m", y, y))
     for i in range(M):
         c_ref, r_ref = nnls(X[i], y[i])
-        assert chi2[i] == pytest.approx(r_ref ** 2, rel=1e-8, abs=1e-10)
+        assert chi2[i] == pytest.approx(r_ref**2, rel=1e-8, abs=1e-10)
         np.testing.assert_allclose(coeff[i], c_ref, atol=1e-7)
 
 
@@ -164,8 +165,9 @@ def test_zwarn_bits(inst, model):
     err = np.full_like(flux, 1e-3 * np.median(flux))
     err[2, 10:] = np.inf  # only 10 usable pixels
     # z = 1.30 fitted on a grid 1.2-1.295: minimum at the edge; z = 1.23 inside it is fine
-    m1 = T.TemplateModel({b: inst.band(b).wave_aa for b in BANDS},
-                         {b: T.lsf_sigma_aa(inst, b) for b in BANDS}, zmin=1.2, zmax=1.295)
+    m1 = T.TemplateModel(
+        {b: inst.band(b).wave_aa for b in BANDS}, {b: T.lsf_sigma_aa(inst, b) for b in BANDS}, zmin=1.2, zmax=1.295
+    )
     res = m1.fit(flux, err)
     assert res["zwarn"][0] == 0 and res["z"][0] == pytest.approx(1.23, abs=1e-3)
     assert res["zwarn"][1] & T.ZWARN_EDGE
@@ -207,13 +209,13 @@ def test_bad_input_raises(inst, model):
 def test_cli_fit_templates_roundtrip(tmp_path, inst, model):
     from csstz.cli import main
     from csstz.io.predictions import read_predictions
+
     rng = np.random.default_rng(7)
     z = np.array([0.2, 0.6, 1.0, 0.4])
     flux = np.einsum("nk,nkp->np", random_coeffs(rng, z.size), model.render(z))
     err = np.full_like(flux, 1e-3 * np.median(flux))
     n_gv = inst.band("GV").n_pix
-    sset = make_set({"GV": flux[:, :n_gv], "GI": flux[:, n_gv:]}, {"GV": err[:, :n_gv], "GI": err[:, n_gv:]},
-                    inst, z)
+    sset = make_set({"GV": flux[:, :n_gv], "GI": flux[:, n_gv:]}, {"GV": err[:, :n_gv], "GI": err[:, n_gv:]}, inst, z)
     sset.catalog["SPLIT"] = np.array(["train", "test", "test", "val"])
     path = tmp_path / "spec.h5"
     write_spectra(path, sset)
@@ -251,17 +253,27 @@ def test_real_simulator_noiseless_recovers_z(inst):
     z = np.array([0.1, 0.45, 0.8, 1.2])
     rng = np.random.default_rng(9)
     c = rng.uniform(0.2, 1.0, (z.size, 5))
-    sed = np.stack([(ci @ np.array([np.interp(wave / (1 + zi), tw, t) for t in tf])) / (1 + zi)
-                    for zi, ci in zip(z, c)])
+    sed = np.stack(
+        [(ci @ np.array([np.interp(wave / (1 + zi), tw, t) for t in tf])) / (1 + zi) for zi, ci in zip(z, c)]
+    )
     sed *= 3.0 / sed[:, (wave > 6900) & (wave < 7100)].mean(axis=1, keepdims=True)  # ~3e-17 at 7000 A
     n = z.size
-    bands, snr = api.simulate_arrays(wave, sed, np.arange(n), np.zeros(n), np.ones(n), np.ones(n), np.zeros(n),
-                                     noiseless=True, bands=BANDS, instrument=inst)
+    bands, snr = api.simulate_arrays(
+        wave,
+        sed,
+        np.arange(n),
+        np.zeros(n),
+        np.ones(n),
+        np.ones(n),
+        np.zeros(n),
+        noiseless=True,
+        bands=BANDS,
+        instrument=inst,
+    )
     sset = SpectraSet(bands, Table({"TARGETID": np.arange(n), "Z": z}), {})
     tab = T.fit_templates(sset, bands=BANDS, instrument=inst)
     assert np.all(np.abs(tab["Z"] - z) / (1 + z) < 1e-3), tab["Z"]
     assert np.all(tab["ZWARN"] == 0)
-
 
 
 def test_galaxy_lsf_width(inst):
@@ -271,7 +283,7 @@ def test_galaxy_lsf_width(inst):
     assert np.interp(4.0, n_grid, k) < np.interp(1.0, n_grid, k)
     sig = T.galaxy_lsf_sigma_pix(inst, [0.0, 1.0, 1.0, 1.0], [1.0] * 4, [1.0, 1.0, 0.5, 0.5], [0.0, 0.0, 0.0, 90.0])
     assert sig[0] == pytest.approx(inst.psf_sigma_pix)  # point source
-    gal = np.sqrt(sig ** 2 - inst.psf_sigma_pix ** 2)
+    gal = np.sqrt(sig**2 - inst.psf_sigma_pix**2)
     # a round galaxy and one elongated along the dispersion axis project the same; across: b/a times narrower
     assert gal[1] == pytest.approx(gal[2]) and gal[3] == pytest.approx(0.5 * gal[2])
     assert gal[1] == pytest.approx(np.interp(1.0, n_grid, k) / inst.pixel_scale_arcsec, rel=1e-6)
@@ -289,12 +301,23 @@ def test_morphology_lsf_helps_large_aligned_galaxies(inst):
     n = 16
     z = rng.uniform(0.1, 1.4, n)
     c = rng.uniform(0.2, 1.0, (n, 5))
-    sed = np.stack([(ci @ np.array([np.interp(wave / (1 + zi), tw, t) for t in tf])) / (1 + zi)
-                    for zi, ci in zip(z, c)])
+    sed = np.stack(
+        [(ci @ np.array([np.interp(wave / (1 + zi), tw, t) for t in tf])) / (1 + zi) for zi, ci in zip(z, c)]
+    )
     sed *= 3.0 / sed[:, (wave > 6900) & (wave < 7100)].mean(axis=1, keepdims=True)
     shape = dict(SHAPE_R=np.full(n, 2.0), SERSIC=np.ones(n), BA=np.full(n, 0.5), PA=np.zeros(n))
-    bands, _ = api.simulate_arrays(wave, sed, np.arange(n), shape["SHAPE_R"], shape["SERSIC"], shape["BA"],
-                                   shape["PA"], noiseless=True, bands=BANDS, instrument=inst)
+    bands, _ = api.simulate_arrays(
+        wave,
+        sed,
+        np.arange(n),
+        shape["SHAPE_R"],
+        shape["SERSIC"],
+        shape["BA"],
+        shape["PA"],
+        noiseless=True,
+        bands=BANDS,
+        instrument=inst,
+    )
     sset = SpectraSet(bands, Table({"TARGETID": np.arange(n), "Z": z, **shape}), {})
     point = T.fit_templates(sset, instrument=inst)
     morph = T.fit_templates(sset, instrument=inst, lsf="morphology")
@@ -310,6 +333,7 @@ def test_pz_from_the_chi2_curve_is_calibrated(inst, model):
     """p(z) = exp(-(chi2 - chi2_min)/2) normalised per unit z: equal to the one from the exact (unpruned) curve,
     its mode at Z, and calibrated (PIT, coverage) for spectra made of the fitted templates plus their noise."""
     from csstz.templates import pdf
+
     rng = np.random.default_rng(9)
     n = 120
     z = rng.uniform(0.1, 1.4, n)
@@ -338,14 +362,14 @@ def test_pz_from_the_chi2_curve_is_calibrated(inst, model):
 def test_fit_templates_file_writes_pz(tmp_path, inst, model):
     from csstz.io.predictions import read_predictions
     from csstz.zwarn import ZWARN
+
     rng = np.random.default_rng(10)
     z = np.array([0.3, 0.9, 0.6])
     flux = np.einsum("nk,nkp->np", random_coeffs(rng, z.size), model.render(z))
     err = np.full_like(flux, 0.05 * np.median(flux))
     err[2, 10:] = np.inf  # too few pixels: flagged, no p(z)
     n_gv = inst.band("GV").n_pix
-    sset = make_set({"GV": flux[:, :n_gv], "GI": flux[:, n_gv:]}, {"GV": err[:, :n_gv], "GI": err[:, n_gv:]},
-                    inst, z)
+    sset = make_set({"GV": flux[:, :n_gv], "GI": flux[:, n_gv:]}, {"GV": err[:, :n_gv], "GI": err[:, n_gv:]}, inst, z)
     path = tmp_path / "spec.h5"
     write_spectra(path, sset)
     out = tmp_path / "pred.fits"

@@ -1,5 +1,6 @@
 """Training: a short run learns (beats the naive median-z predictor), the backbone stays
 bit-identical through the BNN stage, a killed stage resumes from last.ckpt, bad input raises."""
+
 import json
 import sys
 from pathlib import Path
@@ -9,17 +10,23 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth_dataset import make_dataset  # noqa: E402
-
 from csstz.errors import ConfigError, InputError  # noqa: E402
+from csstz.pipeline import train_and_calibrate  # noqa: E402
 from csstz.train.checkpoint import load_model  # noqa: E402
 from csstz.train.cnn_stage import CNNModule, fit_stage, make_loaders  # noqa: E402
 from csstz.train.config import TrainConfig  # noqa: E402
-from csstz.pipeline import train_and_calibrate  # noqa: E402
 from csstz.train.run import train  # noqa: E402
+from synth_dataset import make_dataset  # noqa: E402
 
-SMALL = dict(widths=(8, 8, 16, 16, 32, 32, 32, 32), stem_channels=8, head_hidden=(32, 16), flow_hidden=8,
-             batch_size=32, progress=False, calib_samples=20)
+SMALL = dict(
+    widths=(8, 8, 16, 16, 32, 32, 32, 32),
+    stem_channels=8,
+    head_hidden=(32, 16),
+    flow_hidden=8,
+    batch_size=32,
+    progress=False,
+    calib_samples=20,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,9 @@ TINY = dict(SMALL, widths=(4, 4, 8, 8, 8, 8, 16, 16), head_hidden=(16, 8))
 def run(dataset, tmp_path_factory):
     """A tiny 2 + 1 epoch run (contracts only; learning is tested by the slow test)."""
     out = tmp_path_factory.mktemp("run")
-    summary = train_and_calibrate(dataset, out, TrainConfig(estimator="paper", epochs=2, bnn_epochs=1, max_train=300, **TINY))
+    summary = train_and_calibrate(
+        dataset, out, TrainConfig(estimator="paper", epochs=2, bnn_epochs=1, max_train=300, **TINY)
+    )
     return out, summary
 
 
@@ -65,8 +74,14 @@ def test_tiny_run_writes_everything(run):
     out, s = run
     assert s["n_train"] == 300 and s["cnn"]["epochs_run"] == 2 and s["bnn"]["epochs_run"] == 1
     assert np.isfinite(s["cnn"]["best_val_loss"]) and np.isfinite(s["bnn"]["best_val_loss"])
-    for name in ("cnn.pt", "bnn.pt", "calibration.json", "summary.json", "checkpoints/cnn/last.ckpt",
-                 "checkpoints/bnn/best.ckpt"):
+    for name in (
+        "cnn.pt",
+        "bnn.pt",
+        "calibration.json",
+        "summary.json",
+        "checkpoints/cnn/last.ckpt",
+        "checkpoints/bnn/best.ckpt",
+    ):
         assert (out / name).is_file(), name
 
 
@@ -112,12 +127,13 @@ def test_train_only_trains(dataset, tmp_path):
 def test_killed_stage_resumes_from_last_ckpt(dataset, tmp_path):
     cfg = TrainConfig(estimator="paper", epochs=2, **SMALL).to_dict() | {"z_init": 0.5}
     from csstz.io.spectra import split_rows
+
     tr, va = split_rows(dataset, "train")[:200], split_rows(dataset, "val")
     train_dl, val_dl = make_loaders(dataset, tr, va, cfg)
     ckdir = tmp_path / "checkpoints" / "cnn"
-    _, hist1, _ = fit_stage(CNNModule(cfg), train_dl, val_dl, cfg, ckdir, 1, "cnn")   # "killed" after epoch 1
+    _, hist1, _ = fit_stage(CNNModule(cfg), train_dl, val_dl, cfg, ckdir, 1, "cnn")  # "killed" after epoch 1
     assert (ckdir / "last.ckpt").is_file() and len(hist1.val) == 1
-    _, hist2, _ = fit_stage(CNNModule(cfg), train_dl, val_dl, cfg, ckdir, 3, "cnn")   # resumed: epochs 2 and 3 only
+    _, hist2, _ = fit_stage(CNNModule(cfg), train_dl, val_dl, cfg, ckdir, 3, "cnn")  # resumed: epochs 2 and 3 only
     assert len(hist2.val) == 2
     state = torch.load(ckdir / "last.ckpt", weights_only=True)
     assert state["global_step"] == 3 * (200 // 32)  # three epochs of steps in all, not four
@@ -127,6 +143,7 @@ def test_dataset_without_split(tmp_path):
     path = tmp_path / "nosplit.h5"
     make_dataset(path, n=40, seed=2)
     from csstz.io.spectra import read_spectra, write_spectra
+
     sp = read_spectra(path)
     sp.catalog.remove_column("SPLIT")
     write_spectra(tmp_path / "nosplit2.h5", sp)
@@ -135,9 +152,17 @@ def test_dataset_without_split(tmp_path):
     assert not (tmp_path / "run").exists()  # bad input leaves nothing behind
 
 
-@pytest.mark.parametrize("kw, field", [({"epochs": 0}, "epochs"), ({"head": "gp"}, "head"),
-                                       ({"calibration": "iso"}, "calibration"), ({"bands": ("GX",)}, "bands"),
-                                       ({"kl_weight": -1.0}, "kl_weight"), ({"batch_size": 1}, "batch_size")])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"head": "gp"}, "head"),
+        ({"calibration": "iso"}, "calibration"),
+        ({"bands": ("GX",)}, "bands"),
+        ({"kl_weight": -1.0}, "kl_weight"),
+        ({"batch_size": 1}, "batch_size"),
+    ],
+)
 def test_bad_config(kw, field):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**kw)
@@ -150,10 +175,33 @@ def test_config_round_trip():
 
 def test_cli_train(dataset, tmp_path, capsys):
     from csstz.cli import main
+
     out = tmp_path / "clirun"
-    rc = main(["train", str(dataset), "--out", str(out), "--model", "paper", "--epochs", "1", "--bnn-epochs", "1", "--batch-size", "32",
-               "--widths", "4,4,8,8,8,8,16,16", "--max-train", "200", "--head", "mcdropout",
-               "--calibration", "scale", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            str(dataset),
+            "--out",
+            str(out),
+            "--model",
+            "paper",
+            "--epochs",
+            "1",
+            "--bnn-epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--widths",
+            "4,4,8,8,8,8,16,16",
+            "--max-train",
+            "200",
+            "--head",
+            "mcdropout",
+            "--calibration",
+            "scale",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["config"]["head"] == "mcdropout" and s["calibration"]["method"] == "scale"
@@ -172,6 +220,7 @@ def test_cli_train(dataset, tmp_path, capsys):
 # --- network input (csstz.io.torch_dataset) -------------------------------------------------------
 def test_normalise_scale_invariant_and_masks():
     from csstz.io.torch_dataset import ERR_SENTINEL, normalise
+
     rng = np.random.default_rng(0)
     flux = rng.normal(1.0, 0.5, (3, 50))
     err = rng.uniform(0.2, 0.4, (3, 50))
@@ -193,6 +242,7 @@ def test_normalise_scale_invariant_and_masks():
 def test_augmentation_fresh_every_fetch(dataset):
     from csstz.io.spectra import split_rows
     from csstz.io.torch_dataset import SpectraDataset
+
     rows = split_rows(dataset, "train")[:40]
     plain = SpectraDataset(dataset, rows, augment=False)
     aug = SpectraDataset(dataset, rows, augment=True)
@@ -200,12 +250,12 @@ def test_augmentation_fresh_every_fetch(dataset):
     x1, z1 = aug.__getitems__(list(range(40)))
     x2, _ = aug.__getitems__(list(range(40)))
     assert torch.equal(z0, z1) and torch.equal(x0[:, 1], x1[:, 1])
-    assert not torch.equal(x1[:, 0], x2[:, 0])                 # a new realisation every time
+    assert not torch.equal(x1[:, 0], x2[:, 0])  # a new realisation every time
     assert torch.equal(plain.__getitems__([3, 1])[0], plain.__getitems__([3, 1])[0])
     valid = x0[:, 1] > 0
-    resid = ((x1[:, 0] - x0[:, 0])[valid] / x0[:, 1][valid])
+    resid = (x1[:, 0] - x0[:, 0])[valid] / x0[:, 1][valid]
     assert resid.std().item() == pytest.approx(1.0, abs=0.03)  # noise drawn from the error array
-    assert torch.all(x1[:, 0][~valid] == 0)                    # masked pixels stay masked
+    assert torch.all(x1[:, 0][~valid] == 0)  # masked pixels stay masked
     # unsorted, repeated indices come back in the asked order
     xa, _ = plain.__getitems__([5, 2, 5])
     assert torch.equal(xa[0], xa[2]) and torch.equal(xa[1], x0[2])
@@ -214,6 +264,7 @@ def test_augmentation_fresh_every_fetch(dataset):
 def test_dataset_bad_band_and_rows(dataset):
     from csstz.errors import FileFormatError
     from csstz.io.torch_dataset import SpectraDataset
+
     with pytest.raises(FileFormatError, match="GX"):
         SpectraDataset(dataset, [0, 1], bands=("GV", "GX"))
     with pytest.raises(InputError, match="rows"):
@@ -227,14 +278,21 @@ def test_quick_training_on_real_build_dataset(tmp_path):
     BNN 0.040; val 68/95% coverage 0.73/0.96 before, 0.68/0.94 after Beta calibration."""
     from csstz.build import build_dataset
     from csstz.train.config import QUICK
+
     data = tmp_path / "build.h5"
     build_dataset(data, 2000, seed=3, workers=1, progress=False)
     # 12 CNN epochs: with the 0.2 simulator (Gaussian noise above 100 e-, other bytes) 8 epochs ended at
     # sigma_NMAD 0.0913 against the 0.090 bound, i.e. on the edge; the bound itself is unchanged
     s = train_and_calibrate(data, tmp_path / "run", TrainConfig(estimator="paper", **dict(QUICK, epochs=12)))
     cnn = s["cnn"]
-    print({k: s[k] for k in ("naive_val_loss", "naive_val_sigma_nmad", "naive_val_nll")}, cnn["val_losses"],
-          cnn["val_sigma_nmad"], s["bnn"]["val_sigma_nmad"], s["bnn"]["best_val_loss"], s["calibration"])
+    print(
+        {k: s[k] for k in ("naive_val_loss", "naive_val_sigma_nmad", "naive_val_nll")},
+        cnn["val_losses"],
+        cnn["val_sigma_nmad"],
+        s["bnn"]["val_sigma_nmad"],
+        s["bnn"]["best_val_loss"],
+        s["calibration"],
+    )
     assert cnn["best_val_loss"] < cnn["val_losses"][0]
     assert cnn["best_val_loss"] < 0.5 * s["naive_val_loss"]
     assert cnn["val_sigma_nmad"] < 0.4 * s["naive_val_sigma_nmad"]
@@ -246,6 +304,7 @@ def test_quick_training_on_real_build_dataset(tmp_path):
 @pytest.mark.parametrize("head", ["mnf", "flipout", "mcdropout"])
 def test_kl_weight_enters_the_loss(head):
     from csstz.train.bnn_stage import BNNModule, gaussian_nll
+
     cfg = TrainConfig(head=head, **TINY).to_dict() | {"z_init": 0.5}
     x, z = torch.randn(8, 2, 100), torch.rand(8)
     losses = {}
@@ -267,7 +326,6 @@ def test_resume_refuses_a_different_dataset_or_config(tmp_path):
     from csstz.io.spectra import read_catalog
     from csstz.train.config import TrainConfig
     from csstz.train.run import _check_run_fingerprint
-
     from synth_dataset import make_dataset
 
     ds = tmp_path / "a.h5"

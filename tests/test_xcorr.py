@@ -1,4 +1,5 @@
 """FFT cross-correlation chi2(z) and p(z) (csstz.templates.xcorr): physics and contracts."""
+
 from __future__ import annotations
 
 import math
@@ -7,12 +8,11 @@ import numpy as np
 import pytest
 
 from csstz.errors import InputError
-from csstz.templates.fit import TemplateModel
 from csstz.instrument import load_instrument
 from csstz.population.sdss_fit import read_templates
+from csstz.templates.fit import TemplateModel
 from csstz.templates.learned import TemplateBasis, kcorrect_basis, learn_basis, rest_grid_aa
-from csstz.templates.xcorr import (XcorrModel, common_grid, loglike_curves, pit, posterior, resample,
-                                   resampling_matrix)
+from csstz.templates.xcorr import XcorrModel, common_grid, loglike_curves, pit, posterior, resample, resampling_matrix
 
 BANDS = ("GV", "GI")
 
@@ -69,7 +69,7 @@ def test_line_at_known_z_is_recovered_within_a_fraction_of_the_grid_step(waves, 
     flux = {}
     for b, w in waves.items():
         x = (np.log(w) - math.log(5007.0 * (1 + z_true))) / sig_ln
-        flux[b] = (1.0 + 20.0 * np.exp(-0.5 * x ** 2))[None, :]
+        flux[b] = (1.0 + 20.0 * np.exp(-0.5 * x**2))[None, :]
     err = {b: np.full((1, w.size), 0.05) for b, w in waves.items()}
     ll = loglike_curves(m, flux, err, threads=1)
     po = posterior(m.lnz, ll)
@@ -87,15 +87,15 @@ def test_fft_chi2_equals_brute_force(waves, inst):
     n = 3
     flux = {k: rng.normal(1.0, 1.0, (n, w.size)) for k, w in waves.items()}
     err = {k: rng.uniform(0.5, 2.0, (n, w.size)) for k, w in waves.items()}
-    err["GI"][:, 40:60] = np.inf            # masked pixels
+    err["GI"][:, 40:60] = np.inf  # masked pixels
     f, w = m.prepare_spectra(flux, err)
     ll, coef = m.loglike(f, w, mode="ls", with_coeff=True)
-    Trest = m.rest_templates()                                    # (K, n_rest), phase 0
+    Trest = m.rest_templates()  # (K, n_rest), phase 0
     for shift in (0, 137, 400, m.n_shift - 1):
         lnz = m.lnz_max - shift * m.h
         j = int(np.argmin(np.abs(m.lnz - lnz)))
         assert abs(m.lnz[j] - lnz) < 1e-12
-        X = Trest[:, shift:shift + m.L].T                         # model of the grid pixels at this shift
+        X = Trest[:, shift : shift + m.L].T  # model of the grid pixels at this shift
         for i in range(n):
             sw = np.sqrt(w[i])
             a, *_ = np.linalg.lstsq(X * sw[:, None], f[i] * sw, rcond=None)
@@ -146,9 +146,9 @@ def test_coefficient_prior_improves_low_snr_redshifts(waves, inst):
     n = 160
     z = rng.uniform(0.1, 1.4, n)
     c = draw(n)
-    models = tm.render(z)                                         # (n, 5, P), exact pixel models
+    models = tm.render(z)  # (n, 5, P), exact pixel models
     clean = np.einsum("nk,nkp->np", c, models)
-    err = np.full_like(clean, 1.0) * (np.abs(clean).mean(axis=1, keepdims=True) / 1.0)   # SNR/pixel ~ 1
+    err = np.full_like(clean, 1.0) * (np.abs(clean).mean(axis=1, keepdims=True) / 1.0)  # SNR/pixel ~ 1
     noisy = clean + err * rng.normal(size=clean.shape)
     out = {}
     for mode in ("ls", "prior"):
@@ -178,16 +178,27 @@ def test_fit_xcorr_on_a_spectra_set(tmp_path, waves, inst):
 
     from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra, write_spectra
     from csstz.templates.xcorr import fit_xcorr
+
     tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
     rng = np.random.default_rng(2)
     z = np.array([0.2, 0.6, 1.0, 1.3])
     clean = np.einsum("nk,nkp->np", np.tile([1.0, 0.5, 0.2, 0.3, 0.8], (4, 1)), tm.render(z))
     err = np.full_like(clean, 0.02 * clean.mean())
     noisy = clean + err * rng.normal(size=clean.shape)
-    cat = Table({"TARGETID": np.arange(4, dtype=np.int64), "Z": z, "SHAPE_R": [0.0, 0.3, 0.5, 0.2],
-                 "SERSIC": [1.0, 1.0, 4.0, 2.0], "BA": [1.0, 0.5, 0.8, 0.6], "PA": [0.0, 30.0, 60.0, 90.0]})
-    bands = {b: BandSpectra(waves[b], x.astype(np.float32), e.astype(np.float32))
-             for (b, x), e in zip(_split(noisy, waves).items(), _split(err, waves).values())}
+    cat = Table(
+        {
+            "TARGETID": np.arange(4, dtype=np.int64),
+            "Z": z,
+            "SHAPE_R": [0.0, 0.3, 0.5, 0.2],
+            "SERSIC": [1.0, 1.0, 4.0, 2.0],
+            "BA": [1.0, 0.5, 0.8, 0.6],
+            "PA": [0.0, 30.0, 60.0, 90.0],
+        }
+    )
+    bands = {
+        b: BandSpectra(waves[b], x.astype(np.float32), e.astype(np.float32))
+        for (b, x), e in zip(_split(noisy, waves).items(), _split(err, waves).values())
+    }
     path = tmp_path / "spec.h5"
     write_spectra(path, SpectraSet(bands, cat))
     sp = read_spectra(path, bands=BANDS)

@@ -3,6 +3,7 @@
 The short public API below is loaded lazily (module ``__getattr__``), so that
 ``import csstz`` or ``import csstz.simulate`` never imports torch.
 """
+
 from __future__ import annotations
 
 import importlib

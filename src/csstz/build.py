@@ -16,21 +16,34 @@ their catalogue TARGETID. A mixed build (``source="embedded,sps"``, ``mix``) dra
 row i from the second source when a run-level uniform number is below ``mix``; the
 ``SOURCE`` column says which.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__
-from .errors import InputError
 from .config import SOURCES, SYNTHETIC_SOURCES, BuildConfig, ParallelConfig, PopulationConfig, to_yaml
-from .parallel import parallel_map
+from .errors import InputError
 from .io.spectra import BandSpectra
+from .parallel import parallel_map
 from .rng import run_rng
 from .schema import SNR_DEFINITION, SNR_TOTAL, SPLIT_COLUMN, ZERR_CRB, snr_column
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from rich.progress import Progress, TaskID
+
+    from ._types import PathLike
+    from .instrument import Instrument
+    from .population.embedded import EmbeddedPopulation
+    from .population.sps import SpsPopulation
 
 #: Splits whose rows carry ``flux_noiseless`` (training draws fresh noise around it; docs/formats.md).
 NOISELESS_SPLITS = ("train", "val")
@@ -38,12 +51,13 @@ NOISELESS_SPLITS = ("train", "val")
 BUILD_LAYOUT = 2
 
 
-def _noiseless_rows(split) -> np.ndarray:
+def _noiseless_rows(split: np.ndarray) -> np.ndarray:
     """Rows whose SPLIT is train or val (they get ``flux_noiseless``; test rows get NaN)."""
     sp = np.asarray(split)
     if sp.dtype.kind == "S":
         sp = np.char.decode(sp, "ascii")
     return np.isin(np.char.strip(sp.astype(str)), NOISELESS_SPLITS)
+
 
 STREAM_REAL_SUBSET = 21  # run-level stream: which real sources a --n N build takes
 STREAM_MIX = 22  # run-level stream: which source each row of a mixed build comes from
@@ -56,30 +70,53 @@ REAL_COLUMNS = [("RA", "f8"), ("DEC", "f8"), ("SURVEY", "S5")]
 #: First extra column of every synthetic-source build.
 SOURCE_COLUMN = ("SOURCE", "S8")
 #: Columns of the SPS source (csstz.population.sps), after the magnitudes.
-SPS_COLUMNS = [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("BANK_INDEX", "i8"),
-               ("BANK_Z", "f8"), ("LOG_MASS_SHIFT", "f8"), ("LOG_MSTAR", "f8"), ("SFR", "f8"), ("LOG_SSFR", "f8"),
-               ("METALLICITY", "f8"), ("AV", "f8"), ("LOG_U", "f8"), ("AGE", "f8"), ("TAU", "f8"),
-               ("QUIESCENT", "?"), ("BURST", "?"), ("EW_OII", "f8"), ("EW_HA", "f8")]
+SPS_COLUMNS = [
+    ("ABSMAG_R", "f8"),
+    ("REST_UR", "f8"),
+    ("EARLY", "?"),
+    ("SEL_FALLBACK", "?"),
+    ("BANK_INDEX", "i8"),
+    ("BANK_Z", "f8"),
+    ("LOG_MASS_SHIFT", "f8"),
+    ("LOG_MSTAR", "f8"),
+    ("SFR", "f8"),
+    ("LOG_SSFR", "f8"),
+    ("METALLICITY", "f8"),
+    ("AV", "f8"),
+    ("LOG_U", "f8"),
+    ("AGE", "f8"),
+    ("TAU", "f8"),
+    ("QUIESCENT", "?"),
+    ("BURST", "?"),
+    ("EW_OII", "f8"),
+    ("EW_HA", "f8"),
+]
 
 
-def base_columns(bands) -> list:
+def base_columns(bands: Sequence[str]) -> list:
     """Columns of the build catalogue common to all sources, in file order (one SNR column per band)."""
-    return ([("TARGETID", "i8"), ("Z", "f8"), ("SHAPE_R", "f8"), ("SERSIC", "f8"), ("BA", "f8"), ("PA", "f8")]
-            + [(snr_column(b), "f8") for b in bands] + [(SNR_TOTAL, "f8"), (ZERR_CRB, "f8"), (SPLIT_COLUMN, "S5")])
+    return (
+        [("TARGETID", "i8"), ("Z", "f8"), ("SHAPE_R", "f8"), ("SERSIC", "f8"), ("BA", "f8"), ("PA", "f8")]
+        + [(snr_column(b), "f8") for b in bands]
+        + [(SNR_TOTAL, "f8"), (ZERR_CRB, "f8"), (SPLIT_COLUMN, "S5")]
+    )
 
 
-def embedded_columns(mag_bands) -> list:
+def embedded_columns(mag_bands: Sequence[str]) -> list:
     """Extra columns of the embedded population (one magnitude per band of ``mag_bands``)."""
-    return ([("SDSS_INDEX", "i8"), ("SDSS_Z", "f8")] + [(f"MAG_{b}", "f8") for b in mag_bands]
-            + [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("COEFF", "f4", (5,))])
+    return (
+        [("SDSS_INDEX", "i8"), ("SDSS_Z", "f8")]
+        + [(f"MAG_{b}", "f8") for b in mag_bands]
+        + [("ABSMAG_R", "f8"), ("REST_UR", "f8"), ("EARLY", "?"), ("SEL_FALLBACK", "?"), ("COEFF", "f4", (5,))]
+    )
 
 
-def sps_columns(mag_bands) -> list:
+def sps_columns(mag_bands: Sequence[str]) -> list:
     """Extra columns of the SPS population (one magnitude per band of ``mag_bands``)."""
     return [(f"MAG_{b}", "f8") for b in mag_bands] + SPS_COLUMNS
 
 
-def synthetic_columns(sources, mag_bands) -> list:
+def synthetic_columns(sources: Sequence[str], mag_bands: Sequence[str]) -> list:
     """Extra columns of a build from synthetic sources: SOURCE, then the union of their columns in order."""
     out, seen = [SOURCE_COLUMN], {SOURCE_COLUMN[0]}
     for src in sources:
@@ -90,39 +127,43 @@ def synthetic_columns(sources, mag_bands) -> list:
     return out
 
 
-def _missing_value(dt: np.dtype):
+def _missing_value(dt: np.dtype) -> float | int | bool | bytes:
     """Fill value of a column a row's source does not have: NaN, -1, False or empty."""
     return {"f": np.nan, "i": -1, "b": False, "S": b""}[dt.base.kind]
+
 
 _WORKER_CACHE: dict = {}
 
 
 # --- one chunk (runs on a worker) ------------------------------------------------------------------
-def _instrument(yaml_text: str):
+def _instrument(yaml_text: str) -> Instrument:
     from .instrument import parse_instrument
+
     key = ("instrument", hashlib.sha256(yaml_text.encode()).hexdigest())
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = parse_instrument(yaml_text, "<build instrument>")
     return _WORKER_CACHE[key]
 
 
-def _embedded_population(yaml_text: str, mag_limit_gi: float):
+def _embedded_population(yaml_text: str, mag_limit_gi: float) -> EmbeddedPopulation:
     from .population.embedded import EmbeddedPopulation
+
     key = ("population", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi))
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = EmbeddedPopulation(_instrument(yaml_text), mag_limit_gi=mag_limit_gi)
     return _WORKER_CACHE[key]
 
 
-def _sps_population(yaml_text: str, mag_limit_gi: float, bank_size: int):
+def _sps_population(yaml_text: str, mag_limit_gi: float, bank_size: int) -> SpsPopulation:
     from .population.sps import SpsPopulation
+
     key = ("sps", hashlib.sha256(yaml_text.encode()).hexdigest(), float(mag_limit_gi), int(bank_size))
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = SpsPopulation(_instrument(yaml_text), mag_limit_gi=mag_limit_gi, bank_size=bank_size)
     return _WORKER_CACHE[key]
 
 
-def _pack(columns: dict, snr: dict, bands, extra_dtype: list) -> np.ndarray:
+def _pack(columns: dict, snr: dict, bands: Sequence[str], extra_dtype: list) -> np.ndarray:
     dtype = np.dtype(base_columns(bands) + extra_dtype)
     n = len(columns["TARGETID"])
     out = np.zeros(n, dtype=dtype)
@@ -145,7 +186,7 @@ def _all_noiseless(bands: dict) -> dict:
     return bands
 
 
-def make_chunk(job: dict):
+def make_chunk(job: dict) -> tuple[dict[str, BandSpectra], np.ndarray]:
     """Compute one chunk: population draw + simulation.
 
     Parameters
@@ -166,11 +207,22 @@ def make_chunk(job: dict):
     seed = int(job["seed"])
     if job["source"] in ("desi", "boss"):
         from .population.redrock import redrock_sed_flam17
+
         cols = job["rows"]
         wave, flux = redrock_sed_flam17(job["templates"], cols["Z"], cols["COEFF"])
-        bands, snr = simulate_arrays(wave, flux, cols["TARGETID"], cols["SHAPE_R"], cols["SERSIC"], cols["BA"],
-                                     cols["PA"], seed=seed, instrument=inst, z=cols["Z"],
-                                     want_noiseless=_noiseless_rows(cols["SPLIT"]))
+        bands, snr = simulate_arrays(
+            wave,
+            flux,
+            cols["TARGETID"],
+            cols["SHAPE_R"],
+            cols["SERSIC"],
+            cols["BA"],
+            cols["PA"],
+            seed=seed,
+            instrument=inst,
+            z=cols["Z"],
+            want_noiseless=_noiseless_rows(cols["SPLIT"]),
+        )
         return _all_noiseless(bands), _pack(cols, snr, inst.band_names, REAL_COLUMNS)
     sources = tuple(job["source"].split(","))
     row_source = np.asarray(job.get("row_source", np.zeros(job["stop"] - job["start"], np.int8)))
@@ -180,27 +232,44 @@ def make_chunk(job: dict):
         idx = np.flatnonzero(row_source == code)
         if idx.size == 0:
             continue
-        pop = (_embedded_population(job["instrument_yaml"], job["mag_limit_gi"]) if src == "embedded" else
-               _sps_population(job["instrument_yaml"], job["mag_limit_gi"], job["bank_size"]))
+        pop = (
+            _embedded_population(job["instrument_yaml"], job["mag_limit_gi"])
+            if src == "embedded"
+            else _sps_population(job["instrument_yaml"], job["mag_limit_gi"], job["bank_size"])
+        )
         if extra is None:
             extra = synthetic_columns(sources, pop.mag_bands)
         chunk = pop.draw(seed, TARGETID_OFFSET[src] + rows[idx])
         cols = dict(chunk.columns, SOURCE=np.full(idx.size, src))
-        part, snr = simulate_arrays(chunk.wave_aa, chunk.flux_flam17, cols["TARGETID"], cols["SHAPE_R"],
-                                    cols["SERSIC"], cols["BA"], cols["PA"], seed=seed, instrument=inst,
-                                    z=cols["Z"], want_noiseless=_noiseless_rows(cols["SPLIT"]))
+        part, snr = simulate_arrays(
+            chunk.wave_aa,
+            chunk.flux_flam17,
+            cols["TARGETID"],
+            cols["SHAPE_R"],
+            cols["SERSIC"],
+            cols["BA"],
+            cols["PA"],
+            seed=seed,
+            instrument=inst,
+            z=cols["Z"],
+            want_noiseless=_noiseless_rows(cols["SPLIT"]),
+        )
         _all_noiseless(part)
         packed = _pack(cols, snr, inst.band_names, extra)
         if len(idx) == len(rows):
             return part, packed
         if cat is None:
             cat = np.zeros(len(rows), dtype=packed.dtype)
-            bands = {b: BandSpectra(sp.wave_aa, np.empty((len(rows),) + sp.flux.shape[1:], sp.flux.dtype),
-                                    np.empty((len(rows),) + sp.err.shape[1:], sp.err.dtype),
-                                    None if sp.image2d is None else
-                                    np.empty((len(rows),) + sp.image2d.shape[1:], sp.image2d.dtype),
-                                    np.full((len(rows),) + sp.flux.shape[1:], np.nan, np.float32))
-                     for b, sp in part.items()}
+            bands = {
+                b: BandSpectra(
+                    sp.wave_aa,
+                    np.empty((len(rows),) + sp.flux.shape[1:], sp.flux.dtype),
+                    np.empty((len(rows),) + sp.err.shape[1:], sp.err.dtype),
+                    None if sp.image2d is None else np.empty((len(rows),) + sp.image2d.shape[1:], sp.image2d.dtype),
+                    np.full((len(rows),) + sp.flux.shape[1:], np.nan, np.float32),
+                )
+                for b, sp in part.items()
+            }
         cat[idx] = packed
         for b, sp in part.items():
             bands[b].flux[idx], bands[b].err[idx] = sp.flux, sp.err
@@ -211,7 +280,7 @@ def make_chunk(job: dict):
 
 
 # --- the build --------------------------------------------------------------------------------------
-def _file_id(path) -> dict:
+def _file_id(path: PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise InputError("path", "file not found", value=str(path))
@@ -219,19 +288,43 @@ def _file_id(path) -> dict:
     return {"path": str(p.resolve()), "size": st.st_size}
 
 
-def _progress(enabled: bool, total: int, done: int):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-    prog = Progress(TextColumn("csstz build"), BarColumn(), MofNCompleteColumn(), TextColumn("galaxies"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False)
+def _progress(enabled: bool, total: int, done: int) -> tuple[Progress, TaskID]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    prog = Progress(
+        TextColumn("csstz build"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("galaxies"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
     task = prog.add_task("build", total=total, completed=done)
     return prog, task
 
 
-def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers, scheduler=None,
-                  source=PopulationConfig.source, instrument_path=None,
-                  chunk=BuildConfig.chunk, progress=True, config_yaml: str | None = None,
-                  **source_kwargs) -> Path:
+def build_dataset(
+    out: PathLike,
+    n: int,
+    seed: int = BuildConfig.seed,
+    workers: int = ParallelConfig.workers,
+    scheduler: str | None = None,
+    source: str = PopulationConfig.source,
+    instrument_path: PathLike | None = None,
+    chunk: int = BuildConfig.chunk,
+    progress: bool = True,
+    config_yaml: str | None = None,
+    **source_kwargs: Any,
+) -> Path:
     """Draw ``n`` galaxies, simulate their CSST spectra and write a dataset file.
 
     Parameters
@@ -284,10 +377,14 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
             raise InputError(name, "must be an integer" + (" > 0" if lo else " >= 0"), value=val)
     sources = tuple(x.strip() for x in str(source).split(",") if x.strip())
     mixed = len(sources) > 1
-    if not sources or any(x not in SOURCES for x in sources) or (
-            mixed and (len(sources) != 2 or len(set(sources)) != 2 or not set(sources) <= set(SYNTHETIC_SOURCES))):
-        raise InputError("--source", "unknown source", value=source,
-                         allowed=", ".join(SOURCES) + ", or embedded,sps with --mix")
+    if (
+        not sources
+        or any(x not in SOURCES for x in sources)
+        or (mixed and (len(sources) != 2 or len(set(sources)) != 2 or not set(sources) <= set(SYNTHETIC_SOURCES)))
+    ):
+        raise InputError(
+            "--source", "unknown source", value=source, allowed=", ".join(SOURCES) + ", or embedded,sps with --mix"
+        )
     mix = source_kwargs.pop("mix", None)
     if mixed != (mix is not None) or (mixed and not 0.0 <= float(mix) <= 1.0):
         raise InputError("--mix", "a fraction in [0, 1], given exactly when two sources are mixed", value=mix)
@@ -295,8 +392,15 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
     source = ",".join(sources)
     inst = load_instrument(instrument_path)
     yaml_text = inst.to_yaml()
-    fingerprint = {"csstz_version": __version__, "layout": BUILD_LAYOUT, "n": n, "seed": seed, "chunk": chunk, "source": source,
-                   "instrument_sha256": hashlib.sha256(yaml_text.encode()).hexdigest()}
+    fingerprint = {
+        "csstz_version": __version__,
+        "layout": BUILD_LAYOUT,
+        "n": n,
+        "seed": seed,
+        "chunk": chunk,
+        "source": source,
+        "instrument_sha256": hashlib.sha256(yaml_text.encode()).hexdigest(),
+    }
     real = None
     row_source = None
     if set(sources) <= set(SYNTHETIC_SOURCES):
@@ -311,6 +415,7 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
             population["embedded"] = get_population_description(mag_limit)
         if "sps" in sources:
             from .population.sps import BANK_SIZE, ensure_bank, get_sps_description
+
             bank_size = int(source_kwargs.get("bank_size") or BANK_SIZE)
             fingerprint["bank_size"] = bank_size
             population["sps"] = get_sps_description(mag_limit, bank_size)
@@ -322,21 +427,29 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
         population = population[sources[0]] if not mixed else population
     else:
         from .population.desi import load_real_sources
+
         zcat, sweep, templates = (source_kwargs.get(k) for k in ("zcat", "sweep", "templates"))
         for name, val in (("--zcat", zcat), ("--sweep", sweep), ("--templates", templates)):
             if not val:
                 raise InputError(name, f"required with --source {source}")
         sweep = [sweep] if isinstance(sweep, (str, os.PathLike)) else list(sweep)
-        fingerprint["inputs"] = {"zcat": _file_id(zcat), "sweep": [_file_id(s) for s in sweep],
-                                 "templates": _file_id(templates)}
+        fingerprint["inputs"] = {
+            "zcat": _file_id(zcat),
+            "sweep": [_file_id(s) for s in sweep],
+            "templates": _file_id(templates),
+        }
         real = load_real_sources(source, zcat, sweep, seed=seed)
         if n > len(real["TARGETID"]):
             raise InputError("--n", f"only {len(real['TARGETID'])} {source} sources pass the cuts", value=n)
         # a seeded random subset, not the first N ids (DESI TARGETIDs encode survey, program and brick)
         keep = np.sort(run_rng(seed, STREAM_REAL_SUBSET).choice(len(real["TARGETID"]), size=n, replace=False))
         real = {c: v[keep] for c, v in real.items()}
-        population = {"source": source, "cuts": "docs/design.md, selection cuts 1-3", "templates": str(templates),
-                      "split": "test drawn with weights following the CSST n(z) table; 8:1:1 overall"}
+        population = {
+            "source": source,
+            "cuts": "docs/design.md, selection cuts 1-3",
+            "templates": str(templates),
+            "split": "test drawn with weights following the CSST n(z) table; 8:1:1 overall",
+        }
     writer = ChunkedDatasetWriter(out, n, chunk, fingerprint)
     jobs = []
     for k in writer.pending():
@@ -358,16 +471,27 @@ def build_dataset(out, n, seed=BuildConfig.seed, workers=ParallelConfig.workers,
         for i, (bands, cat) in parallel_map(make_chunk, jobs, workers=workers, scheduler=scheduler):
             writer.write_chunk(jobs[i]["k"], bands, cat)
             prog.update(task, advance=len(cat))
-    attrs = {"csstz_version": __version__, "seed": seed, "instrument": yaml_text, "n": n, "source": source,
-             "population": population, "chunk": chunk,
-             "snr_definition": SNR_DEFINITION}
+    attrs = {
+        "csstz_version": __version__,
+        "seed": seed,
+        "instrument": yaml_text,
+        "n": n,
+        "source": source,
+        "population": population,
+        "chunk": chunk,
+        "snr_definition": SNR_DEFINITION,
+    }
     if config_yaml is not None:
         attrs["config"] = config_yaml
     return writer.finalize(attrs)
 
 
-def build_from_config(out, build: BuildConfig, population: PopulationConfig | None = None,
-                      parallel: ParallelConfig | None = None) -> Path:
+def build_from_config(
+    out: PathLike,
+    build: BuildConfig,
+    population: PopulationConfig | None = None,
+    parallel: ParallelConfig | None = None,
+) -> Path:
     """:func:`build_dataset` from stage configs; the configs are stored in the file (attribute ``config``).
 
     Only what changes the content is stored (not the workers, the scheduler or the progress bar), so the
@@ -383,10 +507,19 @@ def build_from_config(out, build: BuildConfig, population: PopulationConfig | No
             kwargs["mix"] = pop.mix
     else:
         kwargs = {"zcat": pop.zcat, "sweep": list(pop.sweep or ()), "templates": pop.templates}
-    return build_dataset(out, build.n, seed=build.seed, workers=par.workers, scheduler=par.scheduler,
-                         source=pop.source, instrument_path=build.instrument, chunk=build.chunk,
-                         progress=build.progress, config_yaml=to_yaml({"build": build, "population": pop},
-                                                                      exclude=("progress",)), **kwargs)
+    return build_dataset(
+        out,
+        build.n,
+        seed=build.seed,
+        workers=par.workers,
+        scheduler=par.scheduler,
+        source=pop.source,
+        instrument_path=build.instrument,
+        chunk=build.chunk,
+        progress=build.progress,
+        config_yaml=to_yaml({"build": build, "population": pop}, exclude=("progress",)),
+        **kwargs,
+    )
 
 
 __all__ = ["build_dataset", "build_from_config", "make_chunk", "SOURCES", "TARGETID_OFFSET"]

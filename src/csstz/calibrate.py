@@ -28,11 +28,13 @@ which for these maps is a constant factor ``k68`` times sigma. Intervals at any 
 come from :meth:`Calibration.interval`. No function here looks at a test split: the
 caller passes validation arrays only.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import expit, log_ndtr, ndtr, ndtri
@@ -42,25 +44,28 @@ from .errors import FileFormatError, InputError
 from .io.atomic import atomic_path
 from .schema import CALIBRATION_FILE, P68, P95
 
+if TYPE_CHECKING:
+    from ._types import ArrayLike, PathLike
+
 METHODS = CALIBRATIONS
 N_LEVELS = 99
 
 
-def pit_values(z_true, mu, sigma) -> np.ndarray:
+def pit_values(z_true: ArrayLike, mu: ArrayLike, sigma: ArrayLike) -> np.ndarray:
     """Probability integral transform Phi((z_true - mu) / sigma), shape of the inputs."""
     z_true, mu, sigma = (np.asarray(a, np.float64) for a in (z_true, mu, sigma))
     return ndtr((z_true - mu) / sigma)
 
 
-def _check(z_true, mu, sigma):
+def _check(z_true: ArrayLike, mu: ArrayLike, sigma: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     z_true, mu, sigma = (np.asarray(a, np.float64).ravel() for a in (z_true, mu, sigma))
     if not (z_true.shape == mu.shape == sigma.shape):
-        raise InputError("sigma", "z_true, mu and sigma must have one length",
-                         value=(z_true.size, mu.size, sigma.size))
+        raise InputError("sigma", "z_true, mu and sigma must have one length", value=(z_true.size, mu.size, sigma.size))
     ok = np.isfinite(z_true) & np.isfinite(mu) & np.isfinite(sigma) & (sigma > 0)
     if ok.sum() < 10:
-        raise InputError("sigma", "fewer than 10 finite predictions with sigma > 0 to calibrate on",
-                         value=int(ok.sum()))
+        raise InputError(
+            "sigma", "fewer than 10 finite predictions with sigma > 0 to calibrate on", value=int(ok.sum())
+        )
     return z_true[ok], mu[ok], sigma[ok]
 
 
@@ -78,12 +83,12 @@ class Calibration:
     method: str = "none"
     params: dict = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InputError("calibration", "unknown method", value=self.method, allowed=", ".join(METHODS))
 
     # --- the map on CDF values -------------------------------------------------------------
-    def cdf_of_t(self, t) -> np.ndarray:
+    def cdf_of_t(self, t: ArrayLike) -> np.ndarray:
         """Calibrated CDF at mu + t * sigma (t in units of the predicted sigma).
 
         Works in t (not p) so that far tails stay representable: log Phi is evaluated with
@@ -98,11 +103,11 @@ class Calibration:
             return ndtr(t / self.params["s"])
         return ndtr(t)
 
-    def cdf_map(self, p) -> np.ndarray:
+    def cdf_map(self, p: ArrayLike) -> np.ndarray:
         """Calibrated CDF value C(p) for predicted CDF values p in (0, 1)."""
         return self.cdf_of_t(ndtri(np.clip(np.asarray(p, np.float64), 1e-300, 1 - 1e-16)))
 
-    def quantile_factor(self, q) -> np.ndarray:
+    def quantile_factor(self, q: ArrayLike) -> np.ndarray:
         """t such that the calibrated CDF reaches q at mu + t * sigma (bisection; C is monotone)."""
         q = np.asarray(q, np.float64)
         lo = np.full(q.shape, -1e3)
@@ -114,7 +119,7 @@ class Calibration:
             hi = np.where(below, hi, mid)
         return 0.5 * (lo + hi)
 
-    def interval(self, mu, sigma, level: float):
+    def interval(self, mu: np.ndarray, sigma: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated central interval of probability ``level``: (lo, hi), each shaped like mu."""
         if not 0 < level < 1:
             raise InputError("level", "interval level out of range", value=level, allowed="(0, 1)")
@@ -128,7 +133,7 @@ class Calibration:
         t_lo, t_hi = self.quantile_factor([(1 - P68) / 2, (1 + P68) / 2])
         return float((t_hi - t_lo) / 2)
 
-    def zerr(self, sigma) -> np.ndarray:
+    def zerr(self, sigma: ArrayLike) -> np.ndarray:
         """Calibrated 1-sigma ZERR (half-width of the calibrated 68.27% interval)."""
         return self.k68 * np.asarray(sigma, np.float64)
 
@@ -145,13 +150,13 @@ class Calibration:
     def to_dict(self) -> dict:
         return {"method": self.method, "params": {k: float(v) for k, v in self.params.items()}, "k68": self.k68}
 
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Write as JSON, atomically."""
         with atomic_path(path) as tmp:
             Path(tmp).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path) -> "Calibration":
+    def load(cls, path: PathLike) -> "Calibration":
         p = Path(path)
         try:
             d = json.loads(p.read_text())
@@ -162,7 +167,7 @@ class Calibration:
             raise FileFormatError(str(p), f"not a calibration file ({exc})") from None
 
 
-def fit_calibration(z_true, mu, sigma, method: str = "beta") -> Calibration:
+def fit_calibration(z_true: ArrayLike, mu: ArrayLike, sigma: ArrayLike, method: str = "beta") -> Calibration:
     """Fit a calibration on validation predictions.
 
     Parameters
@@ -202,13 +207,19 @@ def fit_calibration(z_true, mu, sigma, method: str = "beta") -> Calibration:
     return Calibration("beta", {"s": s, "a": float(a), "b": float(b), "c": c})
 
 
-def interval_coverage(z_true, lo, hi) -> float:
+def interval_coverage(z_true: ArrayLike, lo: ArrayLike, hi: ArrayLike) -> float:
     """Fraction of z_true inside [lo, hi]."""
     z_true, lo, hi = (np.asarray(a, np.float64) for a in (z_true, lo, hi))
     return float(np.mean((z_true >= lo) & (z_true <= hi)))
 
 
-def calibrated_reliability(z_true, mu, sigma, calibration: Calibration | None = None, levels=None):
+def calibrated_reliability(
+    z_true: ArrayLike,
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    calibration: Calibration | None = None,
+    levels: ArrayLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Observed coverage of central intervals against their nominal level.
 
     Returns
@@ -226,7 +237,7 @@ def calibrated_reliability(z_true, mu, sigma, calibration: Calibration | None = 
     return levels, obs
 
 
-def calibrate_run(run_dir, val: dict, config: CalibrateConfig | None = None) -> tuple[Calibration, dict]:
+def calibrate_run(run_dir: PathLike, val: dict, config: CalibrateConfig | None = None) -> tuple[Calibration, dict]:
     """Fit the calibration of a run on its validation predictions and save it beside the model.
 
     Parameters
@@ -253,7 +264,8 @@ def calibrate_run(run_dir, val: dict, config: CalibrateConfig | None = None) -> 
         "val_coverage_68_before": interval_coverage(z_val, z - uncal, z + uncal),
         "val_coverage_95_before": interval_coverage(z_val, z - 2 * uncal, z + 2 * uncal),
         "val_coverage_68_after": interval_coverage(z_val, *cal.interval(z, uncal, P68)),
-        "val_coverage_95_after": interval_coverage(z_val, *cal.interval(z, uncal, P95))}
+        "val_coverage_95_after": interval_coverage(z_val, *cal.interval(z, uncal, P95)),
+    }
     return cal, summary
 
 
@@ -278,6 +290,7 @@ def fit_temperature(logits: np.ndarray, grid_z: np.ndarray, z_true: np.ndarray) 
     scan : list of (T, mean NLL)
     """
     from .predict_pz import member_probabilities
+
     lnz = np.log1p(grid_z)
     dz = (1.0 + grid_z) * np.gradient(lnz)
     scan = []
@@ -289,8 +302,9 @@ def fit_temperature(logits: np.ndarray, grid_z: np.ndarray, z_true: np.ndarray) 
     return best[0], scan
 
 
-def calibrate_pz_run(run_dir, dataset_path, val_rows: np.ndarray, ood_quantile: float,
-                     multimodal_mass: float) -> dict:
+def calibrate_pz_run(
+    run_dir: PathLike, dataset_path: PathLike, val_rows: np.ndarray, ood_quantile: float, multimodal_mass: float
+) -> dict:
     """Fit the p(z) run's calibration on validation rows; write ``calibration.json``; return it.
 
     The temperature minimises the validation NLL (:func:`fit_temperature`); the
@@ -307,29 +321,50 @@ def calibrate_pz_run(run_dir, dataset_path, val_rows: np.ndarray, ood_quantile: 
     cat = read_catalog(dataset_path)[val_rows]
     lsf = run.physics.lsf_index(cat, load_instrument())
     sp = read_spectra(dataset_path, bands=run.bands, rows=val_rows)
-    logits, scal = run.logits({b: sp.bands[b].flux for b in run.bands}, {b: sp.bands[b].err for b in run.bands},
-                              lsf)
+    logits, scal = run.logits({b: sp.bands[b].flux for b in run.bands}, {b: sp.bands[b].err for b in run.bands}, lsf)
     z_true = np.asarray(cat["Z"], np.float64)
     t, scan = fit_temperature(logits, run.physics.grid_z, z_true)
     cov = {}
     for name, temp in (("before", 1.0), ("after", t)):
         s = summarise(member_probabilities(logits, temp), run.physics.grid_z)
-        cov[name] = {"coverage_68": interval_coverage(z_true, s["lo68"], s["hi68"]),
-                     "coverage_95": interval_coverage(z_true, s["lo95"], s["hi95"])}
-    cal = {"method": "temperature", "temperature": t, "nll_scan": scan,
-           "ood_statistic": "CHI2_DOF", "ood_quantile": float(ood_quantile),
-           "ood_chi2_dof": float(np.quantile(scal[:, 2], ood_quantile)), "multimodal_mass": float(multimodal_mass),
-           "n_val": int(len(val_rows)), "val_coverage": cov}
+        cov[name] = {
+            "coverage_68": interval_coverage(z_true, s["lo68"], s["hi68"]),
+            "coverage_95": interval_coverage(z_true, s["lo95"], s["hi95"]),
+        }
+    cal = {
+        "method": "temperature",
+        "temperature": t,
+        "nll_scan": scan,
+        "ood_statistic": "CHI2_DOF",
+        "ood_quantile": float(ood_quantile),
+        "ood_chi2_dof": float(np.quantile(scal[:, 2], ood_quantile)),
+        "multimodal_mass": float(multimodal_mass),
+        "n_val": int(len(val_rows)),
+        "val_coverage": cov,
+    }
     with atomic_path(Path(run_dir) / CALIBRATION_FILE) as tmp:
         Path(tmp).write_text(json.dumps(cal, indent=1))
     return cal
 
 
-def load_run_calibration(run_dir) -> Calibration | None:
+def load_run_calibration(run_dir: PathLike) -> Calibration | None:
     """The calibration saved in a run directory, or None if it has none."""
     p = Path(run_dir) / CALIBRATION_FILE
     return Calibration.load(p) if p.is_file() else None
 
 
-__all__ = ["calibrate_pz_run", "fit_temperature", "calibrate_run", "load_run_calibration", "Calibration", "fit_calibration", "pit_values", "interval_coverage", "calibrated_reliability", "METHODS",
-           "P68", "P95", "CALIBRATION_FILE"]
+__all__ = [
+    "calibrate_pz_run",
+    "fit_temperature",
+    "calibrate_run",
+    "load_run_calibration",
+    "Calibration",
+    "fit_calibration",
+    "pit_values",
+    "interval_coverage",
+    "calibrated_reliability",
+    "METHODS",
+    "P68",
+    "P95",
+    "CALIBRATION_FILE",
+]

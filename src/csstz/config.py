@@ -27,6 +27,7 @@ command line wins over the file. :func:`to_yaml` writes the configuration used i
 every output. The command-line options are generated from the fields
 (:mod:`csstz.cli`): each field's ``metadata`` holds its help text and choices.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,12 +36,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import ConfigError, FileFormatError
 from .schema import ESTIMATORS, MODEL_KINDS, SPLITS, Z_RANGE, network_bands
+
+if TYPE_CHECKING:
+    from typing import Self
 
 #: Root seed of every stage unless given.
 DEFAULT_SEED = 0
@@ -58,8 +62,17 @@ LSF_MODELS = ("point", "morphology")
 CPU_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128)
 
 
-def opt(default: Any = None, help: str = "", choices: tuple | None = None, *, factory: Any = None,
-        cli: bool = True, append: bool = False, required: bool = False, alias: str | None = None) -> Any:
+def opt(
+    default: Any = None,
+    help: str = "",
+    choices: tuple | None = None,
+    *,
+    factory: Any = None,
+    cli: bool = True,
+    append: bool = False,
+    required: bool = False,
+    alias: str | None = None,
+) -> Any:
     """A dataclass field with its command-line description in ``metadata``.
 
     ``help`` and ``choices`` describe the option; ``cli=False`` keeps it off the command
@@ -104,17 +117,18 @@ class StageConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict, origin: str | None = None, strict: bool = False):
+    def from_dict(cls, d: dict, origin: str | None = None, strict: bool = False) -> Self:
         """Build from a dict; unknown keys are an error with ``strict``, else ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if strict and unknown:
             where = f"{cls.section}.{unknown[0]}" if cls.section else unknown[0]
-            raise ConfigError(where, "unknown setting" + (f" in {origin}" if origin else ""),
-                              allowed=", ".join(sorted(names)))
+            raise ConfigError(
+                where, "unknown setting" + (f" in {origin}" if origin else ""), allowed=", ".join(sorted(names))
+            )
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def replace(self, **kw: Any):
+    def replace(self, **kw: Any) -> Self:
         return dataclasses.replace(self, **kw)
 
 
@@ -141,9 +155,12 @@ class PopulationConfig(StageConfig):
     """Which galaxies a build draws."""
 
     section: typing.ClassVar[str] = "population"
-    source: str = opt("embedded", "galaxy population: embedded (SDSS/kcorrect, the default), sps (stellar-"
-                      "population synthesis with nebular lines; pip install 'csstz[sps]'), a comma list of "
-                      "these two mixed by --mix, or real desi / boss files")
+    source: str = opt(
+        "embedded",
+        "galaxy population: embedded (SDSS/kcorrect, the default), sps (stellar-"
+        "population synthesis with nebular lines; pip install 'csstz[sps]'), a comma list of "
+        "these two mixed by --mix, or real desi / boss files",
+    )
     mix: float | None = opt(None, "(mixed sources a,b) fraction of the galaxies drawn from the second source")
     mag_limit_gi: float | None = opt(None, "(embedded, sps) faint GI magnitude limit, AB (default: the population's)")
     zcat: str | None = opt(None, "(desi/boss) redshift catalogue FITS")
@@ -161,10 +178,16 @@ class PopulationConfig(StageConfig):
             self._require("source", srcs[0] in SOURCES, ", ".join(SOURCES) + ", or embedded,sps")
             self._require("mix", self.mix is None, "only with two mixed sources (--source embedded,sps)")
         else:
-            self._require("source", len(srcs) == 2 and len(set(srcs)) == 2
-                          and all(s in SYNTHETIC_SOURCES for s in srcs), "two of " + ", ".join(SYNTHETIC_SOURCES))
-            self._require("mix", self.mix is not None and 0.0 <= float(self.mix) <= 1.0,
-                          "a fraction in [0, 1] (share of the second source)")
+            self._require(
+                "source",
+                len(srcs) == 2 and len(set(srcs)) == 2 and all(s in SYNTHETIC_SOURCES for s in srcs),
+                "two of " + ", ".join(SYNTHETIC_SOURCES),
+            )
+            self._require(
+                "mix",
+                self.mix is not None and 0.0 <= float(self.mix) <= 1.0,
+                "a fraction in [0, 1] (share of the second source)",
+            )
         if set(srcs) <= set(SYNTHETIC_SOURCES) and (self.zcat or self.sweep or self.templates):
             raise ConfigError("source", "zcat/sweep/templates need source desi or boss", value=self.source)
 
@@ -210,11 +233,16 @@ class ModelConfig(StageConfig):
     """The networks: the 1d ResNet and the Bayesian head."""
 
     section: typing.ClassVar[str] = "model"
-    estimator: str = opt("pz", "what to train: pz (the default p(z) network on physics curves) or paper "
-                         "(the paper's CNN + Bayesian head)", ESTIMATORS, alias="--model")
+    estimator: str = opt(
+        "pz",
+        "what to train: pz (the default p(z) network on physics curves) or paper (the paper's CNN + Bayesian head)",
+        ESTIMATORS,
+        alias="--model",
+    )
     stem_channels: int = opt(32, "channels of the ResNet stem")
-    widths: tuple[int, ...] = opt(CPU_WIDTHS, "comma-separated ResNet block widths (authors: "
-                                  "64,64,128,128,256,256,512,512)")
+    widths: tuple[int, ...] = opt(
+        CPU_WIDTHS, "comma-separated ResNet block widths (authors: 64,64,128,128,256,256,512,512)"
+    )
     kernel: int = opt(7, "convolution kernel size")
     dropout: float = opt(0.2, "dropout of the CNN")
     in_channels: int = opt(2, "input channels (flux, error)", cli=False)
@@ -227,8 +255,9 @@ class ModelConfig(StageConfig):
     sigma_init: float = opt(0.05, "initial weight-noise scale of the head")
     residual: bool = opt(True, "the head predicts a residual on the CNN's redshift", cli=False)
     kl_weight: float = opt(0.0, "weight of the KL term (0 = authors' code; 1 = full ELBO)")
-    bands: tuple[str, ...] = opt(help="comma-separated input bands; the default is network.bands of the "
-                                 "instrument file", factory=network_bands)
+    bands: tuple[str, ...] = opt(
+        help="comma-separated input bands; the default is network.bands of the instrument file", factory=network_bands
+    )
     instrument: str | None = opt(None, "instrument YAML the bands come from (default: the packaged CSST file)")
 
     def check(self) -> None:
@@ -243,8 +272,11 @@ class ModelConfig(StageConfig):
             from .schema import all_bands
 
             known = all_bands()
-        self._require("bands", len(self.bands) >= 1 and len(set(self.bands)) == len(self.bands)
-                      and all(b in known for b in self.bands), "distinct bands of " + ", ".join(known))
+        self._require(
+            "bands",
+            len(self.bands) >= 1 and len(set(self.bands)) == len(self.bands) and all(b in known for b in self.bands),
+            "distinct bands of " + ", ".join(known),
+        )
 
 
 @dataclass(frozen=True)
@@ -325,8 +357,12 @@ class TrainConfig(CalibrateConfig, OptimiserConfig, ModelConfig):
         return self._part(CalibrateConfig)
 
     @classmethod
-    def from_parts(cls, model: ModelConfig | None = None, optimiser: OptimiserConfig | None = None,
-                   calibrate: CalibrateConfig | None = None) -> TrainConfig:
+    def from_parts(
+        cls,
+        model: ModelConfig | None = None,
+        optimiser: OptimiserConfig | None = None,
+        calibrate: CalibrateConfig | None = None,
+    ) -> TrainConfig:
         kw: dict = {}
         for part in (model, optimiser, calibrate):
             if part is not None:
@@ -343,8 +379,12 @@ class PredictConfig(StageConfig):
     samples: int = opt(200, "stochastic head passes per spectrum")
     seed: int = opt(DEFAULT_SEED, "seed of the head's weight noise (same seed, same output)")
     batch_size: int = opt(1024, "spectra per backbone batch")
-    model: str | None = opt(None, "network to apply; default: the run's estimator (pz, or bnn for a paper run); "
-                            "cnn = the paper's CNN alone (ZERR = its validation sigma_NMAD x (1+z))", MODEL_KINDS)
+    model: str | None = opt(
+        None,
+        "network to apply; default: the run's estimator (pz, or bnn for a paper run); "
+        "cnn = the paper's CNN alone (ZERR = its validation sigma_NMAD x (1+z))",
+        MODEL_KINDS,
+    )
     split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
 
     def check(self) -> None:
@@ -357,24 +397,36 @@ class TemplateFitConfig(StageConfig):
     """``csstz fit-templates``: the chi-square template-fitting baseline."""
 
     section: typing.ClassVar[str] = "template_fit"
-    bands: tuple[str, ...] | None = opt(None, "comma-separated bands to fit (default: network.bands of the "
-                                        "instrument file)")
+    bands: tuple[str, ...] | None = opt(
+        None, "comma-separated bands to fit (default: network.bands of the instrument file)"
+    )
     zmin: float = opt(Z_RANGE[0], "lowest redshift of the grid")
     zmax: float = opt(Z_RANGE[1], "highest redshift of the grid")
-    dlnz: float | None = opt(None, "grid step in ln(1+z) (default: fine, csstz.templates.fit.DEFAULT_DLNZ)",
-                             alias="--dz")
-    lsf: str = opt("point", "line-spread model: point-source PSF, or broadened by each galaxy's catalogue "
-                   "shape projected on the dispersion axis", LSF_MODELS)
+    dlnz: float | None = opt(
+        None, "grid step in ln(1+z) (default: fine, csstz.templates.fit.DEFAULT_DLNZ)", alias="--dz"
+    )
+    lsf: str = opt(
+        "point",
+        "line-spread model: point-source PSF, or broadened by each galaxy's catalogue "
+        "shape projected on the dispersion axis",
+        LSF_MODELS,
+    )
     split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
-    basis: str = opt("kcorrect", "template basis: kcorrect (non-negative fit of the kcorrect NMF templates), "
-                     "learned:DATASET.h5[:K] (PCA basis of that dataset's training-split rest-frame SEDs, "
-                     "marginal-likelihood fit), or FILE (basis HDF5 from csstz.templates.learned.save_basis, "
-                     "or a kcorrect-layout template FITS)")
+    basis: str = opt(
+        "kcorrect",
+        "template basis: kcorrect (non-negative fit of the kcorrect NMF templates), "
+        "learned:DATASET.h5[:K] (PCA basis of that dataset's training-split rest-frame SEDs, "
+        "marginal-likelihood fit), or FILE (basis HDF5 from csstz.templates.learned.save_basis, "
+        "or a kcorrect-layout template FITS)",
+    )
     progress: bool = opt(True, "progress bar")
 
     def check(self) -> None:
-        self._require("basis", isinstance(self.basis, str) and bool(self.basis.strip()),
-                      "kcorrect, learned:DATASET.h5[:K] or a basis file")
+        self._require(
+            "basis",
+            isinstance(self.basis, str) and bool(self.basis.strip()),
+            "kcorrect, learned:DATASET.h5[:K] or a basis file",
+        )
         self._require("zmin", math.isfinite(self.zmin) and self.zmin >= 0, ">= 0")
         self._require("zmax", math.isfinite(self.zmax) and self.zmax > self.zmin, "> zmin")
 
@@ -406,8 +458,9 @@ class PzConfig(StageConfig):
     patience: int = opt(4, "evaluations without improvement before stopping")
     target_width: float = opt(1.0, "sigma of the training target in grid steps of ln(1+z)")
     # flags
-    ood_quantile: float = opt(0.98, "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation "
-                              "statistic")
+    ood_quantile: float = opt(
+        0.98, "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation statistic"
+    )
     multimodal_mass: float = opt(0.2, "MULTIMODAL: p(z) mass farther than 0.02 (1+z) from the mode above this")
     threads: int = opt(2, "threads of the physics FFTs")
 
@@ -428,9 +481,22 @@ class EvaluateConfig(StageConfig):
     label: str | None = opt(None, "name of the method in the report (default: the METHOD header keyword)")
 
 
-SECTIONS: dict[str, type] = {c.section: c for c in (
-    ParallelConfig, PopulationConfig, SimulateConfig, BuildConfig, ModelConfig, OptimiserConfig, CalibrateConfig,
-    PredictConfig, PzConfig, TemplateFitConfig, EvaluateConfig)}
+SECTIONS: dict[str, type] = {
+    c.section: c
+    for c in (
+        ParallelConfig,
+        PopulationConfig,
+        SimulateConfig,
+        BuildConfig,
+        ModelConfig,
+        OptimiserConfig,
+        CalibrateConfig,
+        PredictConfig,
+        PzConfig,
+        TemplateFitConfig,
+        EvaluateConfig,
+    )
+}
 
 
 # --- YAML ------------------------------------------------------------------------------------------
@@ -467,8 +533,9 @@ def read_config_file(path: str | Path) -> dict[str, dict]:
 
 def to_yaml(configs: dict[str, StageConfig], exclude: tuple[str, ...] = ()) -> str:
     """YAML text of ``{section: config}``, readable back with ``--config`` (fields in ``exclude`` left out)."""
-    return yaml.safe_dump({k: {f: x for f, x in v.to_dict().items() if f not in exclude}
-                           for k, v in configs.items()}, sort_keys=False)
+    return yaml.safe_dump(
+        {k: {f: x for f, x in v.to_dict().items() if f not in exclude} for k, v in configs.items()}, sort_keys=False
+    )
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -487,7 +554,31 @@ def base_type(tp: Any) -> tuple[Any, bool]:
     return tp, optional
 
 
-__all__ = ["StageConfig", "ParallelConfig", "PopulationConfig", "SimulateConfig", "BuildConfig", "ModelConfig",
-           "OptimiserConfig", "CalibrateConfig", "TrainConfig", "PredictConfig", "TemplateFitConfig",
-           "EvaluateConfig", "PzConfig", "SECTIONS", "read_config_file", "to_yaml", "field_types", "base_type", "opt",
-           "DEFAULT_SEED", "HEAD_KINDS", "CALIBRATIONS", "SOURCES", "SYNTHETIC_SOURCES", "LSF_MODELS", "CPU_WIDTHS"]
+__all__ = [
+    "StageConfig",
+    "ParallelConfig",
+    "PopulationConfig",
+    "SimulateConfig",
+    "BuildConfig",
+    "ModelConfig",
+    "OptimiserConfig",
+    "CalibrateConfig",
+    "TrainConfig",
+    "PredictConfig",
+    "TemplateFitConfig",
+    "EvaluateConfig",
+    "PzConfig",
+    "SECTIONS",
+    "read_config_file",
+    "to_yaml",
+    "field_types",
+    "base_type",
+    "opt",
+    "DEFAULT_SEED",
+    "HEAD_KINDS",
+    "CALIBRATIONS",
+    "SOURCES",
+    "SYNTHETIC_SOURCES",
+    "LSF_MODELS",
+    "CPU_WIDTHS",
+]

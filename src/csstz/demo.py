@@ -10,6 +10,7 @@ p(z), BNN, CNN and templates.
 Two plans: ``QUICK`` (``--quick``; about 5 minutes on 2 cores) and
 ``STANDARD`` (the documented accuracy benchmark of ``benchmarks/bench_accuracy.py``).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,19 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import DEFAULT_SEED, PredictConfig
 from .io.atomic import atomic_path
 from .train.config import QUICK as TRAIN_QUICK
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from rich.console import Console
+
+    from ._types import PathLike
 
 
 @dataclass(frozen=True)
@@ -47,28 +55,35 @@ class DemoPlan:
 
 
 # quick: ~5 min on 2 cores (measured: 3,000 galaxies x 8 epochs took only 93 s, so the budget buys more data)
-QUICK = DemoPlan("quick", n_galaxies=8000, train=dict(TRAIN_QUICK, epochs=10, bnn_epochs=4),
-                 pz=dict(max_samples=60_000, eval_every=15_000))
-STANDARD = DemoPlan("standard", n_galaxies=20000,
-                    train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False),
-                    pz=dict(max_samples=400_000, eval_every=40_000))
+QUICK = DemoPlan(
+    "quick",
+    n_galaxies=8000,
+    train=dict(TRAIN_QUICK, epochs=10, bnn_epochs=4),
+    pz=dict(max_samples=60_000, eval_every=15_000),
+)
+STANDARD = DemoPlan(
+    "standard",
+    n_galaxies=20000,
+    train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False),
+    pz=dict(max_samples=400_000, eval_every=40_000),
+)
 
 
-def _console():
+def _console() -> Console:
     from rich.console import Console
 
     return Console(stderr=False, highlight=False)
 
 
-def _step(console, i: int, n: int, text: str) -> float:
+def _step(console: Console, i: int, n: int, text: str) -> float:
     console.print(f"[bold]\\[{i}/{n}][/bold] {text}")
     return time.perf_counter()
 
 
-def _example_figures(dataset: Path, cat, out_dir: Path, seed: int) -> list[Path]:
+def _example_figures(dataset: Path, cat: Table, out_dir: Path, seed: int) -> list[Path]:
     """Fig. 4/5 for the test galaxy with the median GI SNR, regenerated from its catalogue row."""
-    from .io.spectra import read_attrs
     from .instrument import parse_instrument
+    from .io.spectra import read_attrs
     from .population.embedded import get_population
     from .simulate.figures import plot_source
 
@@ -79,13 +94,28 @@ def _example_figures(dataset: Path, cat, out_dir: Path, seed: int) -> list[Path]
     pop = get_population()
     sed = pop.sed_flam17(np.asarray(row["COEFF"], np.float64), float(row["Z"]))
     inst = parse_instrument(read_attrs(dataset)["instrument"])
-    return plot_source(pop.wave_aa, sed, float(row["SHAPE_R"]), float(row["SERSIC"]), float(row["BA"]),
-                       float(row["PA"]), out_dir, targetid=int(row["TARGETID"]), seed=seed, z=float(row["Z"]),
-                       instrument=inst)
+    return plot_source(
+        pop.wave_aa,
+        sed,
+        float(row["SHAPE_R"]),
+        float(row["SERSIC"]),
+        float(row["BA"]),
+        float(row["PA"]),
+        out_dir,
+        targetid=int(row["TARGETID"]),
+        seed=seed,
+        z=float(row["Z"]),
+        instrument=inst,
+    )
 
 
-def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, workers: int | None = None,
-             plan: DemoPlan | None = None) -> dict:
+def run_demo(
+    out_dir: PathLike = "demo_out",
+    quick: bool = False,
+    seed: int = DEFAULT_SEED,
+    workers: int | None = None,
+    plan: DemoPlan | None = None,
+) -> dict:
     """Run the whole chain and write ``out_dir/report/report.html``.
 
     Returns
@@ -94,13 +124,13 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
         Headline metrics per method, wall times per step and the report path.
     """
     from .build import build_dataset
+    from .config import PzConfig
     from .evaluate.report import write_report
     from .io.predictions import read_predictions, write_predictions
     from .io.spectra import read_catalog, read_spectra
     from .pipeline import predict_calibrated, train_and_calibrate
     from .population.figures import plot_dataset_figures
     from .templates.fit import fit_templates
-    from .config import PzConfig
     from .train.config import TrainConfig
 
     plan = plan or (QUICK if quick else STANDARD)
@@ -112,7 +142,7 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
     n_steps = 7
     console.print(f"csstz demo ({plan.name}): {plan.n_galaxies} galaxies, seed {seed}, {workers} workers -> {out}")
 
-    t = _step(console, 1, n_steps, f"building the dataset from the embedded SDSS/kcorrect population")
+    t = _step(console, 1, n_steps, "building the dataset from the embedded SDSS/kcorrect population")
     dataset = out / "dataset.h5"
     build_dataset(dataset, plan.n_galaxies, seed=seed, workers=workers, progress=True)
     times["build_s"] = time.perf_counter() - t
@@ -125,8 +155,7 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
 
     t = _step(console, 3, n_steps, "training the p(z) estimator and its calibration (validation split)")
     run_pz = out / "run_pz"
-    pz_summary = train_and_calibrate(dataset, run_pz, TrainConfig(seed=seed, estimator="pz"),
-                                     pz=PzConfig(**plan.pz))
+    pz_summary = train_and_calibrate(dataset, run_pz, TrainConfig(seed=seed, estimator="pz"), pz=PzConfig(**plan.pz))
     times["train_pz_s"] = time.perf_counter() - t
     t = _step(console, 4, n_steps, "training the paper's CNN, its BNN head and the calibration (validation split)")
     run_dir = out / "run"
@@ -153,11 +182,17 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
 
     t = _step(console, 7, n_steps, "evaluating and writing the report")
     truth = cat[test_rows]
-    notes = {"plan": plan.name, "galaxies": plan.n_galaxies, "test spectra": len(test_rows), "seed": seed,
-             "p(z) samples seen": pz_summary["fit"]["samples_seen"],
-             "p(z) temperature": round(pz_summary["calibration"]["temperature"], 3),
-             "CNN epochs run": summary["cnn"].get("epochs_run"), "BNN epochs run": summary["bnn"].get("epochs_run"),
-             "BNN passes": plan.samples}
+    notes = {
+        "plan": plan.name,
+        "galaxies": plan.n_galaxies,
+        "test spectra": len(test_rows),
+        "seed": seed,
+        "p(z) samples seen": pz_summary["fit"]["samples_seen"],
+        "p(z) temperature": round(pz_summary["calibration"]["temperature"], 3),
+        "CNN epochs run": summary["cnn"].get("epochs_run"),
+        "BNN epochs run": summary["bnn"].get("epochs_run"),
+        "BNN passes": plan.samples,
+    }
     notes.update({k: f"{v:.0f} s" for k, v in times.items()})
     metrics = write_report(out / "report", preds, truth, extra_figures=data_figs, notes=notes)
     times["report_s"] = time.perf_counter() - t
@@ -167,8 +202,15 @@ def run_demo(out_dir="demo_out", quick: bool = False, seed: int = DEFAULT_SEED, 
     for label in preds:
         entry = metrics["methods"][label]
         headline[label] = {k: entry.get(k) for k in ("n", "sigma_nmad", "eta", "ebar", "coverage_68", "coverage_95")}
-    result = {"plan": asdict(plan), "seed": seed, "headline": headline, "times": times,
-              "report": str(out / "report" / "report.html"), "train_summary": summary, "pz_summary": pz_summary}
+    result = {
+        "plan": asdict(plan),
+        "seed": seed,
+        "headline": headline,
+        "times": times,
+        "report": str(out / "report" / "report.html"),
+        "train_summary": summary,
+        "pz_summary": pz_summary,
+    }
     with atomic_path(out / "demo_summary.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2, default=str))
     console.print("\n[bold]Headline (test split)[/bold]")

@@ -4,7 +4,13 @@ Every error raised for bad user input names the field (column, file, option),
 and where it helps the row, the offending value and the allowed range, so that
 the command line can print it as one line.
 """
+
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CsstzError(Exception):
@@ -30,8 +36,16 @@ class InputError(CsstzError, ValueError):
         The file the value came from.
     """
 
-    def __init__(self, field: str, message: str, *, row: int | None = None,
-                 value=None, allowed: str | None = None, path: str | None = None):
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        row: int | None = None,
+        value: Any = None,
+        allowed: str | None = None,
+        path: str | None = None,
+    ) -> None:
         self.field = field
         self.row = row
         self.value = value
@@ -55,7 +69,7 @@ class InputError(CsstzError, ValueError):
 class FileFormatError(CsstzError, ValueError):
     """A file is missing, unreadable, corrupt or not in the expected layout."""
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: str) -> None:
         self.path = str(path)
         super().__init__(f"{path}: {message}")
 

@@ -20,11 +20,15 @@ workers by default, which makes glibc return memory to the OS so eagerly that
 GalSim rendering slows by 30-40% (measured by the csstz developers); csstz
 raises it to 128 MiB and pins BLAS/OpenMP threads to 1 per worker.
 """
+
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 LOCAL_KINDS = ("dask", "processes")
 
@@ -37,7 +41,7 @@ WORKER_ENV = {
 
 
 @contextlib.contextmanager
-def dask_client(workers: int = 1, scheduler: str | None = None):
+def dask_client(workers: int = 1, scheduler: str | None = None) -> Iterator[Client]:
     """Context manager yielding a Dask client (local cluster unless ``scheduler``)."""
     import dask
     from distributed import Client, LocalCluster
@@ -49,10 +53,10 @@ def dask_client(workers: int = 1, scheduler: str | None = None):
         finally:
             client.close()
         return
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV,
-                          "distributed.worker.daemon": False}):
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV, "distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        )
         client = Client(cluster)
         try:
             yield client
@@ -61,8 +65,14 @@ def dask_client(workers: int = 1, scheduler: str | None = None):
             cluster.close()
 
 
-def parallel_map(func: Callable[[Any], Any], items: Iterable[Any], workers: int = 1, scheduler: str | None = None,
-                 local: str = "dask", in_flight: int = 2) -> Iterator[tuple[int, Any]]:
+def parallel_map(
+    func: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int = 1,
+    scheduler: str | None = None,
+    local: str = "dask",
+    in_flight: int = 2,
+) -> Iterator[tuple[int, Any]]:
     """Apply ``func`` to every item; yield ``(index, result)`` as results finish.
 
     Parameters
@@ -114,7 +124,7 @@ def parallel_list(func: Callable[[Any], Any], items: Iterable[Any], **kwargs: An
     return out
 
 
-def _process_map(func, items: list, workers: int, in_flight: int) -> Iterator[tuple[int, Any]]:
+def _process_map(func: Callable[[Any], Any], items: list, workers: int, in_flight: int) -> Iterator[tuple[int, Any]]:
     import concurrent.futures as cf
 
     with cf.ProcessPoolExecutor(workers) as ex:
@@ -129,12 +139,15 @@ def _process_map(func, items: list, workers: int, in_flight: int) -> Iterator[tu
                 yield running.pop(fut), fut.result()
 
 
-def _dask_map(func, items: list, workers: int, scheduler: str | None, in_flight: int) -> Iterator[tuple[int, Any]]:
+def _dask_map(
+    func: Callable[[Any], Any], items: list, workers: int, scheduler: str | None, in_flight: int
+) -> Iterator[tuple[int, Any]]:
     from distributed import as_completed
 
     with dask_client(workers=workers, scheduler=scheduler) as client:
-        n_slots = in_flight * max(workers if scheduler is None else 1,
-                                  len(client.scheduler_info().get("workers", {})) or 1)
+        n_slots = in_flight * max(
+            workers if scheduler is None else 1, len(client.scheduler_info().get("workers", {})) or 1
+        )
         pending = list(enumerate(items))
         futures: dict = {}
         ac = as_completed()

@@ -23,10 +23,11 @@ ZWARN bits (:class:`csstz.zwarn.ZWARN`, 0 = nothing to distrust):
   BNN only);
 * ``BAD_MINFIT``: non-finite output (Z/ZERR are then NaN).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +44,11 @@ from .schema import BNN_FILE, CNN_FILE, INTERVALS, MODEL_KINDS
 from .train.checkpoint import file_checksum, load_model
 from .zwarn import ZWARN, flag_where
 
+if TYPE_CHECKING:
+    from ._types import ArrayLike, PathLike
+    from .models.heads import BNN
+    from .models.resnet1d import ResNet1d
+
 # names of the bits as this module uses them
 ZWARN_LOW_VALID = ZWARN.LITTLE_COVERAGE
 ZWARN_Z_EDGE = ZWARN.Z_FITLIMIT
@@ -54,7 +60,7 @@ HEAD_ROWS = 65536
 
 
 @torch.no_grad()
-def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bnn_moments(bnn: BNN, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Head ``samples`` times on cached features.
 
     The passes run in groups of ``HEAD_ROWS // B`` (each pass one weight draw shared by
@@ -79,7 +85,7 @@ def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.
     done = 0
     while done < samples:
         k = min(group, samples - done)
-        mu, sigma = bnn.head_forward(feats[None], n_samples=k)                     # (k, B)
+        mu, sigma = bnn.head_forward(feats[None], n_samples=k)  # (k, B)
         mu = mu.double()
         s1 += mu.sum(0)
         s2 += (mu * mu).sum(0)
@@ -91,8 +97,14 @@ def bnn_moments(bnn, feats: torch.Tensor, samples: int) -> tuple[np.ndarray, np.
 
 
 @torch.no_grad()
-def predict_dataset(model, kind: str, ds: SpectraDataset, samples: int = PredictConfig.samples,
-                    batch_size: int = PredictConfig.batch_size, seed: int = PredictConfig.seed) -> dict:
+def predict_dataset(
+    model: ResNet1d | BNN,
+    kind: str,
+    ds: SpectraDataset,
+    samples: int = PredictConfig.samples,
+    batch_size: int = PredictConfig.batch_size,
+    seed: int = PredictConfig.seed,
+) -> dict:
     """Raw (uncalibrated) predictions for every item of a dataset, streamed in batches.
 
     Returns
@@ -121,7 +133,15 @@ def predict_dataset(model, kind: str, ds: SpectraDataset, samples: int = Predict
     return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
 
 
-def zwarn_bits(z, zerr, n_valid, n_pixels, z_range, epistemic=None, aleatoric=None) -> np.ndarray:
+def zwarn_bits(
+    z: ArrayLike,
+    zerr: ArrayLike,
+    n_valid: ArrayLike,
+    n_pixels: int,
+    z_range: tuple[float, float],
+    epistemic: ArrayLike | None = None,
+    aleatoric: ArrayLike | None = None,
+) -> np.ndarray:
     """ZWARN (int32) from the module docstring's rules."""
     z, zerr = np.asarray(z, np.float64), np.asarray(zerr, np.float64)
     w = np.zeros(z.shape, np.int32)
@@ -137,8 +157,15 @@ def zwarn_bits(z, zerr, n_valid, n_pixels, z_range, epistemic=None, aleatoric=No
     return w
 
 
-def predict_validation(run_dir, dataset_path, rows: np.ndarray, model: str, samples: int = PredictConfig.samples,
-                       seed: int = PredictConfig.seed, batch_size: int = 512) -> dict:
+def predict_validation(
+    run_dir: PathLike,
+    dataset_path: PathLike,
+    rows: np.ndarray,
+    model: str,
+    samples: int = PredictConfig.samples,
+    seed: int = PredictConfig.seed,
+    batch_size: int = 512,
+) -> dict:
     """Raw predictions of a run's network on given (validation) rows: the input of the calibration fit.
 
     Returns
@@ -160,8 +187,14 @@ def _gaussian_interval(z: np.ndarray, sigma: np.ndarray, level: float) -> tuple[
     return z - half, z + half
 
 
-def predict_file(run_dir, spectra_path, out_path, config: PredictConfig | None = None, calibration: Any = None,
-                 **overrides: Any) -> Table:
+def predict_file(
+    run_dir: PathLike,
+    spectra_path: PathLike,
+    out_path: PathLike,
+    config: PredictConfig | None = None,
+    calibration: Any = None,
+    **overrides: Any,
+) -> Table:
     """Predict redshifts for a spectra file and (optionally) write the predictions FITS.
 
     Parameters
@@ -203,8 +236,11 @@ def predict_file(run_dir, spectra_path, out_path, config: PredictConfig | None =
     tab = Table()
     tab["TARGETID"] = ds.targetid
     tab["Z"] = z
-    header = {"METHOD": f"csstz-{model}" + (f"-{mcfg['head']}" if model == "bnn" else ""),
-              "MODELSUM": file_checksum(model_path), "SEED": int(seed)}
+    header = {
+        "METHOD": f"csstz-{model}" + (f"-{mcfg['head']}" if model == "bnn" else ""),
+        "MODELSUM": file_checksum(model_path),
+        "SEED": int(seed),
+    }
     if model == "bnn":
         uncal = np.hypot(raw["zerr_epistemic"], raw["zerr_aleatoric"])
         zerr = uncal if calibration is None else calibration.zerr(uncal)
@@ -214,13 +250,15 @@ def predict_file(run_dir, spectra_path, out_path, config: PredictConfig | None =
         tab["ZERR_UNCAL"] = uncal
         # the calibrated central intervals themselves (a Beta map may be asymmetric about Z)
         for name, level in INTERVALS:
-            lo, hi = (_gaussian_interval(z, uncal, level) if calibration is None
-                      else calibration.interval(z, uncal, level))
+            lo, hi = (
+                _gaussian_interval(z, uncal, level) if calibration is None else calibration.interval(z, uncal, level)
+            )
             tab[f"Z_LO{name}"], tab[f"Z_HI{name}"] = lo, hi
         header.update({"CALMETH": "none", "CALK68": 1.0} if calibration is None else calibration.header())
         header["NSAMPLE"] = int(samples)
-        warn = zwarn_bits(z, zerr, raw["n_valid"], ds.length, meta["z_range"],
-                          raw["zerr_epistemic"], raw["zerr_aleatoric"])
+        warn = zwarn_bits(
+            z, zerr, raw["n_valid"], ds.length, meta["z_range"], raw["zerr_epistemic"], raw["zerr_aleatoric"]
+        )
     else:
         snmad = float(meta["cnn"]["val_sigma_nmad"])
         zerr = snmad * (1.0 + z)
@@ -238,5 +276,15 @@ def predict_file(run_dir, spectra_path, out_path, config: PredictConfig | None =
     return tab
 
 
-__all__ = ["predict_file", "predict_validation", "predict_dataset", "bnn_moments", "zwarn_bits",
-           "ZWARN_LOW_VALID", "ZWARN_Z_EDGE", "ZWARN_EPISTEMIC", "ZWARN_BAD_OUTPUT", "MIN_VALID_FRAC"]
+__all__ = [
+    "predict_file",
+    "predict_validation",
+    "predict_dataset",
+    "bnn_moments",
+    "zwarn_bits",
+    "ZWARN_LOW_VALID",
+    "ZWARN_Z_EDGE",
+    "ZWARN_EPISTEMIC",
+    "ZWARN_BAD_OUTPUT",
+    "MIN_VALID_FRAC",
+]

@@ -5,6 +5,7 @@ built from ``(root_seed, stream, targetid)``, so that any single galaxy can be
 regenerated alone, in any order, on any worker, from the root seed and its
 TARGETID, and two galaxies never share noise.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,7 @@ def galaxy_rng(root_seed: int, targetid: int, stream: int = STREAM_NOISE) -> np.
     tid = int(targetid)
     # SeedSequence takes non-negative words: split the signed 64-bit id.
     tid_u = tid & 0xFFFFFFFFFFFFFFFF
-    words = [int(root_seed) & 0xFFFFFFFF, int(root_seed) >> 32, int(stream),
-             tid_u & 0xFFFFFFFF, tid_u >> 32]
+    words = [int(root_seed) & 0xFFFFFFFF, int(root_seed) >> 32, int(stream), tid_u & 0xFFFFFFFF, tid_u >> 32]
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words)))
 
 

@@ -10,18 +10,26 @@ belong to.
 This module imports neither torch nor h5py; the default instrument is read
 lazily, only by the functions that need it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from ._types import ArrayLike
+    from .instrument import Instrument
+
 # --- bands -------------------------------------------------------------------------------------
 
 
-def all_bands(instrument=None) -> tuple[str, ...]:
+def all_bands(instrument: Instrument | None = None) -> tuple[str, ...]:
     """Every band of the instrument file, in file order (the order of every output).
 
     Parameters
@@ -36,7 +44,7 @@ def all_bands(instrument=None) -> tuple[str, ...]:
     return instrument.band_names
 
 
-def network_bands(instrument=None) -> tuple[str, ...]:
+def network_bands(instrument: Instrument | None = None) -> tuple[str, ...]:
     """The bands a redshift estimator reads by default (``network.bands`` of the instrument file)."""
     if instrument is None:
         from .instrument import default_instrument
@@ -45,7 +53,7 @@ def network_bands(instrument=None) -> tuple[str, ...]:
     return tuple(instrument.network_bands)
 
 
-def order_bands(names: Iterable[str], instrument=None) -> list[str]:
+def order_bands(names: Iterable[str], instrument: Instrument | None = None) -> list[str]:
     """``names`` in instrument order, then any band the instrument does not know, sorted."""
     names = list(names)
     known = [b for b in all_bands(instrument) if b in names]
@@ -65,8 +73,10 @@ def snr_column(band: str) -> str:
 
 
 SNR_TOTAL = "SNR_TOTAL"
-SNR_DEFINITION = ("SNR_<band> = median over the band's valid pixels of flux/err; "
-                  "SNR_TOTAL = the same over the valid pixels of all bands")
+SNR_DEFINITION = (
+    "SNR_<band> = median over the band's valid pixels of flux/err; "
+    "SNR_TOTAL = the same over the valid pixels of all bands"
+)
 
 # --- units (strings written into files) ----------------------------------------------------------
 UNIT_WAVE = "Angstrom"
@@ -97,7 +107,7 @@ SPLIT_COLUMN = "SPLIT"
 SPLITS = ("train", "val", "test")
 
 
-def split_mask(catalog, split: str | None, path: str | None = None) -> np.ndarray:
+def split_mask(catalog: Table, split: str | None, path: str | None = None) -> np.ndarray:
     """Boolean mask of the catalogue rows whose ``SPLIT`` equals ``split`` (all rows for None).
 
     Raises
@@ -109,19 +119,26 @@ def split_mask(catalog, split: str | None, path: str | None = None) -> np.ndarra
     if split is None:
         return np.ones(n, bool)
     if SPLIT_COLUMN not in catalog.colnames:
-        raise InputError(SPLIT_COLUMN, "catalogue has no SPLIT column (use a `csstz build` dataset)",
-                         path=None if path is None else str(path))
+        raise InputError(
+            SPLIT_COLUMN,
+            "catalogue has no SPLIT column (use a `csstz build` dataset)",
+            path=None if path is None else str(path),
+        )
     col = np.asarray(catalog[SPLIT_COLUMN])
     if col.dtype.kind == "S":
         col = np.char.decode(col, "ascii")
     mask = np.char.strip(col.astype(str)) == split
     if not mask.any():
-        raise InputError(SPLIT_COLUMN, f"no rows with SPLIT == {split!r}", path=None if path is None else str(path),
-                         allowed=", ".join(SPLITS))
+        raise InputError(
+            SPLIT_COLUMN,
+            f"no rows with SPLIT == {split!r}",
+            path=None if path is None else str(path),
+            allowed=", ".join(SPLITS),
+        )
     return mask
 
 
-def select_split(catalog, split: str | None, path: str | None = None) -> np.ndarray:
+def select_split(catalog: Table, split: str | None, path: str | None = None) -> np.ndarray:
     """Sorted row indices of ``catalog`` in ``split`` (all rows for None); see :func:`split_mask`."""
     return np.flatnonzero(split_mask(catalog, split, path))
 
@@ -156,7 +173,7 @@ PZ_GRID_HDU = "PZ_GRID"
 NORM_TOL = 1e-3
 
 
-def check_pz_grid(z_grid, name: str = "PZ_GRID") -> np.ndarray:
+def check_pz_grid(z_grid: ArrayLike, name: str = "PZ_GRID") -> np.ndarray:
     """The grid as float64 (K,), K >= 2, finite and strictly increasing; else InputError naming ``name``."""
     g = np.asarray(z_grid, np.float64)
     if g.ndim != 1 or g.size < 2:
@@ -166,12 +183,23 @@ def check_pz_grid(z_grid, name: str = "PZ_GRID") -> np.ndarray:
         raise InputError(name, "non-finite grid value", row=int(bad[0]), value=float(g[bad[0]]))
     step = np.flatnonzero(np.diff(g) <= 0)
     if step.size:
-        raise InputError(name, "must be strictly increasing", row=int(step[0]) + 1, value=float(g[step[0] + 1]),
-                         allowed=f"> {g[step[0]]:.6g}")
+        raise InputError(
+            name,
+            "must be strictly increasing",
+            row=int(step[0]) + 1,
+            value=float(g[step[0] + 1]),
+            allowed=f"> {g[step[0]]:.6g}",
+        )
     return g
 
 
-def check_pz(pz, z_grid, n_rows: int | None = None, allow_nan_rows=None, tol: float = NORM_TOL) -> None:
+def check_pz(
+    pz: ArrayLike,
+    z_grid: ArrayLike,
+    n_rows: int | None = None,
+    allow_nan_rows: ArrayLike | None = None,
+    tol: float = NORM_TOL,
+) -> None:
     """Validate a gridded p(z) against the predictions contract; InputError on the first problem.
 
     Parameters
@@ -196,8 +224,12 @@ def check_pz(pz, z_grid, n_rows: int | None = None, allow_nan_rows=None, tol: fl
     g = check_pz_grid(z_grid)
     p = np.asarray(pz)
     if p.ndim != 2 or p.shape[1] != g.size or (n_rows is not None and p.shape[0] != n_rows):
-        raise InputError("PZ", "shape does not match (N predictions, K = len(PZ_GRID))", value=p.shape,
-                         allowed=f"({'N' if n_rows is None else n_rows}, {g.size})")
+        raise InputError(
+            "PZ",
+            "shape does not match (N predictions, K = len(PZ_GRID))",
+            value=p.shape,
+            allowed=f"({'N' if n_rows is None else n_rows}, {g.size})",
+        )
     p = p.astype(np.float64)
     nan_row = np.isnan(p).all(axis=1)
     if allow_nan_rows is not None:
@@ -207,8 +239,12 @@ def check_pz(pz, z_grid, n_rows: int | None = None, allow_nan_rows=None, tol: fl
     live = ~nan_row
     bad = np.flatnonzero(live & ~np.isfinite(p).all(axis=1))
     if bad.size:
-        raise InputError("PZ", "non-finite density (only rows with ZWARN != 0 may be all NaN)", row=int(bad[0]),
-                         value=float(p[bad[0]][~np.isfinite(p[bad[0]])][0]))
+        raise InputError(
+            "PZ",
+            "non-finite density (only rows with ZWARN != 0 may be all NaN)",
+            row=int(bad[0]),
+            value=float(p[bad[0]][~np.isfinite(p[bad[0]])][0]),
+        )
     neg = np.flatnonzero(live & (np.where(live[:, None], p, 0.0) < 0).any(axis=1))
     if neg.size:
         raise InputError("PZ", "negative density", row=int(neg[0]), value=float(p[neg[0]].min()), allowed=">= 0")
@@ -216,8 +252,13 @@ def check_pz(pz, z_grid, n_rows: int | None = None, allow_nan_rows=None, tol: fl
     area = (0.5 * (q[:, 1:] + q[:, :-1]) * np.diff(g)).sum(axis=1)
     off = np.flatnonzero(live & ~(np.abs(area - 1.0) <= tol))
     if off.size:
-        raise InputError("PZ", "row not normalised (trapezoid integral over PZ_GRID)", row=int(off[0]),
-                         value=round(float(area[off[0]]), 6), allowed=f"1 +- {tol:g}")
+        raise InputError(
+            "PZ",
+            "row not normalised (trapezoid integral over PZ_GRID)",
+            row=int(off[0]),
+            value=round(float(area[off[0]]), 6),
+            allowed=f"1 +- {tol:g}",
+        )
 
 
 #: Central probabilities of the 1- and 2-sigma intervals written as Z_LO68/Z_HI68 and Z_LO95/Z_HI95.
@@ -229,6 +270,20 @@ INTERVALS = (("68", P68), ("95", P95))
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 
-__all__ = [name for name in dir() if name.isupper() or name in (
-    "all_bands", "network_bands", "order_bands", "parse_bands", "snr_column", "split_mask", "select_split",
-    "check_pz", "check_pz_grid")]
+__all__ = [
+    name
+    for name in dir()
+    if name.isupper()
+    or name
+    in (
+        "all_bands",
+        "network_bands",
+        "order_bands",
+        "parse_bands",
+        "snr_column",
+        "split_mask",
+        "select_split",
+        "check_pz",
+        "check_pz_grid",
+    )
+]

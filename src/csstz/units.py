@@ -5,9 +5,15 @@ wavelengths in Angstrom (``*_aa``), flux densities in 1e-17 erg/s/cm^2/A
 (``*_flam17``, the DESI unit), times in seconds, areas in cm^2, counts in
 electrons.
 """
+
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._types import ArrayLike
 
 #: Planck constant [erg s] (CODATA 2018, exact).
 H_ERG_S = 6.62607015e-27
@@ -19,7 +25,7 @@ FLAM17 = 1e-17
 AB_ZEROPOINT = 48.60
 
 
-def abmag_to_flam17(mag_ab, wave_aa):
+def abmag_to_flam17(mag_ab: ArrayLike, wave_aa: ArrayLike) -> np.ndarray:
     """Flux density of a flat-f_nu source of AB magnitude ``mag_ab``.
 
     Parameters
@@ -38,6 +44,6 @@ def abmag_to_flam17(mag_ab, wave_aa):
     return fnu * C_AA_PER_S / np.asarray(wave_aa, float) ** 2 / FLAM17
 
 
-def photon_energy_erg(wave_aa):
+def photon_energy_erg(wave_aa: ArrayLike) -> np.ndarray:
     """Energy of a photon of wavelength ``wave_aa`` [A], in erg."""
     return H_ERG_S * C_AA_PER_S / np.asarray(wave_aa, float)

@@ -35,11 +35,16 @@ bit    name                  meaning (set by)
 18     OUT_OF_DISTRIBUTION   the spectrum lies outside what the model was trained on (not yet set)
 =====  ====================  =====================================================================
 """
+
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._types import ArrayLike
 
 
 class ZWARN(enum.IntFlag):
@@ -63,8 +68,14 @@ class ZWARN(enum.IntFlag):
 
 
 #: Bits csstz sets today (the others are reserved positions).
-SET_BY_CSSTZ = (ZWARN.LITTLE_COVERAGE | ZWARN.SMALL_DELTA_CHI2 | ZWARN.Z_FITLIMIT | ZWARN.BAD_MINFIT
-                | ZWARN.EPISTEMIC | ZWARN.MULTIMODAL)
+SET_BY_CSSTZ = (
+    ZWARN.LITTLE_COVERAGE
+    | ZWARN.SMALL_DELTA_CHI2
+    | ZWARN.Z_FITLIMIT
+    | ZWARN.BAD_MINFIT
+    | ZWARN.EPISTEMIC
+    | ZWARN.MULTIMODAL
+)
 
 
 def names(value: int) -> list[str]:
@@ -79,7 +90,7 @@ def names(value: int) -> list[str]:
     return out
 
 
-def flag_where(mask, bit: ZWARN) -> np.ndarray:
+def flag_where(mask: ArrayLike, bit: ZWARN) -> np.ndarray:
     """``bit`` where ``mask`` is true, else 0, as int32 (to OR into a ZWARN column)."""
     return np.where(np.asarray(mask, bool), np.int32(int(bit)), np.int32(0)).astype(np.int32)
 

@@ -15,14 +15,19 @@ miscalibration area between that curve and the diagonal.
 Every function raises :class:`csstz.errors.InputError` naming the argument on
 empty or mismatched-length input, NaN/inf, ``zerr <= 0`` or ``z_true <= -1``.
 """
+
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
 from ..schema import Z_RANGE
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 #: Normalised median absolute deviation factor (arXiv:2407.13991 sec. 4).
 NMAD_FACTOR = 1.48
@@ -40,7 +45,7 @@ _SQRT2 = math.sqrt(2.0)
 _ERF = np.frompyfunc(math.erf, 1, 1)
 
 
-def _as_1d(name: str, values, n: int | None = None) -> np.ndarray:
+def _as_1d(name: str, values: ArrayLike, n: int | None = None) -> np.ndarray:
     """Float64 1-D copy of ``values``; raise InputError on empty/mismatched/non-finite input."""
     try:
         arr = np.asarray(values, dtype=np.float64)
@@ -58,7 +63,7 @@ def _as_1d(name: str, values, n: int | None = None) -> np.ndarray:
     return arr
 
 
-def _pair(z_pred, z_true) -> tuple[np.ndarray, np.ndarray]:
+def _pair(z_pred: ArrayLike, z_true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     zt = _as_1d("z_true", z_true)
     zp = _as_1d("z_pred", z_pred, zt.size)
     bad = np.flatnonzero(zt <= -1.0)
@@ -67,7 +72,7 @@ def _pair(z_pred, z_true) -> tuple[np.ndarray, np.ndarray]:
     return zp, zt
 
 
-def _zerr(zerr, n: int) -> np.ndarray:
+def _zerr(zerr: ArrayLike, n: int) -> np.ndarray:
     ze = _as_1d("zerr", zerr, n)
     bad = np.flatnonzero(ze <= 0)
     if bad.size:
@@ -80,7 +85,7 @@ def _norm_cdf(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + _ERF(np.asarray(x, float) / _SQRT2).astype(np.float64))
 
 
-def _level(level) -> float:
+def _level(level: float) -> float:
     try:
         lev = float(level)
     except (TypeError, ValueError):
@@ -91,7 +96,7 @@ def _level(level) -> float:
 
 
 # --- the paper's point metrics -----------------------------------------------------------------
-def sigma_nmad(z_pred, z_true) -> float:
+def sigma_nmad(z_pred: ArrayLike, z_true: ArrayLike) -> float:
     """Normalised median absolute deviation of the redshift error.
 
     ``1.48 * median(| (dz - median(dz)) / (1 + z_true) |)``, ``dz = z_pred - z_true``
@@ -112,7 +117,7 @@ def sigma_nmad(z_pred, z_true) -> float:
     return float(NMAD_FACTOR * np.median(np.abs((dz - np.median(dz)) / (1.0 + zt))))
 
 
-def outlier_fraction(z_pred, z_true, threshold: float = OUTLIER_THRESHOLD) -> float:
+def outlier_fraction(z_pred: ArrayLike, z_true: ArrayLike, threshold: float = OUTLIER_THRESHOLD) -> float:
     """Fraction of sources with ``|dz| / (1 + z_true) > threshold`` (eta; 0.02 in the paper).
 
     Raises
@@ -126,7 +131,7 @@ def outlier_fraction(z_pred, z_true, threshold: float = OUTLIER_THRESHOLD) -> fl
     return float(np.mean(np.abs(zp - zt) / (1.0 + zt) > threshold))
 
 
-def weighted_mean_uncertainty(zerr, z_true) -> float:
+def weighted_mean_uncertainty(zerr: ArrayLike, z_true: ArrayLike) -> float:
     """E_bar = ``mean(zerr / (1 + z_true))`` (arXiv:2407.13991 sec. 4).
 
     Parameters
@@ -142,14 +147,14 @@ def weighted_mean_uncertainty(zerr, z_true) -> float:
     return float(np.mean(ze / (1.0 + zt)))
 
 
-def bias(z_pred, z_true) -> float:
+def bias(z_pred: ArrayLike, z_true: ArrayLike) -> float:
     """Median of ``dz / (1 + z_true)`` (robust systematic offset; positive = over-estimate)."""
     zp, zt = _pair(z_pred, z_true)
     return float(np.median((zp - zt) / (1.0 + zt)))
 
 
 # --- probabilistic metrics ---------------------------------------------------------------------
-def pit(z_pred, zerr, z_true) -> np.ndarray:
+def pit(z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike) -> np.ndarray:
     """Probability integral transform of the truth under ``N(z_pred, zerr)``.
 
     Returns
@@ -162,7 +167,7 @@ def pit(z_pred, zerr, z_true) -> np.ndarray:
     return _norm_cdf((zt - zp) / ze)
 
 
-def crps_gaussian(z_pred, zerr, z_true) -> float:
+def crps_gaussian(z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike) -> float:
     """Mean continuous ranked probability score of Gaussian predictions (unit: redshift).
 
     Closed form (Gneiting & Raftery 2007), ``w = (z_true - z_pred) / zerr``:
@@ -176,12 +181,12 @@ def crps_gaussian(z_pred, zerr, z_true) -> float:
     return float(np.mean(crps))
 
 
-def _abs_central(z_pred, zerr, z_true) -> np.ndarray:
+def _abs_central(z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike) -> np.ndarray:
     """``|2 PIT - 1|``: the smallest central-interval level that contains each truth."""
     return np.abs(2.0 * pit(z_pred, zerr, z_true) - 1.0)
 
 
-def coverage(z_pred, zerr, z_true, level: float = LEVEL_68) -> float:
+def coverage(z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike, level: float = LEVEL_68) -> float:
     """Observed fraction of truths inside the central Gaussian interval of nominal ``level``.
 
     The interval is ``z_pred +- k zerr`` with ``k = Phi^-1((1 + level) / 2)``
@@ -191,7 +196,9 @@ def coverage(z_pred, zerr, z_true, level: float = LEVEL_68) -> float:
     return float(np.mean(_abs_central(z_pred, zerr, z_true) <= lev))
 
 
-def reliability_curve(z_pred, zerr, z_true, levels=None) -> tuple[np.ndarray, np.ndarray]:
+def reliability_curve(
+    z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike, levels: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Reliability diagram data: nominal central-interval level against observed coverage.
 
     Parameters
@@ -213,7 +220,7 @@ def reliability_curve(z_pred, zerr, z_true, levels=None) -> tuple[np.ndarray, np
     return lev.astype(np.float64), observed.astype(np.float64)
 
 
-def miscalibration_area(z_pred, zerr, z_true) -> float:
+def miscalibration_area(z_pred: ArrayLike, zerr: ArrayLike, z_true: ArrayLike) -> float:
     """Area between the reliability curve and the diagonal, over levels 0-1 (0 = calibrated, max 0.5).
 
     Integrated with the trapezoid rule on 1001 evenly spaced levels.
@@ -226,7 +233,7 @@ def miscalibration_area(z_pred, zerr, z_true) -> float:
 
 
 # --- summaries ---------------------------------------------------------------------------------
-def summary(z_pred, z_true, zerr=None) -> dict:
+def summary(z_pred: ArrayLike, z_true: ArrayLike, zerr: ArrayLike | None = None) -> dict:
     """All metrics of one set of predictions.
 
     Returns
@@ -236,18 +243,32 @@ def summary(z_pred, z_true, zerr=None) -> dict:
         the uncertainty-based entries are None when ``zerr`` is None.
     """
     zp, zt = _pair(z_pred, z_true)
-    out = {"n": int(zt.size), "sigma_nmad": sigma_nmad(zp, zt), "eta": outlier_fraction(zp, zt),
-           "ebar": None, "bias": bias(zp, zt), "coverage_68": None, "coverage_95": None,
-           "crps": None, "miscal_area": None}
+    out = {
+        "n": int(zt.size),
+        "sigma_nmad": sigma_nmad(zp, zt),
+        "eta": outlier_fraction(zp, zt),
+        "ebar": None,
+        "bias": bias(zp, zt),
+        "coverage_68": None,
+        "coverage_95": None,
+        "crps": None,
+        "miscal_area": None,
+    }
     if zerr is not None:
         ze = _zerr(zerr, zt.size)
-        out.update(ebar=weighted_mean_uncertainty(ze, zt), coverage_68=coverage(zp, ze, zt, LEVEL_68),
-                   coverage_95=coverage(zp, ze, zt, LEVEL_95), crps=crps_gaussian(zp, ze, zt),
-                   miscal_area=miscalibration_area(zp, ze, zt))
+        out.update(
+            ebar=weighted_mean_uncertainty(ze, zt),
+            coverage_68=coverage(zp, ze, zt, LEVEL_68),
+            coverage_95=coverage(zp, ze, zt, LEVEL_95),
+            crps=crps_gaussian(zp, ze, zt),
+            miscal_area=miscalibration_area(zp, ze, zt),
+        )
     return out
 
 
-def binned(z_pred, z_true, zerr=None, *, by, edges) -> list[dict]:
+def binned(
+    z_pred: ArrayLike, z_true: ArrayLike, zerr: ArrayLike | None = None, *, by: ArrayLike, edges: ArrayLike
+) -> list[dict]:
     """:func:`summary` in bins of ``by`` (true z, GI SNR, ...).
 
     Parameters
@@ -279,8 +300,19 @@ def binned(z_pred, z_true, zerr=None, *, by, edges) -> list[dict]:
         if sel.any():
             row.update(summary(zp[sel], zt[sel], None if ze is None else ze[sel]))
         else:
-            row.update({"n": 0, "sigma_nmad": None, "eta": None, "ebar": None, "bias": None,
-                        "coverage_68": None, "coverage_95": None, "crps": None, "miscal_area": None})
+            row.update(
+                {
+                    "n": 0,
+                    "sigma_nmad": None,
+                    "eta": None,
+                    "ebar": None,
+                    "bias": None,
+                    "coverage_68": None,
+                    "coverage_95": None,
+                    "crps": None,
+                    "miscal_area": None,
+                }
+            )
         rows.append(row)
     return rows
 
@@ -290,7 +322,7 @@ def binned(z_pred, z_true, zerr=None, *, by, edges) -> list[dict]:
 PIT_BINS = 10
 
 
-def pit_ks(pit_values) -> float:
+def pit_ks(pit_values: ArrayLike) -> float:
     """Kolmogorov-Smirnov distance between the PIT values and the uniform distribution on [0, 1].
 
     ``max_i max(i/n - u_(i), u_(i) - (i-1)/n)`` over the sorted values; 0 for perfectly calibrated
@@ -304,14 +336,14 @@ def pit_ks(pit_values) -> float:
     return float(max(np.max(i / n - u), np.max(u - (i - 1) / n)))
 
 
-def pit_histogram(pit_values, bins: int = PIT_BINS) -> dict:
+def pit_histogram(pit_values: ArrayLike, bins: int = PIT_BINS) -> dict:
     """Histogram of PIT values on [0, 1]: ``{"edges": (bins+1,), "density": (bins,)}`` (density 1 = flat)."""
     u = _as_1d("pit", pit_values)
     counts, edges = np.histogram(np.clip(u, 0.0, 1.0), bins=int(bins), range=(0.0, 1.0))
     return {"edges": edges, "density": counts / (u.size / int(bins))}
 
 
-def pz_summary(pit_values, crps_values, inside_68, inside_95) -> dict:
+def pz_summary(pit_values: ArrayLike, crps_values: ArrayLike, inside_68: ArrayLike, inside_95: ArrayLike) -> dict:
     """Metrics of gridded p(z) from per-object values (see :mod:`csstz.templates.pdf`).
 
     Parameters
@@ -334,11 +366,17 @@ def pz_summary(pit_values, crps_values, inside_68, inside_95) -> dict:
     i95 = np.asarray(inside_95, bool)
     if i68.shape != u.shape or i95.shape != u.shape:
         raise InputError("inside_68", "length does not match the PIT values")
-    return {"n": int(u.size), "pit_ks": pit_ks(u), "pit_hist": pit_histogram(u), "crps": float(np.mean(c)),
-            "coverage_68": float(np.mean(i68)), "coverage_95": float(np.mean(i95))}
+    return {
+        "n": int(u.size),
+        "pit_ks": pit_ks(u),
+        "pit_hist": pit_histogram(u),
+        "crps": float(np.mean(c)),
+        "coverage_68": float(np.mean(i68)),
+        "coverage_95": float(np.mean(i95)),
+    }
 
 
-def crb_summary(z_pred, z_true, zerr_crb) -> dict:
+def crb_summary(z_pred: ArrayLike, z_true: ArrayLike, zerr_crb: ArrayLike) -> dict:
     """How close a method is to the Cramer-Rao bound (docs/crb.md).
 
     Returns
@@ -360,6 +398,27 @@ def crb_summary(z_pred, z_true, zerr_crb) -> dict:
     return {"crb_median": med, "nmad_over_crb": ratio}
 
 
-__all__ = ["pit_ks", "pit_histogram", "pz_summary", "crb_summary", "PIT_BINS", "sigma_nmad", "outlier_fraction", "weighted_mean_uncertainty", "bias", "pit", "crps_gaussian",
-           "coverage", "reliability_curve", "miscalibration_area", "summary", "binned",
-           "LEVEL_68", "LEVEL_95", "Z_EDGES", "SNR_EDGES", "NMAD_FACTOR", "OUTLIER_THRESHOLD"]
+__all__ = [
+    "pit_ks",
+    "pit_histogram",
+    "pz_summary",
+    "crb_summary",
+    "PIT_BINS",
+    "sigma_nmad",
+    "outlier_fraction",
+    "weighted_mean_uncertainty",
+    "bias",
+    "pit",
+    "crps_gaussian",
+    "coverage",
+    "reliability_curve",
+    "miscalibration_area",
+    "summary",
+    "binned",
+    "LEVEL_68",
+    "LEVEL_95",
+    "Z_EDGES",
+    "SNR_EDGES",
+    "NMAD_FACTOR",
+    "OUTLIER_THRESHOLD",
+]

@@ -9,16 +9,25 @@ Every figure takes a list of :class:`MethodArrays`, one per method (CNN, BNN,
 template fit, ...), each already matched to its truth, and draws them side by
 side or overlaid.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..io.figures import save_png
 from ..schema import Z_RANGE
 from . import metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.figure import Figure
+
+    from .._types import ArrayLike, PathLike
 
 #: Line colours per method, in order (colour-blind-safe Okabe-Ito palette).
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -64,16 +73,17 @@ class MethodArrays:
     zwarn: np.ndarray | None = None
 
 
-def _figure(nrows=1, ncols=1, width=5.0, height=4.2):
+def _figure(nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 4.2) -> tuple[Figure, np.ndarray]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
 
-def _save(fig, path) -> Path:
+def _save(fig: Figure, path: PathLike) -> Path:
     return save_png(fig, path, dpi=DPI)
 
 
@@ -81,12 +91,12 @@ def _log_snr(snr: np.ndarray) -> np.ndarray:
     return np.log10(np.clip(snr, 1e-2, None))
 
 
-def _zrange(methods) -> tuple[float, float]:
+def _zrange(methods: Sequence[MethodArrays]) -> tuple[float, float]:
     hi = max(float(np.max(m.z_true)) for m in methods)
     return Z_RANGE[0], max(Z_RANGE[1], hi * 1.02)
 
 
-def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:
+def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path: PathLike) -> Path:
     """Fig. 7: predicted against true redshift, coloured by log10 GI SNR, one panel per method.
 
     The dashed lines mark the outlier limits ``|dz| = 0.02 (1 + z)``.
@@ -96,22 +106,28 @@ def fig7_zpred_vs_ztrue(methods: list[MethodArrays], path) -> Path:
     grid = np.linspace(lo, hi, 2)
     for ax, m in zip(axes[0], methods):
         if m.snr_gi is not None:
-            sc = ax.scatter(m.z_true, m.z_pred, c=_log_snr(m.snr_gi), s=3, cmap="viridis", alpha=0.7, lw=0,
-                            vmin=-1.0, vmax=1.5)
+            sc = ax.scatter(
+                m.z_true, m.z_pred, c=_log_snr(m.snr_gi), s=3, cmap="viridis", alpha=0.7, lw=0, vmin=-1.0, vmax=1.5
+            )
             fig.colorbar(sc, ax=ax, label="log10 SNR (GI)")
         else:
             ax.scatter(m.z_true, m.z_pred, s=3, color=COLOURS[0], alpha=0.7, lw=0)
         ax.plot(grid, grid, "k-", lw=0.8)
         for s in (-1, 1):
             ax.plot(grid, grid + s * 0.02 * (1 + grid), "k--", lw=0.6)
-        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true z", ylabel="predicted z",
-               title=f"{m.label}: $\\sigma_{{NMAD}}$={metrics.sigma_nmad(m.z_pred, m.z_true):.5f}, "
-                     f"$\\eta$={100 * metrics.outlier_fraction(m.z_pred, m.z_true):.2f}%")
+        ax.set(
+            xlim=(lo, hi),
+            ylim=(lo, hi),
+            xlabel="true z",
+            ylabel="predicted z",
+            title=f"{m.label}: $\\sigma_{{NMAD}}$={metrics.sigma_nmad(m.z_pred, m.z_true):.5f}, "
+            f"$\\eta$={100 * metrics.outlier_fraction(m.z_pred, m.z_true):.2f}%",
+        )
         ax.title.set_fontsize(9)
     return _save(fig, path)
 
 
-def fig8_z_distributions(methods: list[MethodArrays], path) -> Path:
+def fig8_z_distributions(methods: list[MethodArrays], path: PathLike) -> Path:
     """Fig. 8: distributions of the true redshift and of each method's prediction."""
     fig, axes = _figure(1, 1, 6.0, 4.2)
     ax = axes[0, 0]
@@ -119,14 +135,20 @@ def fig8_z_distributions(methods: list[MethodArrays], path) -> Path:
     bins = np.linspace(lo, hi, 41)
     ax.hist(methods[0].z_true, bins=bins, histtype="stepfilled", color="0.8", label="true z")
     for i, m in enumerate(methods):
-        ax.hist(np.clip(m.z_pred, lo, hi), bins=bins, histtype="step", lw=1.5, color=COLOURS[i % len(COLOURS)],
-                label=f"predicted ({m.label})")
+        ax.hist(
+            np.clip(m.z_pred, lo, hi),
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            color=COLOURS[i % len(COLOURS)],
+            label=f"predicted ({m.label})",
+        )
     ax.set(xlabel="z", ylabel="number of sources")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def _binned_curve(m: MethodArrays, by: np.ndarray, edges) -> tuple[np.ndarray, list[dict]]:
+def _binned_curve(m: MethodArrays, by: np.ndarray, edges: ArrayLike) -> tuple[np.ndarray, list[dict]]:
     rows = metrics.binned(m.z_pred, m.z_true, m.zerr, by=by, edges=edges)
     e = np.asarray(edges, float)
     finite_hi = np.where(np.isfinite(e[1:]), e[1:], e[:-1] * 2 if e[-2] > 0 else e[:-1] + 1)
@@ -134,7 +156,9 @@ def _binned_curve(m: MethodArrays, by: np.ndarray, edges) -> tuple[np.ndarray, l
     return centres, rows
 
 
-def _metric_panels(methods, path, by_attr: str, edges, xlabel: str, logx: bool) -> Path:
+def _metric_panels(
+    methods: Sequence[MethodArrays], path: PathLike, by_attr: str, edges: ArrayLike, xlabel: str, logx: bool
+) -> Path:
     fig, axes = _figure(1, 2, 5.0, 4.0)
     for i, m in enumerate(methods):
         by = m.z_true if by_attr == "z_true" else getattr(m, by_attr)
@@ -162,17 +186,17 @@ def _metric_panels(methods, path, by_attr: str, edges, xlabel: str, logx: bool) 
     return _save(fig, path)
 
 
-def fig9_metrics_vs_z(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) -> Path:
+def fig9_metrics_vs_z(methods: list[MethodArrays], path: PathLike, edges: ArrayLike = metrics.Z_EDGES) -> Path:
     """Fig. 9: sigma_NMAD and eta in bins of true z (bins with >= 5 sources drawn)."""
     return _metric_panels(methods, path, "z_true", edges, "true z", False)
 
 
-def fig9b_metrics_vs_snr(methods: list[MethodArrays], path, edges=metrics.SNR_EDGES) -> Path:
+def fig9b_metrics_vs_snr(methods: list[MethodArrays], path: PathLike, edges: ArrayLike = metrics.SNR_EDGES) -> Path:
     """sigma_NMAD and eta in bins of GI SNR (not in the paper; shows how accuracy falls with SNR)."""
     return _metric_panels(methods, path, "snr_gi", edges, "SNR (GI)", True)
 
 
-def fig10_reliability(methods: list[MethodArrays], path) -> Path:
+def fig10_reliability(methods: list[MethodArrays], path: PathLike) -> Path:
     """Fig. 10: reliability diagram, nominal central-interval level vs observed coverage.
 
     Solid: calibrated ``ZERR``; dashed: ``ZERR_UNCAL`` (before calibration) where present.
@@ -191,14 +215,19 @@ def fig10_reliability(methods: list[MethodArrays], path) -> Path:
             _, obs = metrics.reliability_curve(m.z_pred, m.zerr_uncal, m.z_true, levels)
             area = metrics.miscalibration_area(m.z_pred, m.zerr_uncal, m.z_true)
             ax.plot(levels, obs, "--", color=c, label=f"{m.label} before calibration (area {area:.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal level of the central interval",
-           ylabel="observed fraction inside", aspect="equal")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="nominal level of the central interval",
+        ylabel="observed fraction inside",
+        aspect="equal",
+    )
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def fig11_errorbars(methods: list[MethodArrays], path, seed: int = 0) -> Path:
+def fig11_errorbars(methods: list[MethodArrays], path: PathLike, seed: int = 0) -> Path:
     """Fig. 11: predicted vs true z with 1-sigma error bars, one panel per method with ZERR.
 
     At most :data:`MAX_ERRORBAR_POINTS` random sources per panel.
@@ -212,14 +241,22 @@ def fig11_errorbars(methods: list[MethodArrays], path, seed: int = 0) -> Path:
         if idx.size > MAX_ERRORBAR_POINTS:
             idx = np.sort(rng.choice(idx, MAX_ERRORBAR_POINTS, replace=False))
         yerr = None if m.zerr is None else m.zerr[idx]
-        ax.errorbar(m.z_true[idx], m.z_pred[idx], yerr=yerr, fmt="o", ms=1.5, lw=0.5, alpha=0.6,
-                    color=COLOURS[methods.index(m) % len(COLOURS)])
+        ax.errorbar(
+            m.z_true[idx],
+            m.z_pred[idx],
+            yerr=yerr,
+            fmt="o",
+            ms=1.5,
+            lw=0.5,
+            alpha=0.6,
+            color=COLOURS[methods.index(m) % len(COLOURS)],
+        )
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true z", ylabel="predicted z", title=m.label)
     return _save(fig, path)
 
 
-def fig12_uncertainty(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) -> Path:
+def fig12_uncertainty(methods: list[MethodArrays], path: PathLike, edges: ArrayLike = metrics.Z_EDGES) -> Path:
     """Fig. 12: E_bar in bins of true z (left); ZERR/(1+z) against GI SNR (right)."""
     fig, axes = _figure(1, 2, 5.0, 4.0)
     rng = np.random.default_rng(0)
@@ -236,8 +273,15 @@ def fig12_uncertainty(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) 
             idx = np.arange(m.z_true.size)
             if idx.size > 5000:
                 idx = rng.choice(idx, 5000, replace=False)
-            axes[0, 1].scatter(np.clip(m.snr_gi[idx], 1e-2, None), (m.zerr / (1 + m.z_true))[idx], s=2, alpha=0.4,
-                               color=c, lw=0, label=m.label)
+            axes[0, 1].scatter(
+                np.clip(m.snr_gi[idx], 1e-2, None),
+                (m.zerr / (1 + m.z_true))[idx],
+                s=2,
+                alpha=0.4,
+                color=c,
+                lw=0,
+                label=m.label,
+            )
     axes[0, 0].set(xlabel="true z", ylabel="$\\bar{E}$ = mean ZERR/(1+z)", yscale="log")
     axes[0, 1].set(xlabel="SNR (GI)", ylabel="ZERR/(1+z)", xscale="log", yscale="log")
     for ax, scale in zip(axes[0], (1, 4)):
@@ -247,18 +291,25 @@ def fig12_uncertainty(methods: list[MethodArrays], path, edges=metrics.Z_EDGES) 
     return _save(fig, path)
 
 
-def fig_pit_histogram(methods: list[MethodArrays], path) -> Path:
+def fig_pit_histogram(methods: list[MethodArrays], path: PathLike) -> Path:
     """PIT histograms (flat when the Gaussian uncertainties are calibrated)."""
     with_err = [m for m in methods if m.zerr is not None]
     fig, axes = _figure(1, max(len(with_err), 1), 4.0, 3.4)
     bins = np.linspace(0, 1, 21)
     for ax, m in zip(axes[0], with_err):
         c = COLOURS[methods.index(m) % len(COLOURS)]
-        ax.hist(metrics.pit(m.z_pred, m.zerr, m.z_true), bins=bins, density=True, color=c, alpha=0.7,
-                label="calibrated")
+        ax.hist(
+            metrics.pit(m.z_pred, m.zerr, m.z_true), bins=bins, density=True, color=c, alpha=0.7, label="calibrated"
+        )
         if m.zerr_uncal is not None:
-            ax.hist(metrics.pit(m.z_pred, m.zerr_uncal, m.z_true), bins=bins, density=True, histtype="step",
-                    color="k", label="before calibration")
+            ax.hist(
+                metrics.pit(m.z_pred, m.zerr_uncal, m.z_true),
+                bins=bins,
+                density=True,
+                histtype="step",
+                color="k",
+                label="before calibration",
+            )
             ax.legend(fontsize=7)
         ax.axhline(1.0, color="k", ls=":", lw=1)
         ax.set(xlabel="PIT", ylabel="density", title=m.label)
@@ -267,7 +318,7 @@ def fig_pit_histogram(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-def fig_pit_pz(methods: list[MethodArrays], path) -> Path:
+def fig_pit_pz(methods: list[MethodArrays], path: PathLike) -> Path:
     """PIT histograms of the p(z) (CDF of each p(z) at its true z; flat when calibrated), one panel per method."""
     with_pz = [m for m in methods if m.pit_pz is not None]
     fig, axes = _figure(1, max(len(with_pz), 1), 4.0, 3.4)
@@ -284,7 +335,7 @@ def fig_pit_pz(methods: list[MethodArrays], path) -> Path:
     return _save(fig, path)
 
 
-def fig_pz_examples(methods: list[MethodArrays], examples: dict, path) -> Path:
+def fig_pz_examples(methods: list[MethodArrays], examples: dict, path: PathLike) -> Path:
     """Example p(z): one row per method with p(z), one panel per kind (clean, multimodal, flagged).
 
     Parameters
@@ -323,6 +374,16 @@ def fig_pz_examples(methods: list[MethodArrays], examples: dict, path) -> Path:
     return _save(fig, path)
 
 
-__all__ = ["fig_pit_pz", "fig_pz_examples", "MethodArrays", "fig7_zpred_vs_ztrue", "fig8_z_distributions", "fig9_metrics_vs_z",
-           "fig9b_metrics_vs_snr", "fig10_reliability", "fig11_errorbars", "fig12_uncertainty",
-           "fig_pit_histogram"]
+__all__ = [
+    "fig_pit_pz",
+    "fig_pz_examples",
+    "MethodArrays",
+    "fig7_zpred_vs_ztrue",
+    "fig8_z_distributions",
+    "fig9_metrics_vs_z",
+    "fig9b_metrics_vs_snr",
+    "fig10_reliability",
+    "fig11_errorbars",
+    "fig12_uncertainty",
+    "fig_pit_histogram",
+]

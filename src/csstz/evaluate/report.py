@@ -18,8 +18,9 @@ predictions file (``csstz evaluate``).
              "zwarn0": the same metrics for ZWARN == 0 only,
              "uncalibrated": the uncertainty metrics with ZERR_UNCAL (where present),
              "ebar_epistemic", "ebar_aleatoric" (where present),
-             "by_z": bins of true z (metrics.Z_EDGES: 0, 0.2, ... to the top of schema.Z_RANGE), "by_snr_gi": bins of SNR_GI
-                     (edges 0, 0.5, 1, 2, 3, 5, 10, inf), each a list of {"lo", "hi", "n", metrics...},
+             "by_z": bins of true z (metrics.Z_EDGES: 0, 0.2, ... to the top of schema.Z_RANGE),
+             "by_snr_gi": bins of SNR_GI (edges 0, 0.5, 1, 2, 3, 5, 10, inf),
+                     each a list of {"lo", "hi", "n", metrics...},
              "reliability": {"levels", "observed", "observed_uncal"}, "header": predictions header,
              "crb_median", "nmad_over_crb": median ZERR_CRB/(1+z) of the truth and sigma_NMAD over it
                      (also in every by_snr_gi bin; null when the truth has no ZERR_CRB),
@@ -32,6 +33,7 @@ Definitions: :mod:`csstz.evaluate.metrics` (sigma_NMAD, eta, E_bar exactly as
 arXiv:2407.13991). Infinite bin edges are written as the string "inf"; metrics
 of empty bins are null.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,6 +42,7 @@ import html
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.table import Table
@@ -48,9 +51,25 @@ from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from . import metrics
-from .plots import (MethodArrays, fig7_zpred_vs_ztrue, fig8_z_distributions, fig9_metrics_vs_z,
-                    fig9b_metrics_vs_snr, fig10_reliability, fig11_errorbars, fig12_uncertainty,
-                    fig_pit_histogram, fig_pit_pz, fig_pz_examples)
+from .plots import (
+    MethodArrays,
+    fig7_zpred_vs_ztrue,
+    fig8_z_distributions,
+    fig9_metrics_vs_z,
+    fig9b_metrics_vs_snr,
+    fig10_reliability,
+    fig11_errorbars,
+    fig12_uncertainty,
+    fig_pit_histogram,
+    fig_pit_pz,
+    fig_pz_examples,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from .._types import PathLike
 
 #: The paper's headline numbers (arXiv:2407.13991 sec. 4 and abstract), shown beside ours.
 PAPER = {
@@ -61,13 +80,18 @@ PAPER = {
 
 #: (file name, caption) of each figure, in report order.
 FIGURES = (
-    ("fig07_zpred_ztrue.png", "Fig. 7 - predicted vs true redshift, coloured by log10 GI SNR; dashed: "
-                              "|dz| = 0.02(1+z)."),
+    (
+        "fig07_zpred_ztrue.png",
+        "Fig. 7 - predicted vs true redshift, coloured by log10 GI SNR; dashed: |dz| = 0.02(1+z).",
+    ),
     ("fig08_z_distribution.png", "Fig. 8 - distribution of true and predicted redshifts."),
     ("fig09_metrics_vs_z.png", "Fig. 9 - sigma_NMAD and outlier fraction in bins of true redshift."),
     ("fig09b_metrics_vs_snr.png", "sigma_NMAD and outlier fraction in bins of GI SNR."),
-    ("fig10_reliability.png", "Fig. 10 - reliability diagram: nominal central-interval level vs observed "
-                              "coverage, after (solid) and before (dashed) calibration."),
+    (
+        "fig10_reliability.png",
+        "Fig. 10 - reliability diagram: nominal central-interval level vs observed "
+        "coverage, after (solid) and before (dashed) calibration.",
+    ),
     ("fig11_errorbars.png", "Fig. 11 - predicted vs true redshift with 1-sigma error bars."),
     ("fig12_uncertainty.png", "Fig. 12 - E_bar in bins of true z; uncertainty vs GI SNR."),
     ("fig_pit.png", "PIT histograms (flat when calibrated)."),
@@ -75,16 +99,27 @@ FIGURES = (
 #: Figures added when a method carries p(z) (predictions HDUs PZ / PZ_GRID).
 PZ_FIGURES = (
     ("fig_pit_pz.png", "PIT histograms of the p(z) (CDF of each p(z) at the true z; flat when calibrated)."),
-    ("fig_pz_examples.png", "Example p(z): a clean object (ZWARN = 0, little mass away from the mode; the "
-                            "median GI SNR among those), the most multimodal one, and a flagged one "
-                            "(ZWARN != 0). Dashed: true z; dotted: Z."),
+    (
+        "fig_pz_examples.png",
+        "Example p(z): a clean object (ZWARN = 0, little mass away from the mode; the "
+        "median GI SNR among those), the most multimodal one, and a flagged one "
+        "(ZWARN != 0). Dashed: true z; dotted: Z.",
+    ),
 )
 #: Rows of p(z) processed at a time (memory: rows x grid x 8 bytes per array).
 PZ_BLOCK = 2000
 #: An object counts as clean for the example figure when its p(z) mass away from the mode is below this.
 CLEAN_MASS_AWAY = 0.05
-_PLOTTERS = (fig7_zpred_vs_ztrue, fig8_z_distributions, fig9_metrics_vs_z, fig9b_metrics_vs_snr,
-             fig10_reliability, fig11_errorbars, fig12_uncertainty, fig_pit_histogram)
+_PLOTTERS = (
+    fig7_zpred_vs_ztrue,
+    fig8_z_distributions,
+    fig9_metrics_vs_z,
+    fig9b_metrics_vs_snr,
+    fig10_reliability,
+    fig11_errorbars,
+    fig12_uncertainty,
+    fig_pit_histogram,
+)
 
 
 # --- matching and metrics ----------------------------------------------------------------------
@@ -127,12 +162,13 @@ def match_truth(pred: Table, truth: Table, label: str = "predictions") -> tuple[
     ok = (sorted_ids[pos] == p_ids) if found else np.zeros(p_ids.size, bool)
     if not np.all(ok):
         miss = np.flatnonzero(~ok)
-        raise InputError("TARGETID", f"{miss.size} {label} rows have no truth row",
-                         row=int(miss[0]), value=int(p_ids[miss[0]]))
+        raise InputError(
+            "TARGETID", f"{miss.size} {label} rows have no truth row", row=int(miss[0]), value=int(p_ids[miss[0]])
+        )
     return pred, order[pos]
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -163,15 +199,19 @@ def _pz_arrays(pred: Table, good: np.ndarray, z_true: np.ndarray, label: str) ->
         return None
     pz_all, grid = np.asarray(pred.meta["PZ"]), np.asarray(pred.meta.get("PZ_GRID"), np.float64)
     if pz_all.ndim != 2 or pz_all.shape[0] != len(pred) or grid.ndim != 1 or pz_all.shape[1] != grid.size:
-        raise InputError("PZ", f"shape does not match the {label} table and its PZ_GRID", value=pz_all.shape,
-                         allowed=f"({len(pred)}, {grid.size})")
+        raise InputError(
+            "PZ",
+            f"shape does not match the {label} table and its PZ_GRID",
+            value=pz_all.shape,
+            allowed=f"({len(pred)}, {grid.size})",
+        )
     pz = pz_all[good]
     n = pz.shape[0]
     out = {k: np.full(n, np.nan) for k in ("pit", "crps", "lo68", "hi68", "lo95", "hi95", "mass_away")}
     has = np.isfinite(pz).all(axis=1)
     rows = np.flatnonzero(has)
     for s in range(0, rows.size, PZ_BLOCK):
-        r = rows[s:s + PZ_BLOCK]
+        r = rows[s : s + PZ_BLOCK]
         p = pdf.normalise(pz[r], grid)
         out["pit"][r] = pdf.pit(p, grid, z_true[r])
         out["crps"][r] = pdf.crps(p, grid, z_true[r])
@@ -187,11 +227,18 @@ def _pz_entry(q: dict, z_true: np.ndarray, snr: np.ndarray | None) -> dict:
     inside68 = (q["lo68"] <= z_true) & (z_true <= q["hi68"])
     inside95 = (q["lo95"] <= z_true) & (z_true <= q["hi95"])
 
-    def summary(sel):
+    def summary(sel: np.ndarray) -> dict:
         sel = sel & q["has"]
         if not sel.any():
-            return {"n": 0, "pit_ks": None, "pit_hist": None, "crps": None, "coverage_68": None,
-                    "coverage_95": None, "mass_away_median": None}
+            return {
+                "n": 0,
+                "pit_ks": None,
+                "pit_hist": None,
+                "crps": None,
+                "coverage_68": None,
+                "coverage_95": None,
+                "mass_away_median": None,
+            }
         out = metrics.pz_summary(q["pit"][sel], q["crps"][sel], inside68[sel], inside95[sel])
         out["mass_away_median"] = float(np.median(q["mass_away"][sel]))
         return out
@@ -217,7 +264,7 @@ def pz_examples(arrays: MethodArrays) -> dict:
     zw = arrays.zwarn if arrays.zwarn is not None else np.zeros(has.size, np.int64)
     snr = arrays.snr_gi if arrays.snr_gi is not None else np.arange(has.size, dtype=float)
 
-    def at_median(sel):
+    def at_median(sel: np.ndarray) -> int | None:
         rows = np.flatnonzero(sel)
         if rows.size == 0:
             return None
@@ -225,12 +272,16 @@ def pz_examples(arrays: MethodArrays) -> dict:
         return int(order[(order.size - 1) // 2])
 
     multi = np.flatnonzero(has)
-    return {"clean": at_median(has & (zw == 0) & (arrays.mass_away < CLEAN_MASS_AWAY)),
-            "multimodal": int(multi[np.argmax(arrays.mass_away[multi])]) if multi.size else None,
-            "flagged": at_median(has & (zw != 0))}
+    return {
+        "clean": at_median(has & (zw == 0) & (arrays.mass_away < CLEAN_MASS_AWAY)),
+        "multimodal": int(multi[np.argmax(arrays.mass_away[multi])]) if multi.size else None,
+        "flagged": at_median(has & (zw != 0)),
+    }
 
 
-def _crb_rows(entry: dict, z_pred, z_true, crb, snr) -> None:
+def _crb_rows(
+    entry: dict, z_pred: np.ndarray, z_true: np.ndarray, crb: np.ndarray | None, snr: np.ndarray | None
+) -> None:
     """Add crb_median / nmad_over_crb overall and to each by_snr_gi bin (None without ZERR_CRB)."""
     none = {"crb_median": None, "nmad_over_crb": None}
     entry.update(none if crb is None else metrics.crb_summary(z_pred, z_true, crb))
@@ -262,12 +313,25 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
         zerr_uncal = None  # no calibration step (e.g. the CNN): nothing "before" to show
     sel = lambda a: None if a is None else a[good]  # noqa: E731
     q = _pz_arrays(pred, good, z_true[good], label)
-    arrays = MethodArrays(label, z_true[good], z[good], sel(zerr) if has_err else None, sel(zerr_uncal), sel(snr),
-                          pz=None if q is None else q["pz"], pz_grid=None if q is None else q["grid"],
-                          pit_pz=None if q is None else q["pit"], mass_away=None if q is None else q["mass_away"],
-                          zwarn=zwarn[good])
-    entry = {"label": label, "n_total": len(pred), "n_failed": int((~good).sum()),
-             "zwarn_fraction": float(np.mean(zwarn != 0))}
+    arrays = MethodArrays(
+        label,
+        z_true[good],
+        z[good],
+        sel(zerr) if has_err else None,
+        sel(zerr_uncal),
+        sel(snr),
+        pz=None if q is None else q["pz"],
+        pz_grid=None if q is None else q["grid"],
+        pit_pz=None if q is None else q["pit"],
+        mass_away=None if q is None else q["mass_away"],
+        zwarn=zwarn[good],
+    )
+    entry = {
+        "label": label,
+        "n_total": len(pred),
+        "n_failed": int((~good).sum()),
+        "zwarn_fraction": float(np.mean(zwarn != 0)),
+    }
     entry.update(metrics.summary(arrays.z_pred, arrays.z_true, arrays.zerr))
     # the paper's eta leaves nothing out: a failed (non-finite) prediction counts as an outlier here
     entry["eta_incl_failed"] = float((entry["eta"] * entry["n"] + entry["n_failed"]) / max(len(pred), 1))
@@ -279,10 +343,12 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
         entry["coverage_68_gauss"], entry["coverage_95_gauss"] = entry["coverage_68"], entry["coverage_95"]
         entry["coverage_68"] = float(np.mean((lo68[good] <= zt) & (zt <= hi68[good])))
         entry["coverage_95"] = float(np.mean((lo95[good] <= zt) & (zt <= hi95[good])))
-    ok0 = (zwarn[good] == 0)
-    entry["zwarn0"] = (metrics.summary(arrays.z_pred[ok0], arrays.z_true[ok0],
-                                       None if arrays.zerr is None else arrays.zerr[ok0])
-                       if ok0.any() else {"n": 0})
+    ok0 = zwarn[good] == 0
+    entry["zwarn0"] = (
+        metrics.summary(arrays.z_pred[ok0], arrays.z_true[ok0], None if arrays.zerr is None else arrays.zerr[ok0])
+        if ok0.any()
+        else {"n": 0}
+    )
     if arrays.zerr_uncal is not None:
         s = metrics.summary(arrays.z_pred, arrays.z_true, arrays.zerr_uncal)
         entry["uncalibrated"] = {k: s[k] for k in ("ebar", "coverage_68", "coverage_95", "crps", "miscal_area")}
@@ -290,10 +356,12 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
         col = _column(pred, f"ZERR_{part}")
         if col is not None and np.all(np.isfinite(col[good])):
             entry[f"ebar_{part.lower()}"] = float(np.mean(col[good] / (1 + arrays.z_true)))
-    entry["by_z"] = metrics.binned(arrays.z_pred, arrays.z_true, arrays.zerr, by=arrays.z_true,
-                                   edges=metrics.Z_EDGES)
-    entry["by_snr_gi"] = (metrics.binned(arrays.z_pred, arrays.z_true, arrays.zerr, by=arrays.snr_gi,
-                                         edges=metrics.SNR_EDGES) if arrays.snr_gi is not None else [])
+    entry["by_z"] = metrics.binned(arrays.z_pred, arrays.z_true, arrays.zerr, by=arrays.z_true, edges=metrics.Z_EDGES)
+    entry["by_snr_gi"] = (
+        metrics.binned(arrays.z_pred, arrays.z_true, arrays.zerr, by=arrays.snr_gi, edges=metrics.SNR_EDGES)
+        if arrays.snr_gi is not None
+        else []
+    )
     crb = _column(truth, "ZERR_CRB")
     _crb_rows(entry, arrays.z_pred, arrays.z_true, None if crb is None else crb[idx][good], arrays.snr_gi)
     if q is not None:
@@ -311,7 +379,7 @@ def method_entry(pred: Table, truth: Table, label: str) -> tuple[dict, MethodArr
 
 
 # --- HTML --------------------------------------------------------------------------------------
-def _fmt(v, pct=False) -> str:
+def _fmt(v: float | int | None, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     if isinstance(v, int) and not isinstance(v, bool):
@@ -319,12 +387,19 @@ def _fmt(v, pct=False) -> str:
     return f"{100 * v:.2f}%" if pct else f"{v:.5f}"
 
 
-_ROWS = (("n", "sources (finite predictions)", False), ("n_failed", "failed (non-finite)", False),
-         ("sigma_nmad", "&sigma;<sub>NMAD</sub>", False), ("eta", "outlier fraction &eta;", True),
-         ("ebar", "&Ecirc; (mean ZERR/(1+z))", False), ("bias", "bias (median dz/(1+z))", False),
-         ("coverage_68", "coverage of 68.3% interval", True), ("coverage_95", "coverage of 95.4% interval", True),
-         ("crps", "CRPS", False), ("miscal_area", "miscalibration area", False),
-         ("zwarn_fraction", "ZWARN &ne; 0", True))
+_ROWS = (
+    ("n", "sources (finite predictions)", False),
+    ("n_failed", "failed (non-finite)", False),
+    ("sigma_nmad", "&sigma;<sub>NMAD</sub>", False),
+    ("eta", "outlier fraction &eta;", True),
+    ("ebar", "&Ecirc; (mean ZERR/(1+z))", False),
+    ("bias", "bias (median dz/(1+z))", False),
+    ("coverage_68", "coverage of 68.3% interval", True),
+    ("coverage_95", "coverage of 95.4% interval", True),
+    ("crps", "CRPS", False),
+    ("miscal_area", "miscalibration area", False),
+    ("zwarn_fraction", "ZWARN &ne; 0", True),
+)
 
 
 def _headline_table(entries: dict) -> str:
@@ -333,8 +408,11 @@ def _headline_table(entries: dict) -> str:
     for key, name, pct in _ROWS:
         cells = "".join(f"<td>{_fmt(e.get(key), pct)}</td>" for e in entries.values())
         rows.append(f"<tr><th>{name}</th>{cells}</tr>")
-    cells = "".join(f"<td>{_fmt(e['zwarn0'].get('sigma_nmad'))} / {_fmt(e['zwarn0'].get('eta'), True)} "
-                    f"(n={e['zwarn0'].get('n', 0)})</td>" for e in entries.values())
+    cells = "".join(
+        f"<td>{_fmt(e['zwarn0'].get('sigma_nmad'))} / {_fmt(e['zwarn0'].get('eta'), True)} "
+        f"(n={e['zwarn0'].get('n', 0)})</td>"
+        for e in entries.values()
+    )
     rows.append(f"<tr><th>ZWARN = 0 only: &sigma;<sub>NMAD</sub> / &eta;</th>{cells}</tr>")
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
@@ -354,10 +432,14 @@ def _bins_table(entries: dict, key: str, what: str) -> str:
         rows = "".join(
             f"<tr><td>{_edge(r['lo'], snr)} - {_edge(r['hi'], snr)}</td><td>{r['n']}</td>"
             f"<td>{_fmt(r['sigma_nmad'])}</td><td>{_fmt(r['eta'], True)}</td>"
-            f"<td>{_fmt(r['ebar'])}</td><td>{_fmt(r['coverage_68'], True)}</td></tr>" for r in e[key])
-        parts.append(f"<h3>{html.escape(label)}: in bins of {what}</h3><table><tr><th>{what}</th><th>n</th>"
-                     f"<th>&sigma;<sub>NMAD</sub></th><th>&eta;</th><th>&Ecirc;</th><th>cov. 68%</th></tr>"
-                     f"{rows}</table>")
+            f"<td>{_fmt(r['ebar'])}</td><td>{_fmt(r['coverage_68'], True)}</td></tr>"
+            for r in e[key]
+        )
+        parts.append(
+            f"<h3>{html.escape(label)}: in bins of {what}</h3><table><tr><th>{what}</th><th>n</th>"
+            f"<th>&sigma;<sub>NMAD</sub></th><th>&eta;</th><th>&Ecirc;</th><th>cov. 68%</th></tr>"
+            f"{rows}</table>"
+        )
     return "".join(parts)
 
 
@@ -371,71 +453,94 @@ def _pz_crb_table(entries: dict) -> str:
         rows = []
         for r in e["by_snr_gi"]:
             p = pzb.get((r["lo"], r["hi"]), {})
-            rows.append(f"<tr><td>{_edge(r['lo'], True)} - {_edge(r['hi'], True)}</td><td>{r['n']}</td>"
-                        f"<td>{_fmt(r['sigma_nmad'])}</td><td>{_fmt(r.get('crb_median'))}</td>"
-                        f"<td>{_fmt_ratio(r.get('nmad_over_crb'))}</td><td>{_fmt(p.get('pit_ks'))}</td>"
-                        f"<td>{_fmt(p.get('crps'))}</td><td>{_fmt(p.get('coverage_68'), True)}</td>"
-                        f"<td>{_fmt(p.get('coverage_95'), True)}</td></tr>")
+            rows.append(
+                f"<tr><td>{_edge(r['lo'], True)} - {_edge(r['hi'], True)}</td><td>{r['n']}</td>"
+                f"<td>{_fmt(r['sigma_nmad'])}</td><td>{_fmt(r.get('crb_median'))}</td>"
+                f"<td>{_fmt_ratio(r.get('nmad_over_crb'))}</td><td>{_fmt(p.get('pit_ks'))}</td>"
+                f"<td>{_fmt(p.get('crps'))}</td><td>{_fmt(p.get('coverage_68'), True)}</td>"
+                f"<td>{_fmt(p.get('coverage_95'), True)}</td></tr>"
+            )
         p = e.get("pz", {})
-        rows.append(f"<tr><th>all</th><td>{e['n']}</td><td>{_fmt(e['sigma_nmad'])}</td>"
-                    f"<td>{_fmt(e.get('crb_median'))}</td><td>{_fmt_ratio(e.get('nmad_over_crb'))}</td>"
-                    f"<td>{_fmt(p.get('pit_ks'))}</td><td>{_fmt(p.get('crps'))}</td>"
-                    f"<td>{_fmt(p.get('coverage_68'), True)}</td><td>{_fmt(p.get('coverage_95'), True)}</td></tr>")
-        parts.append(f"<h3>{html.escape(label)}: accuracy against the Cramer-Rao bound, and p(z) calibration, "
-                     f"in bins of GI SNR</h3><table><tr><th>GI SNR</th><th>n</th><th>&sigma;<sub>NMAD</sub></th>"
-                     f"<th>median ZERR_CRB/(1+z)</th><th>&sigma;<sub>NMAD</sub> / bound</th><th>PIT KS</th>"
-                     f"<th>CRPS</th><th>p(z) cov. 68.3%</th><th>p(z) cov. 95.4%</th></tr>{''.join(rows)}</table>")
+        rows.append(
+            f"<tr><th>all</th><td>{e['n']}</td><td>{_fmt(e['sigma_nmad'])}</td>"
+            f"<td>{_fmt(e.get('crb_median'))}</td><td>{_fmt_ratio(e.get('nmad_over_crb'))}</td>"
+            f"<td>{_fmt(p.get('pit_ks'))}</td><td>{_fmt(p.get('crps'))}</td>"
+            f"<td>{_fmt(p.get('coverage_68'), True)}</td><td>{_fmt(p.get('coverage_95'), True)}</td></tr>"
+        )
+        parts.append(
+            f"<h3>{html.escape(label)}: accuracy against the Cramer-Rao bound, and p(z) calibration, "
+            f"in bins of GI SNR</h3><table><tr><th>GI SNR</th><th>n</th><th>&sigma;<sub>NMAD</sub></th>"
+            f"<th>median ZERR_CRB/(1+z)</th><th>&sigma;<sub>NMAD</sub> / bound</th><th>PIT KS</th>"
+            f"<th>CRPS</th><th>p(z) cov. 68.3%</th><th>p(z) cov. 95.4%</th></tr>{''.join(rows)}</table>"
+        )
     if not parts:
         return ""
-    return ("<h2>How close to the limit; p(z) calibration</h2><p class='note'>Bound: the per-object Cramer-Rao "
-            "bound on z (ZERR_CRB of the truth file, docs/crb.md), median of ZERR_CRB/(1+z) per bin; '-' where the "
-            "truth has no ZERR_CRB. PIT, CRPS and coverage from each method's p(z) (predictions HDU PZ); '-' "
-            "without it.</p>" + "".join(parts))
+    return (
+        "<h2>How close to the limit; p(z) calibration</h2><p class='note'>Bound: the per-object Cramer-Rao "
+        "bound on z (ZERR_CRB of the truth file, docs/crb.md), median of ZERR_CRB/(1+z) per bin; '-' where the "
+        "truth has no ZERR_CRB. PIT, CRPS and coverage from each method's p(z) (predictions HDU PZ); '-' "
+        "without it.</p>" + "".join(parts)
+    )
 
 
-def _fmt_ratio(v) -> str:
+def _fmt_ratio(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
 
 
 def _img_tag(path: Path, caption: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
-_CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
-        "th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:90%;color:#444}"
-        ".note{color:#555;font-size:90%}")
+_CSS = (
+    "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+    "th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:90%;color:#444}"
+    ".note{color:#555;font-size:90%}"
+)
 
 
 def _html(entries: dict, figures: list[tuple[Path, str]], notes: dict | None) -> str:
     paper_rows = "".join(
         f"<tr><th>{k}</th><td>{_fmt(v.get('sigma_nmad'))}</td><td>{_fmt(v.get('eta'), True)}</td>"
-        f"<td>{_fmt(v.get('ebar'))}</td><td>{html.escape(v.get('note', ''))}</td></tr>" for k, v in PAPER.items())
+        f"<td>{_fmt(v.get('ebar'))}</td><td>{html.escape(v.get('note', ''))}</td></tr>"
+        for k, v in PAPER.items()
+    )
     note_html = ""
     if notes:
-        note_html = "<h2>Run</h2><table>" + "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in notes.items()) + "</table>"
+        note_html = (
+            "<h2>Run</h2><table>"
+            + "".join(
+                f"<tr><th>{html.escape(str(k))}</th><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+                for k, v in notes.items()
+            )
+            + "</table>"
+        )
     figs = "".join(_img_tag(p, c) for p, c in figures)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>csstz report</title>"
-            f"<style>{_CSS}</style></head><body><h1>csstz redshift report</h1>"
-            f"<p class='note'>csstz {html.escape(__version__)}, {stamp}. Metrics as in arXiv:2407.13991: "
-            f"dz = z<sub>pred</sub> - z<sub>true</sub>; &sigma;<sub>NMAD</sub> = 1.48 median(|(dz - median dz)/"
-            f"(1+z)|); &eta; = fraction with |dz|/(1+z) &gt; 0.02; &Ecirc; = mean(ZERR/(1+z)). Coverage: "
-            f"fraction of true z inside z &plusmn; ZERR (68.3%) and &plusmn; 2 ZERR (95.4%).</p>"
-            f"{note_html}<h2>Headline</h2>{_headline_table(entries)}{_pz_crb_table(entries)}"
-            f"<h2>The paper's numbers (arXiv:2407.13991)</h2><table><tr><th>method</th><th>&sigma;<sub>NMAD</sub>"
-            f"</th><th>&eta;</th><th>&Ecirc;</th><th></th></tr>{paper_rows}</table>"
-            f"<h2>Figures</h2>{figs}"
-            f"<h2>Binned metrics</h2>{_bins_table(entries, 'by_z', 'true z')}"
-            f"{_bins_table(entries, 'by_snr_gi', 'GI SNR')}</body></html>")
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>csstz report</title>"
+        f"<style>{_CSS}</style></head><body><h1>csstz redshift report</h1>"
+        f"<p class='note'>csstz {html.escape(__version__)}, {stamp}. Metrics as in arXiv:2407.13991: "
+        f"dz = z<sub>pred</sub> - z<sub>true</sub>; &sigma;<sub>NMAD</sub> = 1.48 median(|(dz - median dz)/"
+        f"(1+z)|); &eta; = fraction with |dz|/(1+z) &gt; 0.02; &Ecirc; = mean(ZERR/(1+z)). Coverage: "
+        f"fraction of true z inside z &plusmn; ZERR (68.3%) and &plusmn; 2 ZERR (95.4%).</p>"
+        f"{note_html}<h2>Headline</h2>{_headline_table(entries)}{_pz_crb_table(entries)}"
+        f"<h2>The paper's numbers (arXiv:2407.13991)</h2><table><tr><th>method</th><th>&sigma;<sub>NMAD</sub>"
+        f"</th><th>&eta;</th><th>&Ecirc;</th><th></th></tr>{paper_rows}</table>"
+        f"<h2>Figures</h2>{figs}"
+        f"<h2>Binned metrics</h2>{_bins_table(entries, 'by_z', 'true z')}"
+        f"{_bins_table(entries, 'by_snr_gi', 'GI SNR')}</body></html>"
+    )
 
 
 # --- public API --------------------------------------------------------------------------------
-def write_report(out_dir, methods: dict, truth: Table, extra_figures=(), notes: dict | None = None) -> dict:
+def write_report(
+    out_dir: PathLike, methods: dict, truth: Table, extra_figures: Sequence[PathLike] = (), notes: dict | None = None
+) -> dict:
     """Compare several methods against one truth table; write metrics.json, PNG figures and report.html.
 
     Parameters
@@ -484,10 +589,31 @@ def write_report(out_dir, methods: dict, truth: Table, extra_figures=(), notes: 
             raise InputError("extra_figures", "figure file not found", value=str(p))
         figures.append((p, p.stem.replace("_", " ")))
     primary = next(iter(entries))
-    headline = {k: entries[primary][k] for k in ("n", "sigma_nmad", "eta", "ebar", "bias", "coverage_68",
-                                                 "coverage_95", "crps", "miscal_area", "by_z", "by_snr_gi")}
-    result = {"csstz_version": __version__, "primary": primary, **headline, "methods": entries,
-              "paper": PAPER, "notes": notes or {}, "figures": [Path(p).name for p, _ in figures]}
+    headline = {
+        k: entries[primary][k]
+        for k in (
+            "n",
+            "sigma_nmad",
+            "eta",
+            "ebar",
+            "bias",
+            "coverage_68",
+            "coverage_95",
+            "crps",
+            "miscal_area",
+            "by_z",
+            "by_snr_gi",
+        )
+    }
+    result = {
+        "csstz_version": __version__,
+        "primary": primary,
+        **headline,
+        "methods": entries,
+        "paper": PAPER,
+        "notes": notes or {},
+        "figures": [Path(p).name for p, _ in figures],
+    }
     result = _jsonable(result)
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(result, indent=1))
@@ -496,7 +622,9 @@ def write_report(out_dir, methods: dict, truth: Table, extra_figures=(), notes: 
     return result
 
 
-def evaluate_predictions(pred_path, truth_path, out_dir, label: str | None = None) -> dict:
+def evaluate_predictions(
+    pred_path: PathLike, truth_path: PathLike, out_dir: PathLike, label: str | None = None
+) -> dict:
     """``csstz evaluate``: one predictions file against the catalogue of a spectra file.
 
     Parameters
@@ -511,12 +639,20 @@ def evaluate_predictions(pred_path, truth_path, out_dir, label: str | None = Non
     """
     from ..io.predictions import read_predictions
     from ..io.spectra import read_catalog
+
     pred = read_predictions(pred_path)
     truth = read_catalog(truth_path)
     label = label or str(pred.meta.get("METHOD") or Path(pred_path).stem)
-    return write_report(out_dir, {label: pred}, truth, notes={"predictions": str(pred_path),
-                                                              "truth": str(truth_path)})
+    return write_report(out_dir, {label: pred}, truth, notes={"predictions": str(pred_path), "truth": str(truth_path)})
 
 
-__all__ = ["write_report", "evaluate_predictions", "method_entry", "match_truth", "pz_examples",
-           "FIGURES", "PZ_FIGURES", "PAPER"]
+__all__ = [
+    "write_report",
+    "evaluate_predictions",
+    "method_entry",
+    "match_truth",
+    "pz_examples",
+    "FIGURES",
+    "PZ_FIGURES",
+    "PAPER",
+]

@@ -4,6 +4,7 @@ The numbers live in a YAML data file (``data/csst.yaml`` by default), each with
 its source; :func:`load_instrument` validates them and returns frozen
 dataclasses. Another file with the same keys works without code changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,12 +12,16 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
 from ..errors import ConfigError, FileFormatError
-from ..units import C_AA_PER_S, H_ERG_S, FLAM17
+from ..units import C_AA_PER_S, FLAM17, H_ERG_S
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 DEFAULT_INSTRUMENT = "csst.yaml"
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -58,7 +63,7 @@ class Band:
         """Pixel-centre wavelengths of the extraction grid [A], shape (n_pix,)."""
         return self.wave_min_aa + self.dispersion_aa_per_pix * np.arange(self.n_pix, dtype=np.float64)
 
-    def throughput(self, wave_aa) -> np.ndarray:
+    def throughput(self, wave_aa: ArrayLike) -> np.ndarray:
         """First-order total throughput at ``wave_aa`` [A] (0 outside the table)."""
         return np.interp(np.asarray(wave_aa, float), self.tp_wave_aa, self.tp_value, left=0.0, right=0.0)
 
@@ -125,18 +130,33 @@ class Instrument:
         """
         return self.flam17_to_counts_per_pix_at(band, band.wave_aa)
 
-    def flam17_to_counts_per_pix_at(self, band: Band, wave_aa) -> np.ndarray:
+    def flam17_to_counts_per_pix_at(self, band: Band, wave_aa: ArrayLike) -> np.ndarray:
         """As :meth:`flam17_to_counts_per_pix`, at arbitrary wavelengths ``wave_aa`` [A]."""
         w = np.asarray(wave_aa, dtype=np.float64)
-        return (FLAM17 * band.throughput(w) * self.area_cm2 * self.total_exptime_s
-                * band.dispersion_aa_per_pix * w / (H_ERG_S * C_AA_PER_S))
+        return (
+            FLAM17
+            * band.throughput(w)
+            * self.area_cm2
+            * self.total_exptime_s
+            * band.dispersion_aa_per_pix
+            * w
+            / (H_ERG_S * C_AA_PER_S)
+        )
 
     def to_yaml(self) -> str:
         """The configuration text this instrument was read from (stored in outputs)."""
         return self.source_text
 
 
-def _get(d: dict, key: str, path: str, kind=float, lo=None, hi=None, lo_open=False):
+def _get(
+    d: dict,
+    key: str,
+    path: str,
+    kind: type = float,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> float | int:
     if not isinstance(d, dict) or key not in d:
         raise ConfigError(path + "." + key if path else key, "missing from the instrument file")
     raw = d[key]
@@ -147,17 +167,26 @@ def _get(d: dict, key: str, path: str, kind=float, lo=None, hi=None, lo_open=Fal
     if kind is float and not math.isfinite(val):
         raise ConfigError(f"{path}.{key}", "must be finite", value=raw)
     if lo is not None and (val < lo or (lo_open and val == lo)):
-        raise ConfigError(f"{path}.{key}", "out of range", value=raw,
-                          allowed=f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
+        raise ConfigError(
+            f"{path}.{key}",
+            "out of range",
+            value=raw,
+            allowed=f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""),
+        )
     if hi is not None and val > hi:
         raise ConfigError(f"{path}.{key}", "out of range", value=raw, allowed=f"<= {hi}")
     return val
 
 
-def _parse_throughput(text, where: str):
+def _parse_throughput(text: str, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     try:
-        arr = np.array([[float(x) for x in line.split()] for line in str(text).strip().splitlines()
-                        if line.strip() and not line.strip().startswith("#")])
+        arr = np.array(
+            [
+                [float(x) for x in line.split()]
+                for line in str(text).strip().splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            ]
+        )
     except ValueError:
         raise ConfigError(where, "throughput lines must be 'wavelength_A value'") from None
     if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 2:
@@ -193,7 +222,8 @@ def parse_instrument(text: str, origin: str = "<string>") -> Instrument:
             wave_max_aa=_get(b, "wave_max_aa", where, lo=0, lo_open=True),
             dispersion_aa_per_pix=_get(b, "dispersion_aa_per_pix", where, lo=0, lo_open=True),
             sky_e_per_s_per_pix=_get(b, "sky_e_per_s_per_pix", where, lo=0),
-            tp_wave_aa=tw, tp_value=tv,
+            tp_wave_aa=tw,
+            tp_value=tv,
         )
         if band.wave_max_aa <= band.wave_min_aa:
             raise ConfigError(where + ".wave_max_aa", "must exceed wave_min_aa", value=band.wave_max_aa)
@@ -230,8 +260,9 @@ def parse_instrument(text: str, origin: str = "<string>") -> Instrument:
         source_text=text,
     )
     if inst.stamp_max_half_pix < inst.stamp_min_half_pix:
-        raise ConfigError("rendering.stamp_max_half_pix", "must be >= stamp_min_half_pix",
-                          value=inst.stamp_max_half_pix)
+        raise ConfigError(
+            "rendering.stamp_max_half_pix", "must be >= stamp_min_half_pix", value=inst.stamp_max_half_pix
+        )
     return inst
 
 

@@ -3,16 +3,21 @@
 A failure (bad input found half-way, a kill, a full disk) leaves any existing
 file untouched and no partial output behind.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None):
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     Parameters
@@ -25,8 +30,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-",
-                               suffix=suffix if suffix is not None else final.suffix, dir=final.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name}.tmp-", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
+    )
     os.close(fd)
     os.unlink(tmp)  # writers create it themselves (h5py, astropy refuse to overwrite otherwise)
     try:

@@ -20,6 +20,7 @@ of the build's arguments.
 The same chunks give the same bytes: datasets are written without time stamps
 and in a fixed order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,14 +29,18 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .atomic import atomic_path
 from ..schema import CATALOG_PATH, FLUX_NOISELESS, order_bands
+from .atomic import atomic_path
 from .spectra import create_band_group, write_attrs
+
+if TYPE_CHECKING:
+    from .._types import PathLike
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -75,7 +80,7 @@ class ChunkedDatasetWriter:
         An existing partial build is unreadable or belongs to another fingerprint.
     """
 
-    def __init__(self, out_path, n_rows: int, chunk: int, fingerprint: dict):
+    def __init__(self, out_path: PathLike, n_rows: int, chunk: int, fingerprint: dict) -> None:
         self.out_path = Path(out_path)
         self.partial_dir = Path(str(self.out_path) + ".partial")
         self.bounds = chunk_bounds(int(n_rows), int(chunk))
@@ -105,15 +110,21 @@ class ChunkedDatasetWriter:
             if man.get("version") != MANIFEST_VERSION or not isinstance(done, dict):
                 raise ValueError("unknown manifest version")
         except FileNotFoundError:
-            raise FileFormatError(str(self.manifest_path), "partial build has no manifest; remove "
-                                  f"{self.partial_dir} to start again") from None
+            raise FileFormatError(
+                str(self.manifest_path), f"partial build has no manifest; remove {self.partial_dir} to start again"
+            ) from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise FileFormatError(str(self.manifest_path), f"corrupt partial-build manifest ({exc}); remove "
-                                  f"{self.partial_dir} to start again") from None
+            raise FileFormatError(
+                str(self.manifest_path),
+                f"corrupt partial-build manifest ({exc}); remove {self.partial_dir} to start again",
+            ) from None
         if fp != self.fingerprint:
             diff = sorted(k for k in set(fp) | set(self.fingerprint) if fp.get(k) != self.fingerprint.get(k))
-            raise FileFormatError(str(self.partial_dir), "partial build made with other arguments "
-                                  f"(differs in {', '.join(diff)}); rerun with the same arguments or remove it")
+            raise FileFormatError(
+                str(self.partial_dir),
+                "partial build made with other arguments "
+                f"(differs in {', '.join(diff)}); rerun with the same arguments or remove it",
+            )
         bad = []
         for key, digest in done.items():
             k = int(key)
@@ -123,13 +134,19 @@ class ChunkedDatasetWriter:
             else:
                 self.done[k] = digest
         if bad:
-            warnings.warn(f"{self.partial_dir}: chunk(s) {bad} failed verification and will be computed again",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.partial_dir}: chunk(s) {bad} failed verification and will be computed again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self._save_manifest()
 
     def _save_manifest(self) -> None:
-        man = {"version": MANIFEST_VERSION, "fingerprint": self.fingerprint,
-               "done": {str(k): v for k, v in sorted(self.done.items())}}
+        man = {
+            "version": MANIFEST_VERSION,
+            "fingerprint": self.fingerprint,
+            "done": {str(k): v for k, v in sorted(self.done.items())},
+        }
         tmp = self.partial_dir / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(man, indent=1, sort_keys=True))
         with open(tmp, "rb") as fh:
@@ -159,17 +176,26 @@ class ChunkedDatasetWriter:
         start, stop = self.bounds[k]
         n_k = stop - start
         if len(catalog) != n_k:
-            raise FileFormatError(str(self.chunk_path(k)), f"chunk {k}: {len(catalog)} catalogue rows, "
-                                                          f"expected {n_k}")
+            raise FileFormatError(str(self.chunk_path(k)), f"chunk {k}: {len(catalog)} catalogue rows, expected {n_k}")
         with atomic_path(self.chunk_path(k)) as tmp:
             with h5py.File(tmp, "w") as h5:
                 for name in sorted(bands):
                     b = bands[name]
                     if b.flux.shape != (n_k, len(b.wave_aa)) or b.err.shape != b.flux.shape:
-                        raise FileFormatError(str(self.chunk_path(k)), f"band {name}: shape {b.flux.shape}, "
-                                                                      f"expected ({n_k}, {len(b.wave_aa)})")
-                    create_band_group(h5, name, b.wave_aa, n_k, b.flux, b.err, chunked=False,
-                                      flux_noiseless=getattr(b, "flux_noiseless", None))
+                        raise FileFormatError(
+                            str(self.chunk_path(k)),
+                            f"band {name}: shape {b.flux.shape}, expected ({n_k}, {len(b.wave_aa)})",
+                        )
+                    create_band_group(
+                        h5,
+                        name,
+                        b.wave_aa,
+                        n_k,
+                        b.flux,
+                        b.err,
+                        chunked=False,
+                        flux_noiseless=getattr(b, "flux_noiseless", None),
+                    )
                 h5.create_dataset(CATALOG_PATH, data=catalog, track_times=False)
                 h5.attrs["chunk"] = k
                 h5.attrs["row_start"] = start
@@ -222,8 +248,9 @@ class ChunkedDatasetWriter:
                             dsets[b][0][start:stop] = h5[b]["flux"][:]
                             dsets[b][1][start:stop] = h5[b]["err"][:]
                             if (FLUX_NOISELESS in h5[b]) != noiseless[b]:
-                                raise FileFormatError(str(path), f"band {b}: {FLUX_NOISELESS} present in one "
-                                                                 "chunk and not in chunk 0")
+                                raise FileFormatError(
+                                    str(path), f"band {b}: {FLUX_NOISELESS} present in one chunk and not in chunk 0"
+                                )
                             if noiseless[b]:
                                 dsets[b][2][start:stop] = h5[b][FLUX_NOISELESS][:]
                 write_attrs(out, attrs)

@@ -4,16 +4,23 @@ Shared by the simulator's, the population's and the evaluation's figures, so
 that no module switches matplotlib's global backend and no figure is ever
 left half-written.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .._types import PathLike
 
 DPI = 110
 
 
-def new_figure(figsize=(6.0, 4.0), dpi: int = DPI):
+def new_figure(figsize: tuple[float, float] = (6.0, 4.0), dpi: int = DPI) -> Figure:
     """A ``matplotlib.figure.Figure`` attached to an Agg canvas (matplotlib imported lazily)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -23,7 +30,7 @@ def new_figure(figsize=(6.0, 4.0), dpi: int = DPI):
     return fig
 
 
-def save_png(fig, path, dpi: int = DPI) -> Path:
+def save_png(fig: Figure, path: PathLike, dpi: int = DPI) -> Path:
     """Lay the figure out and write it as PNG atomically; return the path."""
     path = Path(path)
     fig.tight_layout()

@@ -16,10 +16,12 @@ of PZ for row i of the table): :func:`read_predictions` puts them there and
 :func:`write_predictions` takes them from there (or from its ``pz``/``pz_grid`` arguments).
 Select rows of such a table with :func:`select_rows`, which keeps PZ aligned.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -32,9 +34,18 @@ from ..schema import PRED_REQUIRED as REQUIRED
 from ..schema import PZ_GRID_HDU, PZ_HDU, check_pz
 from .atomic import atomic_path
 
+if TYPE_CHECKING:
+    from .._types import PathLike
 
-def write_predictions(path, table: Table, header: dict | None = None, config: dict | None = None,
-                      pz=None, pz_grid=None) -> None:
+
+def write_predictions(
+    path: PathLike,
+    table: Table,
+    header: dict | None = None,
+    config: dict | None = None,
+    pz: np.ndarray | None = None,
+    pz_grid: np.ndarray | None = None,
+) -> None:
     """Write predictions atomically.
 
     Parameters
@@ -92,7 +103,7 @@ def write_predictions(path, table: Table, header: dict | None = None, config: di
         fits.HDUList(hdus).writeto(tmp)
 
 
-def read_predictions(path) -> Table:
+def read_predictions(path: PathLike) -> Table:
     """Read the REDSHIFTS table (header keywords in ``.meta``; PZ and PZ_GRID, where present, too).
 
     Raises
@@ -109,13 +120,19 @@ def read_predictions(path) -> Table:
             if HDU_NAME not in hdul:
                 raise FileFormatError(str(p), f"no {HDU_NAME} HDU")
             tab = Table(hdul[HDU_NAME].data, copy=True)
-            tab.meta.update({k: v for k, v in hdul[HDU_NAME].header.items()
-                             if k not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT",
-                                          "GCOUNT", "TFIELDS") and not k.startswith(("TTYPE", "TFORM"))})
+            tab.meta.update(
+                {
+                    k: v
+                    for k, v in hdul[HDU_NAME].header.items()
+                    if k not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS")
+                    and not k.startswith(("TTYPE", "TFORM"))
+                }
+            )
             has = [h in hdul for h in (PZ_HDU, PZ_GRID_HDU)]
             if any(has) and not all(has):
-                raise FileFormatError(str(p), f"HDU {PZ_GRID_HDU if has[0] else PZ_HDU} missing (PZ and PZ_GRID "
-                                              "go together)")
+                raise FileFormatError(
+                    str(p), f"HDU {PZ_GRID_HDU if has[0] else PZ_HDU} missing (PZ and PZ_GRID go together)"
+                )
             if all(has):
                 tab.meta[PZ_HDU] = np.array(hdul[PZ_HDU].data, np.float32)
                 tab.meta[PZ_GRID_HDU] = np.array(hdul[PZ_GRID_HDU].data, np.float64)
@@ -126,14 +143,15 @@ def read_predictions(path) -> Table:
             raise FileFormatError(str(p), f"column {col} missing from {HDU_NAME}")
     if PZ_HDU in tab.meta:
         try:
-            check_pz(tab.meta[PZ_HDU], tab.meta[PZ_GRID_HDU], n_rows=len(tab),
-                     allow_nan_rows=np.asarray(tab["ZWARN"]) != 0)
+            check_pz(
+                tab.meta[PZ_HDU], tab.meta[PZ_GRID_HDU], n_rows=len(tab), allow_nan_rows=np.asarray(tab["ZWARN"]) != 0
+            )
         except InputError as exc:
             raise FileFormatError(str(p), str(exc)) from None
     return tab
 
 
-def select_rows(table: Table, rows) -> Table:
+def select_rows(table: Table, rows: np.ndarray | slice) -> Table:
     """``table[rows]`` with its in-memory PZ (``meta["PZ"]``) cut to the same rows."""
     out = table[rows]
     out.meta = dict(table.meta)

@@ -13,6 +13,7 @@
 
 Torch-free: JSON and YAML only; every write is atomic.
 """
+
 from __future__ import annotations
 
 import json

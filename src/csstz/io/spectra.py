@@ -14,20 +14,37 @@ Layout (``docs/formats.md``; names in :mod:`csstz.schema`)::
                             SNR_GU, SNR_GV, SNR_GI, SNR_TOTAL (+ SPLIT from build)
     root attributes        csstz_version, seed, instrument (YAML text), ...
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 from astropy.table import Table
 
 from ..errors import FileFormatError
-from ..schema import (BAND_DATASETS, CATALOG_PATH, FLUX_NOISELESS, H5_ROW_CHUNK, IMAGE2D, UNIT_FLAM17, UNIT_IMAGE2D, UNIT_WAVE,
-                      order_bands, select_split)
+from ..schema import (
+    BAND_DATASETS,
+    CATALOG_PATH,
+    FLUX_NOISELESS,
+    H5_ROW_CHUNK,
+    IMAGE2D,
+    UNIT_FLAM17,
+    UNIT_IMAGE2D,
+    UNIT_WAVE,
+    order_bands,
+    select_split,
+)
 from .atomic import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._types import PathLike
 
 
 @dataclass
@@ -81,10 +98,18 @@ def decode_catalog(tab: Table) -> Table:
     return tab
 
 
-def create_band_group(h5: h5py.Group, name: str, wave_aa: np.ndarray, n_rows: int,
-                      flux: np.ndarray | None = None, err: np.ndarray | None = None,
-                      image2d: np.ndarray | None = None, chunked: bool = True,
-                      flux_noiseless: np.ndarray | None = None, with_noiseless: bool = False) -> h5py.Group:
+def create_band_group(
+    h5: h5py.Group,
+    name: str,
+    wave_aa: np.ndarray,
+    n_rows: int,
+    flux: np.ndarray | None = None,
+    err: np.ndarray | None = None,
+    image2d: np.ndarray | None = None,
+    chunked: bool = True,
+    flux_noiseless: np.ndarray | None = None,
+    with_noiseless: bool = False,
+) -> h5py.Group:
     """Write one band group of the spectra layout: the only place that lays it out.
 
     Parameters
@@ -130,19 +155,25 @@ def create_band_group(h5: h5py.Group, name: str, wave_aa: np.ndarray, n_rows: in
     g["err"].attrs["unit"] = UNIT_FLAM17
     if flux_noiseless is not None or with_noiseless:
         if flux_noiseless is None:
-            g.create_dataset(FLUX_NOISELESS, shape=(n, wave.size), dtype=np.float32, chunks=chunks,
-                             fillvalue=np.float32(np.nan), track_times=False)
+            g.create_dataset(
+                FLUX_NOISELESS,
+                shape=(n, wave.size),
+                dtype=np.float32,
+                chunks=chunks,
+                fillvalue=np.float32(np.nan),
+                track_times=False,
+            )
         else:
             f0 = np.asarray(flux_noiseless, np.float32)
             if f0.shape != (n, wave.size):
-                raise FileFormatError(f"/{name}/{FLUX_NOISELESS}", f"shape {f0.shape} does not match "
-                                                                   f"({n}, {wave.size})")
+                raise FileFormatError(
+                    f"/{name}/{FLUX_NOISELESS}", f"shape {f0.shape} does not match ({n}, {wave.size})"
+                )
             g.create_dataset(FLUX_NOISELESS, data=f0, chunks=chunks, track_times=False)
         g[FLUX_NOISELESS].attrs["unit"] = UNIT_FLAM17
     if image2d is not None:
         img = np.asarray(image2d, np.float32)
-        g.create_dataset(IMAGE2D, data=img, chunks=(1,) + img.shape[1:] if (chunked and n) else None,
-                         track_times=False)
+        g.create_dataset(IMAGE2D, data=img, chunks=(1,) + img.shape[1:] if (chunked and n) else None, track_times=False)
         g[IMAGE2D].attrs["unit"] = UNIT_IMAGE2D
     return g
 
@@ -154,7 +185,7 @@ def write_attrs(h5: h5py.File, attrs: dict) -> None:
         h5.attrs[key] = json.dumps(val, sort_keys=True) if isinstance(val, (dict, list, tuple)) else val
 
 
-def write_spectra(path, spectra: SpectraSet) -> None:
+def write_spectra(path: PathLike, spectra: SpectraSet) -> None:
     """Write a :class:`SpectraSet` atomically to ``path`` (HDF5).
 
     Raises
@@ -165,26 +196,26 @@ def write_spectra(path, spectra: SpectraSet) -> None:
     n = len(spectra.catalog)
     for name, b in spectra.bands.items():
         if b.flux.shape != b.err.shape or b.flux.shape != (n, len(b.wave_aa)):
-            raise FileFormatError(str(path), f"band {name}: flux/err shape {b.flux.shape} does not match "
-                                             f"({n}, {len(b.wave_aa)})")
+            raise FileFormatError(
+                str(path), f"band {name}: flux/err shape {b.flux.shape} does not match ({n}, {len(b.wave_aa)})"
+            )
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             for name in order_bands(spectra.bands):
                 b = spectra.bands[name]
-                create_band_group(h5, name, b.wave_aa, n, b.flux, b.err, b.image2d,
-                                  flux_noiseless=b.flux_noiseless)
+                create_band_group(h5, name, b.wave_aa, n, b.flux, b.err, b.image2d, flux_noiseless=b.flux_noiseless)
             _catalog_for_hdf5(spectra.catalog).write(h5, path=CATALOG_PATH)
             write_attrs(h5, spectra.attrs)
 
 
-def band_names(path) -> list[str]:
+def band_names(path: PathLike) -> list[str]:
     """Band groups present in a spectra file, in instrument order (unknown bands last, sorted)."""
     with open_spectra(path) as h5:
         present = [k for k in h5 if k != CATALOG_PATH and isinstance(h5[k], h5py.Group) and "flux" in h5[k]]
     return order_bands(present)
 
 
-def open_spectra(path) -> h5py.File:
+def open_spectra(path: PathLike) -> h5py.File:
     """Open a spectra file read-only with a clear error if it is missing or corrupt."""
     p = Path(path)
     if not p.is_file():
@@ -195,7 +226,7 @@ def open_spectra(path) -> h5py.File:
         raise FileFormatError(str(p), f"not a readable HDF5 file ({exc})") from None
 
 
-def read_catalog(path) -> Table:
+def read_catalog(path: PathLike) -> Table:
     """The ``/catalog`` table of a spectra file (str columns decoded)."""
     with open_spectra(path) as h5:
         if CATALOG_PATH not in h5:
@@ -203,13 +234,18 @@ def read_catalog(path) -> Table:
     return decode_catalog(Table.read(str(path), path=CATALOG_PATH))
 
 
-def read_attrs(path) -> dict:
+def read_attrs(path: PathLike) -> dict:
     with open_spectra(path) as h5:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
 
 
-def read_spectra(path, bands=None, rows=None, with_image2d: bool = False,
-                 with_noiseless: bool = False) -> SpectraSet:
+def read_spectra(
+    path: PathLike,
+    bands: Sequence[str] | None = None,
+    rows: np.ndarray | slice | None = None,
+    with_image2d: bool = False,
+    with_noiseless: bool = False,
+) -> SpectraSet:
     """Read a spectra file (or a subset of rows) into memory.
 
     Parameters
@@ -232,8 +268,11 @@ def read_spectra(path, bands=None, rows=None, with_image2d: bool = False,
     sel = slice(None) if rows is None else rows
     out = {}
     with open_spectra(path) as h5:
-        names = list(bands) if bands is not None else order_bands(
-            k for k in h5 if k != CATALOG_PATH and isinstance(h5[k], h5py.Group) and "flux" in h5[k])
+        names = (
+            list(bands)
+            if bands is not None
+            else order_bands(k for k in h5 if k != CATALOG_PATH and isinstance(h5[k], h5py.Group) and "flux" in h5[k])
+        )
         for name in names:
             if name not in h5:
                 raise FileFormatError(str(path), f"band group /{name} missing")
@@ -251,7 +290,7 @@ def read_spectra(path, bands=None, rows=None, with_image2d: bool = False,
     return SpectraSet(out, cat, attrs)
 
 
-def split_rows(path, split: str | None) -> np.ndarray:
+def split_rows(path: PathLike, split: str | None) -> np.ndarray:
     """Sorted row indices of a spectra file whose catalogue ``SPLIT`` equals ``split`` (None: all rows).
 
     Raises
@@ -262,5 +301,18 @@ def split_rows(path, split: str | None) -> np.ndarray:
     return select_split(read_catalog(path), split, path=str(path))
 
 
-__all__ = ["split_rows", "create_band_group", "write_attrs", "BandSpectra", "SpectraSet", "write_spectra", "read_spectra", "read_catalog", "read_attrs",
-           "open_spectra", "band_names", "decode_catalog", "CATALOG_PATH"]
+__all__ = [
+    "split_rows",
+    "create_band_group",
+    "write_attrs",
+    "BandSpectra",
+    "SpectraSet",
+    "write_spectra",
+    "read_spectra",
+    "read_catalog",
+    "read_attrs",
+    "open_spectra",
+    "band_names",
+    "decode_catalog",
+    "CATALOG_PATH",
+]

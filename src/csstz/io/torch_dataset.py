@@ -27,9 +27,11 @@ Streaming: :class:`SpectraDataset` keeps only row indices; the HDF5 file is open
 lazily in each process (DataLoader worker) on first access, and a batch is read with
 one sorted fancy-indexed read per band, so memory is flat in the dataset size.
 """
+
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -38,6 +40,9 @@ import torch
 from ..errors import FileFormatError, InputError
 from ..schema import network_bands
 from .spectra import open_spectra, read_catalog
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike, PathLike
 
 #: Error-channel value of masked pixels (valid normalised errors are > 0).
 ERR_SENTINEL = -1.0
@@ -111,7 +116,9 @@ class SpectraDataset(torch.utils.data.Dataset):
     the file has no Z column). :meth:`__getitems__` fetches a batch with one read per band.
     """
 
-    def __init__(self, path, rows, bands: tuple[str, ...] | None = None, augment: bool = False):
+    def __init__(
+        self, path: PathLike, rows: np.ndarray, bands: tuple[str, ...] | None = None, augment: bool = False
+    ) -> None:
         self.path = str(path)
         self.rows = np.asarray(rows, np.int64)
         self.bands = tuple(bands) if bands is not None else network_bands()
@@ -127,8 +134,11 @@ class SpectraDataset(torch.utils.data.Dataset):
             raise InputError("rows", "row index outside the file", allowed=f"0..{n_file - 1}")
         self.length = int(sum(lengths))
         cat = read_catalog(self.path)
-        self.z = (np.asarray(cat["Z"], np.float32)[self.rows] if "Z" in cat.colnames
-                  else np.full(self.rows.size, np.nan, np.float32))
+        self.z = (
+            np.asarray(cat["Z"], np.float32)[self.rows]
+            if "Z" in cat.colnames
+            else np.full(self.rows.size, np.nan, np.float32)
+        )
         self.targetid = np.asarray(cat["TARGETID"], np.int64)[self.rows]
         self._h5 = None
         self._pid = None
@@ -136,7 +146,7 @@ class SpectraDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.rows.size)
 
-    def __getstate__(self):  # an open h5py handle cannot cross a process boundary
+    def __getstate__(self) -> dict:  # an open h5py handle cannot cross a process boundary
         state = dict(self.__dict__)
         state["_h5"] = None
         state["_pid"] = None
@@ -148,7 +158,7 @@ class SpectraDataset(torch.utils.data.Dataset):
             self._pid = os.getpid()
         return self._h5
 
-    def read(self, idx) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, idx: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Normalised input and valid-pixel counts of dataset items ``idx`` (no augmentation).
 
         Returns
@@ -180,19 +190,19 @@ class SpectraDataset(torch.utils.data.Dataset):
         out_n[order] = nv
         return out_x, out_n
 
-    def __getitems__(self, idx):
+    def __getitems__(self, idx: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
         x, _ = self.read(idx)
         xt = torch.from_numpy(x)
         if self.augment:
             xt = augment(xt)
         return xt, torch.from_numpy(self.z[np.asarray(idx, np.int64)])
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, z = self.__getitems__([int(i)])
         return x[0], z[0]
 
 
-def collate_batch(batch):
+def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Collate for DataLoader: ``__getitems__`` already returns stacked tensors."""
     return batch
 

@@ -25,6 +25,7 @@ mu_r, log sigma_r^2 = mean over outputs of outer(tanh(c^T W), b1 / b2) (paper se
 Its expectation is KL(q(W,z) || p(W) r(z|W)) >= KL(q(W)||p(W)) >= 0.
 The number of flows is configurable: the authors' code uses 2, the paper says 50.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ _LOG2PI = math.log(2.0 * math.pi)
 
 def _gauss_kl(mu: torch.Tensor, logvar: torch.Tensor, prior_var: float) -> torch.Tensor:
     """Sum of KL(N(mu, exp(logvar)) || N(0, prior_var)) over all elements (>= 0)."""
-    return 0.5 * torch.sum(math.log(prior_var) - logvar + (logvar.exp() + mu ** 2) / prior_var - 1.0)
+    return 0.5 * torch.sum(math.log(prior_var) - logvar + (logvar.exp() + mu**2) / prior_var - 1.0)
 
 
 def _noise_shape(x: torch.Tensor, n_samples: int | None) -> tuple[int, ...]:
@@ -68,7 +69,7 @@ class MaskedCoupling(nn.Module):
     log|det dz'/dz| = sum (1-m) log g. ``mask`` is a fixed 0/1 vector (buffer).
     """
 
-    def __init__(self, dim: int, hidden: int, mask: torch.Tensor):
+    def __init__(self, dim: int, hidden: int, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask.float())
         self.h = nn.Linear(dim, hidden)
@@ -93,11 +94,12 @@ class MaskedCoupling(nn.Module):
 class CouplingFlow(nn.Module):
     """K coupling layers with alternating checkerboard masks."""
 
-    def __init__(self, dim: int, n_flows: int, hidden: int):
+    def __init__(self, dim: int, n_flows: int, hidden: int) -> None:
         super().__init__()
         base = (torch.arange(dim) % 2).float()
         self.layers = nn.ModuleList(
-            MaskedCoupling(dim, hidden, base if k % 2 == 0 else 1.0 - base) for k in range(n_flows))
+            MaskedCoupling(dim, hidden, base if k % 2 == 0 else 1.0 - base) for k in range(n_flows)
+        )
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
@@ -121,12 +123,14 @@ class MNFLinear(nn.Module):
         Variance of the Gaussian weight prior p(W) = N(0, prior_var).
     """
 
-    def __init__(self, in_features: int, out_features: int, n_flows: int = 2, flow_hidden: int = 50,
-                 prior_var: float = 1.0):
+    def __init__(
+        self, in_features: int, out_features: int, n_flows: int = 2, flow_hidden: int = 50, prior_var: float = 1.0
+    ) -> None:
         super().__init__()
         if n_flows < 0 or flow_hidden <= 0 or prior_var <= 0:
-            raise ConfigError("n_flows", "need n_flows >= 0, flow_hidden > 0, prior_var > 0",
-                              value=(n_flows, flow_hidden, prior_var))
+            raise ConfigError(
+                "n_flows", "need n_flows >= 0, flow_hidden > 0, prior_var > 0", value=(n_flows, flow_hidden, prior_var)
+            )
         self.in_features, self.out_features, self.prior_var = in_features, out_features, float(prior_var)
         self.w_mu = nn.Parameter(torch.empty(in_features, out_features))
         nn.init.kaiming_normal_(self.w_mu, nonlinearity="leaky_relu")
@@ -145,17 +149,19 @@ class MNFLinear(nn.Module):
         """Draw z_K of shape (*shape, in) and log q(z_K) of shape shape."""
         eps = torch.randn(*shape, self.in_features, device=self.z_mu.device, dtype=self.z_mu.dtype)
         z0 = self.z_mu + torch.exp(0.5 * self.z_logvar) * eps
-        logq0 = -0.5 * torch.sum(_LOG2PI + self.z_logvar + eps ** 2, dim=-1)
+        logq0 = -0.5 * torch.sum(_LOG2PI + self.z_logvar + eps**2, dim=-1)
         zk, logdet = self.q_flow(z0)
         return zk, logq0 - logdet
 
     def sample_weights(self, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """W ~ q(W) = q(W|z) q(z): (S, in, out) and bias (S, out)."""
-        z, _ = self.sample_z((n_samples,))                                         # (S, in)
+        z, _ = self.sample_z((n_samples,))  # (S, in)
         w = z[:, :, None] * self.w_mu + torch.exp(0.5 * self.w_logvar) * torch.randn(
-            n_samples, *self.w_mu.shape, device=z.device, dtype=z.dtype)
-        b = self.b_mu + torch.exp(0.5 * self.b_logvar) * torch.randn(n_samples, self.out_features,
-                                                                      device=z.device, dtype=z.dtype)
+            n_samples, *self.w_mu.shape, device=z.device, dtype=z.dtype
+        )
+        b = self.b_mu + torch.exp(0.5 * self.b_logvar) * torch.randn(
+            n_samples, self.out_features, device=z.device, dtype=z.dtype
+        )
         return w, b
 
     def forward(self, x: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
@@ -172,15 +178,14 @@ class MNFLinear(nn.Module):
         """One-sample estimate of the MNF KL bound (scalar; expectation >= 0)."""
         z, logq = self.sample_z((1,))
         z = z[0]
-        m_tilde = z[:, None] * self.w_mu                        # (in, out)
+        m_tilde = z[:, None] * self.w_mu  # (in, out)
         v_tilde = self.w_logvar.exp()
-        kl_w = _gauss_kl(m_tilde, self.w_logvar, self.prior_var) + _gauss_kl(self.b_mu, self.b_logvar,
-                                                                              self.prior_var)
+        kl_w = _gauss_kl(m_tilde, self.w_logvar, self.prior_var) + _gauss_kl(self.b_mu, self.b_logvar, self.prior_var)
         # auxiliary r(z|W), W ~ q(W|z) drawn through c^T W (local reparameterisation)
-        cw_mu = self.r_c @ m_tilde                              # (out,)
-        cw_var = (self.r_c ** 2) @ v_tilde
+        cw_mu = self.r_c @ m_tilde  # (out,)
+        cw_var = (self.r_c**2) @ v_tilde
         cw = torch.tanh(cw_mu + cw_var.sqrt() * torch.randn_like(cw_mu))
-        mu_r = (cw[:, None] * self.r_b1[None, :]).mean(0)       # (in,)
+        mu_r = (cw[:, None] * self.r_b1[None, :]).mean(0)  # (in,)
         logvar_r = (cw[:, None] * self.r_b2[None, :]).mean(0)
         zr, logdet_r = self.r_flow(z)
         logr = -0.5 * torch.sum(_LOG2PI + logvar_r + (zr - mu_r) ** 2 / logvar_r.exp()) + logdet_r
@@ -194,7 +199,7 @@ class FlipoutLinear(nn.Module):
     signs: y = x mu + ((x * s_in) (sigma * eps)) * s_out + b. sigma = softplus(rho).
     """
 
-    def __init__(self, in_features: int, out_features: int, prior_var: float = 1.0):
+    def __init__(self, in_features: int, out_features: int, prior_var: float = 1.0) -> None:
         super().__init__()
         self.prior_var = float(prior_var)
         self.w_mu = nn.Parameter(torch.empty(in_features, out_features))
@@ -214,7 +219,7 @@ class FlipoutLinear(nn.Module):
             return apply_sampled(x, *self.sample_weights(_noise_shape(x, n_samples)[0]))
         if x.ndim != 2:
             raise ConfigError("x", "input must be (B, in) or (S, B, in)", value=tuple(x.shape))
-        delta = F.softplus(self.w_rho) * torch.randn_like(self.w_rho)            # (in, out), shared
+        delta = F.softplus(self.w_rho) * torch.randn_like(self.w_rho)  # (in, out), shared
         s_in = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1
         pert = (x * s_in) @ delta
         s_out = torch.randint(0, 2, pert.shape, device=x.device).to(x.dtype) * 2 - 1
@@ -233,7 +238,7 @@ class MCDropoutLinear(nn.Module):
     (1 - p) / 2 * ||W||^2 (prior precision 1), so the same KL weight switch applies.
     """
 
-    def __init__(self, in_features: int, out_features: int, p: float = 0.1):
+    def __init__(self, in_features: int, out_features: int, p: float = 0.1) -> None:
         super().__init__()
         if not 0.0 < p < 1.0:
             raise ConfigError("dropout_p", "MC-dropout rate out of range", value=p, allowed="(0, 1)")
@@ -253,7 +258,7 @@ class MCDropoutLinear(nn.Module):
         return self.linear(F.dropout(x, self.p, training=True))
 
     def kl(self) -> torch.Tensor:
-        return 0.5 * (1.0 - self.p) * torch.sum(self.linear.weight ** 2)
+        return 0.5 * (1.0 - self.p) * torch.sum(self.linear.weight**2)
 
 
 __all__ = ["apply_sampled", "MNFLinear", "FlipoutLinear", "MCDropoutLinear", "MaskedCoupling", "CouplingFlow"]

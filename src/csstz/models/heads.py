@@ -13,7 +13,10 @@ Layout (the authors' BNN head, ``docs/design.md``, Networks)::
 CNN's redshift (the CNN's output layer is part of the copied network), so that a short
 BNN training starts from the CNN's accuracy; ``residual=False`` is the authors' head.
 """
+
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,6 +25,9 @@ from torch.nn import functional as F
 from ..config import HEAD_KINDS
 from ..errors import ConfigError
 from .bayesian import FlipoutLinear, MCDropoutLinear, MNFLinear, apply_sampled
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: Lower bound of the predicted width (authors' code: 1e-4).
 SIGMA_FLOOR = 1e-4
@@ -47,9 +53,17 @@ class BayesianHead(nn.Module):
         Initial width (sets the bias of the width output).
     """
 
-    def __init__(self, in_features: int, kind: str = "mnf", hidden=(256, 128), n_flows: int = 2,
-                 flow_hidden: int = 50, dropout_p: float = 0.1, prior_var: float = 1.0,
-                 sigma_init: float = 0.05):
+    def __init__(
+        self,
+        in_features: int,
+        kind: str = "mnf",
+        hidden: Sequence[int] = (256, 128),
+        n_flows: int = 2,
+        flow_hidden: int = 50,
+        dropout_p: float = 0.1,
+        prior_var: float = 1.0,
+        sigma_init: float = 0.05,
+    ) -> None:
         super().__init__()
         if kind not in HEAD_KINDS:
             raise ConfigError("head", "unknown head", value=kind, allowed=", ".join(HEAD_KINDS))
@@ -107,20 +121,20 @@ class BNN(nn.Module):
         Add the frozen CNN's z to the head's mean.
     """
 
-    def __init__(self, backbone, head: BayesianHead, residual: bool = True):
+    def __init__(self, backbone: nn.Module, head: BayesianHead, residual: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.residual = bool(residual)
 
-    def head_forward(self, feats: torch.Tensor, n_samples: int | None = None):
+    def head_forward(self, feats: torch.Tensor, n_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Head on cached features: (B, F) -> (B,) x2, or (1, B, F) + n_samples -> (S, B) x2."""
         mu, sigma = self.head(feats, n_samples)
         if self.residual:
             mu = mu + self.backbone.cnn_z(feats)
         return mu, sigma
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, L) -> mu, sigma (B,), one stochastic pass."""
         return self.head_forward(self.backbone(x))
 

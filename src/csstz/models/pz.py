@@ -27,6 +27,7 @@ Layout::
 
 Definitions only: no I/O, no training loop (see ``csstz.train.pz_stage``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -76,12 +77,27 @@ class PzNet(nn.Module):
         log n(z) of the training split on the grid (normalised density; 0 = flat).
     """
 
-    def __init__(self, n_grid: int, n_curves: int, n_scalars: int = 0, members: int = 4, hidden: int = 16,
-                 stride: int = 4, kernel: int = 5, dilations: tuple = (1, 2, 4, 8, 16, 32),
-                 log_prior: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        n_grid: int,
+        n_curves: int,
+        n_scalars: int = 0,
+        members: int = 4,
+        hidden: int = 16,
+        stride: int = 4,
+        kernel: int = 5,
+        dilations: tuple = (1, 2, 4, 8, 16, 32),
+        log_prior: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
-        for name, val, lo in (("n_grid", n_grid, 8), ("n_curves", n_curves, 1), ("n_scalars", n_scalars, 0),
-                              ("members", members, 1), ("hidden", hidden, 1), ("stride", stride, 1)):
+        for name, val, lo in (
+            ("n_grid", n_grid, 8),
+            ("n_curves", n_curves, 1),
+            ("n_scalars", n_scalars, 0),
+            ("members", members, 1),
+            ("hidden", hidden, 1),
+            ("stride", stride, 1),
+        ):
             if int(val) < lo:
                 raise ConfigError(name, "invalid p(z) network setting", value=val, allowed=f">= {lo}")
         if kernel % 2 != 1:
@@ -100,8 +116,9 @@ class PzNet(nn.Module):
         self.b = nn.Parameter(torch.ones(m))
         lp = torch.zeros(n_grid) if log_prior is None else torch.as_tensor(log_prior, dtype=torch.float32)
         if lp.shape != (n_grid,):
-            raise ConfigError("log_prior", "must have one value per grid point", value=tuple(lp.shape),
-                              allowed=f"({n_grid},)")
+            raise ConfigError(
+                "log_prior", "must have one value per grid point", value=tuple(lp.shape), allowed=f"({n_grid},)"
+            )
         self.register_buffer("log_prior", lp.clone())
 
     def forward(self, curves: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,16 +139,17 @@ class PzNet(nn.Module):
         """
         bsz, c, k = curves.shape
         if c != self.n_curves or k != self.n_grid:
-            raise ConfigError("curves", "shape does not match the network", value=(c, k),
-                              allowed=f"({self.n_curves}, {self.n_grid})")
+            raise ConfigError(
+                "curves", "shape does not match the network", value=(c, k), allowed=f"({self.n_curves}, {self.n_grid})"
+            )
         x = curves
         if self.n_scalars:
             x = torch.cat([x, scalars[:, :, None].expand(bsz, self.n_scalars, k)], dim=1)
         # bounded inputs for the correction network (the physics term itself stays exact)
         x = torch.cat([torch.tanh(x[:, :1] / 20.0), x[:, 1:]], dim=1)
-        x = x.repeat(1, self.members, 1)                        # (B, M*(C+S), K)
-        h = self.blocks(F.gelu(self.stem(x)))                    # (B, M*H, K/stride)
-        g = self.out(h)                                          # (B, M, K/stride)
+        x = x.repeat(1, self.members, 1)  # (B, M*(C+S), K)
+        h = self.blocks(F.gelu(self.stem(x)))  # (B, M*H, K/stride)
+        g = self.out(h)  # (B, M, K/stride)
         if g.shape[-1] != k:
             g = F.interpolate(g, size=k, mode="linear", align_corners=False)
         return self.a[None, :, None] * curves[:, :1] + g + self.b[None, :, None] * self.log_prior

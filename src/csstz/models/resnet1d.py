@@ -15,14 +15,20 @@ Widths: the authors use 64,64,128,128,256,256,512,512 (kernel 7). The CPU defaul
 csstz is a quarter of that (16,16,32,32,64,64,128,128), chosen by measurement on 2
 cores (see ``benchmarks/bench_train.py`` and ``csstz.train.config``).
 """
+
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Self
 
 #: Channel widths of the authors' released code (paper's reference implementation).
 AUTHORS_WIDTHS = (64, 64, 128, 128, 256, 256, 512, 512)
@@ -41,7 +47,7 @@ class ResBlock1d(nn.Module):
         1, or 2 to halve the length (then the skip carries a convolution).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int = 7, stride: int = 1):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 7, stride: int = 1) -> None:
         super().__init__()
         pad = kernel // 2
         self.conv1 = nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=pad, bias=False)
@@ -50,8 +56,7 @@ class ResBlock1d(nn.Module):
         self.bn2 = nn.BatchNorm1d(out_ch)
         self.skip = None
         if stride != 1 or in_ch != out_ch:
-            self.skip = nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                      nn.BatchNorm1d(out_ch))
+            self.skip = nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm1d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x (B, in_ch, L) -> (B, out_ch, ceil(L / stride))
@@ -85,8 +90,15 @@ class ResNet1d(nn.Module):
         Non-positive widths, even kernel, or dropout outside [0, 1).
     """
 
-    def __init__(self, in_channels: int = 2, stem_channels: int = 32, widths=AUTHORS_WIDTHS,
-                 kernel: int = 7, dropout: float = 0.2, z_init: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 2,
+        stem_channels: int = 32,
+        widths: Sequence[int] = AUTHORS_WIDTHS,
+        kernel: int = 7,
+        dropout: float = 0.2,
+        z_init: float = 0.0,
+    ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if not widths or min(widths) <= 0 or stem_channels <= 0:
@@ -97,7 +109,10 @@ class ResNet1d(nn.Module):
             raise ConfigError("dropout", "dropout out of range", value=dropout, allowed="[0, 1)")
         self.stem = nn.Sequential(
             nn.Conv1d(in_channels, stem_channels, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm1d(stem_channels), nn.ReLU(), nn.MaxPool1d(2, ceil_mode=True))
+            nn.BatchNorm1d(stem_channels),
+            nn.ReLU(),
+            nn.MaxPool1d(2, ceil_mode=True),
+        )
         blocks, prev = [], stem_channels
         for i, w in enumerate(widths):
             blocks.append(ResBlock1d(prev, w, kernel, stride=2 if i % 2 == 0 else 1))
@@ -148,14 +163,14 @@ class FrozenBackbone(nn.Module):
     surrounding training loop does.
     """
 
-    def __init__(self, cnn: ResNet1d):
+    def __init__(self, cnn: ResNet1d) -> None:
         super().__init__()
         self.cnn = cnn
         for p in self.cnn.parameters():
             p.requires_grad_(False)
         self.cnn.eval()
 
-    def train(self, mode: bool = True):  # noqa: ARG002 - always eval
+    def train(self, mode: bool = True) -> Self:  # noqa: ARG002 - always eval
         return super().train(False)
 
     @property

@@ -18,27 +18,78 @@
   (:func:`fetch_sparcl_models`, optional ``sparclclient`` extra, network only
   when called).
 """
+
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import FileFormatError, InputError
 from ..schema import SERSIC_RANGE
 
-DESI_REQUIRED = ("TARGETID", "TARGET_RA", "TARGET_DEC", "Z", "ZWARN", "SPECTYPE", "COEFF", "SV_PRIMARY",
-                 "MASKBITS", "MORPHTYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "FLUX_IVAR_G", "FLUX_IVAR_R",
-                 "FLUX_IVAR_Z")
-SWEEP_REQUIRED = ("RA", "DEC", "SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SHAPE_E1_IVAR", "SHAPE_E2_IVAR", "SERSIC",
-                  "SERSIC_IVAR")
-BOSS_COLUMNS = ("Z", "ZWARN", "ZWARNING", "RA", "DEC", "PLUG_RA", "PLUG_DEC", "TARGET_RA", "TARGET_DEC", "COEFF",
-                "CLASS", "SPECTYPE", "TARGETID", "SPECOBJID")
+if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+    from typing import Any
+
+    from astropy.table import Table
+
+    from .._types import ArrayLike, PathLike
+
+DESI_REQUIRED = (
+    "TARGETID",
+    "TARGET_RA",
+    "TARGET_DEC",
+    "Z",
+    "ZWARN",
+    "SPECTYPE",
+    "COEFF",
+    "SV_PRIMARY",
+    "MASKBITS",
+    "MORPHTYPE",
+    "FLUX_G",
+    "FLUX_R",
+    "FLUX_Z",
+    "FLUX_IVAR_G",
+    "FLUX_IVAR_R",
+    "FLUX_IVAR_Z",
+)
+SWEEP_REQUIRED = (
+    "RA",
+    "DEC",
+    "SHAPE_R",
+    "SHAPE_E1",
+    "SHAPE_E2",
+    "SHAPE_E1_IVAR",
+    "SHAPE_E2_IVAR",
+    "SERSIC",
+    "SERSIC_IVAR",
+)
+BOSS_COLUMNS = (
+    "Z",
+    "ZWARN",
+    "ZWARNING",
+    "RA",
+    "DEC",
+    "PLUG_RA",
+    "PLUG_DEC",
+    "TARGET_RA",
+    "TARGET_DEC",
+    "COEFF",
+    "CLASS",
+    "SPECTYPE",
+    "TARGETID",
+    "SPECOBJID",
+)
 #: Matching radius [arcsec] (paper sec. 2.2).
 MATCH_RADIUS_ARCSEC = 1.0
 #: Sersic range accepted by the simulator; LS DR9 caps n at 6 (paper sec. 2.2).
 SERSIC_MIN, SERSIC_MAX = SERSIC_RANGE  # the simulator's valid range (csstz.schema)
 
 
-def _read_table(path, hdu_names=("ZCATALOG",), wanted=None):
+def _read_table(
+    path: PathLike, hdu_names: Sequence[str] = ("ZCATALOG",), wanted: Collection[str] | None = None
+) -> Table:
     """The first matching binary table, with only the ``wanted`` columns that exist (memory-mapped read)."""
     from astropy.io import fits
     from astropy.table import Table
@@ -57,21 +108,22 @@ def _read_table(path, hdu_names=("ZCATALOG",), wanted=None):
         raise FileFormatError(str(path), f"not a readable FITS file ({exc})") from None
 
 
-def _require(tab, cols, path):
+def _require(tab: Table, cols: Sequence[str], path: PathLike) -> None:
     missing = [c for c in cols if c not in tab.colnames]
     if missing:
-        raise InputError(missing[0], f"required column missing ({len(missing)} missing: {', '.join(missing)})",
-                         path=str(path))
+        raise InputError(
+            missing[0], f"required column missing ({len(missing)} missing: {', '.join(missing)})", path=str(path)
+        )
 
 
-def _strip(col) -> np.ndarray:
+def _strip(col: ArrayLike) -> np.ndarray:
     arr = np.asarray(col)
     if arr.dtype.kind == "S":
         arr = np.char.decode(arr, "ascii")
     return np.char.upper(np.char.strip(arr.astype(str)))
 
 
-def desi_cuts(tab) -> np.ndarray:
+def desi_cuts(tab: Table) -> np.ndarray:
     """Boolean mask of selection cut 1 (``docs/design.md``) over a DESI EDR redshift catalogue, shape (N,)."""
     keep = np.asarray(tab["SV_PRIMARY"]).astype(bool)
     keep &= np.asarray(tab["MASKBITS"]) == 0
@@ -84,7 +136,7 @@ def desi_cuts(tab) -> np.ndarray:
     return keep
 
 
-def read_desi_zcat(path):
+def read_desi_zcat(path: PathLike) -> Table:
     """DESI EDR redshift catalogue rows passing eq. 1.
 
     Returns
@@ -105,12 +157,18 @@ def read_desi_zcat(path):
     _require(tab, DESI_REQUIRED, path)
     keep = desi_cuts(tab)
     sel = tab[keep]
-    return Table({"TARGETID": np.asarray(sel["TARGETID"], np.int64), "RA": np.asarray(sel["TARGET_RA"], float),
-                  "DEC": np.asarray(sel["TARGET_DEC"], float), "Z": np.asarray(sel["Z"], float),
-                  "COEFF": np.asarray(sel["COEFF"], float).reshape(len(sel), -1)})
+    return Table(
+        {
+            "TARGETID": np.asarray(sel["TARGETID"], np.int64),
+            "RA": np.asarray(sel["TARGET_RA"], float),
+            "DEC": np.asarray(sel["TARGET_DEC"], float),
+            "Z": np.asarray(sel["Z"], float),
+            "COEFF": np.asarray(sel["COEFF"], float).reshape(len(sel), -1),
+        }
+    )
 
 
-def read_boss_zcat(path):
+def read_boss_zcat(path: PathLike) -> Table:
     """BOSS DR16 catalogue rows with ZWARN == 0 (and CLASS == GALAXY where given).
 
     Returns the same columns as :func:`read_desi_zcat`.
@@ -133,11 +191,18 @@ def read_boss_zcat(path):
     else:
         tid = np.arange(len(tab), dtype=np.int64)
     sel = tab[keep]
-    return Table({"TARGETID": tid[keep], "RA": np.asarray(sel[ra], float), "DEC": np.asarray(sel[dec], float),
-                  "Z": np.asarray(sel["Z"], float), "COEFF": np.asarray(sel["COEFF"], float).reshape(len(sel), -1)})
+    return Table(
+        {
+            "TARGETID": tid[keep],
+            "RA": np.asarray(sel[ra], float),
+            "DEC": np.asarray(sel[dec], float),
+            "Z": np.asarray(sel["Z"], float),
+            "COEFF": np.asarray(sel["COEFF"], float).reshape(len(sel), -1),
+        }
+    )
 
 
-def sweep_cuts(tab) -> np.ndarray:
+def sweep_cuts(tab: Table) -> np.ndarray:
     """Boolean mask of selection cut 2 (``docs/design.md``) over an LS DR9 sweep table, shape (N,)."""
     ivar_r = "SHAPE_R_IVAR" if "SHAPE_R_IVAR" in tab.colnames else "SHAPE_IVAR_R"
     keep = np.asarray(tab["SHAPE_R"]) > 0
@@ -148,7 +213,7 @@ def sweep_cuts(tab) -> np.ndarray:
     return keep
 
 
-def read_sweeps(paths):
+def read_sweeps(paths: PathLike | Sequence[PathLike]) -> Table:
     """LS DR9 sweep rows passing eq. 2, from one or more files, concatenated.
 
     Returns
@@ -159,18 +224,19 @@ def read_sweeps(paths):
     from astropy.table import Table, vstack
 
     parts = []
-    for path in ([paths] if isinstance(paths, str) else paths):
+    for path in [paths] if isinstance(paths, str) else paths:
         tab = _read_table(path, ("SWEEP",), wanted=SWEEP_REQUIRED + ("SHAPE_R_IVAR", "SHAPE_IVAR_R"))
         _require(tab, SWEEP_REQUIRED, path)
         if "SHAPE_R_IVAR" not in tab.colnames and "SHAPE_IVAR_R" not in tab.colnames:
             raise InputError("SHAPE_R_IVAR", "required column missing", path=str(path))
         sel = tab[sweep_cuts(tab)]
-        parts.append(Table({c: np.asarray(sel[c], float) for c in
-                            ("RA", "DEC", "SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SERSIC")}))
+        parts.append(
+            Table({c: np.asarray(sel[c], float) for c in ("RA", "DEC", "SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SERSIC")})
+        )
     return vstack(parts) if parts else Table()
 
 
-def ellipticity_to_shape(e1, e2):
+def ellipticity_to_shape(e1: ArrayLike, e2: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Method.md eq. 3: LS DR9 ellipticity -> axis ratio and position angle.
 
     Parameters
@@ -193,7 +259,9 @@ def ellipticity_to_shape(e1, e2):
     return ba, pa
 
 
-def match_sources(zcat, sweeps, radius_arcsec: float = MATCH_RADIUS_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+def match_sources(
+    zcat: Table, sweeps: Table, radius_arcsec: float = MATCH_RADIUS_ARCSEC
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest sweep source of each redshift-catalogue source within ``radius_arcsec``.
 
     Returns
@@ -213,7 +281,9 @@ def match_sources(zcat, sweeps, radius_arcsec: float = MATCH_RADIUS_ARCSEC) -> t
     return np.flatnonzero(ok), idx[ok]
 
 
-def load_real_sources(source: str, zcat_path, sweep_paths, seed: int = 0) -> dict:
+def load_real_sources(
+    source: str, zcat_path: PathLike, sweep_paths: PathLike | Sequence[PathLike], seed: int = 0
+) -> dict:
     """Selected, matched real sources with morphology and splits, sorted by TARGETID.
 
     Parameters
@@ -240,8 +310,11 @@ def load_real_sources(source: str, zcat_path, sweep_paths, seed: int = 0) -> dic
     sw = read_sweeps(sweep_paths)
     iz, isw = match_sources(zc, sw)
     if iz.size == 0:
-        raise InputError("--zcat", f"no {source} source passes the cuts and matches a sweep source within "
-                                   f"{MATCH_RADIUS_ARCSEC} arcsec", path=str(zcat_path))
+        raise InputError(
+            "--zcat",
+            f"no {source} source passes the cuts and matches a sweep source within {MATCH_RADIUS_ARCSEC} arcsec",
+            path=str(zcat_path),
+        )
     m = zc[iz]
     s = sw[isw]
     order = np.argsort(np.asarray(m["TARGETID"]), kind="stable")
@@ -251,15 +324,24 @@ def load_real_sources(source: str, zcat_path, sweep_paths, seed: int = 0) -> dic
         raise InputError("TARGETID", "duplicate TARGETIDs after the cuts", path=str(zcat_path))
     z = np.asarray(m["Z"], float)
     ba, pa = ellipticity_to_shape(s["SHAPE_E1"], s["SHAPE_E2"])
-    return {"TARGETID": tid, "Z": z, "COEFF": np.asarray(m["COEFF"], float),
-            "RA": np.asarray(m["RA"], float), "DEC": np.asarray(m["DEC"], float),
-            "SHAPE_R": np.asarray(s["SHAPE_R"], float),
-            "SERSIC": np.clip(np.asarray(s["SERSIC"], float), SERSIC_MIN, SERSIC_MAX),
-            "BA": ba, "PA": pa, "SPLIT": split_weighted_by_csst(seed, tid, z),
-            "SURVEY": np.full(len(tid), source.upper())}
+    return {
+        "TARGETID": tid,
+        "Z": z,
+        "COEFF": np.asarray(m["COEFF"], float),
+        "RA": np.asarray(m["RA"], float),
+        "DEC": np.asarray(m["DEC"], float),
+        "SHAPE_R": np.asarray(s["SHAPE_R"], float),
+        "SERSIC": np.clip(np.asarray(s["SERSIC"], float), SERSIC_MIN, SERSIC_MAX),
+        "BA": ba,
+        "PA": pa,
+        "SPLIT": split_weighted_by_csst(seed, tid, z),
+        "SURVEY": np.full(len(tid), source.upper()),
+    }
 
 
-def fetch_sparcl_models(sparcl_ids, client=None):  # pragma: no cover - network, only on user request
+def fetch_sparcl_models(
+    sparcl_ids: Sequence[str], client: Any = None
+) -> list:  # pragma: no cover - network, only on user request
     """Download Redrock model spectra from SPARCL (needs the optional ``sparclclient`` extra).
 
     Parameters
@@ -275,12 +357,23 @@ def fetch_sparcl_models(sparcl_ids, client=None):  # pragma: no cover - network,
     try:
         from sparcl.client import SparclClient
     except ImportError:
-        raise InputError("sparclclient", "SPARCL access needs the optional extra: pip install 'csstz[sparcl]'") \
-            from None
+        raise InputError(
+            "sparclclient", "SPARCL access needs the optional extra: pip install 'csstz[sparcl]'"
+        ) from None
     client = client or SparclClient()
     res = client.retrieve(uuid_list=list(sparcl_ids), include=["sparcl_id", "wavelength", "model", "redshift"])
     return list(res.records)
 
 
-__all__ = ["desi_cuts", "sweep_cuts", "read_desi_zcat", "read_boss_zcat", "read_sweeps", "ellipticity_to_shape",
-           "match_sources", "load_real_sources", "fetch_sparcl_models", "MATCH_RADIUS_ARCSEC"]
+__all__ = [
+    "desi_cuts",
+    "sweep_cuts",
+    "read_desi_zcat",
+    "read_boss_zcat",
+    "read_sweeps",
+    "ellipticity_to_shape",
+    "match_sources",
+    "load_real_sources",
+    "fetch_sparcl_models",
+    "MATCH_RADIUS_ARCSEC",
+]

@@ -20,10 +20,12 @@ with kcorrect (recorded in ``SDSS_INDEX``):
 All draws use ``galaxy_rng(seed, TARGETID, STREAM_POPULATION)``: a galaxy is
 regenerable from (seed, TARGETID) alone, in any chunk, on any worker.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -34,6 +36,10 @@ from ..units import C_AA_PER_S, FLAM17
 from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
 from .sdss_fit import load_coefficients, read_templates, rest_frame_projections
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
+    from ..instrument import Band, Instrument
 
 #: Faint selection limit in the CSST GI band [AB mag], tuned so that the simulated
 #: SNR distribution resembles the paper's Fig. 3 (docs/population.md).
@@ -90,16 +96,25 @@ class EmbeddedPopulation:
         Bright limit [AB mag] in GI.
     """
 
-    def __init__(self, instrument=None, mag_limit_gi: float = MAG_LIMIT_GI,
-                 mag_bright_gi: float = MAG_BRIGHT_GI):
+    def __init__(
+        self,
+        instrument: Instrument | None = None,
+        mag_limit_gi: float = MAG_LIMIT_GI,
+        mag_bright_gi: float = MAG_BRIGHT_GI,
+    ) -> None:
         from astropy import units as u
         from astropy.cosmology import Planck18
 
         if not np.isfinite(mag_limit_gi) or not mag_bright_gi < mag_limit_gi:
-            raise InputError("mag_limit_gi", "must be finite and fainter than the bright limit",
-                             value=mag_limit_gi, allowed=f"> {mag_bright_gi}")
+            raise InputError(
+                "mag_limit_gi",
+                "must be finite and fainter than the bright limit",
+                value=mag_limit_gi,
+                allowed=f"> {mag_bright_gi}",
+            )
         if instrument is None:
             from ..instrument import load_instrument
+
             instrument = load_instrument()
         self.mag_limit_gi = float(mag_limit_gi)
         self.mag_bright_gi = float(mag_bright_gi)
@@ -109,7 +124,7 @@ class EmbeddedPopulation:
         coeff = np.asarray(tab["COEFF"], np.float64)
         # (d_L / 10 pc)**2 = 10**(0.4 distmod): kcorrect's "dfactor" (Planck18).
         dfac0 = 10.0 ** (0.4 * Planck18.distmod(self.sdss_z).to_value(u.mag))
-        self.coeff_int = coeff * dfac0[:, None]           # intrinsic (at 10 pc), (Ngal, 5)
+        self.coeff_int = coeff * dfac0[:, None]  # intrinsic (at 10 pc), (Ngal, 5)
         self.rest_wave_aa, self.rest_flux = read_templates()  # (W,), (5, W) erg/s/cm^2/A at 10 pc
         # rest-frame SDSS u, r projections (maggies at 10 pc per unit intrinsic coefficient)
         proj = rest_frame_projections()
@@ -124,15 +139,15 @@ class EmbeddedPopulation:
         self.band_tables = {b: self._band_table(instrument.band(b)) for b in self.mag_bands}
         self.wave_aa = sed_wave_aa()
 
-    def _band_table(self, band) -> np.ndarray:
+    def _band_table(self, band: Band) -> np.ndarray:
         """AB maggies of each template (unit observed coefficient) vs z, shape (Nz, 5)."""
         lo, hi = band.tp_range_aa
         wave = np.arange(lo, hi + 5.0, 5.0)
         tp = band.throughput(wave)
         # photon-weighted band average of f_nu: int f_lam T lam dlam / int f_lam^AB T lam dlam
-        norm = trapezoid(AB_FNU_CGS * C_AA_PER_S / wave ** 2 * tp * wave, wave)
+        norm = trapezoid(AB_FNU_CGS * C_AA_PER_S / wave**2 * tp * wave, wave)
         opz = 1.0 + self.z_grid[:, None]
-        rest = wave[None, :] / opz                                    # (Nz, W)
+        rest = wave[None, :] / opz  # (Nz, W)
         out = np.empty((len(self.z_grid), self.rest_flux.shape[0]))
         for k in range(self.rest_flux.shape[0]):
             f = np.interp(rest, self.rest_wave_aa, self.rest_flux[k]) / opz
@@ -189,14 +204,25 @@ class EmbeddedPopulation:
         rest_ur = -2.5 * np.log10(max(float(c_int @ self.proj_u), 1e-300)) - absmag_r
         kpc_as = float(np.interp(z, self.z_grid, self.kpc_per_arcsec_grid))
         morph = draw_morphology(rng, absmag_r, rest_ur, z, kpc_as)
-        return {"TARGETID": int(targetid), "Z": float(z), "SHAPE_R": morph["SHAPE_R"],
-                "SERSIC": morph["SERSIC"], "BA": morph["BA"], "PA": morph["PA"], "SPLIT": split,
-                "SDSS_INDEX": int(self.sdss_index[idx]), "SDSS_Z": float(self.sdss_z[idx]),
-                **{f"MAG_{b}": float(self.band_mag(b, c_int, z)) for b in self.mag_bands},
-                "ABSMAG_R": float(absmag_r), "REST_UR": float(rest_ur), "EARLY": bool(morph["EARLY"]),
-                "SEL_FALLBACK": bool(fallback), "COEFF": (c_int / dfac).astype(np.float64)}
+        return {
+            "TARGETID": int(targetid),
+            "Z": float(z),
+            "SHAPE_R": morph["SHAPE_R"],
+            "SERSIC": morph["SERSIC"],
+            "BA": morph["BA"],
+            "PA": morph["PA"],
+            "SPLIT": split,
+            "SDSS_INDEX": int(self.sdss_index[idx]),
+            "SDSS_Z": float(self.sdss_z[idx]),
+            **{f"MAG_{b}": float(self.band_mag(b, c_int, z)) for b in self.mag_bands},
+            "ABSMAG_R": float(absmag_r),
+            "REST_UR": float(rest_ur),
+            "EARLY": bool(morph["EARLY"]),
+            "SEL_FALLBACK": bool(fallback),
+            "COEFF": (c_int / dfac).astype(np.float64),
+        }
 
-    def rest_frame_seds(self, seed: int, targetids) -> tuple[np.ndarray, np.ndarray]:
+    def rest_frame_seds(self, seed: int, targetids: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Rest-frame SEDs of the given galaxies (torch-free; for learned template bases).
 
         Returns
@@ -217,7 +243,7 @@ class EmbeddedPopulation:
             out[i] = c_int @ self.rest_flux * (area_10pc_cm2 / 3.826e33)
         return self.rest_wave_aa.copy(), out
 
-    def draw(self, seed: int, targetids) -> PopulationChunk:
+    def draw(self, seed: int, targetids: ArrayLike) -> PopulationChunk:
         """Draw the galaxies with the given TARGETIDs.
 
         Parameters
@@ -248,11 +274,19 @@ class EmbeddedPopulation:
 def get_population(instrument_path: str | None = None, mag_limit_gi: float = MAG_LIMIT_GI) -> EmbeddedPopulation:
     """A cached :class:`EmbeddedPopulation` (building one takes about a second)."""
     from ..instrument import load_instrument
+
     return EmbeddedPopulation(load_instrument(instrument_path), mag_limit_gi=mag_limit_gi)
 
 
-__all__ = ["EmbeddedPopulation", "PopulationChunk", "get_population", "sed_wave_aa", "MAG_LIMIT_GI",
-           "MAG_BRIGHT_GI", "COEFF_SCATTER_LN"]
+__all__ = [
+    "EmbeddedPopulation",
+    "PopulationChunk",
+    "get_population",
+    "sed_wave_aa",
+    "MAG_LIMIT_GI",
+    "MAG_BRIGHT_GI",
+    "COEFF_SCATTER_LN",
+]
 
 
 def get_population_description(mag_limit_gi: float = MAG_LIMIT_GI) -> dict:
@@ -260,10 +294,11 @@ def get_population_description(mag_limit_gi: float = MAG_LIMIT_GI) -> dict:
     from importlib.metadata import version
 
     from .nz import CSST_Z_FRACTIONS, TRAIN_UNIFORM_WEIGHT
+
     return {
         "source": "embedded",
         "galaxies": "10,000 real SDSS galaxies of kcorrect/data/test/gst_tests_small.fits, NMF coefficients "
-                    "fitted with kcorrect (population/data/sdss_nmf_coeffs.ecsv); SDSS_INDEX = parent row",
+        "fitted with kcorrect (population/data/sdss_nmf_coeffs.ecsv); SDSS_INDEX = parent row",
         "kcorrect_version": version("kcorrect"),
         "templates": "kcorrect-default-v4.fits (5 NMF templates with emission lines)",
         "cosmology": "Planck18",
@@ -271,7 +306,7 @@ def get_population_description(mag_limit_gi: float = MAG_LIMIT_GI) -> dict:
         "z_train_val": f"{1 - TRAIN_UNIFORM_WEIGHT:.1f} CSST histogram + {TRAIN_UNIFORM_WEIGHT:.1f} uniform 0.01-1.6",
         "csst_fractions": list(map(float, CSST_Z_FRACTIONS)),
         "selection": f"{MAG_BRIGHT_GI} < MAG_GI < {mag_limit_gi} (AB, CSST GI band average), parent drawn "
-                     "uniformly among real galaxies passing at the drawn z",
+        "uniformly among real galaxies passing at the drawn z",
         "coeff_scatter_ln": COEFF_SCATTER_LN,
         "morphology": "see csstz.population.morphology (Shen+2003 sizes, LS DR9-like Sersic mix, PA uniform)",
         "split": "TARGETID mod 10 through a seeded permutation: 8 train, 1 val, 1 test",

@@ -24,6 +24,7 @@ Choices (``docs/population.md``):
   N(0.72, 0.15) clipped to [0.3, 1] (Padilla & Strauss 2008, MNRAS 388, 1321).
 * PA: uniform in [-90, 90) degrees, counter-clockwise from the dispersion axis.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -79,9 +80,11 @@ def half_light_radius_kpc(rng: np.random.Generator, absmag_r: float, early: bool
         log_r = -0.4 * SHEN_EARLY_A * m + SHEN_EARLY_B
         evol = EVOL_EARLY
     else:
-        log_r = (-0.4 * SHEN_LATE_ALPHA * m
-                 + (SHEN_LATE_BETA - SHEN_LATE_ALPHA) * np.log10(1.0 + 10.0 ** (-0.4 * (m - SHEN_M0)))
-                 + SHEN_LATE_GAMMA)
+        log_r = (
+            -0.4 * SHEN_LATE_ALPHA * m
+            + (SHEN_LATE_BETA - SHEN_LATE_ALPHA) * np.log10(1.0 + 10.0 ** (-0.4 * (m - SHEN_M0)))
+            + SHEN_LATE_GAMMA
+        )
         evol = EVOL_LATE
     sigma_ln = SHEN_SIGMA2_LN + (SHEN_SIGMA1_LN - SHEN_SIGMA2_LN) / (1.0 + 10.0 ** (-0.8 * (m - SHEN_M0)))
     ln_r = log_r * np.log(10.0) + sigma_ln * rng.normal()
@@ -93,7 +96,7 @@ def draw_axis_ratio(rng: np.random.Generator, early: bool) -> float:
     if early:
         return float(np.clip(rng.normal(0.72, 0.15), 0.3, 1.0))
     cos_i = rng.random()
-    return float(np.sqrt(DISC_Q0 ** 2 + (1.0 - DISC_Q0 ** 2) * cos_i ** 2))
+    return float(np.sqrt(DISC_Q0**2 + (1.0 - DISC_Q0**2) * cos_i**2))
 
 
 def draw_position_angle_deg(rng: np.random.Generator) -> float:
@@ -101,8 +104,9 @@ def draw_position_angle_deg(rng: np.random.Generator) -> float:
     return float(-90.0 + 180.0 * rng.random())
 
 
-def draw_morphology(rng: np.random.Generator, absmag_r: float, u_minus_r_mag: float, z: float,
-                    kpc_per_arcsec: float) -> dict:
+def draw_morphology(
+    rng: np.random.Generator, absmag_r: float, u_minus_r_mag: float, z: float, kpc_per_arcsec: float
+) -> dict:
     """SHAPE_R [arcsec], SERSIC, BA, PA [deg] of one galaxy.
 
     Parameters
@@ -125,5 +129,12 @@ def draw_morphology(rng: np.random.Generator, absmag_r: float, u_minus_r_mag: fl
     return {"SHAPE_R": shape_r, "SERSIC": n, "BA": ba, "PA": pa, "EARLY": early}
 
 
-__all__ = ["draw_morphology", "draw_sersic", "half_light_radius_kpc", "draw_axis_ratio",
-           "draw_position_angle_deg", "is_early", "UR_SEPARATOR_MAG"]
+__all__ = [
+    "draw_morphology",
+    "draw_sersic",
+    "half_light_radius_kpc",
+    "draw_axis_ratio",
+    "draw_position_angle_deg",
+    "is_early",
+    "UR_SEPARATOR_MAG",
+]

@@ -11,9 +11,15 @@ of the CSST histogram and a uniform distribution on 0-1.6), so that the network
 also sees enough galaxies in the sparse 1.0-1.6 tail; the test split, which gives
 the final numbers, keeps the CSST shape exactly.
 """
+
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 #: CSST slitless n(z) bin edges (``docs/design.md``, Population).
 CSST_Z_EDGES = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6])
@@ -31,7 +37,7 @@ def csst_bin_probabilities() -> np.ndarray:
     return CSST_Z_FRACTIONS / CSST_Z_FRACTIONS.sum()
 
 
-def sample_csst_z(rng: np.random.Generator, size: int | None = None):
+def sample_csst_z(rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
     """Draw redshifts from the CSST histogram, uniform within a bin.
 
     The first bin starts at :data:`Z_MIN` instead of 0.
@@ -43,7 +49,7 @@ def sample_csst_z(rng: np.random.Generator, size: int | None = None):
     return lo + (hi - lo) * rng.random(size=size)
 
 
-def sample_train_z(rng: np.random.Generator):
+def sample_train_z(rng: np.random.Generator) -> float:
     """One train/val redshift: CSST histogram with probability 0.7, else uniform on [Z_MIN, 1.6]."""
     if rng.random() < TRAIN_UNIFORM_WEIGHT:
         return float(Z_MIN + (Z_MAX - Z_MIN) * rng.random())
@@ -90,15 +96,27 @@ def chi2_against_csst(z: np.ndarray) -> tuple[float, float, int]:
     return chi2, float(stats.chi2.sf(chi2, dof)), dof
 
 
-__all__ = ["CSST_Z_EDGES", "CSST_Z_FRACTIONS", "csst_bin_probabilities", "sample_csst_z", "sample_train_z",
-           "sample_z_for_split", "chi2_against_csst", "Z_MIN", "Z_MAX", "split_of", "SPLITS", "split_weighted_by_csst"]
+__all__ = [
+    "CSST_Z_EDGES",
+    "CSST_Z_FRACTIONS",
+    "csst_bin_probabilities",
+    "sample_csst_z",
+    "sample_train_z",
+    "sample_z_for_split",
+    "chi2_against_csst",
+    "Z_MIN",
+    "Z_MAX",
+    "split_of",
+    "SPLITS",
+    "split_weighted_by_csst",
+]
 
 
 #: The splits and their shares (paper sec. 3.2: train : val : test = 8 : 1 : 1).
 SPLITS = ("train", "val", "test")
 
 
-def split_of(seed: int, targetids) -> np.ndarray:
+def split_of(seed: int, targetids: ArrayLike) -> np.ndarray:
     """Split of each TARGETID: exactly 8:1:1 in every run of 10 consecutive ids.
 
     A seeded permutation of the residues 0-9 (``run_rng(seed, STREAM_SPLIT)``)
@@ -119,7 +137,7 @@ def split_of(seed: int, targetids) -> np.ndarray:
     return lookup[np.mod(np.asarray(targetids, np.int64), 10)]
 
 
-def split_weighted_by_csst(seed: int, targetids, z, test_fraction: float = 0.1) -> np.ndarray:
+def split_weighted_by_csst(seed: int, targetids: ArrayLike, z: ArrayLike, test_fraction: float = 0.1) -> np.ndarray:
     """Splits of real sources: the test split drawn to follow the CSST n(z).
 
     Each source enters the test split with probability q_b = min(1, lam * w_b) in

@@ -13,14 +13,19 @@ basis between pixel edges, as Redrock resamples), so narrow lines keep their
 flux. Outside the basis's rest range the nearest basis value is held constant
 (only at z < 0.06, red end of GI): a documented approximation.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import FileFormatError, InputError
 from .embedded import sed_wave_aa
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 
 @lru_cache(maxsize=4)
@@ -46,7 +51,7 @@ def read_redrock_templates(path: str) -> tuple[np.ndarray, np.ndarray]:
             basis = np.asarray(data, np.float64)
             wave = hdr["CRVAL1"] + hdr["CDELT1"] * np.arange(basis.shape[1], dtype=np.float64)
             if hdr.get("LOGLAM", False):
-                wave = 10.0 ** wave
+                wave = 10.0**wave
     except OSError as exc:
         raise FileFormatError(path, f"not a readable FITS file ({exc})") from None
     if not np.all(np.isfinite(basis)):
@@ -55,7 +60,7 @@ def read_redrock_templates(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=4)
-def _cumulative(path: str):
+def _cumulative(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     wave, basis = read_redrock_templates(path)
     # cumulative trapezoid integral of each basis vector [flux * A]
     seg = 0.5 * (basis[:, 1:] + basis[:, :-1]) * np.diff(wave)[None, :]
@@ -63,7 +68,9 @@ def _cumulative(path: str):
     return wave, basis, cum
 
 
-def redrock_sed_flam17(template_path: str, z, coeff, wave_aa: np.ndarray | None = None):
+def redrock_sed_flam17(
+    template_path: str, z: ArrayLike, coeff: ArrayLike, wave_aa: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Observed-frame Redrock model spectra.
 
     Parameters
@@ -97,8 +104,9 @@ def redrock_sed_flam17(template_path: str, z, coeff, wave_aa: np.ndarray | None 
     if not (np.all(np.isfinite(z)) and np.all(np.isfinite(coeff[:, :nb]))):
         raise InputError("COEFF", "non-finite redshift or coefficient")
     wave = sed_wave_aa() if wave_aa is None else np.asarray(wave_aa, np.float64)
-    edges = np.concatenate([[wave[0] - 0.5 * (wave[1] - wave[0])], 0.5 * (wave[1:] + wave[:-1]),
-                            [wave[-1] + 0.5 * (wave[-1] - wave[-2])]])
+    edges = np.concatenate(
+        [[wave[0] - 0.5 * (wave[1] - wave[0])], 0.5 * (wave[1:] + wave[:-1]), [wave[-1] + 0.5 * (wave[-1] - wave[-2])]]
+    )
     out = np.empty((len(z), len(wave)))
     lo_r, hi_r = rest[0], rest[-1]
     for i, (zi, ci) in enumerate(zip(z, coeff[:, :nb])):

@@ -9,15 +9,21 @@ builds kcorrect's own fitter, and loads the precomputed coefficients that the
 package ships (``data/sdss_nmf_coeffs.ecsv``, made by
 ``scripts/fit_sdss_coefficients.py``), so that nothing is fitted at run time.
 """
+
 from __future__ import annotations
 
 import os
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import FileFormatError
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from kcorrect.kcorrect import KcorrectSDSS
 
 #: SDSS bands, in the order of the MODELFLUX arrays.
 SDSS_BANDS = ("u", "g", "r", "i", "z")
@@ -32,6 +38,7 @@ def kcorrect_dir() -> str:
     """Directory of the installed kcorrect package (found without importing it: its import
     pulls in matplotlib and takes seconds)."""
     import importlib.util
+
     spec = importlib.util.find_spec("kcorrect")
     if spec is None or spec.origin is None:
         raise FileFormatError("kcorrect", "the kcorrect package is not installed")
@@ -101,8 +108,8 @@ def load_sdss_photometry(path: str | None = None) -> dict:
     FileFormatError
         The file lacks one of the columns.
     """
-    from astropy.io import fits
     import kcorrect.utils
+    from astropy.io import fits
 
     path = path or sdss_sample_path()
     data = fits.getdata(path, 1)
@@ -112,21 +119,25 @@ def load_sdss_photometry(path: str | None = None) -> dict:
     ext_mag = np.asarray(data["EXTINCTION"], np.float64)
     corr = 10.0 ** (0.4 * ext_mag)
     maggies = np.asarray(data["MODELFLUX"], np.float64) * 1e-9 * corr  # nanomaggies -> maggies
-    ivar_raw = np.asarray(data["MODELFLUX_IVAR"], np.float64) * 1e18 / corr ** 2
+    ivar_raw = np.asarray(data["MODELFLUX_IVAR"], np.float64) * 1e18 / corr**2
     good = ivar_raw > 0
     sig2 = np.where(good, 1.0 / np.where(good, ivar_raw, 1.0), 0.0)
     floor = 0.4 * np.log(10.0) * np.asarray(ERR_FLOOR_MAG)[None, :] * np.abs(maggies)
-    ivar = np.where(good, 1.0 / (sig2 + floor ** 2), 0.0)
-    m_ab, iv_ab = kcorrect.utils.sdss_ab_correct(maggies=maggies.astype(np.float32),
-                                                 ivar=ivar.astype(np.float32))
-    return {"RA": np.asarray(data["RA"], np.float64), "DEC": np.asarray(data["DEC"], np.float64),
-            "Z": np.asarray(data["Z"], np.float64),
-            "MAGGIES": maggies.astype(np.float32), "IVAR": ivar.astype(np.float32),
-            "MAGGIES_AB": np.asarray(m_ab, np.float64), "IVAR_AB": np.asarray(iv_ab, np.float64),
-            "NBAND": good.sum(axis=1)}
+    ivar = np.where(good, 1.0 / (sig2 + floor**2), 0.0)
+    m_ab, iv_ab = kcorrect.utils.sdss_ab_correct(maggies=maggies.astype(np.float32), ivar=ivar.astype(np.float32))
+    return {
+        "RA": np.asarray(data["RA"], np.float64),
+        "DEC": np.asarray(data["DEC"], np.float64),
+        "Z": np.asarray(data["Z"], np.float64),
+        "MAGGIES": maggies.astype(np.float32),
+        "IVAR": ivar.astype(np.float32),
+        "MAGGIES_AB": np.asarray(m_ab, np.float64),
+        "IVAR_AB": np.asarray(iv_ab, np.float64),
+        "NBAND": good.sum(axis=1),
+    }
 
 
-def make_fitter(zmax: float = 0.6, nredshift: int = 600):
+def make_fitter(zmax: float = 0.6, nredshift: int = 600) -> KcorrectSDSS:
     """kcorrect's own fitter for SDSS ugriz on the default v4 basis.
 
     Parameters
@@ -143,6 +154,7 @@ def make_fitter(zmax: float = 0.6, nredshift: int = 600):
         A ``Kcorrect`` with responses sdss_u0..sdss_z0 and SDSS->AB conversion.
     """
     import kcorrect.kcorrect
+
     return kcorrect.kcorrect.KcorrectSDSS(redshift_range=[0.0, float(zmax)], nredshift=int(nredshift))
 
 
@@ -152,7 +164,7 @@ def fit_chi2(maggies_ab: np.ndarray, ivar_ab: np.ndarray, model_ab: np.ndarray) 
 
 
 @lru_cache(maxsize=2)
-def load_coefficients(path: str | None = None):
+def load_coefficients(path: str | None = None) -> Table:
     """The packaged NMF coefficients of the 10,000 SDSS galaxies.
 
     Returns
@@ -180,5 +192,15 @@ def load_coefficients(path: str | None = None):
     return tab
 
 
-__all__ = ["SDSS_BANDS", "ERR_FLOOR_MAG", "load_sdss_photometry", "make_fitter", "fit_chi2",
-           "load_coefficients", "template_path", "sdss_sample_path", "read_templates", "rest_frame_projections"]
+__all__ = [
+    "SDSS_BANDS",
+    "ERR_FLOOR_MAG",
+    "load_sdss_photometry",
+    "make_fitter",
+    "fit_chi2",
+    "load_coefficients",
+    "template_path",
+    "sdss_sample_path",
+    "read_templates",
+    "rest_frame_projections",
+]

@@ -95,6 +95,7 @@ float32 L_lambda [L_sun/A] at the member's mass; W = 2,560 rest wavelengths
 ``params.npz`` (the members' parameters and derived quantities), ``igm.npy``,
 ``meta.json``; written into a temporary directory and renamed (atomic).
 """
+
 from __future__ import annotations
 
 import json
@@ -105,6 +106,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -115,6 +117,13 @@ from ..units import C_AA_PER_S, FLAM17
 from .embedded import AB_FNU_CGS, MAG_BRIGHT_GI, MAG_LIMIT_GI, SELECTION_BAND, PopulationChunk, sed_wave_aa
 from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
+
+    from .._types import ArrayLike, PathLike
+    from ..instrument import Band, Instrument
 
 #: Version of the priors below; part of the cache key (bump when a prior changes).
 PRIOR_VERSION = 6
@@ -132,8 +141,7 @@ DZ_WINDOW = 0.1
 #: 10.0 at 0.75, 10.5 at 1.05, 11.25 at 1.3, 11.5 at 1.5). Concentrating members near the selection
 #: limit, where the mass function puts most selected galaxies, keeps many distinct members in play
 #: at every z (the importance weights undo the proposal).
-LOGM_LO_NODES = ((0.0, 7.0), (0.2, 8.2), (0.45, 9.0), (0.75, 9.6), (1.05, 10.2), (1.3, 10.85), (1.5, 11.1),
-                 (1.8, 11.3))
+LOGM_LO_NODES = ((0.0, 7.0), (0.2, 8.2), (0.45, 9.0), (0.75, 9.6), (1.05, 10.2), (1.3, 10.85), (1.5, 11.1), (1.8, 11.3))
 #: Epoch proposal: with probability BANK_Z_UNIFORM_SHARE uniform on [0, BANK_Z_MAX], else with density
 #: ~ z^2 (more members at high z, where few pass the selection); a galaxy only uses members within
 #: DZ_WINDOW of its z, so this density never enters its probabilities.
@@ -197,24 +205,27 @@ LSUN_ERG_S = 3.826e33
 PC_CM = 3.0856775814913673e18
 
 
-def _require_bagpipes():
+def _require_bagpipes() -> ModuleType:
     """Import bagpipes or raise a one-line :class:`MissingDependencyError`."""
     try:
         import contextlib
         import io
         import warnings
+
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             import bagpipes  # noqa: F401  (GPL-3 optional extra)
     except ImportError as exc:
         raise MissingDependencyError(
-            f"the sps population needs bagpipes=={BAGPIPES_VERSION}: pip install 'csstz[sps]' ({exc})") from None
+            f"the sps population needs bagpipes=={BAGPIPES_VERSION}: pip install 'csstz[sps]' ({exc})"
+        ) from None
     return bagpipes
 
 
 def bagpipes_available() -> bool:
     """True when bagpipes can be imported."""
     import importlib.util
+
     return importlib.util.find_spec("bagpipes") is not None
 
 
@@ -226,24 +237,25 @@ def cache_root() -> Path:
 
 # --- priors (pure numpy, no bagpipes) ---------------------------------------------------------------
 @lru_cache(maxsize=1)
-def _age_table():
+def _age_table() -> tuple[np.ndarray, np.ndarray]:
     from astropy.cosmology import Planck18
+
     zg = np.linspace(0.0, 3.0, 601)
     return zg, Planck18.age(zg).value  # Gyr
 
 
-def age_of_universe_gyr(z) -> np.ndarray:
+def age_of_universe_gyr(z: ArrayLike) -> np.ndarray:
     """Age of the Universe at z [Gyr] (Planck18)."""
     zg, ag = _age_table()
     return np.interp(z, zg, ag)
 
 
-def main_sequence_log_sfr(log_mstar, t_gyr) -> np.ndarray:
+def main_sequence_log_sfr(log_mstar: ArrayLike, t_gyr: ArrayLike) -> np.ndarray:
     """log10 SFR [Msun/yr] on the star-forming main sequence (Speagle et al. 2014, eq. 28)."""
     return (MS_SLOPE0 - MS_SLOPE_T * t_gyr) * log_mstar - (MS_ZP0 - MS_ZP_T * t_gyr)
 
 
-def smf_phi(log_mstar, z, quiescent) -> np.ndarray:
+def smf_phi(log_mstar: ArrayLike, z: ArrayLike, quiescent: bool) -> np.ndarray:
     """Stellar mass function [Mpc^-3 dex^-1] of one type (see module doc)."""
     x = 10.0 ** (np.asarray(log_mstar, float) - LOG_MSTAR_SCHECHTER)
     q = np.asarray(quiescent, bool)
@@ -252,41 +264,41 @@ def smf_phi(log_mstar, z, quiescent) -> np.ndarray:
     return np.log(10.0) * phi_star * x ** (alpha + 1.0) * np.exp(-x)
 
 
-def quiescent_fraction(log_mstar, z) -> np.ndarray:
+def quiescent_fraction(log_mstar: ArrayLike, z: ArrayLike) -> np.ndarray:
     """Quiescent fraction of the mass functions at (M, z)."""
     q = smf_phi(log_mstar, z, True)
     return q / (q + smf_phi(log_mstar, z, False))
 
 
-def mzr_z_solar(log_mstar, z) -> np.ndarray:
+def mzr_z_solar(log_mstar: ArrayLike, z: ArrayLike) -> np.ndarray:
     """Metallicity Z/Z_sun of the mass-metallicity relation (Zahid et al. 2014, rescaled; module doc)."""
     logm0 = MZR_LOGM0 + MZR_LOGM0_Z * np.log10(1.0 + np.asarray(z, float))
-    oh = MZR_Z0 + np.log10(1.0 - np.exp(-(10.0 ** (np.asarray(log_mstar, float) - logm0)) ** MZR_GAMMA))
+    oh = MZR_Z0 + np.log10(1.0 - np.exp(-((10.0 ** (np.asarray(log_mstar, float) - logm0)) ** MZR_GAMMA)))
     return 10.0 ** (oh + MZR_KK04_OFFSET_DEX - OH_SOLAR)
 
 
-def eta_birth_cloud(z) -> np.ndarray:
+def eta_birth_cloud(z: ArrayLike) -> np.ndarray:
     """bagpipes' eta = E(B-V)_gas / E(B-V)_star at redshift z (see F_STAR_GAS_*)."""
     f = F_STAR_GAS_Z0 + (F_STAR_GAS_HIGHZ - F_STAR_GAS_Z0) * np.minimum(np.asarray(z, float) / F_STAR_GAS_Z_HIGH, 1.0)
     return 1.0 / f
 
 
-def a_halpha_star_forming(log_mstar) -> np.ndarray:
+def a_halpha_star_forming(log_mstar: ArrayLike) -> np.ndarray:
     """Mean nebular A_Halpha [mag] of star-formers (Garn & Best 2010, within their mass range)."""
     x = np.clip(np.asarray(log_mstar, float) - 10.0, -1.5, 1.0)
     a0, a1, a2, a3 = GB10_COEFFS
-    return a0 + a1 * x + a2 * x ** 2 + a3 * x ** 3
+    return a0 + a1 * x + a2 * x**2 + a3 * x**3
 
 
-def av_star_forming(log_mstar, z=0.0) -> np.ndarray:
+def av_star_forming(log_mstar: ArrayLike, z: ArrayLike = 0.0) -> np.ndarray:
     """Mean continuum A_V [mag] of star-formers from A_Halpha(M) (Garn & Best 2010)."""
     return a_halpha_star_forming(log_mstar) / (eta_birth_cloud(z) * K_HALPHA_CALZETTI / RV_CALZETTI)
 
 
-def delayed_tau_ssfr_per_gyr(age_gyr, tau_gyr) -> float:
+def delayed_tau_ssfr_per_gyr(age_gyr: float, tau_gyr: float) -> float:
     """Instantaneous SFR / formed mass [1/Gyr] of a delayed-tau history at age A."""
     x = age_gyr / tau_gyr
-    formed = tau_gyr ** 2 * -np.expm1(-x) - tau_gyr * age_gyr * np.exp(-x)
+    formed = tau_gyr**2 * -np.expm1(-x) - tau_gyr * age_gyr * np.exp(-x)
     return float(age_gyr * np.exp(-x) / formed) if formed > 0 else 0.0
 
 
@@ -310,7 +322,7 @@ def solve_tau_gyr(age_gyr: float, ssfr_formed_per_gyr: float) -> float:
     return float(np.exp(0.5 * (lo + hi)))
 
 
-def logm_proposal_floor(z) -> np.ndarray:
+def logm_proposal_floor(z: ArrayLike) -> np.ndarray:
     """Lower end M_lo(z) of the bank's mass proposal [log Msun] (see LOGM_LO_NODES)."""
     zn, mn = np.array(LOGM_LO_NODES).T
     return np.interp(z, zn, mn)
@@ -323,7 +335,7 @@ def rest_wave_grid_aa() -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(edges[1:] * edges[:-1]), edges
 
 
-def rebin_flux_conserving(wave, flux, edges) -> np.ndarray:
+def rebin_flux_conserving(wave: np.ndarray, flux: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Mean flux density in each bin [edges[i], edges[i+1]] of a sampled spectrum (trapezoid integral)."""
     cum = np.concatenate([[0.0], np.cumsum(0.5 * (flux[1:] + flux[:-1]) * np.diff(wave))])
     return np.diff(np.interp(edges, wave, cum)) / np.diff(edges)
@@ -359,9 +371,9 @@ def draw_bank_parameters(seed: int, k: int) -> dict:
         age = a_max * float(rng.uniform(0.5, 1.0))
     else:
         log_ssfr = log_sfr_ms - logm + MS_SCATTER_DEX * float(rng.normal())
-        ssfr_f = 10.0 ** log_ssfr * 1e9 * LIVE_FRAC_ASSUMED
+        ssfr_f = 10.0**log_ssfr * 1e9 * LIVE_FRAC_ASSUMED
         age = min(a_max, 0.9 * 2.0 / ssfr_f) * float(rng.uniform(0.3, 1.0))
-    ssfr_formed_gyr = 10.0 ** log_ssfr * 1e9 * LIVE_FRAC_ASSUMED
+    ssfr_formed_gyr = 10.0**log_ssfr * 1e9 * LIVE_FRAC_ASSUMED
     tau = solve_tau_gyr(age, ssfr_formed_gyr)
     z_met = float(mzr_z_solar(logm, 0.0 if quiescent else z)) * 10.0 ** (MZR_SCATTER_DEX * float(rng.normal()))
     z_met = float(np.clip(z_met, Z_SUN_MIN, Z_SUN_MAX))
@@ -370,44 +382,69 @@ def draw_bank_parameters(seed: int, k: int) -> dict:
     else:
         a_ha = float(a_halpha_star_forming(logm)) + GB10_SCATTER_MAG * float(rng.normal())
         av = max(0.0, a_ha / (float(eta_birth_cloud(z)) * K_HALPHA_CALZETTI / RV_CALZETTI))
-    logu = float(np.clip(LOGU_ZP + LOGU_SLOPE * (log_ssfr - LOGU_PIVOT) + LOGU_SCATTER * float(rng.normal()),
-                         LOGU_MIN, LOGU_MAX))
+    logu = float(
+        np.clip(LOGU_ZP + LOGU_SLOPE * (log_ssfr - LOGU_PIVOT) + LOGU_SCATTER * float(rng.normal()), LOGU_MIN, LOGU_MAX)
+    )
     burst = (not quiescent) and bool(rng.random() < BURST_PROB)
     burst_frac = float(rng.uniform(BURST_FRAC_MIN, BURST_FRAC_MAX)) if burst else 0.0
     burst_age = float(np.exp(rng.uniform(np.log(BURST_AGE_MIN_GYR), np.log(BURST_AGE_MAX_GYR)))) if burst else 0.0
-    q_m = (LOGM_PROPOSAL_EXP_SHARE * np.exp(-(logm - m_lo) / LOGM_PROPOSAL_SCALE_DEX) / (LOGM_PROPOSAL_SCALE_DEX * norm)
-           + (1.0 - LOGM_PROPOSAL_EXP_SHARE) / span)
+    q_m = (
+        LOGM_PROPOSAL_EXP_SHARE * np.exp(-(logm - m_lo) / LOGM_PROPOSAL_SCALE_DEX) / (LOGM_PROPOSAL_SCALE_DEX * norm)
+        + (1.0 - LOGM_PROPOSAL_EXP_SHARE) / span
+    )
     proposal = (Q_PROPOSAL if quiescent else 1.0 - Q_PROPOSAL) * q_m
     weight = float(smf_phi(logm, z, quiescent)) / proposal
-    return {"BANK_Z": z, "QUIESCENT": quiescent, "LOG_MSTAR_TARGET": logm, "LOG_SSFR_TARGET": log_ssfr,
-            "AGE": age, "TAU": tau, "METALLICITY": z_met, "AV": av, "LOG_U": logu, "BURST": burst,
-            "BURST_FRAC": burst_frac, "BURST_AGE": burst_age, "WEIGHT": weight}
+    return {
+        "BANK_Z": z,
+        "QUIESCENT": quiescent,
+        "LOG_MSTAR_TARGET": logm,
+        "LOG_SSFR_TARGET": log_ssfr,
+        "AGE": age,
+        "TAU": tau,
+        "METALLICITY": z_met,
+        "AV": av,
+        "LOG_U": logu,
+        "BURST": burst,
+        "BURST_FRAC": burst_frac,
+        "BURST_AGE": burst_age,
+        "WEIGHT": weight,
+    }
 
 
 # --- the bank (bagpipes) ----------------------------------------------------------------------------
 def _components(p: dict, burst: bool) -> dict:
     log_formed = p["LOG_MSTAR_TARGET"] - np.log10(LIVE_FRAC_ASSUMED)
     f_b = p["BURST_FRAC"] if burst else 0.0
-    comp = {"redshift": 0.0,
-            "delayed": {"age": p["AGE"], "tau": p["TAU"], "metallicity": p["METALLICITY"],
-                        "massformed": float(log_formed + np.log10(1.0 - f_b))},
-            "dust": {"type": "Calzetti", "Av": p["AV"], "eta": float(eta_birth_cloud(p["BANK_Z"]))},
-            "nebular": {"logU": p["LOG_U"]}}
+    comp = {
+        "redshift": 0.0,
+        "delayed": {
+            "age": p["AGE"],
+            "tau": p["TAU"],
+            "metallicity": p["METALLICITY"],
+            "massformed": float(log_formed + np.log10(1.0 - f_b)),
+        },
+        "dust": {"type": "Calzetti", "Av": p["AV"], "eta": float(eta_birth_cloud(p["BANK_Z"]))},
+        "nebular": {"logU": p["LOG_U"]},
+    }
     if burst:
-        comp["burst"] = {"age": p["BURST_AGE"], "metallicity": p["METALLICITY"],
-                         "massformed": float(log_formed + np.log10(f_b))}
+        comp["burst"] = {
+            "age": p["BURST_AGE"],
+            "metallicity": p["METALLICITY"],
+            "massformed": float(log_formed + np.log10(f_b)),
+        }
     return comp
 
 
-def _median_windows(wave, flux, windows) -> float:
+def _median_windows(wave: np.ndarray, flux: np.ndarray, windows: Sequence[tuple[float, float]]) -> float:
     m = np.zeros(wave.shape, bool)
     for lo, hi in windows:
         m |= (wave >= lo) & (wave <= hi)
     return float(np.median(flux[m]))
 
 
-def _sdss_response(band: str):
+def _sdss_response(band: str) -> tuple[np.ndarray, np.ndarray]:
     from .sdss_fit import kcorrect_dir
+
     path = os.path.join(kcorrect_dir(), "data", "responses", f"sdss_{band}0.dat")
     rows = []
     with open(path) as fh:
@@ -423,16 +460,18 @@ def _sdss_response(band: str):
     return arr[:, 0], arr[:, 1]
 
 
-def _abmag_10pc(wave_aa, lum_erg_s_aa, band_wave, band_pass) -> np.ndarray:
+def _abmag_10pc(
+    wave_aa: np.ndarray, lum_erg_s_aa: np.ndarray, band_wave: np.ndarray, band_pass: np.ndarray
+) -> np.ndarray:
     """Rest-frame AB magnitude at 10 pc, photon-weighted, of L_lambda (..., W)."""
     tp = np.interp(wave_aa, band_wave, band_pass, left=0.0, right=0.0)
     f = np.asarray(lum_erg_s_aa, float) / (4.0 * np.pi * (10.0 * PC_CM) ** 2)
     num = trapezoid(f * tp * wave_aa, wave_aa, axis=-1)
-    den = trapezoid(AB_FNU_CGS * C_AA_PER_S / wave_aa ** 2 * tp * wave_aa, wave_aa)
+    den = trapezoid(AB_FNU_CGS * C_AA_PER_S / wave_aa**2 * tp * wave_aa, wave_aa)
     return -2.5 * np.log10(np.maximum(num / den, 1e-300))
 
 
-def _make_member(models: dict, p: dict, bp):
+def _make_member(models: dict, p: dict, bp: ModuleType) -> tuple[np.ndarray, np.ndarray, dict]:
     """One bank member: (rest wave, L_lambda) and its derived quantities."""
     key = "burst" if p["BURST"] else "plain"
     comp = _components(p, p["BURST"])
@@ -445,12 +484,15 @@ def _make_member(models: dict, p: dict, bp):
     # erg/s/A at redshift 0; bagpipes' nebular continuum leaves NaN in a few pixels just above
     # the Lyman edge (912-915 A): set to 0 (they lie below the GU band for z < 1.6)
     lum = np.nan_to_num(np.asarray(mod.spectrum_full, float), nan=0.0, posinf=0.0, neginf=0.0) / LSUN_ERG_S
-    lines = mod.line_fluxes                        # erg/s, attenuated (EW: lines in L_sun)
+    lines = mod.line_fluxes  # erg/s, attenuated (EW: lines in L_sun)
     ha_cont = _median_windows(wave, lum, HA_CONT_WINDOWS_AA)
     oii_cont = _median_windows(wave, lum, OII_CONT_WINDOWS_AA)
-    derived = {"LOG_MSTAR": float(mod.sfh.stellar_mass), "SFR": float(mod.sfh.sfr),
-               "EW_HA": float(lines[HA_LINE] / LSUN_ERG_S / ha_cont) if ha_cont > 0 else 0.0,
-               "EW_OII": float(sum(lines[n] for n in OII_LINES) / LSUN_ERG_S / oii_cont) if oii_cont > 0 else 0.0}
+    derived = {
+        "LOG_MSTAR": float(mod.sfh.stellar_mass),
+        "SFR": float(mod.sfh.sfr),
+        "EW_HA": float(lines[HA_LINE] / LSUN_ERG_S / ha_cont) if ha_cont > 0 else 0.0,
+        "EW_OII": float(sum(lines[n] for n in OII_LINES) / LSUN_ERG_S / oii_cont) if oii_cont > 0 else 0.0,
+    }
     centres, edges = rest_wave_grid_aa()
     return centres, rebin_flux_conserving(wave, lum, edges), derived
 
@@ -485,7 +527,7 @@ def bank_key(seed: int, size: int) -> str:
     return f"seed{int(seed)}-K{int(size)}-v{PRIOR_VERSION}-bagpipes{BAGPIPES_VERSION}"
 
 
-def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir=None, progress: bool = False) -> Path:
+def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir: PathLike | None = None, progress: bool = False) -> Path:
     """Make (once) and return the cache directory of the bank (seed, size).
 
     Building costs ~0.1-0.2 s of bagpipes per member (K = 2000: a few minutes);
@@ -499,6 +541,7 @@ def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir=None, progress: bool
         return final
     bp = _require_bagpipes()
     import warnings
+
     t0 = time.perf_counter()
     models: dict = {}
     lum, rows, wave = None, [], None
@@ -532,10 +575,15 @@ def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir=None, progress: bool
         np.savez(tmp / "params.npz", **params)
         np.save(tmp / "igm_z.npy", igm_z)
         np.save(tmp / "igm.npy", igm)
-        meta = {"seed": int(seed), "size": int(size), "prior_version": PRIOR_VERSION,
-                "bagpipes_version": BAGPIPES_VERSION, "build_seconds": round(build_s, 1),
-                "units": "lum: L_lambda [L_sun/A, L_sun = 3.826e33 erg/s] at the member's stellar mass, rest frame",
-                "bytes": int(lum.nbytes)}
+        meta = {
+            "seed": int(seed),
+            "size": int(size),
+            "prior_version": PRIOR_VERSION,
+            "bagpipes_version": BAGPIPES_VERSION,
+            "build_seconds": round(build_s, 1),
+            "units": "lum: L_lambda [L_sun/A, L_sun = 3.826e33 erg/s] at the member's stellar mass, rest frame",
+            "bytes": int(lum.nbytes),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.replace(tmp, final)
@@ -548,7 +596,7 @@ def ensure_bank(seed: int, size: int = BANK_SIZE, cache_dir=None, progress: bool
     return final
 
 
-def _rest_ur(wave, lum):
+def _rest_ur(wave: np.ndarray, lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     uw, up = _sdss_response("u")
     rw, rp = _sdss_response("r")
     mu = _abmag_10pc(wave, lum, uw, up)
@@ -557,7 +605,7 @@ def _rest_ur(wave, lum):
 
 
 @lru_cache(maxsize=4)
-def load_bank(path) -> SedBank:
+def load_bank(path: PathLike) -> SedBank:
     """Read a bank directory written by :func:`ensure_bank`."""
     p = Path(path)
     try:
@@ -590,16 +638,27 @@ class SpsPopulation:
         Overrides ``$CSSTZ_CACHE/sps``.
     """
 
-    def __init__(self, instrument=None, mag_limit_gi: float = MAG_LIMIT_GI, mag_bright_gi: float = MAG_BRIGHT_GI,
-                 bank_size: int = BANK_SIZE, cache_dir=None):
+    def __init__(
+        self,
+        instrument: Instrument | None = None,
+        mag_limit_gi: float = MAG_LIMIT_GI,
+        mag_bright_gi: float = MAG_BRIGHT_GI,
+        bank_size: int = BANK_SIZE,
+        cache_dir: PathLike | None = None,
+    ) -> None:
         from astropy import units as u
         from astropy.cosmology import Planck18
 
         if not np.isfinite(mag_limit_gi) or not mag_bright_gi < mag_limit_gi:
-            raise InputError("mag_limit_gi", "must be finite and fainter than the bright limit",
-                             value=mag_limit_gi, allowed=f"> {mag_bright_gi}")
+            raise InputError(
+                "mag_limit_gi",
+                "must be finite and fainter than the bright limit",
+                value=mag_limit_gi,
+                allowed=f"> {mag_bright_gi}",
+            )
         if instrument is None:
             from ..instrument import load_instrument
+
             instrument = load_instrument()
         self.instrument = instrument
         self.mag_bands = tuple(dict.fromkeys(instrument.network_bands + (SELECTION_BAND,)))
@@ -609,8 +668,9 @@ class SpsPopulation:
         self.dl_cm_grid = Planck18.luminosity_distance(self.z_grid).to_value(u.cm)
         self.kpc_per_arcsec_grid = Planck18.kpc_proper_per_arcmin(self.z_grid).to_value(u.kpc / u.arcmin) / 60.0
         self.wave_aa = sed_wave_aa()
-        self._edges = np.concatenate([self.wave_aa - 0.5 * np.diff(self.wave_aa)[0],
-                                      [self.wave_aa[-1] + 0.5 * np.diff(self.wave_aa)[0]]])
+        self._edges = np.concatenate(
+            [self.wave_aa - 0.5 * np.diff(self.wave_aa)[0], [self.wave_aa[-1] + 0.5 * np.diff(self.wave_aa)[0]]]
+        )
         self._banks: dict = {}
 
     # -- bank and band tables --
@@ -627,7 +687,7 @@ class SpsPopulation:
             self._banks[seed] = (bank, {"order": order, "z_sorted": P["BANK_Z"][order], "inv_q": inv_q, **tables})
         return self._banks[seed]
 
-    def _band_table(self, bank: SedBank, band) -> np.ndarray:
+    def _band_table(self, bank: SedBank, band: Band) -> np.ndarray:
         """AB magnitude of every member at every z of the grid, shape (K, Nz).
 
         Band average of f_lambda = L(lam/(1+z)) / (4 pi d_L^2 (1+z)), written on the rest grid:
@@ -637,7 +697,7 @@ class SpsPopulation:
         """
         lo, hi = band.tp_range_aa
         wave_tp = np.arange(lo, hi + 2.0, 2.0)
-        norm = trapezoid(AB_FNU_CGS * C_AA_PER_S / wave_tp ** 2 * band.throughput(wave_tp) * wave_tp, wave_tp)
+        norm = trapezoid(AB_FNU_CGS * C_AA_PER_S / wave_tp**2 * band.throughput(wave_tp) * wave_tp, wave_tp)
         wr = bank.rest_wave_aa
         dw = np.gradient(wr)
         resp = np.empty((wr.size, self.z_grid.size))
@@ -648,7 +708,7 @@ class SpsPopulation:
         num = (np.asarray(bank.lum, np.float64) * LSUN_ERG_S) @ resp
         return -2.5 * np.log10(np.maximum(num / norm, 1e-300))
 
-    def _mag_at(self, table: np.ndarray, rows, z: float) -> np.ndarray:
+    def _mag_at(self, table: np.ndarray, rows: ArrayLike, z: float) -> np.ndarray:
         x = (z - _Z_GRID_MIN) / _Z_GRID_STEP
         i = int(np.clip(np.floor(x), 0, self.z_grid.size - 2))
         t = x - i
@@ -688,29 +748,47 @@ class SpsPopulation:
             pd = smf_phi(P["LOG_MSTAR"][idx] + dd, z, bool(P["QUIESCENT"][idx]))
             cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pd[1:] + pd[:-1]) * np.diff(dd))])
             dlog = float(np.interp(rng.random() * cdf[-1], cdf, dd))
-        m0 = float(self._mag_at(tab[SELECTION_BAND], [idx], z)[0])
         P = bank.params
         absmag_r = float(P["ABSMAG_R"][idx]) - 2.5 * dlog
         rest_ur = float(P["REST_UR"][idx])
         kpc_as = float(np.interp(z, self.z_grid, self.kpc_per_arcsec_grid))
         morph = draw_morphology(rng, absmag_r, rest_ur, z, kpc_as)
-        sfr = float(P["SFR"][idx]) * 10.0 ** dlog
-        return {"TARGETID": int(targetid), "Z": float(z), "SHAPE_R": morph["SHAPE_R"], "SERSIC": morph["SERSIC"],
-                "BA": morph["BA"], "PA": morph["PA"], "SPLIT": split,
-                **{f"MAG_{b}": float(self._mag_at(tab[b], [idx], z)[0]) - 2.5 * dlog for b in self.mag_bands},
-                "ABSMAG_R": absmag_r, "REST_UR": rest_ur, "EARLY": bool(morph["EARLY"]),
-                "SEL_FALLBACK": bool(fallback), "BANK_INDEX": idx, "BANK_Z": float(P["BANK_Z"][idx]),
-                "LOG_MSTAR": float(P["LOG_MSTAR"][idx]) + dlog, "SFR": sfr,
-                "LOG_SSFR": float(P["LOG_SSFR"][idx]), "METALLICITY": float(P["METALLICITY"][idx]),
-                "AV": float(P["AV"][idx]), "LOG_U": float(P["LOG_U"][idx]), "AGE": float(P["AGE"][idx]),
-                "TAU": float(P["TAU"][idx]), "QUIESCENT": bool(P["QUIESCENT"][idx]), "BURST": bool(P["BURST"][idx]),
-                "EW_OII": float(P["EW_OII"][idx]), "EW_HA": float(P["EW_HA"][idx]), "LOG_MASS_SHIFT": dlog}
+        sfr = float(P["SFR"][idx]) * 10.0**dlog
+        return {
+            "TARGETID": int(targetid),
+            "Z": float(z),
+            "SHAPE_R": morph["SHAPE_R"],
+            "SERSIC": morph["SERSIC"],
+            "BA": morph["BA"],
+            "PA": morph["PA"],
+            "SPLIT": split,
+            **{f"MAG_{b}": float(self._mag_at(tab[b], [idx], z)[0]) - 2.5 * dlog for b in self.mag_bands},
+            "ABSMAG_R": absmag_r,
+            "REST_UR": rest_ur,
+            "EARLY": bool(morph["EARLY"]),
+            "SEL_FALLBACK": bool(fallback),
+            "BANK_INDEX": idx,
+            "BANK_Z": float(P["BANK_Z"][idx]),
+            "LOG_MSTAR": float(P["LOG_MSTAR"][idx]) + dlog,
+            "SFR": sfr,
+            "LOG_SSFR": float(P["LOG_SSFR"][idx]),
+            "METALLICITY": float(P["METALLICITY"][idx]),
+            "AV": float(P["AV"][idx]),
+            "LOG_U": float(P["LOG_U"][idx]),
+            "AGE": float(P["AGE"][idx]),
+            "TAU": float(P["TAU"][idx]),
+            "QUIESCENT": bool(P["QUIESCENT"][idx]),
+            "BURST": bool(P["BURST"][idx]),
+            "EW_OII": float(P["EW_OII"][idx]),
+            "EW_HA": float(P["EW_HA"][idx]),
+            "LOG_MASS_SHIFT": dlog,
+        }
 
     def sed_flam17(self, seed: int, bank_index: int, log_mass_shift: float, z: float) -> np.ndarray:
         """Observed f_lambda [1e-17 erg/s/cm^2/A] on :func:`sed_wave_aa`, pixel-averaged (flux conserving)."""
         bank, _ = self.bank(seed)
         wave = bank.rest_wave_aa
-        lum = np.asarray(bank.lum[bank_index], np.float64) * (LSUN_ERG_S * 10.0 ** log_mass_shift)
+        lum = np.asarray(bank.lum[bank_index], np.float64) * (LSUN_ERG_S * 10.0**log_mass_shift)
         n_igm = bank.igm.shape[1]
         j = int(np.clip(np.searchsorted(bank.igm_z, z) - 1, 0, bank.igm_z.size - 2))
         t = (z - bank.igm_z[j]) / (bank.igm_z[j + 1] - bank.igm_z[j])
@@ -720,9 +798,9 @@ class SpsPopulation:
         c = np.interp(edges, wave, cum)
         rest_avg = np.diff(c) / np.diff(edges)
         dl = float(np.interp(z, self.z_grid, self.dl_cm_grid))
-        return rest_avg / (4.0 * np.pi * dl ** 2 * (1.0 + z)) / FLAM17
+        return rest_avg / (4.0 * np.pi * dl**2 * (1.0 + z)) / FLAM17
 
-    def draw(self, seed: int, targetids) -> PopulationChunk:
+    def draw(self, seed: int, targetids: ArrayLike) -> PopulationChunk:
         """Draw the galaxies with the given TARGETIDs (same contract as the embedded source)."""
         tids = np.asarray(targetids, np.int64)
         splits = split_of(seed, tids)
@@ -733,7 +811,7 @@ class SpsPopulation:
             flux[i] = self.sed_flam17(seed, r["BANK_INDEX"], r["LOG_MASS_SHIFT"], r["Z"])
         return PopulationChunk(cols, self.wave_aa, flux)
 
-    def rest_frame_seds(self, seed: int, targetids) -> tuple[np.ndarray, np.ndarray]:
+    def rest_frame_seds(self, seed: int, targetids: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Rest-frame SEDs of the given galaxies on the bank grid.
 
         Returns
@@ -753,32 +831,57 @@ class SpsPopulation:
 
 
 @lru_cache(maxsize=4)
-def get_sps_population(instrument_path: str | None = None, mag_limit_gi: float = MAG_LIMIT_GI,
-                       bank_size: int = BANK_SIZE) -> SpsPopulation:
+def get_sps_population(
+    instrument_path: str | None = None, mag_limit_gi: float = MAG_LIMIT_GI, bank_size: int = BANK_SIZE
+) -> SpsPopulation:
     """A cached :class:`SpsPopulation`."""
     from ..instrument import load_instrument
+
     return SpsPopulation(load_instrument(instrument_path), mag_limit_gi=mag_limit_gi, bank_size=bank_size)
 
 
-def rest_frame_seds(seed: int, targetids, bank_size: int = BANK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def rest_frame_seds(seed: int, targetids: ArrayLike, bank_size: int = BANK_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Rest-frame SEDs (wave [A], L_lambda [L_sun/A] (N, W)) of SPS galaxies (default instrument)."""
     return get_sps_population(bank_size=bank_size).rest_frame_seds(seed, targetids)
 
 
 def get_sps_description(mag_limit_gi: float = MAG_LIMIT_GI, bank_size: int = BANK_SIZE) -> dict:
     """The SPS population's choices, stored in every dataset's root attributes."""
-    return {"source": "sps", "code": f"bagpipes {BAGPIPES_VERSION} (BC03 MILES + Cloudy nebular, Inoue+14 IGM)",
-            "prior_version": PRIOR_VERSION, "bank_size": int(bank_size), "bank_z_max": BANK_Z_MAX,
-            "dz_window": DZ_WINDOW, "cosmology": "Planck18 (distances, ages)",
-            "selection": f"{MAG_BRIGHT_GI} < MAG_GI < {mag_limit_gi}, member drawn with SMF weights among "
-                         "those passing at the drawn z",
-            "priors": "see csstz.population.sps (Baldry+12/Peng+10/Muzzin+13 SMFs, Speagle+14 MS, Zahid+14 MZR, "
-                      "Garn & Best 10 dust, Calzetti+00, delayed tau + 10% bursts)",
-            "morphology": "csstz.population.morphology (Shen+2003 sizes, Sersic by rest u-r)",
-            "split": "TARGETID mod 10 through a seeded permutation: 8 train, 1 val, 1 test"}
+    return {
+        "source": "sps",
+        "code": f"bagpipes {BAGPIPES_VERSION} (BC03 MILES + Cloudy nebular, Inoue+14 IGM)",
+        "prior_version": PRIOR_VERSION,
+        "bank_size": int(bank_size),
+        "bank_z_max": BANK_Z_MAX,
+        "dz_window": DZ_WINDOW,
+        "cosmology": "Planck18 (distances, ages)",
+        "selection": f"{MAG_BRIGHT_GI} < MAG_GI < {mag_limit_gi}, member drawn with SMF weights among "
+        "those passing at the drawn z",
+        "priors": "see csstz.population.sps (Baldry+12/Peng+10/Muzzin+13 SMFs, Speagle+14 MS, Zahid+14 MZR, "
+        "Garn & Best 10 dust, Calzetti+00, delayed tau + 10% bursts)",
+        "morphology": "csstz.population.morphology (Shen+2003 sizes, Sersic by rest u-r)",
+        "split": "TARGETID mod 10 through a seeded permutation: 8 train, 1 val, 1 test",
+    }
 
 
-__all__ = ["SpsPopulation", "SedBank", "ensure_bank", "load_bank", "draw_bank_parameters", "rest_frame_seds",
-           "get_sps_population", "get_sps_description", "bagpipes_available", "cache_root", "smf_phi",
-           "quiescent_fraction", "main_sequence_log_sfr", "mzr_z_solar", "av_star_forming", "solve_tau_gyr",
-           "BANK_SIZE", "PRIOR_VERSION", "BAGPIPES_VERSION"]
+__all__ = [
+    "SpsPopulation",
+    "SedBank",
+    "ensure_bank",
+    "load_bank",
+    "draw_bank_parameters",
+    "rest_frame_seds",
+    "get_sps_population",
+    "get_sps_description",
+    "bagpipes_available",
+    "cache_root",
+    "smf_phi",
+    "quiescent_fraction",
+    "main_sequence_log_sfr",
+    "mzr_z_solar",
+    "av_star_forming",
+    "solve_tau_gyr",
+    "BANK_SIZE",
+    "PRIOR_VERSION",
+    "BAGPIPES_VERSION",
+]

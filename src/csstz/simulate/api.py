@@ -10,11 +10,13 @@ Randomness: the noise of band B of galaxy T comes from
 not depend on the order, chunking, number of workers or the other bands
 simulated, and any single galaxy can be regenerated alone.
 """
+
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -27,14 +29,30 @@ from ..instrument import Instrument, load_instrument
 from ..io.spectra import BandSpectra, SpectraSet, write_spectra
 from ..parallel import parallel_list
 from ..rng import STREAM_NOISE, galaxy_rng
-from ..schema import (INPUT_HDUS, MORPH_COLUMNS, SERSIC_RANGE, SNR_DEFINITION, SNR_TOTAL, UNIT_FLAM17, UNIT_WAVE,
-                      ZERR_CRB, all_bands, snr_column)
-from .disperse import deposit_counts, disperse, photon_density_e_per_aa
+from ..schema import (
+    INPUT_HDUS,
+    MORPH_COLUMNS,
+    SERSIC_RANGE,
+    SNR_DEFINITION,
+    SNR_TOTAL,
+    UNIT_FLAM17,
+    UNIT_WAVE,
+    ZERR_CRB,
+    all_bands,
+    snr_column,
+)
 from .crb import CRB_BANDS, calibrated_extract, extraction_lsf, zerr_crb_arrays
+from .disperse import deposit_counts, disperse, photon_density_e_per_aa
 from .extract import optimal_extract, snr_median
 from .noise import add_noise, background_variance_e2
 from .render import Stamp, render_stamp
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from .._types import ArrayLike, PathLike
+    from ..instrument import Band
 
 
 @dataclass
@@ -62,14 +80,27 @@ def _crop_2d(img: np.ndarray, pad: int, n_pix: int, half_out: int) -> np.ndarray
     c0, c1 = max(pad - half_out, 0), min(pad + n_pix + half_out, img.shape[1])
     out_r0 = half_out - (hy - r0)
     out_c0 = half_out - (pad - c0)
-    out[out_r0:out_r0 + (r1 - r0), out_c0:out_c0 + (c1 - c0)] = img[r0:r1, c0:c1]
+    out[out_r0 : out_r0 + (r1 - r0), out_c0 : out_c0 + (c1 - c0)] = img[r0:r1, c0:c1]
     return out
 
 
-def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: float, sersic: float, ba: float,
-                    pa_deg: float, instrument: Instrument, bands: tuple[str, ...] | None = None, targetid: int = 0,
-                    seed: int = SimulateConfig.seed, noiseless: bool = False, save_2d: bool = False, noise_mode: str = "summed",
-                    stamp: Stamp | None = None, want_noiseless: bool = False) -> dict[str, SourceResult]:
+def simulate_source(
+    wave_aa: np.ndarray,
+    flam17: np.ndarray,
+    shape_r_arcsec: float,
+    sersic: float,
+    ba: float,
+    pa_deg: float,
+    instrument: Instrument,
+    bands: tuple[str, ...] | None = None,
+    targetid: int = 0,
+    seed: int = SimulateConfig.seed,
+    noiseless: bool = False,
+    save_2d: bool = False,
+    noise_mode: str = "summed",
+    stamp: Stamp | None = None,
+    want_noiseless: bool = False,
+) -> dict[str, SourceResult]:
     """Simulate one galaxy in several bands (inputs assumed valid; see :func:`simulate_arrays`).
 
     Parameters
@@ -128,13 +159,19 @@ def simulate_source(wave_aa: np.ndarray, flam17: np.ndarray, shape_r_arcsec: flo
         if save_2d:
             full = expected
             if not noiseless:  # pixels outside the extraction window: their own stream, so spectra do not change
-                full = add_noise(expected, band, instrument,
-                                 galaxy_rng(seed, targetid, band_stream(name) + 1), noise_mode)
+                full = add_noise(
+                    expected, band, instrument, galaxy_rng(seed, targetid, band_stream(name) + 1), noise_mode
+                )
                 full[rows, cols] = img
             img2d = _crop_2d(full, pad, band.n_pix, instrument.image2d_half_height_pix)
         flux = flux.astype(np.float32)
-        out[name] = SourceResult(flux, err.astype(np.float32), img2d,
-                                 (flux.copy() if noiseless else flux0) if want_noiseless else None, band_lsf)
+        out[name] = SourceResult(
+            flux,
+            err.astype(np.float32),
+            img2d,
+            (flux.copy() if noiseless else flux0) if want_noiseless else None,
+            band_lsf,
+        )
     return out
 
 
@@ -166,7 +203,7 @@ def effective_lsf(stamp: Stamp, rows: slice) -> np.ndarray:
     return (p[:, None] * img).sum(axis=0) / float((p * p).sum())
 
 
-def effective_sensitivity(band, instrument: Instrument, pad: int, lsf: np.ndarray) -> np.ndarray:
+def effective_sensitivity(band: Band, instrument: Instrument, pad: int, lsf: np.ndarray) -> np.ndarray:
     """Counts per unit f_lambda [e- per 1e-17 erg/s/cm^2/A] in each image column, LSF-smoothed.
 
     The extracted counts of a smooth spectrum are f_lambda times the
@@ -181,7 +218,14 @@ def effective_sensitivity(band, instrument: Instrument, pad: int, lsf: np.ndarra
     return np.convolve(sens, lsf, mode="same")
 
 
-def _check_column(field: str, values: np.ndarray, lo=None, hi=None, lo_open=False, allowed=None):
+def _check_column(
+    field: str,
+    values: np.ndarray,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    allowed: str | None = None,
+) -> np.ndarray:
     vals = np.asarray(values, dtype=np.float64)
     bad = ~np.isfinite(vals)
     if lo is not None:
@@ -194,8 +238,17 @@ def _check_column(field: str, values: np.ndarray, lo=None, hi=None, lo_open=Fals
     return vals
 
 
-def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg,
-                    instrument: Instrument, bands) -> tuple:
+def validate_inputs(
+    wave_aa: ArrayLike,
+    flux_flam17: ArrayLike,
+    targetid: ArrayLike,
+    shape_r_arcsec: ArrayLike,
+    sersic: ArrayLike,
+    ba: ArrayLike,
+    pa_deg: ArrayLike,
+    instrument: Instrument,
+    bands: Sequence[str],
+) -> tuple:
     """Check shapes and ranges; raise :class:`InputError` naming the column and row.
 
     Returns the inputs as float64/int64 arrays.
@@ -207,13 +260,20 @@ def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
         raise InputError("WAVELENGTH", "non-finite wavelength", row=int(np.argmax(~np.isfinite(wave))))
     steps = np.diff(wave)
     if np.any(steps <= 0):
-        raise InputError("WAVELENGTH", "wavelengths must be strictly increasing", row=int(np.argmax(steps <= 0)) + 1,
-                         value=float(wave[int(np.argmax(steps <= 0)) + 1]))
+        raise InputError(
+            "WAVELENGTH",
+            "wavelengths must be strictly increasing",
+            row=int(np.argmax(steps <= 0)) + 1,
+            value=float(wave[int(np.argmax(steps <= 0)) + 1]),
+        )
     need_lo = min(instrument.band(b).wave_min_aa for b in bands)
     need_hi = max(instrument.band(b).wave_max_aa for b in bands)
     if wave[0] > need_lo or wave[-1] < need_hi:
-        raise InputError("WAVELENGTH", f"must cover {need_lo:.0f}-{need_hi:.0f} A for bands {','.join(bands)}",
-                         value=f"{wave[0]:.0f}-{wave[-1]:.0f} A")
+        raise InputError(
+            "WAVELENGTH",
+            f"must cover {need_lo:.0f}-{need_hi:.0f} A for bands {','.join(bands)}",
+            value=f"{wave[0]:.0f}-{wave[-1]:.0f} A",
+        )
     tid = np.asarray(targetid)
     n = tid.shape[0] if tid.ndim == 1 else -1
     if tid.ndim != 1 or not np.issubdtype(tid.dtype, np.integer):
@@ -225,19 +285,29 @@ def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
         raise InputError("TARGETID", "duplicate TARGETID", row=int(rows[1]), value=int(dup), allowed="unique ids")
     flux = np.asarray(flux_flam17, dtype=np.float64)
     if flux.shape != (n, wave.size):
-        raise InputError("FLUX", "shape does not match (N catalogue rows, N wavelengths)", value=flux.shape,
-                         allowed=f"({n}, {wave.size})")
+        raise InputError(
+            "FLUX",
+            "shape does not match (N catalogue rows, N wavelengths)",
+            value=flux.shape,
+            allowed=f"({n}, {wave.size})",
+        )
     finite = np.isfinite(flux)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
-        raise InputError("FLUX", f"non-finite flux at wavelength index {int(col)}", row=int(row),
-                         value=float(flux[row, col]))
+        raise InputError(
+            "FLUX", f"non-finite flux at wavelength index {int(col)}", row=int(row), value=float(flux[row, col])
+        )
     cols = {}
-    for field, vals, kw in (("SHAPE_R", shape_r_arcsec, dict(lo=0.0, allowed=">= 0 arcsec (0 = point source)")),
-                            ("SERSIC", sersic, dict(lo=SERSIC_RANGE[0], hi=SERSIC_RANGE[1],
-                                                    allowed=f"{SERSIC_RANGE[0]} to {SERSIC_RANGE[1]}")),
-                            ("BA", ba, dict(lo=0.0, hi=1.0, lo_open=True, allowed="(0, 1]")),
-                            ("PA", pa_deg, dict(allowed="finite degrees"))):
+    for field, vals, kw in (
+        ("SHAPE_R", shape_r_arcsec, dict(lo=0.0, allowed=">= 0 arcsec (0 = point source)")),
+        (
+            "SERSIC",
+            sersic,
+            dict(lo=SERSIC_RANGE[0], hi=SERSIC_RANGE[1], allowed=f"{SERSIC_RANGE[0]} to {SERSIC_RANGE[1]}"),
+        ),
+        ("BA", ba, dict(lo=0.0, hi=1.0, lo_open=True, allowed="(0, 1]")),
+        ("PA", pa_deg, dict(allowed="finite degrees")),
+    ):
         arr = np.asarray(vals, dtype=np.float64)
         if arr.shape != (n,):
             raise InputError(field, "length does not match TARGETID", value=arr.shape, allowed=f"({n},)")
@@ -245,10 +315,24 @@ def validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
     return wave, flux, tid.astype(np.int64), cols["SHAPE_R"], cols["SERSIC"], cols["BA"], cols["PA"]
 
 
-def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg, seed: int = SimulateConfig.seed,
-                    noiseless: bool = False, save_2d: bool = False, instrument: Instrument | None = None,
-                    bands: tuple[str, ...] | None = None, noise_mode: str = "summed", z=None,
-                    want_noiseless=False, crb_bands=CRB_BANDS):
+def simulate_arrays(
+    wave_aa: ArrayLike,
+    flux_flam17: ArrayLike,
+    targetid: ArrayLike,
+    shape_r_arcsec: ArrayLike,
+    sersic: ArrayLike,
+    ba: ArrayLike,
+    pa_deg: ArrayLike,
+    seed: int = SimulateConfig.seed,
+    noiseless: bool = False,
+    save_2d: bool = False,
+    instrument: Instrument | None = None,
+    bands: tuple[str, ...] | None = None,
+    noise_mode: str = "summed",
+    z: ArrayLike | None = None,
+    want_noiseless: bool | ArrayLike = False,
+    crb_bands: Sequence[str] = CRB_BANDS,
+) -> tuple[dict[str, BandSpectra], dict[str, np.ndarray]]:
     """Simulate N galaxies sharing one wavelength grid.
 
     Parameters
@@ -295,8 +379,9 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
     bands = all_bands(inst) if bands is None else tuple(bands)
     for b in bands:
         inst.band(b)
-    wave, flux, tid, hlr, n_s, q, pa = validate_inputs(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic,
-                                                       ba, pa_deg, inst, bands)
+    wave, flux, tid, hlr, n_s, q, pa = validate_inputs(
+        wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, pa_deg, inst, bands
+    )
     n = tid.size
     want0 = np.asarray(want_noiseless, bool)
     if want0.ndim and want0.shape != (n,):
@@ -308,17 +393,40 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
         if zz.shape != (n,):
             raise InputError("Z", "length does not match TARGETID", value=zz.shape, allowed=f"({n},)")
         _check_column("Z", zz, lo=-1.0, lo_open=True, allowed="> -1")
-    res = {b: dict(flux=np.empty((n, inst.band(b).n_pix), np.float32),
-                   flux_noiseless=np.full((n, inst.band(b).n_pix), np.nan, np.float32) if want0.any() else None,
-                   err=np.empty((n, inst.band(b).n_pix), np.float32),
-                   image2d=(np.empty((n, 2 * inst.image2d_half_height_pix + 1,
-                                      inst.band(b).n_pix + 2 * inst.image2d_half_height_pix), np.float32)
-                            if save_2d else None)) for b in bands}
+    res = {
+        b: dict(
+            flux=np.empty((n, inst.band(b).n_pix), np.float32),
+            flux_noiseless=np.full((n, inst.band(b).n_pix), np.nan, np.float32) if want0.any() else None,
+            err=np.empty((n, inst.band(b).n_pix), np.float32),
+            image2d=(
+                np.empty(
+                    (n, 2 * inst.image2d_half_height_pix + 1, inst.band(b).n_pix + 2 * inst.image2d_half_height_pix),
+                    np.float32,
+                )
+                if save_2d
+                else None
+            ),
+        )
+        for b in bands
+    }
     lsfs = []
     for i in range(n):
-        one = simulate_source(wave, flux[i], hlr[i], n_s[i], q[i], pa[i], inst, bands=bands, targetid=int(tid[i]),
-                              seed=seed, noiseless=noiseless, save_2d=save_2d, noise_mode=noise_mode,
-                              want_noiseless=bool(want0[i]))
+        one = simulate_source(
+            wave,
+            flux[i],
+            hlr[i],
+            n_s[i],
+            q[i],
+            pa[i],
+            inst,
+            bands=bands,
+            targetid=int(tid[i]),
+            seed=seed,
+            noiseless=noiseless,
+            save_2d=save_2d,
+            noise_mode=noise_mode,
+            want_noiseless=bool(want0[i]),
+        )
         lsfs.append({b: one[b].lsf for b in bands})
         for b in bands:
             res[b]["flux"][i] = one[b].flux
@@ -327,11 +435,15 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
                 res[b]["image2d"][i] = one[b].image2d
             if want0[i]:
                 res[b]["flux_noiseless"][i] = one[b].flux_noiseless
-    spectra = {b: BandSpectra(inst.band(b).wave_aa.copy(), r["flux"], r["err"], r["image2d"], r["flux_noiseless"])
-               for b, r in res.items()}
+    spectra = {
+        b: BandSpectra(inst.band(b).wave_aa.copy(), r["flux"], r["err"], r["image2d"], r["flux_noiseless"])
+        for b, r in res.items()
+    }
     snr = {snr_column(b): snr_median(spectra[b].flux, spectra[b].err) for b in bands}
-    snr[SNR_TOTAL] = snr_median(np.concatenate([spectra[b].flux for b in bands], axis=1),
-                                  np.concatenate([spectra[b].err for b in bands], axis=1))
+    snr[SNR_TOTAL] = snr_median(
+        np.concatenate([spectra[b].flux for b in bands], axis=1),
+        np.concatenate([spectra[b].err for b in bands], axis=1),
+    )
     cb = tuple(b for b in crb_bands if b in bands)
     if zz is not None and cb:
         snr[ZERR_CRB] = zerr_crb_arrays(wave, flux, zz, {b: spectra[b].err for b in cb}, inst, lsf_pix=lsfs, bands=cb)
@@ -341,7 +453,7 @@ def simulate_arrays(wave_aa, flux_flam17, targetid, shape_r_arcsec, sersic, ba, 
 # ------------------------------------------------------------------------------------------------
 # Catalogue files and parallel execution
 # ------------------------------------------------------------------------------------------------
-def read_input_catalog(path) -> tuple[Table, np.ndarray, np.ndarray]:
+def read_input_catalog(path: PathLike) -> tuple[Table, np.ndarray, np.ndarray]:
     """Read a ``simulate`` input FITS file: (CATALOG table, WAVELENGTH (L,), FLUX (N, L)).
 
     Raises
@@ -372,33 +484,59 @@ def read_input_catalog(path) -> tuple[Table, np.ndarray, np.ndarray]:
     return cat, wave, flux
 
 
-def write_input_catalog(path, catalog: Table, wave_aa: np.ndarray, flux_flam17: np.ndarray) -> None:
+def write_input_catalog(path: PathLike, catalog: Table, wave_aa: np.ndarray, flux_flam17: np.ndarray) -> None:
     """Write a ``simulate`` input FITS file atomically (the inverse of :func:`read_input_catalog`)."""
     from ..io.atomic import atomic_path
 
-    hdus = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(catalog, name="CATALOG"),
-                         fits.ImageHDU(np.asarray(wave_aa, np.float64), name="WAVELENGTH"),
-                         fits.ImageHDU(np.asarray(flux_flam17, np.float32), name="FLUX")])
+    hdus = fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU(catalog, name="CATALOG"),
+            fits.ImageHDU(np.asarray(wave_aa, np.float64), name="WAVELENGTH"),
+            fits.ImageHDU(np.asarray(flux_flam17, np.float32), name="FLUX"),
+        ]
+    )
     hdus["WAVELENGTH"].header["BUNIT"] = UNIT_WAVE
     hdus["FLUX"].header["BUNIT"] = UNIT_FLAM17
     with atomic_path(path) as tmp:
         hdus.writeto(tmp)
 
 
-def _chunk_job(args):
+def _chunk_job(args: tuple) -> tuple[dict[str, BandSpectra], dict[str, np.ndarray]]:
     (wave, flux, tid, hlr, n_s, q, pa, seed, noiseless, save_2d, inst_text, bands, z) = args
     from ..instrument import parse_instrument
 
     inst = parse_instrument(inst_text)
-    return simulate_arrays(wave, flux, tid, hlr, n_s, q, pa, seed=seed, noiseless=noiseless, save_2d=save_2d,
-                           instrument=inst, bands=bands, z=z)
+    return simulate_arrays(
+        wave,
+        flux,
+        tid,
+        hlr,
+        n_s,
+        q,
+        pa,
+        seed=seed,
+        noiseless=noiseless,
+        save_2d=save_2d,
+        instrument=inst,
+        bands=bands,
+        z=z,
+    )
 
 
-def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noiseless: bool = False,
-                  save_2d: bool = False, workers: int = ParallelConfig.workers, scheduler: str | None = None,
-                  instrument_path=None,
-                  bands: tuple[str, ...] | None = None, chunk: int = SimulateConfig.chunk,
-                  config_yaml: str | None = None) -> Path:
+def simulate_file(
+    catalog_path: PathLike,
+    out_path: PathLike,
+    seed: int = SimulateConfig.seed,
+    noiseless: bool = False,
+    save_2d: bool = False,
+    workers: int = ParallelConfig.workers,
+    scheduler: str | None = None,
+    instrument_path: PathLike | None = None,
+    bands: tuple[str, ...] | None = None,
+    chunk: int = SimulateConfig.chunk,
+    config_yaml: str | None = None,
+) -> Path:
     """``csstz simulate``: read a FITS catalogue, simulate, write the spectra HDF5 atomically.
 
     Raises
@@ -415,33 +553,63 @@ def simulate_file(catalog_path, out_path, seed: int = SimulateConfig.seed, noise
     # validate everything up front so that a bad row fails before any work
     wave, flux, tid, hlr, n_s, q, pa = validate_inputs(wave, flux, *cols, inst, bands)
     z = _check_column("Z", np.asarray(cat["Z"], float), lo=-0.01, allowed=">= -0.01")
-    jobs = [(wave, flux[i:i + chunk], tid[i:i + chunk], hlr[i:i + chunk], n_s[i:i + chunk], q[i:i + chunk],
-             pa[i:i + chunk], seed, noiseless, save_2d, inst.to_yaml(), bands, z[i:i + chunk])
-            for i in range(0, len(tid), chunk)]
+    jobs = [
+        (
+            wave,
+            flux[i : i + chunk],
+            tid[i : i + chunk],
+            hlr[i : i + chunk],
+            n_s[i : i + chunk],
+            q[i : i + chunk],
+            pa[i : i + chunk],
+            seed,
+            noiseless,
+            save_2d,
+            inst.to_yaml(),
+            bands,
+            z[i : i + chunk],
+        )
+        for i in range(0, len(tid), chunk)
+    ]
     parts = parallel_list(_chunk_job, jobs, workers=workers, scheduler=scheduler)
 
-    def joined(get, empty_shape):
+    def joined(get: Callable[[Any], np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
         return np.concatenate([get(p) for p in parts]) if parts else np.empty(empty_shape, np.float32)
 
     spectra = {}
     for b in bands:
         n_pix = inst.band(b).n_pix
-        spectra[b] = BandSpectra(inst.band(b).wave_aa.copy(),
-                                 joined(lambda p: p[0][b].flux, (0, n_pix)),
-                                 joined(lambda p: p[0][b].err, (0, n_pix)),
-                                 joined(lambda p: p[0][b].image2d, (0, 1, n_pix)) if save_2d else None)
+        spectra[b] = BandSpectra(
+            inst.band(b).wave_aa.copy(),
+            joined(lambda p: p[0][b].flux, (0, n_pix)),
+            joined(lambda p: p[0][b].err, (0, n_pix)),
+            joined(lambda p: p[0][b].image2d, (0, 1, n_pix)) if save_2d else None,
+        )
     out_cat = Table(cat, copy=False)
-    for key in [snr_column(b) for b in bands] + [SNR_TOTAL] + ([ZERR_CRB] if parts and ZERR_CRB in parts[0][1]
-                                                                else []):
+    for key in [snr_column(b) for b in bands] + [SNR_TOTAL] + ([ZERR_CRB] if parts and ZERR_CRB in parts[0][1] else []):
         out_cat[key] = joined(lambda p: p[1][key], (0,))
-    attrs = dict(csstz_version=__version__, seed=int(seed), noiseless=bool(noiseless), instrument=inst.to_yaml(),
-                 bands=",".join(bands), source_catalog=str(catalog_path),
-                 snr_definition=SNR_DEFINITION)
+    attrs = dict(
+        csstz_version=__version__,
+        seed=int(seed),
+        noiseless=bool(noiseless),
+        instrument=inst.to_yaml(),
+        bands=",".join(bands),
+        source_catalog=str(catalog_path),
+        snr_definition=SNR_DEFINITION,
+    )
     if config_yaml is not None:
         attrs["config"] = config_yaml
     write_spectra(out_path, SpectraSet(spectra, out_cat, attrs))
     return Path(out_path)
 
 
-__all__ = ["simulate_source", "simulate_arrays", "simulate_file", "validate_inputs", "read_input_catalog",
-           "write_input_catalog", "band_stream", "SourceResult"]
+__all__ = [
+    "simulate_source",
+    "simulate_arrays",
+    "simulate_file",
+    "validate_inputs",
+    "read_input_catalog",
+    "write_input_catalog",
+    "band_stream",
+    "SourceResult",
+]

@@ -39,9 +39,11 @@ the Horne weights with the flux (docs/crb.md).
 
 This module is torch-free.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -50,6 +52,14 @@ from scipy.special import ndtr
 
 from ..errors import InputError
 from ..instrument import Band, Instrument
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._types import ArrayLike
+
+    #: An extraction LSF: one array for every galaxy, one array per galaxy, or per galaxy a dict band -> array.
+    LsfInput: TypeAlias = np.ndarray | dict[str, np.ndarray] | Sequence[np.ndarray | dict[str, np.ndarray]]
 
 #: Default bands of the bound: GV + GI (the bands the estimators read).
 CRB_BANDS = ("GV", "GI")
@@ -83,8 +93,7 @@ def gaussian_lsf_pix(sigma_pix: float) -> np.ndarray:
     return k / k.sum()
 
 
-def extraction_lsf(image_rows: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float,
-                   flux_e: float = 0.0) -> np.ndarray:
+def extraction_lsf(image_rows: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float, flux_e: float = 0.0) -> np.ndarray:
     """LSF of the Horne extraction of a galaxy (in pixels), shape (2h+1,), sums to 1.
 
     The Horne weight of row y is w_y = P_y / V_y with V_y = B + f P_y, so a spectrum feature
@@ -111,7 +120,7 @@ def extraction_lsf(image_rows: np.ndarray, profile_y: np.ndarray, var_bkg_e2: fl
 
 
 @lru_cache(maxsize=64)
-def _band_tables(band: Band, pad: int, k: int):
+def _band_tables(band: Band, pad: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sub-bin edges [A], relative sensitivity (T lambda) at sub-bin and column centres, for a padded band."""
     disp = band.dispersion_aa_per_pix
     width = band.n_pix + 2 * pad
@@ -141,7 +150,7 @@ def _lerp_table(wave_aa: np.ndarray, at_aa: np.ndarray) -> tuple[np.ndarray, np.
     return i, t
 
 
-def _lsf_list(lsf_pix, n: int, band: str | None = None) -> list:
+def _lsf_list(lsf_pix: LsfInput, n: int, band: str | None = None) -> list:
     """One LSF array per galaxy: from one array, N arrays, or N dicts band -> array."""
     if isinstance(lsf_pix, np.ndarray) and lsf_pix.ndim == 1:
         return [lsf_pix] * n
@@ -154,7 +163,7 @@ def _lsf_list(lsf_pix, n: int, band: str | None = None) -> list:
 
 
 @lru_cache(maxsize=32)
-def _deposit_matrix(wave_bytes: bytes, band: Band, pad: int, k: int):
+def _deposit_matrix(wave_bytes: bytes, band: Band, pad: int, k: int) -> sparse.csr_matrix:
     """Sparse map from an SED sampled on a grid to sub-bin counts and their stretch derivative.
 
     Rows 0..E-1: integral of f over sub-bin j (linear interpolation of its cumulative trapezoid
@@ -177,20 +186,29 @@ def _deposit_matrix(wave_bytes: bytes, band: Band, pad: int, k: int):
     g_vals = np.concatenate([np.ones(rows.size), t[1:], -t[:-1]])
     seg_to_sub = sparse.csr_matrix((g_vals, (g_rows, g_cols)), shape=(n_e, n_w - 1))
     half_dw = 0.5 * np.diff(wave)
-    f_to_seg = sparse.csr_matrix((np.concatenate([half_dw, half_dw]),
-                                  (np.tile(np.arange(n_w - 1), 2), np.concatenate([np.arange(n_w - 1),
-                                                                                   np.arange(1, n_w)]))),
-                                 shape=(n_w - 1, n_w))
+    f_to_seg = sparse.csr_matrix(
+        (
+            np.concatenate([half_dw, half_dw]),
+            (np.tile(np.arange(n_w - 1), 2), np.concatenate([np.arange(n_w - 1), np.arange(1, n_w)])),
+        ),
+        shape=(n_w - 1, n_w),
+    )
     integ = seg_to_sub @ f_to_seg
-    at_edge = sparse.csr_matrix((np.concatenate([edges_aa * (1.0 - t), edges_aa * t]),
-                                 (np.tile(np.arange(n_e + 1), 2), np.concatenate([i, i + 1]))), shape=(n_e + 1, n_w))
+    at_edge = sparse.csr_matrix(
+        (
+            np.concatenate([edges_aa * (1.0 - t), edges_aa * t]),
+            (np.tile(np.arange(n_e + 1), 2), np.concatenate([i, i + 1])),
+        ),
+        shape=(n_e + 1, n_w),
+    )
     d_integ = integ - (at_edge[1:] - at_edge[:-1])
     weight = sparse.diags(sens_sub)
     return sparse.vstack([weight @ integ, weight @ d_integ]).tocsr()
 
 
-def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pix,
-                oversample: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def band_models(
+    wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pix: LsfInput, oversample: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """Noiseless extracted spectra of N galaxies in one band and their derivatives with respect to ln(stretch).
 
     Parameters
@@ -230,22 +248,24 @@ def band_models(wave_aa: np.ndarray, flux_flam17: np.ndarray, band: Band, lsf_pi
     for j, lsf in enumerate(lsfs):
         h = lsf.size // 2
         kern[: h + 1, j] = lsf[h:]
-        kern[nfft - h:, j] = lsf[:h]
+        kern[nfft - h :, j] = lsf[:h]
     kern_hat = sp_fft.rfft(kern, axis=0)  # (nf, N)
     spec_hat = np.einsum("cfqn,fq->cfn", sp_fft.rfft(counts, n=nfft, axis=1), _phases(nfft, k))
-    out = sp_fft.irfft(spec_hat * kern_hat, n=nfft, axis=1)[:, pad:pad + band.n_pix]  # (2, n_pix, N)
+    out = sp_fft.irfft(spec_hat * kern_hat, n=nfft, axis=1)[:, pad : pad + band.n_pix]  # (2, n_pix, N)
     # the sensitivity at column centres smoothed by each galaxy's LSF: the simulator's flux calibration
-    sens = sp_fft.irfft(sp_fft.rfft(sens_col, n=nfft)[:, None] * kern_hat, n=nfft, axis=0)[pad:pad + band.n_pix]
+    sens = sp_fft.irfft(sp_fft.rfft(sens_col, n=nfft)[:, None] * kern_hat, n=nfft, axis=0)[pad : pad + band.n_pix]
     good = sens > 1e-12 * np.maximum(sens.max(axis=0, keepdims=True), 1e-300)
     safe = np.where(good, sens, 1.0)
     return np.where(good, out[0] / safe, 0.0).T, np.where(good, out[1] / safe, 0.0).T
 
 
-def band_model(wave_aa: np.ndarray, flam17: np.ndarray, band: Band, lsf_pix: np.ndarray,
-               oversample: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def band_model(
+    wave_aa: np.ndarray, flam17: np.ndarray, band: Band, lsf_pix: np.ndarray, oversample: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """One galaxy's :func:`band_models`: (m, dm_dlns), each shape (n_pix,)."""
-    m, dm = band_models(wave_aa, np.asarray(flam17, np.float64)[None], band, np.asarray(lsf_pix, np.float64),
-                        oversample)
+    m, dm = band_models(
+        wave_aa, np.asarray(flam17, np.float64)[None], band, np.asarray(lsf_pix, np.float64), oversample
+    )
     return m[0], dm[0]
 
 
@@ -288,8 +308,18 @@ def sigma_z_from_fisher(m: np.ndarray, dm_dz: np.ndarray, err: np.ndarray) -> np
     return float(sig[0]) if scalar else sig
 
 
-def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, instrument: Instrument, *,
-                    lsf_pix=None, lsf_sigma_pix=None, bands=CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> np.ndarray:
+def zerr_crb_arrays(
+    wave_aa: np.ndarray,
+    flux_flam17: np.ndarray,
+    z: ArrayLike,
+    err: dict,
+    instrument: Instrument,
+    *,
+    lsf_pix: LsfInput | None = None,
+    lsf_sigma_pix: ArrayLike | None = None,
+    bands: Sequence[str] = CRB_BANDS,
+    oversample: int = CRB_OVERSAMPLE,
+) -> np.ndarray:
     """``ZERR_CRB`` of N galaxies sharing one SED grid (what ``simulate_arrays`` / ``build`` have at hand).
 
     Parameters
@@ -341,8 +371,12 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
         e = np.atleast_2d(np.asarray(err[b], np.float64))
         band = instrument.band(b)
         if e.shape != (n, band.n_pix):
-            raise InputError(f"err[{b}]", "shape does not match (N galaxies, band pixels)", value=e.shape,
-                             allowed=f"({n}, {band.n_pix})")
+            raise InputError(
+                f"err[{b}]",
+                "shape does not match (N galaxies, band pixels)",
+                value=e.shape,
+                allowed=f"({n}, {band.n_pix})",
+            )
         m, dm = band_models(wave, flux, band, lsf_pix, oversample)
         ms.append(m)
         ds.append(dm)
@@ -351,9 +385,17 @@ def zerr_crb_arrays(wave_aa: np.ndarray, flux_flam17: np.ndarray, z, err: dict, 
     return sigma_z_from_fisher(np.concatenate(ms, axis=1), dm_dz, np.concatenate(es, axis=1))
 
 
-def zerr_crb(wave_aa: np.ndarray, flam17: np.ndarray, z: float, err: dict, instrument: Instrument,
-             lsf_sigma_pix: float | None = None, lsf_pix: np.ndarray | None = None,
-             bands=CRB_BANDS, oversample: int = CRB_OVERSAMPLE) -> float:
+def zerr_crb(
+    wave_aa: np.ndarray,
+    flam17: np.ndarray,
+    z: float,
+    err: dict,
+    instrument: Instrument,
+    lsf_sigma_pix: float | None = None,
+    lsf_pix: np.ndarray | None = None,
+    bands: Sequence[str] = CRB_BANDS,
+    oversample: int = CRB_OVERSAMPLE,
+) -> float:
     """Cramer-Rao bound on z of one galaxy (fast forward model; see :func:`zerr_crb_arrays`).
 
     Parameters
@@ -383,16 +425,29 @@ def zerr_crb(wave_aa: np.ndarray, flam17: np.ndarray, z: float, err: dict, instr
         lsf_pix = gaussian_lsf_pix(instrument.psf_sigma_pix if lsf_sigma_pix is None else float(lsf_sigma_pix))
     e = {b: np.asarray(err[b])[None] for b in bands if b in err}
     lsf = lsf_pix if isinstance(lsf_pix, dict) else np.asarray(lsf_pix, np.float64)
-    return float(zerr_crb_arrays(wave_aa, np.asarray(flam17)[None], [z], e, instrument, lsf_pix=lsf, bands=bands,
-                                 oversample=oversample)[0])
+    return float(
+        zerr_crb_arrays(
+            wave_aa, np.asarray(flam17)[None], [z], e, instrument, lsf_pix=lsf, bands=bands, oversample=oversample
+        )[0]
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # the reference: finite differences through the simulator itself
 # ------------------------------------------------------------------------------------------------
-def zerr_crb_simulator(wave_aa: np.ndarray, flam17: np.ndarray, z: float, shape_r_arcsec: float, sersic: float,
-                       ba: float, pa_deg: float, instrument: Instrument, err: dict | None = None,
-                       bands=CRB_BANDS, dlns: float = 3e-4) -> float:
+def zerr_crb_simulator(
+    wave_aa: np.ndarray,
+    flam17: np.ndarray,
+    z: float,
+    shape_r_arcsec: float,
+    sersic: float,
+    ba: float,
+    pa_deg: float,
+    instrument: Instrument,
+    err: dict | None = None,
+    bands: Sequence[str] = CRB_BANDS,
+    dlns: float = 3e-4,
+) -> float:
     """Cramer-Rao bound with dm/dz from central finite differences through ``simulate_source``.
 
     Three noiseless simulations (SED stretched by exp(-dlns), 1, exp(+dlns)) sharing one rendered
@@ -415,8 +470,21 @@ def zerr_crb_simulator(wave_aa: np.ndarray, flam17: np.ndarray, z: float, shape_
 
     stamp = render_stamp(shape_r_arcsec, sersic, ba, pa_deg, instrument)
     wave = np.asarray(wave_aa, np.float64)
-    runs = [simulate_source(wave * np.exp(s * dlns), flam17, shape_r_arcsec, sersic, ba, pa_deg, instrument,
-                            bands=bands, noiseless=True, stamp=stamp) for s in (-1, 0, 1)]
+    runs = [
+        simulate_source(
+            wave * np.exp(s * dlns),
+            flam17,
+            shape_r_arcsec,
+            sersic,
+            ba,
+            pa_deg,
+            instrument,
+            bands=bands,
+            noiseless=True,
+            stamp=stamp,
+        )
+        for s in (-1, 0, 1)
+    ]
     m = np.concatenate([runs[1][b].flux for b in bands]).astype(np.float64)
     dm = np.concatenate([runs[2][b].flux.astype(np.float64) - runs[0][b].flux for b in bands]) / (2 * dlns)
     e = np.concatenate([(runs[1][b].err if err is None else err[b]) for b in bands]).astype(np.float64)
@@ -426,8 +494,9 @@ def zerr_crb_simulator(wave_aa: np.ndarray, flam17: np.ndarray, z: float, shape_
 # ------------------------------------------------------------------------------------------------
 # the noiseless extracted spectrum, for the build's flux_noiseless
 # ------------------------------------------------------------------------------------------------
-def calibrated_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float,
-                       sens_e_per_flam17: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def calibrated_extract(
+    image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float, sens_e_per_flam17: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Optimal extraction and flux calibration of one band's image, as ``simulate_source`` does it.
 
     Given the *expected* (noiseless) image this is the noiseless extracted spectrum
@@ -459,6 +528,17 @@ def calibrated_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: f
     return flux.astype(np.float32), err.astype(np.float32)
 
 
-__all__ = ["zerr_crb", "zerr_crb_arrays", "zerr_crb_simulator", "band_model", "band_models", "sigma_z_from_fisher",
-           "gaussian_lsf_pix", "extraction_lsf", "calibrated_extract", "CRB_BANDS", "CRB_OVERSAMPLE",
-           "MIN_INFO_FRACTION"]
+__all__ = [
+    "zerr_crb",
+    "zerr_crb_arrays",
+    "zerr_crb_simulator",
+    "band_model",
+    "band_models",
+    "sigma_z_from_fisher",
+    "gaussian_lsf_pix",
+    "extraction_lsf",
+    "calibrated_extract",
+    "CRB_BANDS",
+    "CRB_OVERSAMPLE",
+    "MIN_INFO_FRACTION",
+]

@@ -21,6 +21,7 @@ rounded to whole pixels:
    profile, see :mod:`csstz.simulate.render`), so the result is the
    pixel-integrated image of every wavelength at its true position.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,8 +60,9 @@ def _cumtrapz(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def deposit_counts(wave_aa: np.ndarray, dens_e_per_aa: np.ndarray, band: Band, pad_pix: int,
-                   oversample: int) -> np.ndarray:
+def deposit_counts(
+    wave_aa: np.ndarray, dens_e_per_aa: np.ndarray, band: Band, pad_pix: int, oversample: int
+) -> np.ndarray:
     """Counts of one band on the sub-pixel grid of its 2D image.
 
     Parameters
@@ -85,7 +87,7 @@ def deposit_counts(wave_aa: np.ndarray, dens_e_per_aa: np.ndarray, band: Band, p
     width, k = plan.width, plan.k
     if plan.lo < 0:
         return np.zeros((width, k))
-    n = dens_e_per_aa[plan.lo:plan.hi] * plan.throughput
+    n = dens_e_per_aa[plan.lo : plan.hi] * plan.throughput
     # cumulative integrals (trapezoid) of the photon density and of its first moment in x, interpolated
     # linearly at the sub-bin edges (indices and weights precomputed), then differenced per sub-bin
     counts, moment = (np.diff(_interp_at(_cumtrapz_w(y, plan.half_dw), plan)) for y in (n, n * plan.x))
@@ -112,7 +114,7 @@ def _cumtrapz_w(y: np.ndarray, half_dw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _interp_at(cum: np.ndarray, plan) -> np.ndarray:
+def _interp_at(cum: np.ndarray, plan: _DepositPlan) -> np.ndarray:
     lo = cum.take(plan.j)
     hi = cum.take(plan.j1)
     hi -= lo
@@ -165,8 +167,19 @@ def _deposit_plan(wave_aa: np.ndarray, band: Band, pad_pix: int, k: int) -> _Dep
         edges_w = band.wave_min_aa + (edges_x - pad_pix) * disp
         j = np.clip(np.searchsorted(w, edges_w, side="right") - 1, 0, w.size - 2)
         t = np.clip((edges_w - w[j]) / (w[j + 1] - w[j]), 0.0, 1.0)  # np.interp's clamping outside w
-        plan = _DepositPlan(width, k, lo, hi, band.throughput(w), pad_pix + (w - band.wave_min_aa) / disp,
-                            0.5 * np.diff(w), j, j + 1, t, centre)
+        plan = _DepositPlan(
+            width,
+            k,
+            lo,
+            hi,
+            band.throughput(w),
+            pad_pix + (w - band.wave_min_aa) / disp,
+            0.5 * np.diff(w),
+            j,
+            j + 1,
+            t,
+            centre,
+        )
     if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:  # drop the oldest entry
         del _PLAN_CACHE[next(iter(_PLAN_CACHE))]
     _PLAN_CACHE[key] = (band, plan)
@@ -211,7 +224,7 @@ def _kernel_hat(stamp: Stamp, rows: slice, nfft: int) -> np.ndarray:
     prof = stamp.image[rows]
     kernel = np.zeros((prof.shape[0], nfft), dtype=np.float32)
     kernel[:, : half + 1] = prof[:, half:]
-    kernel[:, nfft - half:] = prof[:, :half]
+    kernel[:, nfft - half :] = prof[:, :half]
     hat = sp_fft.rfft(kernel, axis=1)
     _KERNEL_CACHE[:] = [(stamp, key, nfft, hat)]
     return hat

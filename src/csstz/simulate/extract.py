@@ -17,12 +17,15 @@ Per-band SNR (catalogue columns SNR_GU, SNR_GV, SNR_GI): the median over the
 band's valid pixels of flux / err. SNR_TOTAL: the same median over the valid
 pixels of all simulated bands together.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def optimal_extract(image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float, n_iter: int = 2):
+def optimal_extract(
+    image_e: np.ndarray, profile_y: np.ndarray, var_bkg_e2: float, n_iter: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Horne optimal extraction of every column.
 
     Parameters

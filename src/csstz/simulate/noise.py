@@ -31,6 +31,7 @@ with the known sky and dark subtracted. Two modes:
   draws come from :func:`csstz.simulate.poisson.poisson` (alias tables, exact
   to double precision, ~2x faster than numpy's sampler).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,11 +57,17 @@ def background_e(band: Band, instrument: Instrument) -> float:
 
 def background_variance_e2(band: Band, instrument: Instrument) -> float:
     """Variance per pixel without the source: sky + dark + read noise of every exposure [e-^2]."""
-    return background_e(band, instrument) + instrument.n_exposures * instrument.read_noise_e ** 2
+    return background_e(band, instrument) + instrument.n_exposures * instrument.read_noise_e**2
 
 
-def add_noise(expected_src_e: np.ndarray, band: Band, instrument: Instrument, rng: np.random.Generator,
-              mode: str = "summed", gauss_above_e: float | None = GAUSS_ABOVE_E) -> np.ndarray:
+def add_noise(
+    expected_src_e: np.ndarray,
+    band: Band,
+    instrument: Instrument,
+    rng: np.random.Generator,
+    mode: str = "summed",
+    gauss_above_e: float | None = GAUSS_ABOVE_E,
+) -> np.ndarray:
     """A noisy, sky- and dark-subtracted realisation of a 2D image.
 
     Parameters
@@ -100,14 +107,21 @@ def add_noise(expected_src_e: np.ndarray, band: Band, instrument: Instrument, rn
     return counts - bkg
 
 
-def _summed(src_e: np.ndarray, bkg_e: float, n_exp: int, full_well_e: float, read_noise_e: float,
-            rng: np.random.Generator, gauss_above_e: float | None) -> np.ndarray:
+def _summed(
+    src_e: np.ndarray,
+    bkg_e: float,
+    n_exp: int,
+    full_well_e: float,
+    read_noise_e: float,
+    rng: np.random.Generator,
+    gauss_above_e: float | None,
+) -> np.ndarray:
     """The ``"summed"`` mode (module docstring), in float32 where only the noise is drawn."""
     src = np.asarray(src_e, dtype=np.float32)
     cap_src = np.float32(full_well_e * n_exp - bkg_e)  # lambda is clipped at n_exp * full well
     if src.size and src.max() > cap_src:
         src = np.minimum(src, cap_src)
-    var_rn = n_exp * read_noise_e ** 2
+    var_rn = n_exp * read_noise_e**2
     # one standard normal per pixel, always drawn first, so the stream does not depend on the split below
     z = rng.standard_normal(src.shape, dtype=np.float32)
     thresh = math.inf if gauss_above_e is None else float(gauss_above_e)

@@ -17,6 +17,7 @@ the Poisson distribution to double precision. Means >= ``LAMBDA_MAX_E`` go to
 numpy's sampler. tests/test_simulate.py checks the draws against the Poisson
 pmf with a chi-square test.
 """
+
 from __future__ import annotations
 
 import math

@@ -21,6 +21,7 @@ tests/test_render.py checks the stamps against
 ``drawImage(method='auto')`` to 1e-4 of the peak (measured:
 2e-5, GalSim's own k-value accuracy).
 """
+
 from __future__ import annotations
 
 import math
@@ -80,19 +81,19 @@ def round_sersic_n(n: float, step: float) -> float:
 
 
 @lru_cache(maxsize=8)
-def _psf(fwhm_arcsec: float):
+def _psf(fwhm_arcsec: float) -> galsim.Gaussian:
     return galsim.Gaussian(fwhm=fwhm_arcsec, gsparams=_GSPARAMS)
 
 
 @lru_cache(maxsize=256)
-def _unit_sersic(n: float, trunc_hlr: float):
+def _unit_sersic(n: float, trunc_hlr: float) -> galsim.Sersic:
     """Sersic of half-light radius 1 arcsec truncated at ``trunc_hlr``, flux 1 (cached per n)."""
     prof = galsim.Sersic(n=n, half_light_radius=1.0, trunc=trunc_hlr, flux=1.0, gsparams=_GSPARAMS)
     prof.maxk, prof.stepk  # computed once here, inherited (scaled) by every dilation
     return prof
 
 
-def _galaxy(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument):
+def _galaxy(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument) -> galsim.GSObject:
     """The sheared, flux-1 Sersic galaxy before the PSF (hlr_arcsec > 0); see :func:`galaxy_profile`."""
     n = round_sersic_n(sersic_n, instrument.sersic_n_step)
     # a unit-radius profile cached per n, dilated: GalSim then reuses its maxk/stepk instead of
@@ -106,7 +107,9 @@ def _galaxy(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instru
     return gal
 
 
-def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument):
+def galaxy_profile(
+    hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument
+) -> galsim.GSObject:
     """GalSim object of the PSF-convolved galaxy, flux 1.
 
     Parameters
@@ -129,7 +132,7 @@ def galaxy_profile(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float,
 
 
 @lru_cache(maxsize=8)
-def _pixel(scale_arcsec: float):
+def _pixel(scale_arcsec: float) -> galsim.Pixel:
     return galsim.Pixel(scale_arcsec, gsparams=_GSPARAMS)
 
 
@@ -143,7 +146,7 @@ _WRAP_MARGIN_SIGMA = 8.0
 _BAND_LIMIT = 1e-5
 
 
-def _k_bounds(n_fft: int):
+def _k_bounds(n_fft: int) -> galsim.BoundsI:
     return galsim.BoundsI(0, n_fft // 2, -(n_fft // 2), n_fft // 2)
 
 
@@ -159,7 +162,7 @@ def _galsim_fft_size(stepk_world: float, half: int, scale_arcsec: float) -> int:
     """The FFT size ``drawImage(method='auto')`` uses for a (2 half + 1)^2 image (GalSim's rule)."""
     # drawImage works in pixel units and convolves by a unit pixel; Convolve adds 1/stepk^2
     stepk_pix = stepk_world / (1.0 / scale_arcsec)
-    stepk_pix = (stepk_pix ** -2 + _pixel(1.0).stepk ** -2) ** -0.5
+    stepk_pix = (stepk_pix**-2 + _pixel(1.0).stepk ** -2) ** -0.5
     n = int(math.ceil(2.0 * math.pi / stepk_pix * (1.0 - 1.0e-12)))
     n = 2 * ((n + 1) // 2)
     n = galsim.Image.good_fft_size(max(n, 2 * half + 1))
@@ -204,7 +207,7 @@ def render_stamp(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, i
         # the major axis is the half-light radius r (see _galaxy): the truncation radius is trunc * r there and
         # less in every other direction
         extent_pix = instrument.sersic_truncation_hlr * float(hlr_arcsec) / scale
-        stepk = (gal.stepk ** -2 + psf.stepk ** -2) ** -0.5  # galsim.Convolve's rule
+        stepk = (gal.stepk**-2 + psf.stepk**-2) ** -0.5  # galsim.Convolve's rule
     n_fft = min(_galsim_fft_size(stepk, half, scale), _no_wrap_fft_size(extent_pix, half, psf_sigma_pix))
     psf_pix_k = _psf_pixel_k(fwhm, scale, n_fft)
     if gal is None:
@@ -222,8 +225,7 @@ def render_stamp(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, i
     return Stamp(img[np.ix_(idx, idx)].astype(np.float64), half)
 
 
-def render_stamp_galsim(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float,
-                        instrument: Instrument) -> Stamp:
+def render_stamp_galsim(hlr_arcsec: float, sersic_n: float, ba: float, pa_deg: float, instrument: Instrument) -> Stamp:
     """Reference: the same stamp from GalSim's ``drawImage(method='auto')`` (slower; used by the tests)."""
     half = stamp_half_size_pix(hlr_arcsec, instrument)
     prof = galaxy_profile(hlr_arcsec, sersic_n, ba, pa_deg, instrument)

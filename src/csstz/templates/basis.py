@@ -9,11 +9,13 @@
 * :func:`resolution_matrix`: the sparse operator taking a finely sampled spectrum
   to LSF-convolved, pixel-averaged values on a band's pixel grid.
 """
+
 from __future__ import annotations
 
 import math
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -22,6 +24,9 @@ from scipy import sparse
 from ..errors import FileFormatError, InputError
 from ..instrument import Instrument
 from ..schema import SERSIC_RANGE
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 #: Package and path of the kcorrect NMF template basis (Blanton & Roweis 2007, AJ 133, 734).
 TEMPLATE_PACKAGE = "kcorrect"
@@ -79,8 +84,9 @@ def lsf_sigma_aa(instrument: Instrument, band: str) -> float:
     return instrument.psf_sigma_pix * instrument.band(band).dispersion_aa_per_pix
 
 
-def _norm_cdf(x):
+def _norm_cdf(x: ArrayLike) -> np.ndarray:
     from scipy.special import ndtr
+
     return ndtr(x)
 
 
@@ -109,13 +115,14 @@ def resolution_matrix(wave_aa: np.ndarray, sigma_aa: float) -> tuple[np.ndarray,
         j0 = int(round((centre - fine[0]) / step))
         j = np.arange(j0 - half - 1, j0 + half + 2)
         x = fine[j] - centre
-        k = (_norm_cdf((x + 0.5 * w) / sigma_aa) - _norm_cdf((x - 0.5 * w) / sigma_aa))
+        k = _norm_cdf((x + 0.5 * w) / sigma_aa) - _norm_cdf((x - 0.5 * w) / sigma_aa)
         k /= k.sum()
         rows.append(j)
         cols.append(np.full(j.size, p))
         vals.append(k)
-    R = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(fine.size, wave_aa.size))
+    R = sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(fine.size, wave_aa.size)
+    )
     return fine, R
 
 
@@ -136,6 +143,7 @@ def sersic_width_factor_table(truncation_hlr: float = 5.0) -> tuple[np.ndarray, 
     factor : ndarray, shape (M,)
     """
     from scipy.special import gammaincinv
+
     n_grid = np.array([SERSIC_RANGE[0], 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, SERSIC_RANGE[1]])
     x = np.linspace(-truncation_hlr, truncation_hlr, 1201)
     r = np.hypot(x[:, None], x[None, :])
@@ -150,7 +158,9 @@ def sersic_width_factor_table(truncation_hlr: float = 5.0) -> tuple[np.ndarray, 
     return n_grid, np.array(out)
 
 
-def galaxy_lsf_sigma_pix(instrument: Instrument, shape_r_arcsec, sersic, ba, pa_deg) -> np.ndarray:
+def galaxy_lsf_sigma_pix(
+    instrument: Instrument, shape_r_arcsec: ArrayLike, sersic: ArrayLike, ba: ArrayLike, pa_deg: ArrayLike
+) -> np.ndarray:
     """Gaussian-equivalent line-spread sigma of extended galaxies [pixels].
 
     sigma^2 = sigma_PSF^2 + (r_e * p * k(n) / pixel scale)^2, with r_e = SHAPE_R (half-light
@@ -178,8 +188,17 @@ def galaxy_lsf_sigma_pix(instrument: Instrument, shape_r_arcsec, sersic, ba, pa_
     n_grid, k = sersic_width_factor_table(float(instrument.sersic_truncation_hlr))
     proj = np.sqrt(np.cos(pa) ** 2 + (q * np.sin(pa)) ** 2)
     sig_gal = r * proj * np.interp(n, n_grid, k) / instrument.pixel_scale_arcsec
-    return np.sqrt(instrument.psf_sigma_pix ** 2 + sig_gal ** 2)
+    return np.sqrt(instrument.psf_sigma_pix**2 + sig_gal**2)
 
 
-__all__ = ["load_templates", "lsf_sigma_aa", "resolution_matrix", "sersic_width_factor_table",
-           "galaxy_lsf_sigma_pix", "TEMPLATE_PACKAGE", "TEMPLATE_RELPATH", "N_SUB", "LSF_CUT_SIGMA"]
+__all__ = [
+    "load_templates",
+    "lsf_sigma_aa",
+    "resolution_matrix",
+    "sersic_width_factor_table",
+    "galaxy_lsf_sigma_pix",
+    "TEMPLATE_PACKAGE",
+    "TEMPLATE_RELPATH",
+    "N_SUB",
+    "LSF_CUT_SIGMA",
+]

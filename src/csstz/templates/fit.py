@@ -70,10 +70,12 @@ minimum; elsewhere the curve holds the lower bound, which is then above
 ``chi2_min + 30``: it cannot change Z, ZWARN, the Delta chi2 = 1 region, and its weight in
 p(z) is below exp(-15) of the peak per grid point.
 """
+
 from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.table import Table
@@ -85,10 +87,19 @@ from ..io.spectra import SpectraSet
 from ..parallel import parallel_map
 from ..schema import Z_RANGE, network_bands
 from ..zwarn import ZWARN
+from .basis import galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix, sersic_width_factor_table
 from .nnls import chol_solve, nnls_enumerate, ridge
-from .pdf import central_interval, from_chi2, from_loglike, mass_away_from_mode, mode as pdf_mode
-from .basis import (galaxy_lsf_sigma_pix, load_templates, lsf_sigma_aa, resolution_matrix,
-                             sersic_width_factor_table)
+from .pdf import central_interval, from_chi2, from_loglike, mass_away_from_mode
+from .pdf import mode as pdf_mode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from rich.progress import Progress
+
+    from .._types import ArrayLike, PathLike
+    from .learned import TemplateBasis
 
 #: Default grid step in ln(1+z): ~1/2 of a GV/GI pixel (6/5000 ~ 9.7/8300 ~ 1.2e-3 in ln(lambda)),
 #: so that the parabolic refinement reaches ~1e-5 (1+z) on noiseless spectra (tests: < 1e-4).
@@ -109,7 +120,7 @@ ZWARN_FEW_PIXELS = ZWARN.LITTLE_COVERAGE
 GALAXY_BLOCK = 32
 
 
-def check_flux_err(flux, err, n_pix: int) -> tuple[np.ndarray, np.ndarray]:
+def check_flux_err(flux: ArrayLike, err: ArrayLike, n_pix: int) -> tuple[np.ndarray, np.ndarray]:
     """Flux and err as float64 (N, n_pix), checked: err > 0 where finite, flux finite where err is.
 
     Raises
@@ -158,8 +169,15 @@ class TemplateModel:
         Template k at grid redshift i on the P concatenated pixels [template unit].
     """
 
-    def __init__(self, wave_by_band: dict, lsf_sigma_by_band: dict, zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1],
-                 dlnz: float | None = None, template_path: str | None = None):
+    def __init__(
+        self,
+        wave_by_band: dict,
+        lsf_sigma_by_band: dict,
+        zmin: float = Z_RANGE[0],
+        zmax: float = Z_RANGE[1],
+        dlnz: float | None = None,
+        template_path: str | None = None,
+    ) -> None:
         dlnz = DEFAULT_DLNZ if dlnz is None else dlnz
         for name, val, lo in (("zmin", zmin, 0.0), ("zmax", zmax, 0.0), ("dlnz", dlnz, 0.0)):
             if not (isinstance(val, (int, float)) and math.isfinite(val)) or val < lo or (name != "zmin" and val <= 0):
@@ -197,7 +215,7 @@ class TemplateModel:
         self._pair_prod = (self.models[:, ki, :] * self.models[:, mi, :]).reshape(-1, self.n_pix)
         self._models_flat = self.models.reshape(-1, self.n_pix)
 
-    def render(self, z) -> np.ndarray:
+    def render(self, z: ArrayLike) -> np.ndarray:
         """The templates at redshifts ``z`` on the pixel grids.
 
         Observed f_lambda(lambda) = T(lambda / (1 + z)) / (1 + z), convolved with
@@ -220,16 +238,16 @@ class TemplateModel:
             fine, R = self._fine[b], self._R[b]
             P = R.shape[1]
             for s in range(0, z.size, 256):
-                zz = z[s:s + 256]
+                zz = z[s : s + 256]
                 x = (np.log(fine)[None, :] - np.log1p(zz)[:, None]).ravel()
                 rest = np.stack([np.interp(x, lnw, t, left=0.0, right=0.0) for t in self.template_flux], axis=1)
                 rest = rest.reshape(zz.size, fine.size, K).transpose(0, 2, 1) / (1.0 + zz)[:, None, None]
-                out[s:s + zz.size, :, col:col + P] = (R.T @ rest.reshape(-1, fine.size).T).T.reshape(zz.size, K, P)
+                out[s : s + zz.size, :, col : col + P] = (R.T @ rest.reshape(-1, fine.size).T).T.reshape(zz.size, K, P)
             col += P
         return out
 
     # --- fitting ---------------------------------------------------------------------------
-    def fit(self, flux: np.ndarray, err: np.ndarray, progress=None) -> dict:
+    def fit(self, flux: np.ndarray, err: np.ndarray, progress: Callable[[int], Any] | None = None) -> dict:
         """Fit spectra on the concatenated pixels of :attr:`bands`.
 
         Parameters
@@ -257,10 +275,16 @@ class TemplateModel:
         f = np.where(finite, flux, 0.0)
         n = flux.shape[0]
         K = self.n_templates
-        out = {"z": np.full(n, np.nan), "zerr": np.full(n, np.nan), "zwarn": np.zeros(n, np.int32),
-               "chi2_min": np.full(n, np.nan), "delta_chi2": np.full(n, np.inf),
-               "npix": finite.sum(axis=1).astype(np.int32), "coeff": np.full((n, K), np.nan),
-               "pz": np.full((n, self.z.size), np.nan, np.float32)}
+        out = {
+            "z": np.full(n, np.nan),
+            "zerr": np.full(n, np.nan),
+            "zwarn": np.zeros(n, np.int32),
+            "chi2_min": np.full(n, np.nan),
+            "delta_chi2": np.full(n, np.inf),
+            "npix": finite.sum(axis=1).astype(np.int32),
+            "coeff": np.full((n, K), np.nan),
+            "pz": np.full((n, self.z.size), np.nan, np.float32),
+        }
         for s in range(0, n, GALAXY_BLOCK):
             sl = slice(s, min(s + GALAXY_BLOCK, n))
             self._fit_block(f[sl], wgt[sl], out, sl)
@@ -277,11 +301,10 @@ class TemplateModel:
         f = np.where(finite, flux, 0.0)
         A, b, fwf = self._normal_equations(f, wgt)
         nz = self.z.size
-        chi2, _ = nnls_enumerate(A.reshape(-1, *A.shape[2:]), b.reshape(-1, b.shape[-1]),
-                                  np.repeat(fwf, nz))
+        chi2, _ = nnls_enumerate(A.reshape(-1, *A.shape[2:]), b.reshape(-1, b.shape[-1]), np.repeat(fwf, nz))
         return chi2.reshape(-1, nz)
 
-    def _normal_equations(self, f, wgt):
+    def _normal_equations(self, f: np.ndarray, wgt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A (G, Nz, K, K), b (G, Nz, K), f^T W f (G,) for a block of G spectra."""
         G, K, nz = f.shape[0], self.n_templates, self.z.size
         b = ((wgt * f) @ self._models_flat.T).reshape(G, nz, K)
@@ -293,7 +316,7 @@ class TemplateModel:
         fwf = np.einsum("gp,gp,gp->g", wgt, f, f)
         return A, b, fwf
 
-    def _fit_block(self, f, wgt, out, sl):
+    def _fit_block(self, f: np.ndarray, wgt: np.ndarray, out: dict[str, np.ndarray], sl: slice) -> None:
         G, K, nz = f.shape[0], self.n_templates, self.z.size
         npix = out["npix"][sl]
         A, b, fwf = self._normal_equations(f, wgt)
@@ -368,7 +391,7 @@ class TemplateModel:
 
 
 # --- public entry points -----------------------------------------------------------------------
-def _instrument_for(spectra: SpectraSet, instrument) -> Instrument:
+def _instrument_for(spectra: SpectraSet, instrument: Instrument | PathLike | None) -> Instrument:
     if isinstance(instrument, Instrument):
         return instrument
     if instrument is not None:
@@ -378,20 +401,52 @@ def _instrument_for(spectra: SpectraSet, instrument) -> Instrument:
 
 
 @lru_cache(maxsize=2)
-def _cached_model(bands, waves, sigmas, zmin, zmax, dlnz, template_path=None) -> TemplateModel:
-    return TemplateModel({b: np.frombuffer(w) for b, w in zip(bands, waves)}, dict(zip(bands, sigmas)),
-                         zmin=zmin, zmax=zmax, dlnz=dlnz, template_path=template_path)
+def _cached_model(
+    bands: tuple[str, ...],
+    waves: tuple[bytes, ...],
+    sigmas: tuple[float, ...],
+    zmin: float,
+    zmax: float,
+    dlnz: float | None,
+    template_path: str | None = None,
+) -> TemplateModel:
+    return TemplateModel(
+        {b: np.frombuffer(w) for b, w in zip(bands, waves)},
+        dict(zip(bands, sigmas)),
+        zmin=zmin,
+        zmax=zmax,
+        dlnz=dlnz,
+        template_path=template_path,
+    )
 
 
-def _model_key(wave_by_band: dict, sigma_by_band: dict, zmin, zmax, dlnz, template_path=None) -> tuple:
+def _model_key(
+    wave_by_band: dict,
+    sigma_by_band: dict,
+    zmin: float,
+    zmax: float,
+    dlnz: float | None,
+    template_path: str | None = None,
+) -> tuple:
     bands = tuple(wave_by_band)
-    return (bands, tuple(np.asarray(wave_by_band[b], np.float64).tobytes() for b in bands),
-            tuple(float(sigma_by_band[b]) for b in bands), float(zmin), float(zmax),
-            None if dlnz is None else float(dlnz), template_path)
+    return (
+        bands,
+        tuple(np.asarray(wave_by_band[b], np.float64).tobytes() for b in bands),
+        tuple(float(sigma_by_band[b]) for b in bands),
+        float(zmin),
+        float(zmax),
+        None if dlnz is None else float(dlnz),
+        template_path,
+    )
 
 
-def template_model_for(wave_by_band: dict, instrument: Instrument, zmin: float = Z_RANGE[0],
-                       zmax: float = Z_RANGE[1], dlnz: float | None = None) -> TemplateModel:
+def template_model_for(
+    wave_by_band: dict,
+    instrument: Instrument,
+    zmin: float = Z_RANGE[0],
+    zmax: float = Z_RANGE[1],
+    dlnz: float | None = None,
+) -> TemplateModel:
     """A (cached) :class:`TemplateModel` for these band grids and this instrument's LSF."""
     sigmas = {b: lsf_sigma_aa(instrument, b) for b in wave_by_band}
     return _cached_model(*_model_key(wave_by_band, sigmas, zmin, zmax, dlnz))
@@ -425,7 +480,7 @@ XCORR_PHASES = (1, 2, 4, 8)
 XCORR_DEFAULT_PHASES = 2
 
 
-def resolve_basis(spec):
+def resolve_basis(spec: str) -> tuple[str, TemplateBasis | None, str | None]:
     """What ``--basis spec`` fits with: ``(kind, basis, template_path)``.
 
     Parameters
@@ -464,36 +519,43 @@ def resolve_basis(spec):
         from pathlib import Path
 
         from .physics import learn_physics_basis
-        rest, k = spec[len("learned:"):], None
+
+        rest, k = spec[len("learned:") :], None
         head, _, tail = rest.rpartition(":")
         if head and tail.isdigit():
             rest, k = head, int(tail)
         if not rest or not Path(rest).is_file():
-            raise InputError("--basis", "learned: needs an existing dataset file", value=spec,
-                             allowed="learned:DATASET.h5[:K]")
+            raise InputError(
+                "--basis", "learned: needs an existing dataset file", value=spec, allowed="learned:DATASET.h5[:K]"
+            )
         try:
             return "basis", learn_physics_basis(rest, n_components=k), None
         except (InputError, FileFormatError, OSError, KeyError) as exc:
-            raise InputError("--basis", f"cannot learn a basis from this dataset's training split "
-                             f"({' '.join(str(exc).split())})", value=spec) from None
+            raise InputError(
+                "--basis",
+                f"cannot learn a basis from this dataset's training split ({' '.join(str(exc).split())})",
+                value=spec,
+            ) from None
     from pathlib import Path
+
     p = Path(spec)
     if not p.is_file():
         known = p.name.lower().endswith(FITS_SUFFIXES + (".h5", ".hdf5"))
-        raise InputError("--basis", "basis file not found" if known else "unknown basis", value=spec,
-                         allowed=BASIS_ALLOWED)
+        raise InputError(
+            "--basis", "basis file not found" if known else "unknown basis", value=spec, allowed=BASIS_ALLOWED
+        )
     if p.name.lower().endswith(FITS_SUFFIXES):
         try:
             load_templates(str(p))
         except (CsstzError, OSError, KeyError, ValueError, TypeError) as exc:
-            raise InputError("--basis", f"not a kcorrect-layout template FITS ({' '.join(str(exc).split())})",
-                             value=spec) from None
+            raise InputError(
+                "--basis", f"not a kcorrect-layout template FITS ({' '.join(str(exc).split())})", value=spec
+            ) from None
         return "fits", None, str(p.resolve())
     try:
         return "basis", read_basis(p), None
     except (FileFormatError, OSError) as exc:
-        raise InputError("--basis", f"not a template basis file ({' '.join(str(exc).split())})",
-                         value=spec) from None
+        raise InputError("--basis", f"not a template basis file ({' '.join(str(exc).split())})", value=spec) from None
 
 
 def _multimodal(pz: np.ndarray, grid: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -506,8 +568,19 @@ def _multimodal(pz: np.ndarray, grid: np.ndarray, z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fit_basis(spectra: SpectraSet, basis, bands, flux, err, zmin, zmax, dlnz, inst: Instrument, lsf: str,
-               threads: int) -> tuple[Table, np.ndarray, np.ndarray, float, str]:
+def _fit_basis(
+    spectra: SpectraSet,
+    basis: TemplateBasis,
+    bands: Sequence[str],
+    flux: np.ndarray,
+    err: np.ndarray,
+    zmin: float,
+    zmax: float,
+    dlnz: float | None,
+    inst: Instrument,
+    lsf: str,
+    threads: int,
+) -> tuple[Table, np.ndarray, np.ndarray, float, str]:
     """The learned-basis fit: log L(z) by FFT cross-correlation (marginal likelihood with the basis's
     coefficient prior, or plain least squares for a basis without one), p(z) proportional to L (flat
     prior in z), Z the p(z) mode, ZERR half its central 68.3% interval. Returns the table (without
@@ -519,8 +592,12 @@ def _fit_basis(spectra: SpectraSet, basis, bands, flux, err, zmin, zmax, dlnz, i
     else:
         fine = [p for p in XCORR_PHASES if DEFAULT_DLNLAM / p <= dlnz * (1 + 1e-9)]
         if not fine:
-            raise InputError("dlnz", "finer than the learned-basis fit can go", value=dlnz,
-                             allowed=f">= {DEFAULT_DLNLAM / XCORR_PHASES[-1]:.3g}")
+            raise InputError(
+                "dlnz",
+                "finer than the learned-basis fit can go",
+                value=dlnz,
+                allowed=f">= {DEFAULT_DLNLAM / XCORR_PHASES[-1]:.3g}",
+            )
         n_phase = fine[0]
     n = flux.shape[0]
     if lsf == "morphology":
@@ -538,8 +615,8 @@ def _fit_basis(spectra: SpectraSet, basis, bands, flux, err, zmin, zmax, dlnz, i
     waves = {b: np.asarray(spectra.bands[b].wave_aa, np.float64) for b in bands}
     model = XcorrModel(basis, waves, lsf_sigma_pix=tuple(sigmas), zmin=zmin, zmax=zmax, n_phase=n_phase)
     cols = np.cumsum([0] + [w.size for w in waves.values()])
-    fb = {b: flux[:, cols[i]:cols[i + 1]] for i, b in enumerate(bands)}
-    eb = {b: err[:, cols[i]:cols[i + 1]] for i, b in enumerate(bands)}
+    fb = {b: flux[:, cols[i] : cols[i + 1]] for i, b in enumerate(bands)}
+    eb = {b: err[:, cols[i] : cols[i + 1]] for i, b in enumerate(bands)}
     logl = loglike_curves(model, fb, eb, lsf_index=idx, mode=mode, threads=threads).astype(np.float64)
     grid = model.z.copy()
     npix = (np.isfinite(err) & (err > 0)).sum(axis=1).astype(np.int32)
@@ -574,10 +651,19 @@ def _fit_basis(spectra: SpectraSet, basis, bands, flux, err, zmin, zmax, dlnz, i
     return tab, pz, grid, float(model.lnz[1] - model.lnz[0]), f"templates-xcorr-{mode}"
 
 
-def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmin: float = Z_RANGE[0],
-                  zmax: float = Z_RANGE[1], dlnz: float | None = None, instrument=None,
-                  workers: int = ParallelConfig.workers, progress: bool = False, lsf: str = LSF_MODELS[0],
-                  scheduler: str | None = None, basis="kcorrect") -> Table:
+def fit_templates(
+    spectra: SpectraSet,
+    bands: tuple[str, ...] | None = None,
+    zmin: float = Z_RANGE[0],
+    zmax: float = Z_RANGE[1],
+    dlnz: float | None = None,
+    instrument: Instrument | PathLike | None = None,
+    workers: int = ParallelConfig.workers,
+    progress: bool = False,
+    lsf: str = LSF_MODELS[0],
+    scheduler: str | None = None,
+    basis: str | TemplateBasis = "kcorrect",
+) -> Table:
     """Template-fitting redshifts of every spectrum in ``spectra``.
 
     Parameters
@@ -626,6 +712,7 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
         A band or catalogue column missing, bad grid options, or bad flux/err values.
     """
     from .learned import TemplateBasis
+
     if isinstance(basis, TemplateBasis):
         kind, tbasis, template_path, label = "basis", basis, None, basis.name
     else:
@@ -652,13 +739,24 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
         raise InputError("flux", f"{n} spectra but {len(spectra.catalog)} catalogue rows")
     if kind == "basis":
         flux, err = check_flux_err(flux, err, flux.shape[1])
-        tab, pz, grid, step, method = _fit_basis(spectra, tbasis, bands, flux, err, zmin, zmax, dlnz, inst, lsf,
-                                                 threads=workers)
+        tab, pz, grid, step, method = _fit_basis(
+            spectra, tbasis, bands, flux, err, zmin, zmax, dlnz, inst, lsf, threads=workers
+        )
         tab.meta["PZ"] = pz
         tab.meta["PZ_GRID"] = grid
-        tab.meta.update({"METHOD": method, "TPLFILE": tbasis.name, "BASIS": label,
-                         "NBASIS": int(tbasis.n_templates), "ZMIN": float(zmin), "ZMAX": float(zmax),
-                         "DLNZ": step, "BANDS": ",".join(bands), "LSF": lsf})
+        tab.meta.update(
+            {
+                "METHOD": method,
+                "TPLFILE": tbasis.name,
+                "BASIS": label,
+                "NBASIS": int(tbasis.n_templates),
+                "ZMIN": float(zmin),
+                "ZMAX": float(zmax),
+                "DLNZ": step,
+                "BANDS": ",".join(bands),
+                "LSF": lsf,
+            }
+        )
         return tab
     psf_pix = inst.psf_sigma_pix
     if lsf == "point":
@@ -671,16 +769,19 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
             if col not in cat.colnames:
                 raise InputError(col, "column missing from the catalogue (needed for lsf='morphology')")
         row_sigma = galaxy_lsf_sigma_pix(inst, cat["SHAPE_R"], cat["SERSIC"], cat["BA"], cat["PA"])
-        bin_of = np.clip(np.floor(np.log(row_sigma / psf_pix) / math.log(LSF_BIN_RATIO)).astype(int),
-                         0, LSF_MAX_BINS - 1)
+        bin_of = np.clip(
+            np.floor(np.log(row_sigma / psf_pix) / math.log(LSF_BIN_RATIO)).astype(int), 0, LSF_MAX_BINS - 1
+        )
         bin_sigma_pix = psf_pix * LSF_BIN_RATIO ** (np.arange(LSF_MAX_BINS) + 0.5)
     res = None
     bar, advance = _progress_bar(n) if progress else (None, None)
     try:
         for k in np.unique(bin_of):
             rows = np.flatnonzero(bin_of == k)
-            sigmas = {b: float(bin_sigma_pix[k] if lsf == "morphology" else psf_pix)
-                      * inst.band(b).dispersion_aa_per_pix for b in bands}
+            sigmas = {
+                b: float(bin_sigma_pix[k] if lsf == "morphology" else psf_pix) * inst.band(b).dispersion_aa_per_pix
+                for b in bands
+            }
             key = _model_key(waves, sigmas, zmin, zmax, dlnz, template_path)
             part = _run_fit(key, flux[rows], err[rows], workers, advance, scheduler)
             if res is None:
@@ -704,30 +805,47 @@ def fit_templates(spectra: SpectraSet, bands: tuple[str, ...] | None = None, zmi
     tab.meta["PZ"] = res["pz"]
     tab.meta["PZ_GRID"] = grid
     from pathlib import Path
-    tab.meta.update({"METHOD": "templates", "TPLFILE": "kcorrect-default-v4" if template_path is None
-                     else Path(template_path).name, "BASIS": label,
-                     "NBASIS": int(_cached_model(*key).n_templates), "ZMIN": float(zmin),
-                     "ZMAX": float(zmax), "DLNZ": float(DEFAULT_DLNZ if dlnz is None else dlnz),
-                     "BANDS": ",".join(bands), "LSF": lsf})
+
+    tab.meta.update(
+        {
+            "METHOD": "templates",
+            "TPLFILE": "kcorrect-default-v4" if template_path is None else Path(template_path).name,
+            "BASIS": label,
+            "NBASIS": int(_cached_model(*key).n_templates),
+            "ZMIN": float(zmin),
+            "ZMAX": float(zmax),
+            "DLNZ": float(DEFAULT_DLNZ if dlnz is None else dlnz),
+            "BANDS": ",".join(bands),
+            "LSF": lsf,
+        }
+    )
     return tab
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int) -> tuple[Progress, Callable[[int], None]]:
     from rich.progress import Progress
+
     bar = Progress(transient=False)
     bar.start()
     task = bar.add_task("template fit", total=total)
     return bar, (lambda k: bar.advance(task, k))
 
 
-def _run_fit(key, flux, err, workers, advance, scheduler: str | None = None) -> dict:
+def _run_fit(
+    key: tuple,
+    flux: np.ndarray,
+    err: np.ndarray,
+    workers: int,
+    advance: Callable[[int], Any] | None,
+    scheduler: str | None = None,
+) -> dict:
     """Fit with the model of ``key`` in-process, in ``workers`` processes or on a Dask ``scheduler``."""
     n = flux.shape[0]
     model = _cached_model(*key)  # validates the options and renders the grid once, here
     if (workers == 1 and scheduler is None) or n <= GALAXY_BLOCK:
         return model.fit(flux, err, progress=advance)
     chunk = max(GALAXY_BLOCK, int(math.ceil(n / (4 * workers) / GALAXY_BLOCK)) * GALAXY_BLOCK)
-    jobs = [(key, flux[s:s + chunk], err[s:s + chunk]) for s in range(0, n, chunk)]
+    jobs = [(key, flux[s : s + chunk], err[s : s + chunk]) for s in range(0, n, chunk)]
     parts: list = [None] * len(jobs)
     for i, part in parallel_map(_worker_fit, jobs, workers=workers, scheduler=scheduler, local="processes"):
         parts[i] = part
@@ -740,10 +858,21 @@ def _run_fit(key, flux, err, workers, advance, scheduler: str | None = None) -> 
 HEADER_KEYS = ("METHOD", "TPLFILE", "BASIS", "NBASIS", "ZMIN", "ZMAX", "DLNZ", "BANDS", "LSF")
 
 
-def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: tuple[str, ...] | None = None,
-                       zmin: float = Z_RANGE[0], zmax: float = Z_RANGE[1], dlnz: float | None = None,
-                       workers: int = ParallelConfig.workers, scheduler: str | None = None, progress: bool = True,
-                       lsf: str = LSF_MODELS[0], config: dict | None = None, basis: str = "kcorrect") -> Table:
+def fit_templates_file(
+    spectra_path: PathLike,
+    out_path: PathLike,
+    split: str | None = None,
+    bands: tuple[str, ...] | None = None,
+    zmin: float = Z_RANGE[0],
+    zmax: float = Z_RANGE[1],
+    dlnz: float | None = None,
+    workers: int = ParallelConfig.workers,
+    scheduler: str | None = None,
+    progress: bool = True,
+    lsf: str = LSF_MODELS[0],
+    config: dict | None = None,
+    basis: str = "kcorrect",
+) -> Table:
     """``csstz fit-templates``: fit the spectra of a file (or of one split) and write the predictions FITS.
 
     Parameters
@@ -768,9 +897,18 @@ def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: 
     bands = network_bands() if bands is None else tuple(bands)
     rows = None if split is None else split_rows(spectra_path, split)
     spectra = read_spectra(spectra_path, bands=bands, rows=rows)
-    tab = fit_templates(spectra, bands=bands, zmin=zmin, zmax=zmax, dlnz=dlnz, workers=workers,
-                        scheduler=scheduler, progress=progress, lsf=lsf,
-                        basis=tbasis if kind == "basis" else basis)
+    tab = fit_templates(
+        spectra,
+        bands=bands,
+        zmin=zmin,
+        zmax=zmax,
+        dlnz=dlnz,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        lsf=lsf,
+        basis=tbasis if kind == "basis" else basis,
+    )
     tab.meta["BASIS"] = str(basis).strip()
     header = {k: tab.meta[k] for k in HEADER_KEYS}
     if out_path is not None:
@@ -778,7 +916,25 @@ def fit_templates_file(spectra_path, out_path, split: str | None = None, bands: 
     return tab
 
 
-__all__ = ["fit_templates", "fit_templates_file", "resolve_basis", "check_flux_err", "BASIS_ALLOWED",
-           "MULTIMODAL_MASS", "HEADER_KEYS", "TemplateModel", "template_model_for", "load_templates",
-           "lsf_sigma_aa", "galaxy_lsf_sigma_pix", "sersic_width_factor_table", "LSF_BIN_RATIO", "LSF_MAX_BINS",
-           "DEFAULT_DLNZ", "ZWARN_AMBIGUOUS", "ZWARN_EDGE", "ZWARN_FEW_PIXELS", "MIN_VALID_PIX"]
+__all__ = [
+    "fit_templates",
+    "fit_templates_file",
+    "resolve_basis",
+    "check_flux_err",
+    "BASIS_ALLOWED",
+    "MULTIMODAL_MASS",
+    "HEADER_KEYS",
+    "TemplateModel",
+    "template_model_for",
+    "load_templates",
+    "lsf_sigma_aa",
+    "galaxy_lsf_sigma_pix",
+    "sersic_width_factor_table",
+    "LSF_BIN_RATIO",
+    "LSF_MAX_BINS",
+    "DEFAULT_DLNZ",
+    "ZWARN_AMBIGUOUS",
+    "ZWARN_EDGE",
+    "ZWARN_FEW_PIXELS",
+    "MIN_VALID_PIX",
+]

@@ -8,9 +8,9 @@ rest-frame SED of each *training* galaxy is therefore rebuilt exactly from its c
 :func:`learn_basis` normalises those SEDs to unit mean flux over the basis grid, takes their
 principal components (PCA: mean SED + K-1 components, ``method="pca"``) or a non-negative
 factorisation (``method="nmf"``, scikit-learn), and fits a Gaussian (or a Gaussian mixture) to the
-least-squares coefficients of the normalised SEDs: the *prior* ``sum_g w_g N(mu_g, C_g)`` used by :mod:`csstz.templates.xcorr` for the
-shape of a galaxy whose amplitude is free. :func:`choose_n_components` picks K on held-out
-(validation) SEDs.
+least-squares coefficients of the normalised SEDs: the *prior* ``sum_g w_g N(mu_g, C_g)`` used by
+:mod:`csstz.templates.xcorr` for the shape of a galaxy whose amplitude is free. :func:`choose_n_components`
+picks K on held-out (validation) SEDs.
 
 Basis file (HDF5, :func:`save_basis` / :func:`read_basis`)::
 
@@ -26,17 +26,24 @@ Basis file (HDF5, :func:`save_basis` / :func:`read_basis`)::
 ``"learned:<dataset.h5>"`` (learn from that dataset's training split now) or a basis file path
 (HDF5 as above, or a kcorrect-layout FITS template file).
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._types import ArrayLike, PathLike
 
 #: File format tag and version of a basis file (the file carries its own version, not the package's).
 BASIS_FORMAT = "csstz-template-basis"
@@ -89,20 +96,22 @@ class TemplateBasis:
     def has_prior(self) -> bool:
         return self.prior_mean is not None and self.prior_cov is not None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.prior_mean is not None:
             self.prior_mean = np.atleast_2d(np.asarray(self.prior_mean, np.float64))
             cov = np.asarray(self.prior_cov, np.float64)
             self.prior_cov = cov[None] if cov.ndim == 2 else cov
             G = self.prior_mean.shape[0]
-            self.prior_weight = (np.full(G, 1.0 / G) if self.prior_weight is None
-                                 else np.asarray(self.prior_weight, np.float64).ravel())
+            self.prior_weight = (
+                np.full(G, 1.0 / G) if self.prior_weight is None else np.asarray(self.prior_weight, np.float64).ravel()
+            )
 
 
 # --- rest-frame SEDs of the training split -------------------------------------------------------
 def rest_grid_aa(wmin_aa: float = REST_WAVE_MIN_AA, wmax_aa: float = REST_WAVE_MAX_AA) -> np.ndarray:
     """The kcorrect templates' own (log-uniform, dln(lambda) = 8.6e-4) wavelength grid within [wmin, wmax] [A]."""
     from ..population.sdss_fit import read_templates
+
     w, _ = read_templates()
     return w[(w >= wmin_aa) & (w <= wmax_aa)].copy()
 
@@ -117,8 +126,13 @@ def normalise_seds(seds: np.ndarray) -> np.ndarray:
     return s / m[:, None]
 
 
-def embedded_rest_seds(dataset, split: str = "train", wave_aa: np.ndarray | None = None,
-                       max_rows: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+def embedded_rest_seds(
+    dataset: PathLike,
+    split: str = "train",
+    wave_aa: np.ndarray | None = None,
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Normalised noiseless rest-frame SEDs of one split of an embedded-population dataset.
 
     ``SED = sum_k COEFF_k T_k(lambda)`` with the kcorrect templates (the population's own recipe,
@@ -146,14 +160,15 @@ def embedded_rest_seds(dataset, split: str = "train", wave_aa: np.ndarray | None
     """
     from ..io.spectra import read_catalog
     from ..population.sdss_fit import read_templates
+
     if split == "test":
-        raise InputError("split", "the test split may not be used to learn a basis", value=split,
-                         allowed="train, val")
+        raise InputError("split", "the test split may not be used to learn a basis", value=split, allowed="train, val")
     cat = read_catalog(dataset)
     for col in ("SPLIT", "COEFF"):
         if col not in cat.colnames:
-            raise InputError(col, "column missing from the catalogue (needs an embedded-population build)",
-                             path=str(dataset))
+            raise InputError(
+                col, "column missing from the catalogue (needs an embedded-population build)", path=str(dataset)
+            )
     rows = np.flatnonzero(np.asarray(cat["SPLIT"]) == split)
     if rows.size == 0:
         raise InputError("SPLIT", "no row in this split", value=split, path=str(dataset))
@@ -164,11 +179,15 @@ def embedded_rest_seds(dataset, split: str = "train", wave_aa: np.ndarray | None
         raise InputError("COEFF", "must be finite, non-negative, one vector per row", path=str(dataset))
     tw, tf = read_templates()
     wave = rest_grid_aa() if wave_aa is None else np.asarray(wave_aa, np.float64)
-    T = np.stack([np.interp(wave, tw, t) for t in tf])            # (5, W) erg/s/cm^2/A at 10 pc
+    T = np.stack([np.interp(wave, tw, t) for t in tf])  # (5, W) erg/s/cm^2/A at 10 pc
     seds = coeff @ T
     keep = seds.mean(axis=1) > 0
-    info = {"dataset": str(Path(dataset).resolve()), "split": split, "n_sed": int(keep.sum()),
-            "sed_recipe": "COEFF x kcorrect-default-v4 templates (population.embedded)"}
+    info = {
+        "dataset": str(Path(dataset).resolve()),
+        "split": split,
+        "n_sed": int(keep.sum()),
+        "sed_recipe": "COEFF x kcorrect-default-v4 templates (population.embedded)",
+    }
     return wave, normalise_seds(seds[keep]), info
 
 
@@ -177,11 +196,11 @@ def _pca(seds: np.ndarray, k: int) -> np.ndarray:
     """Mean SED + the first k-1 principal components (unit-norm rows), shape (k, W)."""
     mean = seds.mean(axis=0)
     x = seds - mean
-    if x.shape[0] <= x.shape[1]:      # few SEDs: thin SVD of the (N x W) data
-        comps = np.linalg.svd(x, full_matrices=False)[2][:k - 1]
-    else:                             # many SEDs: eigen-decomposition of the (W x W) scatter matrix
+    if x.shape[0] <= x.shape[1]:  # few SEDs: thin SVD of the (N x W) data
+        comps = np.linalg.svd(x, full_matrices=False)[2][: k - 1]
+    else:  # many SEDs: eigen-decomposition of the (W x W) scatter matrix
         evals, evecs = np.linalg.eigh(x.T @ x)
-        comps = evecs[:, np.argsort(evals)[::-1][:k - 1]].T
+        comps = evecs[:, np.argsort(evals)[::-1][: k - 1]].T
     # a deterministic sign: the largest-|.| entry of each component is positive
     sgn = np.sign(comps[np.arange(comps.shape[0]), np.argmax(np.abs(comps), axis=1)])
     return np.vstack([mean[None, :], comps * sgn[:, None]])
@@ -189,6 +208,7 @@ def _pca(seds: np.ndarray, k: int) -> np.ndarray:
 
 def _nmf(seds: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.decomposition import NMF
+
     model = NMF(n_components=k, init="nndsvda", max_iter=800, random_state=seed, tol=1e-6)
     model.fit(np.clip(seds, 0.0, None))
     return model.components_
@@ -205,10 +225,12 @@ def reconstruction_rel_rms(templates: np.ndarray, seds: np.ndarray) -> np.ndarra
     """Per-SED rms of (SED - best fit) relative to the SED's rms, shape (N,)."""
     c = project(templates, seds)
     res = seds - c @ templates
-    return np.sqrt((res ** 2).mean(axis=1) / (seds ** 2).mean(axis=1))
+    return np.sqrt((res**2).mean(axis=1) / (seds**2).mean(axis=1))
 
 
-def fit_coefficient_prior(coef: np.ndarray, n_mixture: int = 1, seed: int = 0):
+def fit_coefficient_prior(
+    coef: np.ndarray, n_mixture: int = 1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian (n_mixture = 1) or Gaussian-mixture prior of normalised-SED coefficients (N, K).
 
     Returns
@@ -219,13 +241,27 @@ def fit_coefficient_prior(coef: np.ndarray, n_mixture: int = 1, seed: int = 0):
     if n_mixture == 1:
         return np.ones(1), coef.mean(axis=0)[None], np.atleast_2d(np.cov(coef, rowvar=False))[None]
     from sklearn.mixture import GaussianMixture
-    gm = GaussianMixture(n_mixture, covariance_type="full", reg_covar=1e-6 * float(np.var(coef)),
-                         random_state=seed, n_init=1, max_iter=300).fit(coef)
+
+    gm = GaussianMixture(
+        n_mixture,
+        covariance_type="full",
+        reg_covar=1e-6 * float(np.var(coef)),
+        random_state=seed,
+        n_init=1,
+        max_iter=300,
+    ).fit(coef)
     return gm.weights_, gm.means_, gm.covariances_
 
 
-def learn_basis(wave_aa, seds, n_components: int, method: str = "pca", seed: int = 0,
-                provenance: dict | None = None, n_mixture: int = 1) -> TemplateBasis:
+def learn_basis(
+    wave_aa: ArrayLike,
+    seds: ArrayLike,
+    n_components: int,
+    method: str = "pca",
+    seed: int = 0,
+    provenance: dict | None = None,
+    n_mixture: int = 1,
+) -> TemplateBasis:
     """Learn a K-template basis and the Gaussian prior of the normalised SEDs' coefficients.
 
     Parameters
@@ -265,15 +301,38 @@ def learn_basis(wave_aa, seds, n_components: int, method: str = "pca", seed: int
     wgt, mu, cov = fit_coefficient_prior(coef, n_mixture, seed)
     rel = reconstruction_rel_rms(T, s)
     prov = dict(provenance or {})
-    prov.update({"method": method, "n_components": int(n_components), "n_sed": int(s.shape[0]), "seed": int(seed),
-                 "train_median_rel_rms": float(np.median(rel)), "train_p99_rel_rms": float(np.quantile(rel, 0.99)),
-                 "normalisation": "unit mean f_lambda over wave_aa", "prior_mixture": int(n_mixture)})
-    return TemplateBasis(wave, T, T.mean(axis=1), mu, cov, wgt,
-                         name=f"learned-{method}-K{int(n_components)}-G{int(n_mixture)}", provenance=prov)
+    prov.update(
+        {
+            "method": method,
+            "n_components": int(n_components),
+            "n_sed": int(s.shape[0]),
+            "seed": int(seed),
+            "train_median_rel_rms": float(np.median(rel)),
+            "train_p99_rel_rms": float(np.quantile(rel, 0.99)),
+            "normalisation": "unit mean f_lambda over wave_aa",
+            "prior_mixture": int(n_mixture),
+        }
+    )
+    return TemplateBasis(
+        wave,
+        T,
+        T.mean(axis=1),
+        mu,
+        cov,
+        wgt,
+        name=f"learned-{method}-K{int(n_components)}-G{int(n_mixture)}",
+        provenance=prov,
+    )
 
 
-def choose_n_components(wave_aa, seds_train, seds_val, candidates=K_CANDIDATES, method: str = "pca",
-                        tol: float = K_TOL_REL_RMS) -> tuple[int, list[dict]]:
+def choose_n_components(
+    wave_aa: ArrayLike,
+    seds_train: ArrayLike,
+    seds_val: ArrayLike,
+    candidates: Sequence[int] = K_CANDIDATES,
+    method: str = "pca",
+    tol: float = K_TOL_REL_RMS,
+) -> tuple[int, list[dict]]:
     """Smallest K whose median relative reconstruction rms on the *validation* SEDs is below ``tol``.
 
     Returns
@@ -289,17 +348,23 @@ def choose_n_components(wave_aa, seds_train, seds_val, candidates=K_CANDIDATES, 
     # PCA components are nested: one decomposition at the largest K serves every candidate
     full = _pca(st, int(max(candidates))) if method == "pca" else None
     for k in candidates:
-        T = full[:int(k)] if full is not None else learn_basis(wave_aa, seds_train, int(k), method=method).templates
+        T = full[: int(k)] if full is not None else learn_basis(wave_aa, seds_train, int(k), method=method).templates
         rel = reconstruction_rel_rms(T, sv)
-        table.append({"k": int(k), "val_median_rel_rms": float(np.median(rel)),
-                      "val_p99_rel_rms": float(np.quantile(rel, 0.99))})
+        table.append(
+            {"k": int(k), "val_median_rel_rms": float(np.median(rel)), "val_p99_rel_rms": float(np.quantile(rel, 0.99))}
+        )
         if chosen is None and np.median(rel) < tol:
             chosen = int(k)
     return (chosen if chosen is not None else int(candidates[-1])), table
 
 
-def build_learned_basis(dataset, n_components: int | None = None, method: str = "pca",
-                        max_rows: int | None = None, n_mixture: int = 1) -> tuple[TemplateBasis, list[dict]]:
+def build_learned_basis(
+    dataset: PathLike,
+    n_components: int | None = None,
+    method: str = "pca",
+    max_rows: int | None = None,
+    n_mixture: int = 1,
+) -> tuple[TemplateBasis, list[dict]]:
     """Learn a basis from ``dataset``'s training split; K chosen on its validation split when not given."""
     wave, s_train, info = embedded_rest_seds(dataset, "train", max_rows=max_rows)
     table = []
@@ -313,7 +378,7 @@ def build_learned_basis(dataset, n_components: int | None = None, method: str = 
 
 
 # --- file round trip ---------------------------------------------------------------------------------
-def save_basis(basis: TemplateBasis, path) -> None:
+def save_basis(basis: TemplateBasis, path: PathLike) -> None:
     """Write a basis file (HDF5, atomically; layout in the module docstring)."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
@@ -332,7 +397,7 @@ def save_basis(basis: TemplateBasis, path) -> None:
             h5.attrs["provenance"] = json.dumps(basis.provenance)
 
 
-def read_basis(path) -> TemplateBasis:
+def read_basis(path: PathLike) -> TemplateBasis:
     """Read a basis file written by :func:`save_basis`.
 
     Raises
@@ -348,8 +413,9 @@ def read_basis(path) -> TemplateBasis:
             fmt = h5.attrs.get("format")
             fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
             if fmt != BASIS_FORMAT:
-                raise FileFormatError(str(p), f"not a template basis file (attribute format={fmt!r}, "
-                                              f"expected {BASIS_FORMAT!r})")
+                raise FileFormatError(
+                    str(p), f"not a template basis file (attribute format={fmt!r}, expected {BASIS_FORMAT!r})"
+                )
             ver = int(h5.attrs.get("format_version", -1))
             if ver != BASIS_FORMAT_VERSION:
                 raise FileFormatError(str(p), f"basis format_version {ver}, this csstz reads {BASIS_FORMAT_VERSION}")
@@ -378,10 +444,13 @@ def read_basis(path) -> TemplateBasis:
     if mu is not None and mu.ndim == 1:
         mu, cov = mu[None], (cov[None] if cov is not None and cov.ndim == 2 else cov)
     G = 0 if mu is None else mu.shape[0]
-    if (mu is None) != (cov is None) or (mu is not None and (mu.shape != (G, K) or cov.shape != (G, K, K)
-                                                             or (wgt is not None and wgt.shape != (G,)))):
-        raise FileFormatError(str(p), f"/prior_mean, /prior_cov (, /prior_weight) must exist together with shapes "
-                                      f"(G, {K}), (G, {K}, {K}), (G,)")
+    if (mu is None) != (cov is None) or (
+        mu is not None and (mu.shape != (G, K) or cov.shape != (G, K, K) or (wgt is not None and wgt.shape != (G,)))
+    ):
+        raise FileFormatError(
+            str(p),
+            f"/prior_mean, /prior_cov (, /prior_weight) must exist together with shapes (G, {K}), (G, {K}, {K}), (G,)",
+        )
     if mu is not None and not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
         raise FileFormatError(str(p), "the coefficient prior has non-finite values")
     return TemplateBasis(wave, T, norm, mu, cov, wgt, name=name, provenance=prov)
@@ -390,11 +459,13 @@ def read_basis(path) -> TemplateBasis:
 def kcorrect_basis() -> TemplateBasis:
     """The kcorrect NMF basis (5 templates, unit mean over 1500-11000 A rest; no prior)."""
     from .basis import load_templates
+
     w, f = load_templates()
     sel = (w >= REST_WAVE_MIN_AA) & (w <= REST_WAVE_MAX_AA)
     w, f = w[sel], f[:, sel]
-    return TemplateBasis(w, f, f.mean(axis=1), name="kcorrect",
-                         provenance={"method": "kcorrect-default-v4 (Blanton & Roweis 2007)"})
+    return TemplateBasis(
+        w, f, f.mean(axis=1), name="kcorrect", provenance={"method": "kcorrect-default-v4 (Blanton & Roweis 2007)"}
+    )
 
 
 def load_basis(spec: str) -> TemplateBasis:
@@ -411,18 +482,23 @@ def load_basis(spec: str) -> TemplateBasis:
     if spec == "kcorrect":
         return kcorrect_basis()
     if spec.startswith("learned:"):
-        rest = spec[len("learned:"):]
+        rest = spec[len("learned:") :]
         k = None
         head, _, tail = rest.rpartition(":")
         if head and tail.isdigit():
             rest, k = head, int(tail)
         if not rest:
-            raise InputError("--basis", "learned: needs a dataset file", value=spec,
-                             allowed="kcorrect, learned:<dataset.h5>[:K], FILE")
+            raise InputError(
+                "--basis",
+                "learned: needs a dataset file",
+                value=spec,
+                allowed="kcorrect, learned:<dataset.h5>[:K], FILE",
+            )
         return build_learned_basis(rest, n_components=k)[0]
     p = Path(spec)
     if p.suffix.lower() in (".fits", ".fit", ".fits.gz"):
         from .basis import load_templates
+
         if not p.is_file():
             raise FileFormatError(str(p), "template basis file not found")
         w, f = load_templates(str(p))
@@ -432,7 +508,23 @@ def load_basis(spec: str) -> TemplateBasis:
     return read_basis(p)
 
 
-__all__ = ["TemplateBasis", "rest_grid_aa", "normalise_seds", "embedded_rest_seds", "learn_basis", "project",
-           "reconstruction_rel_rms", "fit_coefficient_prior", "choose_n_components", "build_learned_basis",
-           "save_basis", "read_basis",
-           "kcorrect_basis", "load_basis", "BASIS_FORMAT", "BASIS_FORMAT_VERSION", "K_CANDIDATES", "K_TOL_REL_RMS"]
+__all__ = [
+    "TemplateBasis",
+    "rest_grid_aa",
+    "normalise_seds",
+    "embedded_rest_seds",
+    "learn_basis",
+    "project",
+    "reconstruction_rel_rms",
+    "fit_coefficient_prior",
+    "choose_n_components",
+    "build_learned_basis",
+    "save_basis",
+    "read_basis",
+    "kcorrect_basis",
+    "load_basis",
+    "BASIS_FORMAT",
+    "BASIS_FORMAT_VERSION",
+    "K_CANDIDATES",
+    "K_TOL_REL_RMS",
+]

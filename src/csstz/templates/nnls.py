@@ -6,6 +6,7 @@ The template fit solves, at every (spectrum, redshift), ``min_{c >= 0} chi2(c)``
 2^K - 1 supports with a batched Cholesky (:func:`chol_solve`), ~1.3 microseconds
 per problem on one core (scipy.optimize.nnls: ~20 per call).
 """
+
 from __future__ import annotations
 
 import itertools

@@ -23,14 +23,20 @@ Helpers:
 Every function raises :class:`csstz.errors.InputError` with a one-line message naming the
 argument (``PZ`` / ``PZ_GRID`` in :func:`check_pz`) and the bad value.
 """
+
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
-from ..schema import NORM_TOL, check_pz, check_pz_grid as check_grid
+from ..schema import NORM_TOL, check_pz
+from ..schema import check_pz_grid as check_grid
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 #: Levels of the central intervals of the report (Gaussian +-1 and +-2 sigma contents).
 LEVEL_68 = math.erf(1.0 / math.sqrt(2.0))
@@ -40,13 +46,14 @@ LEVEL_95 = math.erf(2.0 / math.sqrt(2.0))
 MODE_WINDOW_DZ = 0.02
 
 
-def _rows(pz, k: int, name: str = "PZ") -> np.ndarray:
+def _rows(pz: ArrayLike, k: int, name: str = "PZ") -> np.ndarray:
     p = np.asarray(pz, np.float64)
     if p.ndim == 1:
         p = p[None]
     if p.ndim != 2 or p.shape[1] != k:
-        raise InputError(name, "shape does not match (N objects, K grid points)", value=np.shape(pz),
-                         allowed=f"(N, {k})")
+        raise InputError(
+            name, "shape does not match (N objects, K grid points)", value=np.shape(pz), allowed=f"(N, {k})"
+        )
     return p
 
 
@@ -54,7 +61,7 @@ def _trapz_rows(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     return (0.5 * (p[:, 1:] + p[:, :-1]) * np.diff(g)).sum(axis=1)
 
 
-def normalise(pz, z_grid) -> np.ndarray:
+def normalise(pz: ArrayLike, z_grid: ArrayLike) -> np.ndarray:
     """Rows divided by their trapezoid integral over ``z_grid``: (N, K) float64.
 
     Raises
@@ -75,7 +82,7 @@ def normalise(pz, z_grid) -> np.ndarray:
     return p / area[:, None]
 
 
-def from_loglike(logl, z_grid) -> np.ndarray:
+def from_loglike(logl: ArrayLike, z_grid: ArrayLike) -> np.ndarray:
     """p(z) proportional to exp(logl) (a flat prior in z), trapezoid-normalised: (N, K) float64.
 
     Non-finite log-likelihoods count as zero probability; a row without any finite value is
@@ -92,12 +99,12 @@ def from_loglike(logl, z_grid) -> np.ndarray:
     return p / np.where(ok, area, 1.0)[:, None]
 
 
-def from_chi2(chi2, z_grid) -> np.ndarray:
+def from_chi2(chi2: ArrayLike, z_grid: ArrayLike) -> np.ndarray:
     """p(z) proportional to exp(-(chi2 - chi2_min) / 2), trapezoid-normalised: (N, K) float64."""
     return from_loglike(-0.5 * np.asarray(chi2, np.float64), z_grid)
 
 
-def cdf(pz, z_grid) -> np.ndarray:
+def cdf(pz: ArrayLike, z_grid: ArrayLike) -> np.ndarray:
     """Cumulative distribution at the grid points, (N, K): 0 at the first point, 1 at the last.
 
     ``pz`` should be normalised (:func:`normalise`); the result is divided by its last value anyway.
@@ -109,7 +116,7 @@ def cdf(pz, z_grid) -> np.ndarray:
     return c / np.where(c[:, -1:] > 0, c[:, -1:], 1.0)
 
 
-def _cdf_at(c: np.ndarray, p: np.ndarray, g: np.ndarray, z) -> np.ndarray:
+def _cdf_at(c: np.ndarray, p: np.ndarray, g: np.ndarray, z: ArrayLike) -> np.ndarray:
     """CDF of each row at its own z (N,), exact for a density linear between grid points."""
     z = np.asarray(z, np.float64).reshape(-1)
     j = np.clip(np.searchsorted(g, z, side="right") - 1, 0, g.size - 2)
@@ -123,7 +130,7 @@ def _cdf_at(c: np.ndarray, p: np.ndarray, g: np.ndarray, z) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def pit(pz, z_grid, z_true) -> np.ndarray:
+def pit(pz: ArrayLike, z_grid: ArrayLike, z_true: ArrayLike) -> np.ndarray:
     """Probability integral transform: each p(z)'s CDF at its true redshift, (N,) in [0, 1].
 
     Uniform on [0, 1] when the p(z) are calibrated; 0 (1) for a truth below (above) the grid.
@@ -136,7 +143,7 @@ def pit(pz, z_grid, z_true) -> np.ndarray:
     return _cdf_at(cdf(p, g), p, g, zt)
 
 
-def quantile(pz, z_grid, q) -> np.ndarray:
+def quantile(pz: ArrayLike, z_grid: ArrayLike, q: float | ArrayLike) -> np.ndarray:
     """Redshift at which each row's CDF reaches ``q`` (N,).
 
     Exact for the piecewise-linear density (the inverse of the CDF that :func:`pit` uses), so the
@@ -163,7 +170,7 @@ def quantile(pz, z_grid, q) -> np.ndarray:
     return g[j] + t * h
 
 
-def central_interval(pz, z_grid, level: float = LEVEL_68) -> tuple[np.ndarray, np.ndarray]:
+def central_interval(pz: ArrayLike, z_grid: ArrayLike, level: float = LEVEL_68) -> tuple[np.ndarray, np.ndarray]:
     """Central interval holding ``level`` of each p(z): (lo, hi), each (N,)."""
     lev = float(level)
     if not 0.0 < lev < 1.0:
@@ -171,7 +178,7 @@ def central_interval(pz, z_grid, level: float = LEVEL_68) -> tuple[np.ndarray, n
     return quantile(pz, z_grid, 0.5 - 0.5 * lev), quantile(pz, z_grid, 0.5 + 0.5 * lev)
 
 
-def mode(pz, z_grid, refine: bool = True) -> np.ndarray:
+def mode(pz: ArrayLike, z_grid: ArrayLike, refine: bool = True) -> np.ndarray:
     """The most probable redshift of each row (N,).
 
     The grid maximum, refined (``refine``) by the vertex of the parabola through log p at it and its
@@ -198,7 +205,9 @@ def mode(pz, z_grid, refine: bool = True) -> np.ndarray:
     return np.where(ok, vertex, z0)
 
 
-def mass_away_from_mode(pz, z_grid, window_dz: float = MODE_WINDOW_DZ, z_mode=None) -> np.ndarray:
+def mass_away_from_mode(
+    pz: ArrayLike, z_grid: ArrayLike, window_dz: float = MODE_WINDOW_DZ, z_mode: ArrayLike | None = None
+) -> np.ndarray:
     """Probability farther than ``window_dz (1 + z_mode)`` from the mode, (N,) in [0, 1].
 
     A multimodality measure: near 0 for one peak narrower than the window, large when a second
@@ -213,7 +222,7 @@ def mass_away_from_mode(pz, z_grid, window_dz: float = MODE_WINDOW_DZ, z_mode=No
     return np.clip(1.0 - inside, 0.0, 1.0)
 
 
-def crps(pz, z_grid, z_true) -> np.ndarray:
+def crps(pz: ArrayLike, z_grid: ArrayLike, z_true: ArrayLike) -> np.ndarray:
     """Continuous ranked probability score of each gridded p(z) at its true redshift, (N,) [z units].
 
     ``CRPS = integral (F(z) - H(z - z_true))^2 dz`` with F the CDF (0 below, 1 above the grid) and H
@@ -247,6 +256,21 @@ def crps(pz, z_grid, z_true) -> np.ndarray:
     return total + np.maximum(g[0] - zt, 0.0) + np.maximum(zt - g[-1], 0.0)
 
 
-__all__ = ["check_grid", "check_pz", "normalise", "from_loglike", "from_chi2", "cdf", "pit", "quantile",
-           "central_interval", "mode", "mass_away_from_mode", "crps", "LEVEL_68", "LEVEL_95", "MODE_WINDOW_DZ",
-           "NORM_TOL"]
+__all__ = [
+    "check_grid",
+    "check_pz",
+    "normalise",
+    "from_loglike",
+    "from_chi2",
+    "cdf",
+    "pit",
+    "quantile",
+    "central_interval",
+    "mode",
+    "mass_away_from_mode",
+    "crps",
+    "LEVEL_68",
+    "LEVEL_95",
+    "MODE_WINDOW_DZ",
+    "NORM_TOL",
+]

@@ -17,10 +17,12 @@ recomputed for every fresh noise draw during training. The stage is saved beside
 network (``pz_physics.h5``: the basis file plus the grid settings) so prediction rebuilds
 exactly the same curves.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -31,6 +33,12 @@ from ..simulate.extract import snr_median
 from .learned import TemplateBasis, read_basis, save_basis
 from .xcorr import LSF_MAX_BINS, XcorrModel, loglike_curves, lsf_bins
 
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from .._types import PathLike
+    from ..instrument import Instrument
+
 #: Scale of the compressed least-squares curve, in units of ln L (project choice: ~ the depth of a
 #: well-constrained minimum at SNR ~ 1 per pixel).
 LS_CURVE_SCALE = 20.0
@@ -38,8 +46,9 @@ LS_CURVE_SCALE = 20.0
 N_SCALARS = 3
 
 
-def rest_seds_of_split(dataset, split: str, max_rows: int | None = None, seed: int = 0,
-                       wave_aa: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def rest_seds_of_split(
+    dataset: PathLike, split: str, max_rows: int | None = None, seed: int = 0, wave_aa: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Noiseless rest-frame SEDs of one split of a ``csstz build`` dataset, any synthetic source.
 
     Embedded rows: the catalogue's COEFF times kcorrect's templates (the population's recipe);
@@ -70,8 +79,9 @@ def rest_seds_of_split(dataset, split: str, max_rows: int | None = None, seed: i
     from .learned import rest_grid_aa
 
     if split not in ("train", "val"):
-        raise InputError("split", "rest-frame SEDs come from the train or val split only", value=split,
-                         allowed="train, val")
+        raise InputError(
+            "split", "rest-frame SEDs come from the train or val split only", value=split, allowed="train, val"
+        )
     wave = rest_grid_aa() if wave_aa is None else np.asarray(wave_aa, np.float64)
     cat = read_catalog(dataset)
     rows = np.flatnonzero(np.char.strip(np.asarray(cat["SPLIT"]).astype(str)) == split)
@@ -92,26 +102,38 @@ def rest_seds_of_split(dataset, split: str, max_rows: int | None = None, seed: i
         sps = bidx >= 0
         if sps.any():
             from ..population.sps import ensure_bank, load_bank, rebin_flux_conserving
+
             attrs = read_attrs(dataset)
             pop = json.loads(attrs["population"]) if isinstance(attrs.get("population"), str) else attrs["population"]
             bank_size = int((pop.get("sps") or pop)["bank_size"])
             bank = load_bank(ensure_bank(int(attrs["seed"]), bank_size))
-            edges = np.concatenate([[wave[0] - 0.5 * (wave[1] - wave[0])], 0.5 * (wave[1:] + wave[:-1]),
-                                    [wave[-1] + 0.5 * (wave[-1] - wave[-2])]])
+            edges = np.concatenate(
+                [
+                    [wave[0] - 0.5 * (wave[1] - wave[0])],
+                    0.5 * (wave[1:] + wave[:-1]),
+                    [wave[-1] + 0.5 * (wave[-1] - wave[-2])],
+                ]
+            )
             bw = np.asarray(bank.rest_wave_aa, np.float64)
             for i in np.flatnonzero(sps):
                 out[i] = rebin_flux_conserving(bw, np.asarray(bank.lum[bidx[i]], np.float64), edges)
     bad = ~np.all(np.isfinite(out), axis=1)
     if bad.any():
-        raise InputError("COEFF/BANK_INDEX", "no rest-frame SED for this row (a real-data source?)",
-                         row=int(rows[np.flatnonzero(bad)[0]]), path=str(dataset))
+        raise InputError(
+            "COEFF/BANK_INDEX",
+            "no rest-frame SED for this row (a real-data source?)",
+            row=int(rows[np.flatnonzero(bad)[0]]),
+            path=str(dataset),
+        )
     return wave, out, {"dataset": str(dataset), "split": split, "n": int(rows.size)}
 
 
-def learn_physics_basis(dataset, n_components: int | None = None, max_rows: int = 4000,
-                        seed: int = 0) -> TemplateBasis:
+def learn_physics_basis(
+    dataset: PathLike, n_components: int | None = None, max_rows: int = 4000, seed: int = 0
+) -> TemplateBasis:
     """A PCA basis with its coefficient prior from the training split; K chosen on validation SEDs."""
     from .learned import choose_n_components, learn_basis
+
     wave, s_train, info = rest_seds_of_split(dataset, "train", max_rows=max_rows, seed=seed)
     table = []
     if n_components is None:
@@ -145,8 +167,16 @@ class PhysicsCurves:
     n_curves = 2
     n_scalars = N_SCALARS
 
-    def __init__(self, basis: TemplateBasis, wave_by_band: dict, psf_sigma_pix: float, lsf: str = "morphology",
-                 zmin: float = 0.0, zmax: float = 1.6, threads: int = 2) -> None:
+    def __init__(
+        self,
+        basis: TemplateBasis,
+        wave_by_band: dict,
+        psf_sigma_pix: float,
+        lsf: str = "morphology",
+        zmin: float = 0.0,
+        zmax: float = 1.6,
+        threads: int = 2,
+    ) -> None:
         if lsf not in ("point", "morphology"):
             raise InputError("lsf", "unknown line-spread model", value=lsf, allowed="point, morphology")
         if not basis.has_prior:
@@ -156,23 +186,32 @@ class PhysicsCurves:
         self.wave_by_band = {b: np.asarray(w, np.float64) for b, w in wave_by_band.items()}
         self.psf_sigma_pix = float(psf_sigma_pix)
         self.zmin, self.zmax = float(zmin), float(zmax)
-        sig = (lsf_bins(np.array([psf_sigma_pix]), psf_sigma_pix)[1] if lsf == "morphology"
-               else np.array([psf_sigma_pix]))
+        sig = (
+            lsf_bins(np.array([psf_sigma_pix]), psf_sigma_pix)[1] if lsf == "morphology" else np.array([psf_sigma_pix])
+        )
         self.model = XcorrModel(basis, self.wave_by_band, lsf_sigma_pix=tuple(sig), zmin=zmin, zmax=zmax)
         self.grid_z = self.model.z.copy()
         self.grid_lnz = self.model.lnz.copy()
 
     # --- inputs ----------------------------------------------------------------------------------------
-    def lsf_index(self, catalog, instrument) -> np.ndarray | None:
+    def lsf_index(self, catalog: Table, instrument: Instrument) -> np.ndarray | None:
         """LSF template set of each catalogue row (None: all the point-source set)."""
         if self.lsf == "point":
             return None
         from .basis import galaxy_lsf_sigma_pix
-        sig = galaxy_lsf_sigma_pix(instrument, np.asarray(catalog["SHAPE_R"]), np.asarray(catalog["SERSIC"]),
-                                   np.asarray(catalog["BA"]), np.asarray(catalog["PA"]))
+
+        sig = galaxy_lsf_sigma_pix(
+            instrument,
+            np.asarray(catalog["SHAPE_R"]),
+            np.asarray(catalog["SERSIC"]),
+            np.asarray(catalog["BA"]),
+            np.asarray(catalog["PA"]),
+        )
         return np.minimum(lsf_bins(sig, self.psf_sigma_pix)[0], LSF_MAX_BINS - 1)
 
-    def curves(self, flux_by_band: dict, err_by_band: dict, lsf_index=None) -> tuple[np.ndarray, np.ndarray]:
+    def curves(
+        self, flux_by_band: dict, err_by_band: dict, lsf_index: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Curves and scalars of N spectra.
 
         Parameters
@@ -208,27 +247,36 @@ class PhysicsCurves:
 
     def chi2_dof(self, best_loglike_ls: np.ndarray, err_by_band: dict) -> np.ndarray:
         """Best least-squares chi2 per degree of freedom, shape (N,)."""
-        n_valid = sum(np.sum(np.isfinite(np.asarray(err_by_band[b])) & (np.asarray(err_by_band[b]) > 0), axis=1)
-                      for b in self.bands)
+        n_valid = sum(
+            np.sum(np.isfinite(np.asarray(err_by_band[b])) & (np.asarray(err_by_band[b]) > 0), axis=1)
+            for b in self.bands
+        )
         dof = np.maximum(n_valid - self.basis.n_templates, 1)
         return -2.0 * np.asarray(best_loglike_ls, np.float64) / dof
 
     # --- file --------------------------------------------------------------------------------------------
-    def save(self, path) -> Path:
+    def save(self, path: PathLike) -> Path:
         """Write the basis and the grid settings to one HDF5 file (atomically)."""
         path = Path(path)
         with atomic_path(path) as tmp:
             save_basis(self.basis, tmp)
             with h5py.File(tmp, "a") as h5:
-                h5.attrs["physics"] = json.dumps({"lsf": self.lsf, "zmin": self.zmin, "zmax": self.zmax,
-                                                  "psf_sigma_pix": self.psf_sigma_pix, "bands": list(self.bands)})
+                h5.attrs["physics"] = json.dumps(
+                    {
+                        "lsf": self.lsf,
+                        "zmin": self.zmin,
+                        "zmax": self.zmax,
+                        "psf_sigma_pix": self.psf_sigma_pix,
+                        "bands": list(self.bands),
+                    }
+                )
                 g = h5.create_group("physics_waves")
                 for b, w in self.wave_by_band.items():
                     g.create_dataset(b, data=w)
         return path
 
     @classmethod
-    def load(cls, path, threads: int = 2) -> "PhysicsCurves":
+    def load(cls, path: PathLike, threads: int = 2) -> "PhysicsCurves":
         """Read a file written by :meth:`save`.
 
         Raises

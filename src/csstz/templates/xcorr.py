@@ -42,11 +42,13 @@ the trapezoid rule on the z grid (the PZ / PZ_GRID convention of docs/estimator.
 by a parabola in ln(1+z); ZERR half the central 68.3% interval; P_SECOND the probability mass farther than
 |dz|/(1+z) = 0.02 from the mode (a multimodality indicator).
 """
+
 from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft as sfft
@@ -54,6 +56,16 @@ from scipy import sparse
 
 from ..errors import InputError
 from .learned import TemplateBasis
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from astropy.table import Table
+    from numpy.typing import DTypeLike
+
+    from .._types import PathLike
+    from ..instrument import Instrument
+    from ..io.spectra import SpectraSet
 
 #: Common grid step in ln(lambda): GV 6.0 A/px at 5200 A = 1.154e-3, GI 9.676 A/px at 8345 A = 1.159e-3
 #: (instrument file); one grid pixel per native pixel at the band centres.
@@ -114,20 +126,22 @@ def resampling_matrix(wave_aa: np.ndarray, grid_ln: np.ndarray) -> sparse.csr_ma
     return sparse.csr_matrix((vals, (rows, cols)), shape=(e.size - 1, grid_ln.size))
 
 
-def resample(flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float = MIN_COVER):
+def resample(
+    flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float = MIN_COVER
+) -> tuple[np.ndarray, np.ndarray]:
     """Flux (N, L) and inverse-variance weights (N, L) on the common grid (weights 0 where no data).
 
     Each band is resampled separately (:func:`resampling_matrix`); where bands overlap the estimates are
     combined with inverse-variance weights.
     """
     wsum, fsum = None, None
-    for b, O in mats.items():
+    for b, op in mats.items():
         f = np.asarray(flux_by_band[b], np.float64)
         e = np.asarray(err_by_band[b], np.float64)
         ok = np.isfinite(e) & (e > 0) & np.isfinite(f)
         fv = np.where(ok, f, 0.0)
         var = np.where(ok, e, 0.0) ** 2
-        OT, O2T = O.T.tocsr(), O.multiply(O).T.tocsr()
+        OT, O2T = op.T.tocsr(), op.multiply(op).T.tocsr()
         cover = (OT @ ok.T.astype(np.float64)).T
         num = (OT @ fv.T).T
         vnum = (O2T @ var.T).T
@@ -144,7 +158,7 @@ def resample(flux_by_band: dict, err_by_band: dict, mats: dict, min_cover: float
 
 
 # --- batched small Cholesky ----------------------------------------------------------------------------------
-def _chol_solve_logdet(A: np.ndarray, b: np.ndarray):
+def _chol_solve_logdet(A: list[list[np.ndarray]], b: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """Solve A x = b for nested lists A[j][k], b[k] of equally shaped arrays; return x (list) and log det A."""
     K = len(b)
     L = [[None] * K for _ in range(K)]
@@ -176,7 +190,7 @@ def _box(width: float) -> np.ndarray:
     return k / k.sum()
 
 
-def _chol_forward(A, b, eps):
+def _chol_forward(A: list[list[np.ndarray]], b: list[np.ndarray], eps: np.ndarray | float) -> list[np.ndarray]:
     """y = L^-1 b with A + eps I = L L^T (nested lists of equally shaped arrays); NaN where not SPD."""
     K = len(b)
     L = [[None] * K for _ in range(K)]
@@ -194,8 +208,8 @@ def _chol_forward(A, b, eps):
 # --- the model ---------------------------------------------------------------------------------------------------
 @dataclass
 class _Kernel:
-    TF: np.ndarray      # (P, K, nf) complex: rfft of each phase's templates on the rest grid
-    QF: np.ndarray      # (P, npair, nf) complex: rfft of the template products
+    TF: np.ndarray  # (P, K, nf) complex: rfft of each phase's templates on the rest grid
+    QF: np.ndarray  # (P, npair, nf) complex: rfft of the template products
 
 
 class XcorrModel:
@@ -231,9 +245,19 @@ class XcorrModel:
     lnz : (J,)      ln(1+z) grid, increasing;  z : (J,)
     """
 
-    def __init__(self, basis: TemplateBasis, wave_by_band: dict, lsf_sigma_pix=(1.72,), zmin: float = 0.0,
-                 zmax: float = 1.6, dlnlam: float = DEFAULT_DLNLAM, n_phase: int = 1, dtype=np.float64,
-                 occam: bool = True, dtype_m=None):
+    def __init__(
+        self,
+        basis: TemplateBasis,
+        wave_by_band: dict,
+        lsf_sigma_pix: Sequence[float] = (1.72,),
+        zmin: float = 0.0,
+        zmax: float = 1.6,
+        dlnlam: float = DEFAULT_DLNLAM,
+        n_phase: int = 1,
+        dtype: DTypeLike = np.float64,
+        occam: bool = True,
+        dtype_m: DTypeLike | None = None,
+    ) -> None:
         if not (0 <= zmin < zmax) or not (math.isfinite(zmax)):
             raise InputError("zmax", "need 0 <= zmin < zmax", value=(zmin, zmax))
         if not (1e-5 <= dlnlam <= 0.01):
@@ -256,7 +280,7 @@ class XcorrModel:
         L = self.grid_ln.size
         step = self.h / self.n_phase
         lz0, lz1 = math.log1p(zmin), math.log1p(zmax)
-        n_shift = int(math.ceil((lz1 - lz0) / self.h - 1e-9)) + 1       # shifts per phase
+        n_shift = int(math.ceil((lz1 - lz0) / self.h - 1e-9)) + 1  # shifts per phase
         self.lnz_max = lz0 + (n_shift - 1) * self.h + (self.n_phase - 1) * step
         # descending index j = m * n_phase + phase  ->  lnz = lnz_max - j * step ; keep lnz >= lz0 - tiny
         J = n_shift * self.n_phase
@@ -273,19 +297,26 @@ class XcorrModel:
         self.lsf_sigma_pix = tuple(float(s) for s in lsf_sigma_pix)
         self.kernels = [self._prepare(s) for s in self.lsf_sigma_pix]
         self.norm = np.asarray(basis.norm, np.float64)
-        self.prior = []                      # (log weight, mean, precision, log det precision) per component
+        self.prior = []  # (log weight, mean, precision, log det precision) per component
         if basis.has_prior:
             for wg, mu, C in zip(basis.prior_weight, basis.prior_mean, basis.prior_cov):
-                C = np.asarray(C, np.float64) + AMPLITUDE_SCATTER ** 2 * np.outer(mu, mu)
+                C = np.asarray(C, np.float64) + AMPLITUDE_SCATTER**2 * np.outer(mu, mu)
                 C = C + 1e-9 * np.trace(C) / self.K * np.eye(self.K)
                 prec = np.linalg.inv(C)
-                self.prior.append((math.log(max(float(wg), 1e-300)), np.asarray(mu, np.float64), prec,
-                                   float(np.linalg.slogdet(prec)[1])))
+                self.prior.append(
+                    (
+                        math.log(max(float(wg), 1e-300)),
+                        np.asarray(mu, np.float64),
+                        prec,
+                        float(np.linalg.slogdet(prec)[1]),
+                    )
+                )
+
     # templates on the rest grid, LSF-convolved
     def _prepare(self, sigma_pix: float) -> _Kernel:
         h, nf = self.h, N_FINE
         fine_step = h / nf
-        y0 = self.grid_ln[0] - self.lnz_max                       # rest ln(lambda) of rest-grid index 0
+        y0 = self.grid_ln[0] - self.lnz_max  # rest ln(lambda) of rest-grid index 0
         sig_ln = sigma_pix * self.pix_ln
         half = int(math.ceil((5 * sig_ln + self.pix_ln + h) / fine_step)) + 2
         fine = y0 + fine_step * np.arange(-half, self.n_rest * nf + half + nf)
@@ -293,10 +324,11 @@ class XcorrModel:
         T = np.stack([np.interp(fine, lw, t, left=0.0, right=0.0) for t in self.basis.templates])
         xk = fine_step * np.arange(-half, half + 1)
         g = np.exp(-0.5 * (xk / sig_ln) ** 2)
-        for width in (self.pix_ln, h):                                # native pixel box, then common-grid box
+        for width in (self.pix_ln, h):  # native pixel box, then common-grid box
             g = np.convolve(g, _box(width / fine_step), mode="same")
         g /= g.sum()
         from scipy.signal import fftconvolve
+
         Tc = fftconvolve(T, g[None, :], mode="same", axes=1)
         TF, QF = [], []
         for ph in range(self.n_phase):
@@ -313,10 +345,10 @@ class XcorrModel:
     def rest_templates(self, lsf_index: int = 0, phase: int = 0) -> np.ndarray:
         """The convolved templates on the rest grid (K, n_rest) (for tests/plots)."""
         TF = self.kernels[lsf_index].TF[phase]
-        return sfft.irfft(TF, n=self.n_fft, axis=1)[:, :self.n_rest]
+        return sfft.irfft(TF, n=self.n_fft, axis=1)[:, : self.n_rest]
 
     # --- input ------------------------------------------------------------------------------------------
-    def prepare_spectra(self, flux_by_band: dict, err_by_band: dict):
+    def prepare_spectra(self, flux_by_band: dict, err_by_band: dict) -> tuple[np.ndarray, np.ndarray]:
         """Flux and weights on the common grid, (N, L) each (see :func:`resample`)."""
         for b in self.bands:
             if b not in flux_by_band or b not in err_by_band:
@@ -328,27 +360,29 @@ class XcorrModel:
         return resample(flux_by_band, err_by_band, self.mats)
 
     # --- the normal equations at all shifts -------------------------------------------------------------
-    def _phase_equations(self, G1, G0, ker, ph):
+    def _phase_equations(self, G1: np.ndarray, G0: np.ndarray, ker: _Kernel, ph: int) -> tuple[np.ndarray, np.ndarray]:
         """b (K, N, ns) and the pair products of M (npair, N, ns) of one template phase (descending lnz)."""
         ns = self.n_shift
         bb = sfft.irfft(G1[:, None, :] * ker.TF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
         mm = sfft.irfft(G0[:, None, :] * ker.QF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
         return bb.transpose(1, 0, 2), mm.transpose(1, 0, 2)
 
-    def _spectra_ffts(self, f, w):
+    def _spectra_ffts(self, f: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         wf = (w * f).astype(self.dtype)
         G1 = np.conj(sfft.rfft(wf, n=self.n_fft, axis=1))
         G0 = np.conj(sfft.rfft(w.astype(self.dtype_m), n=self.n_fft, axis=1))
         fwf = np.einsum("np,np,np->n", w, f, f)
         return G1, G0, fwf
 
-    def _to_grid(self, x):
+    def _to_grid(self, x: np.ndarray) -> np.ndarray:
         """(P, N, ns, ...) per-phase arrays in descending lnz -> (N, J, ...) on the increasing grid."""
-        x = np.moveaxis(x, 0, 2)                                   # (N, ns, P, ...)
+        x = np.moveaxis(x, 0, 2)  # (N, ns, P, ...)
         x = x.reshape((x.shape[0], self.n_shift * self.n_phase) + x.shape[3:])
         return x[:, self._keep][:, ::-1]
 
-    def normal_equations(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0):
+    def normal_equations(
+        self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """b (N, J, K), M (N, J, K, K) and f.W.f (N,) on the increasing z grid :attr:`lnz` (float64)."""
         G1, G0, fwf = self._spectra_ffts(f, w)
         bs, Ms = [], []
@@ -362,7 +396,9 @@ class XcorrModel:
             Ms.append(M)
         return self._to_grid(np.stack(bs)), self._to_grid(np.stack(Ms)), fwf
 
-    def _solve_phase(self, bb, mm, fwf, mode):
+    def _solve_phase(
+        self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray, mode: str
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """log L (N, ns) and coefficients (K, N, ns) of one phase from its normal equations."""
         K = self.K
         mm = mm.astype(np.float64)
@@ -392,7 +428,7 @@ class XcorrModel:
                 best_ll = np.maximum(ll, best_ll)
         return tot, best_a
 
-    def _ls_coeff(self, bb, mm, fwf):
+    def _ls_coeff(self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         K = self.K
         mm = mm.astype(np.float64)
         bt = [x for x in bb.astype(np.float64)]
@@ -404,7 +440,16 @@ class XcorrModel:
         a = [np.nan_to_num(x) for x in a]
         return -0.5 * (fwf[:, None] - sum(bt[k] * a[k] for k in range(K))), np.stack(a)
 
-    def _prior_solve(self, A, bt, fw, amp0, mu, Pm, logdet_prec):
+    def _prior_solve(
+        self,
+        A: list[list[np.ndarray]],
+        bt: list[np.ndarray],
+        fw: np.ndarray,
+        amp0: np.ndarray,
+        mu: np.ndarray,
+        Pm: np.ndarray,
+        logdet_prec: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
         K = self.K
         nv = self.norm
         amp_max = np.max(np.abs(amp0), axis=1, keepdims=True)
@@ -414,7 +459,7 @@ class XcorrModel:
         amp = amp0
         for _ in range(3):
             amp_use = np.maximum(amp, floor)
-            inv2 = 1.0 / amp_use ** 2
+            inv2 = 1.0 / amp_use**2
             inv1 = 1.0 / amp_use
             H = [[A[j][k] + Pm[j, k] * inv2 for k in range(K)] for j in range(K)]
             g = [bt[k] + Pmu[k] * inv1 for k in range(K)]
@@ -426,7 +471,9 @@ class XcorrModel:
             logl = logl - 0.5 * logdet_h + 0.5 * logdet_prec - K * np.log(amp_use)
         return np.where(np.isfinite(logl), logl, -np.inf), np.stack(a)
 
-    def loglike(self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff=False):
+    def loglike(
+        self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """log L(z) (N, J) on :attr:`z`, and the coefficients at each z (N, J, K) (None for "ls" unless
         ``with_coeff``: the least-squares chi2 needs only the forward substitution).
 
@@ -441,7 +488,7 @@ class XcorrModel:
         ker = self.kernels[lsf_index]
         lls, coefs = [], []
         N = f.shape[0]
-        sub = max(1, SOLVE_ELEMENTS // self.n_shift)   # spectra per cache-sized solve chunk
+        sub = max(1, SOLVE_ELEMENTS // self.n_shift)  # spectra per cache-sized solve chunk
         for ph in range(self.n_phase):
             bb, mm = self._phase_equations(G1, G0, ker, ph)
             ll = np.empty((N, self.n_shift))
@@ -456,20 +503,31 @@ class XcorrModel:
                 a[:, sl] = np.nan if a_sl is None else a_sl
             lls.append(ll)
             coefs.append(np.moveaxis(a, 0, -1))
-        return self._to_grid(np.stack(lls)), (None if mode == "ls" and not with_coeff else
-                                              self._to_grid(np.stack(coefs)))
+        return self._to_grid(np.stack(lls)), (
+            None if mode == "ls" and not with_coeff else self._to_grid(np.stack(coefs))
+        )
 
 
 # --- drivers -------------------------------------------------------------------------------------------------
-def lsf_bins(sigma_pix: np.ndarray, psf_sigma_pix: float):
+def lsf_bins(sigma_pix: np.ndarray, psf_sigma_pix: float) -> tuple[np.ndarray, np.ndarray]:
     """Bin index of each galaxy's LSF sigma and the bins' centre sigmas [pixels] (ratio LSF_BIN_RATIO)."""
-    k = np.clip(np.floor(np.log(np.maximum(sigma_pix, psf_sigma_pix) / psf_sigma_pix)
-                         / math.log(LSF_BIN_RATIO)).astype(int), 0, LSF_MAX_BINS - 1)
+    k = np.clip(
+        np.floor(np.log(np.maximum(sigma_pix, psf_sigma_pix) / psf_sigma_pix) / math.log(LSF_BIN_RATIO)).astype(int),
+        0,
+        LSF_MAX_BINS - 1,
+    )
     return k, psf_sigma_pix * LSF_BIN_RATIO ** (np.arange(LSF_MAX_BINS) + 0.5)
 
 
-def loglike_curves(model: XcorrModel, flux_by_band: dict, err_by_band: dict, lsf_index=None, mode: str = "ls",
-                   threads: int = 2, block: int = BLOCK) -> np.ndarray:
+def loglike_curves(
+    model: XcorrModel,
+    flux_by_band: dict,
+    err_by_band: dict,
+    lsf_index: np.ndarray | None = None,
+    mode: str = "ls",
+    threads: int = 2,
+    block: int = BLOCK,
+) -> np.ndarray:
     """log L(z) of N spectra, (N, J) float32, blocks of ``block`` run on ``threads`` threads.
 
     ``lsf_index``: None (all use template set 0) or an int array (N,) choosing the LSF set of each spectrum.
@@ -482,9 +540,9 @@ def loglike_curves(model: XcorrModel, flux_by_band: dict, err_by_band: dict, lsf
     for k in np.unique(idx):
         rows = np.flatnonzero(idx == k)
         for s in range(0, rows.size, block):
-            jobs.append((int(k), rows[s:s + block]))
+            jobs.append((int(k), rows[s : s + block]))
 
-    def run(job):
+    def run(job: tuple[int, np.ndarray]) -> None:
         k, rows = job
         out[rows] = model.loglike(f[rows], w[rows], k, mode)[0]
 
@@ -497,8 +555,9 @@ def loglike_curves(model: XcorrModel, flux_by_band: dict, err_by_band: dict, lsf
     return out
 
 
-def archetype_loglike(model: XcorrModel, f: np.ndarray, w: np.ndarray, prototypes: np.ndarray,
-                      lsf_index: int = 0, block: int = 16) -> np.ndarray:
+def archetype_loglike(
+    model: XcorrModel, f: np.ndarray, w: np.ndarray, prototypes: np.ndarray, lsf_index: int = 0, block: int = 16
+) -> np.ndarray:
     """log L(z) marginalised over P prototype SEDs (archetypes), each with a free positive amplitude.
 
     Each prototype is a fixed coefficient vector c_p of the basis (e.g. training SEDs projected on it). With
@@ -516,6 +575,7 @@ def archetype_loglike(model: XcorrModel, f: np.ndarray, w: np.ndarray, prototype
     (N, J) log L on :attr:`XcorrModel.z`.
     """
     from scipy.special import logsumexp
+
     C = np.asarray(prototypes, np.float64)
     P, K = C.shape
     if K != model.K:
@@ -527,12 +587,14 @@ def archetype_loglike(model: XcorrModel, f: np.ndarray, w: np.ndarray, prototype
         b, M, fwf = model.normal_equations(f[sl], w[sl], lsf_index)
         bp = b @ C.T
         mp = np.maximum(M.reshape(M.shape[0], M.shape[1], K * K) @ outer.T, 1e-300)
-        chi = np.where(bp > 0, fwf[:, None, None] - bp ** 2 / mp, fwf[:, None, None])
+        chi = np.where(bp > 0, fwf[:, None, None] - bp**2 / mp, fwf[:, None, None])
         out[sl] = logsumexp(-0.5 * chi - 0.5 * np.log(mp), axis=2) - math.log(P)
     return out
 
 
-def posterior(lnz: np.ndarray, logl: np.ndarray, temperature: float = 1.0, log_prior_z=None) -> dict:
+def posterior(
+    lnz: np.ndarray, logl: np.ndarray, temperature: float = 1.0, log_prior_z: np.ndarray | None = None
+) -> dict:
     """p(z) and its summaries from log-likelihood curves on a ln(1+z) grid.
 
     Parameters
@@ -554,7 +616,7 @@ def posterior(lnz: np.ndarray, logl: np.ndarray, temperature: float = 1.0, log_p
     if not temperature > 0:
         raise InputError("temperature", "must be > 0", value=temperature)
     z = np.expm1(lnz)
-    lp = np.asarray(logl, np.float64) / temperature - np.log1p(z)[None, :]      # density per unit z
+    lp = np.asarray(logl, np.float64) / temperature - np.log1p(z)[None, :]  # density per unit z
     if log_prior_z is not None:
         lp = lp + np.asarray(log_prior_z, np.float64)[None, :]
     lp = np.where(np.isfinite(lp), lp, -np.inf)
@@ -576,14 +638,27 @@ def posterior(lnz: np.ndarray, logl: np.ndarray, temperature: float = 1.0, log_p
     zmode = np.expm1(lnz[i] + off * np.where(off >= 0, h[np.minimum(i, J - 2)], h[np.maximum(i - 1, 0)]))
     cdf = np.concatenate([np.zeros((p.shape[0], 1)), np.cumsum(0.5 * (p[:, 1:] + p[:, :-1]) * dz, axis=1)], axis=1)
     q = {}
-    for name, lev in (("lo68", 0.5 - 0.6827 / 2), ("hi68", 0.5 + 0.6827 / 2), ("lo95", 0.5 - 0.9545 / 2),
-                      ("hi95", 0.5 + 0.9545 / 2)):
+    for name, lev in (
+        ("lo68", 0.5 - 0.6827 / 2),
+        ("hi68", 0.5 + 0.6827 / 2),
+        ("lo95", 0.5 - 0.9545 / 2),
+        ("hi95", 0.5 + 0.9545 / 2),
+    ):
         q[name] = np.array([np.interp(lev, c, z) for c in cdf])
     far = np.abs(z[None, :] - zmode[:, None]) / (1 + zmode[:, None]) > SECOND_PEAK_DZ
     mass_far = (0.5 * ((p * far)[:, 1:] + (p * far)[:, :-1]) * dz).sum(axis=1)
-    return {"z_grid": z, "pz": p.astype(np.float32), "z": zmode, "zerr": 0.5 * (q["hi68"] - q["lo68"]),
-            "z_lo68": q["lo68"], "z_hi68": q["hi68"], "z_lo95": q["lo95"], "z_hi95": q["hi95"],
-            "p_second": mass_far, "cdf": cdf}
+    return {
+        "z_grid": z,
+        "pz": p.astype(np.float32),
+        "z": zmode,
+        "zerr": 0.5 * (q["hi68"] - q["lo68"]),
+        "z_lo68": q["lo68"],
+        "z_hi68": q["hi68"],
+        "z_lo95": q["lo95"],
+        "z_hi95": q["hi95"],
+        "p_second": mass_far,
+        "cdf": cdf,
+    }
 
 
 def pit(z_grid: np.ndarray, cdf: np.ndarray, z_true: np.ndarray) -> np.ndarray:
@@ -597,14 +672,24 @@ def nz_log_prior(z_train: np.ndarray, z_grid: np.ndarray, smooth_dz: float = 0.0
     zt = zt[np.isfinite(zt)]
     dens = np.zeros_like(z_grid)
     for s in range(0, zt.size, 2000):
-        dens += np.exp(-0.5 * ((z_grid[None, :] - zt[s:s + 2000, None]) / smooth_dz) ** 2).sum(axis=0)
+        dens += np.exp(-0.5 * ((z_grid[None, :] - zt[s : s + 2000, None]) / smooth_dz) ** 2).sum(axis=0)
     dens /= np.trapezoid(dens, z_grid)
     return np.log(np.maximum(dens, 1e-6 * dens.max()))
 
 
-def fit_xcorr(spectra, basis: TemplateBasis, bands=("GV", "GI"), lsf: str = "morphology", mode: str = "prior",
-              temperature: float = 1.0, log_prior_z=None, zmin: float = 0.0, zmax: float = 1.6, instrument=None,
-              threads: int = 2):
+def fit_xcorr(
+    spectra: SpectraSet,
+    basis: TemplateBasis,
+    bands: Sequence[str] = ("GV", "GI"),
+    lsf: str = "morphology",
+    mode: str = "prior",
+    temperature: float = 1.0,
+    log_prior_z: np.ndarray | None = None,
+    zmin: float = 0.0,
+    zmax: float = 1.6,
+    instrument: Instrument | PathLike | None = None,
+    threads: int = 2,
+) -> tuple[Table, np.ndarray, np.ndarray]:
     """Redshifts and p(z) of every spectrum of a :class:`csstz.io.spectra.SpectraSet` by FFT chi2.
 
     Parameters
@@ -630,8 +715,9 @@ def fit_xcorr(spectra, basis: TemplateBasis, bands=("GV", "GI"), lsf: str = "mor
     """
     from astropy.table import Table
 
-    from .basis import galaxy_lsf_sigma_pix
     from ..instrument import Instrument, load_instrument, parse_instrument
+    from .basis import galaxy_lsf_sigma_pix
+
     bands = tuple(bands)
     for b in bands:
         if b not in spectra.bands:
@@ -657,22 +743,63 @@ def fit_xcorr(spectra, basis: TemplateBasis, bands=("GV", "GI"), lsf: str = "mor
         sigmas, idx = centres[used], np.searchsorted(used, idx)
     else:
         sigmas, idx = np.array([inst.psf_sigma_pix]), np.zeros(n, int)
-    model = XcorrModel(basis, {b: np.asarray(spectra.bands[b].wave_aa, np.float64) for b in bands},
-                       lsf_sigma_pix=sigmas, zmin=zmin, zmax=zmax)
-    logl = loglike_curves(model, {b: spectra.bands[b].flux for b in bands}, {b: spectra.bands[b].err for b in bands},
-                          lsf_index=idx, mode=mode, threads=threads)
+    model = XcorrModel(
+        basis,
+        {b: np.asarray(spectra.bands[b].wave_aa, np.float64) for b in bands},
+        lsf_sigma_pix=sigmas,
+        zmin=zmin,
+        zmax=zmax,
+    )
+    logl = loglike_curves(
+        model,
+        {b: spectra.bands[b].flux for b in bands},
+        {b: spectra.bands[b].err for b in bands},
+        lsf_index=idx,
+        mode=mode,
+        threads=threads,
+    )
     po = posterior(model.lnz, logl, temperature=temperature, log_prior_z=log_prior_z)
     tab = Table()
     tab["TARGETID"] = np.asarray(cat["TARGETID"], np.int64)
-    for col, key in (("Z", "z"), ("ZERR", "zerr"), ("Z_LO68", "z_lo68"), ("Z_HI68", "z_hi68"),
-                     ("Z_LO95", "z_lo95"), ("Z_HI95", "z_hi95"), ("P_SECOND", "p_second")):
+    for col, key in (
+        ("Z", "z"),
+        ("ZERR", "zerr"),
+        ("Z_LO68", "z_lo68"),
+        ("Z_HI68", "z_hi68"),
+        ("Z_LO95", "z_lo95"),
+        ("Z_HI95", "z_hi95"),
+        ("P_SECOND", "p_second"),
+    ):
         tab[col] = po[key]
     tab["LOGL_MAX"] = logl.max(axis=1)
     tab["LSF_SIGMA_PIX"] = sigmas[idx].astype(np.float32)
-    tab.meta.update({"METHOD": f"xcorr-{mode}", "BASIS": basis.name, "BANDS": ",".join(bands), "LSF": lsf,
-                     "DLNLAM": model.h, "TEMPER": float(temperature)})
+    tab.meta.update(
+        {
+            "METHOD": f"xcorr-{mode}",
+            "BASIS": basis.name,
+            "BANDS": ",".join(bands),
+            "LSF": lsf,
+            "DLNLAM": model.h,
+            "TEMPER": float(temperature),
+        }
+    )
     return tab, po["pz"], po["z_grid"]
 
 
-__all__ = ["XcorrModel", "fit_xcorr", "archetype_loglike", "common_grid", "resampling_matrix", "resample",
-           "loglike_curves", "posterior", "pit", "nz_log_prior", "lsf_bins", "DEFAULT_DLNLAM", "SECOND_PEAK_DZ", "LSF_BIN_RATIO", "LSF_MAX_BINS"]
+__all__ = [
+    "XcorrModel",
+    "fit_xcorr",
+    "archetype_loglike",
+    "common_grid",
+    "resampling_matrix",
+    "resample",
+    "loglike_curves",
+    "posterior",
+    "pit",
+    "nz_log_prior",
+    "lsf_bins",
+    "DEFAULT_DLNLAM",
+    "SECOND_PEAK_DZ",
+    "LSF_BIN_RATIO",
+    "LSF_MAX_BINS",
+]

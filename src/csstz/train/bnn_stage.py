@@ -9,6 +9,7 @@ Loss per batch: mean Gaussian negative log likelihood
 plus ``kl_weight * KL / n_train`` (the ELBO per training spectrum when kl_weight = 1;
 kl_weight = 0, the default, is the authors' code, which leaves the KL out).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,21 +39,21 @@ class BNNModule(L.LightningModule):
         Number of training spectra (scales the KL term).
     """
 
-    def __init__(self, cfg: dict, cnn: ResNet1d | None, n_train: int):
+    def __init__(self, cfg: dict, cnn: ResNet1d | None, n_train: int) -> None:
         super().__init__()
         self.cfg = dict(cfg)
         self.bnn = build_bnn(self.cfg, cnn)
         self.n_train = max(int(n_train), 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.bnn(x)
 
-    def _losses(self, batch):
+    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         x, z = batch
         mu, sigma = self.bnn(x)
         return gaussian_nll(mu, sigma, z).mean(), z.shape[0]
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         nll, n = self._losses(batch)
         loss = nll
         kw = float(self.cfg.get("kl_weight", 0.0))
@@ -63,11 +64,11 @@ class BNNModule(L.LightningModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         nll, n = self._losses(batch)
         self.log("val_loss", nll, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.bnn.head.parameters(), lr=float(self.cfg["bnn_lr"]))
 
 

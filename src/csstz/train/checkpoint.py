@@ -8,10 +8,12 @@ A model file is a ``torch.save`` of a plain dict::
 with only tensors, str, int, float, bool, None, lists and dicts inside, so that
 ``torch.load(path, weights_only=True)`` reads it. It is written atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,18 +23,25 @@ from ..io.atomic import atomic_path
 from ..models.factory import build_bnn, build_cnn, build_pz
 from ..schema import BNN_FILE, CNN_FILE
 
+if TYPE_CHECKING:
+    from .._types import PathLike
 
 
-def save_model(path, model: torch.nn.Module, kind: str, config: dict, meta: dict | None = None) -> Path:
+def save_model(path: PathLike, model: torch.nn.Module, kind: str, config: dict, meta: dict | None = None) -> Path:
     """Write ``model``'s state_dict with its config atomically to ``path``."""
-    payload = {"kind": kind, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-               "config": dict(config), "meta": dict(meta or {}), "csstz_version": __version__}
+    payload = {
+        "kind": kind,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": dict(config),
+        "meta": dict(meta or {}),
+        "csstz_version": __version__,
+    }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
 
 
-def load_payload(path) -> dict:
+def load_payload(path: PathLike) -> dict:
     """Read a model file with ``weights_only=True``.
 
     Raises
@@ -52,7 +61,7 @@ def load_payload(path) -> dict:
     return payload
 
 
-def load_model(path) -> tuple[torch.nn.Module, dict]:
+def load_model(path: PathLike) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network of a model file (eval mode) and return it with the payload."""
     payload = load_payload(path)
     cfg = payload["config"]
@@ -68,7 +77,7 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     return model, payload
 
 
-def file_checksum(path) -> str:
+def file_checksum(path: PathLike) -> str:
     """First 16 hex digits of the file's sha256."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -19,6 +19,7 @@ CPU defaults and why (measured on the 2-core development machine, fp32, GV+GI in
 * ``bnn_lr`` = 1e-3, ``kl_weight`` = 0 (the authors' code; 1 = full ELBO with the KL
   divided by the number of training spectra), ``n_flows`` = 2 (authors' code; paper 50).
 """
+
 from __future__ import annotations
 
 from ..config import CALIBRATIONS, CPU_WIDTHS, TrainConfig

@@ -13,10 +13,12 @@ Steps (docs/estimator.md):
 Calibration (temperature and the out-of-distribution threshold) is a separate step
 (:func:`csstz.calibrate.calibrate_pz_run`) run by :mod:`csstz.pipeline`.
 """
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,20 +27,28 @@ from ..config import PzConfig, TrainConfig
 from ..schema import CONFIG_FILE, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE
 from .pz_stage import Batch, fit_network, make_network, noiseless_warning
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .._types import PathLike
+    from ..io.spectra import SpectraSet
+    from ..templates.physics import PhysicsCurves
+
 #: Spectra read from the file at once during training (memory flat in dataset size).
 READ_BLOCK = 2048
 #: Spectra per validation batch.
 VAL_BATCH = 512
 
 
-def _read(path, bands, rows, noiseless: bool):
+def _read(path: PathLike, bands: Sequence[str], rows: np.ndarray, noiseless: bool) -> SpectraSet:
     from ..io.spectra import read_spectra
+
     if noiseless:
         return read_spectra(path, bands=bands, rows=rows, with_noiseless=True)
     return read_spectra(path, bands=bands, rows=rows)
 
 
-def has_noiseless(path, bands, rows: np.ndarray) -> bool:
+def has_noiseless(path: PathLike, bands: Sequence[str], rows: np.ndarray) -> bool:
     """True if the dataset stores noiseless spectra for (the first of) these rows."""
     try:
         sp = _read(path, bands, rows[:1], True)
@@ -48,8 +58,17 @@ def has_noiseless(path, bands, rows: np.ndarray) -> bool:
     return arr is not None and bool(np.all(np.isfinite(arr)))
 
 
-def train_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: np.ndarray, batch_size: int,
-                  seed: int, noiseless: bool):
+def train_batches(
+    path: PathLike,
+    rows: np.ndarray,
+    bands: tuple,
+    physics: PhysicsCurves,
+    lsf_index: np.ndarray | None,
+    z: np.ndarray,
+    batch_size: int,
+    seed: int,
+    noiseless: bool,
+) -> Iterator[Batch]:
     """Endless training batches: shuffled rows, a fresh noise draw per read (when ``noiseless``).
 
     ``lsf_index`` and ``z`` are indexed like ``rows``.
@@ -59,12 +78,12 @@ def train_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: n
     while True:
         order = rng.permutation(rows)
         for s in range(0, order.size, READ_BLOCK):
-            blk = np.sort(order[s:s + READ_BLOCK])
+            blk = np.sort(order[s : s + READ_BLOCK])
             sp = _read(path, bands, blk, noiseless)
             at = np.array([pos[int(r)] for r in blk])
             perm = rng.permutation(blk.size)
             for b0 in range(0, blk.size - batch_size + 1, batch_size):
-                sel = perm[b0:b0 + batch_size]
+                sel = perm[b0 : b0 + batch_size]
                 flux, err = {}, {}
                 for b in bands:
                     e = sp.bands[b].err[sel].astype(np.float64)
@@ -79,7 +98,9 @@ def train_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: n
                 yield Batch(c, sc, z[at[sel]])
 
 
-def fixed_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: np.ndarray) -> list[Batch]:
+def fixed_batches(
+    path: PathLike, rows: np.ndarray, bands: tuple, physics: PhysicsCurves, lsf_index: np.ndarray | None, z: np.ndarray
+) -> list[Batch]:
     """Batches of the stored (noisy) spectra of ``rows``, in order (validation, calibration)."""
     out = []
     for s in range(0, rows.size, VAL_BATCH):
@@ -91,7 +112,7 @@ def fixed_batches(path, rows: np.ndarray, bands: tuple, physics, lsf_index, z: n
     return out
 
 
-def train_pz(dataset_path, out_dir, config: TrainConfig, pz: PzConfig) -> dict:
+def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz: PzConfig) -> dict:
     """Train the default estimator into ``out_dir``; returns its summary (also ``summary.json``).
 
     Raises
@@ -101,8 +122,8 @@ def train_pz(dataset_path, out_dir, config: TrainConfig, pz: PzConfig) -> dict:
     """
     import torch
 
-    from ..instrument import load_instrument
     from ..config import to_yaml
+    from ..instrument import load_instrument
     from ..io.run_dir import write_json, write_text
     from ..io.spectra import read_catalog, read_spectra
     from ..templates.physics import PhysicsCurves, learn_physics_basis
@@ -129,28 +150,56 @@ def train_pz(dataset_path, out_dir, config: TrainConfig, pz: PzConfig) -> dict:
     log_prior = nz_log_prior(z_all[train_rows], physics.grid_z)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / CONFIG_FILE, to_yaml({"model": config.model, "optimiser": config.optimiser,
-                                           "calibrate": config.calibrate, "pz": pz}))
+    write_text(
+        out / CONFIG_FILE,
+        to_yaml({"model": config.model, "optimiser": config.optimiser, "calibrate": config.calibrate, "pz": pz}),
+    )
     physics.save(out / PZ_PHYSICS_FILE)
     net = make_network(physics, pz, log_prior)
     val = fixed_batches(dataset_path, val_rows, bands, physics, lsf_va, z_all[val_rows])
-    batches = train_batches(dataset_path, train_rows, bands, physics, lsf_tr, z_all[train_rows],
-                            pz.batch_size, config.seed, noiseless)
+    batches = train_batches(
+        dataset_path, train_rows, bands, physics, lsf_tr, z_all[train_rows], pz.batch_size, config.seed, noiseless
+    )
     fit = fit_network(net, batches, val, physics.grid_lnz, pz, device="cpu")
-    net_cfg = {"n_grid": len(physics.grid_z), "n_curves": physics.n_curves, "n_scalars": physics.n_scalars,
-               "members": pz.members, "hidden": pz.hidden, "stride": pz.stride, "kernel": pz.kernel,
-               "dilations": list(pz.dilations), "bands": list(bands)}
+    net_cfg = {
+        "n_grid": len(physics.grid_z),
+        "n_curves": physics.n_curves,
+        "n_scalars": physics.n_scalars,
+        "members": pz.members,
+        "hidden": pz.hidden,
+        "stride": pz.stride,
+        "kernel": pz.kernel,
+        "dilations": list(pz.dilations),
+        "bands": list(bands),
+    }
     save_model(out / PZ_FILE, net, "pz", net_cfg, meta={"best_val_loss": fit["best_val_loss"]})
-    summary = {"estimator": "pz", "run_format": RUN_FORMAT_VERSION, "csstz_version": __version__,
-               "dataset": str(dataset_path), "bands": list(bands), "n_train": int(train_rows.size),
-               "n_val": int(val_rows.size), "z_range": [float(z_all[train_rows].min()), float(z_all[train_rows].max())],
-               "grid": {"n": len(physics.grid_z), "zmin": float(physics.grid_z[0]), "zmax": float(physics.grid_z[-1]),
-                        "dlnz": float(np.median(np.diff(physics.grid_lnz)))},
-               "basis": {"name": basis.name, "n_components": basis.n_templates,
-                         "k_selection_val": basis.provenance.get("k_selection_val")},
-               "noise": "fresh draw from flux_noiseless + N(0, err) per read" if noiseless else
-                        "stored noisy flux (no flux_noiseless in the dataset)",
-               "pz_config": pz.to_dict(), "fit": fit, "wall_s": round(time.perf_counter() - t0, 1)}
+    summary = {
+        "estimator": "pz",
+        "run_format": RUN_FORMAT_VERSION,
+        "csstz_version": __version__,
+        "dataset": str(dataset_path),
+        "bands": list(bands),
+        "n_train": int(train_rows.size),
+        "n_val": int(val_rows.size),
+        "z_range": [float(z_all[train_rows].min()), float(z_all[train_rows].max())],
+        "grid": {
+            "n": len(physics.grid_z),
+            "zmin": float(physics.grid_z[0]),
+            "zmax": float(physics.grid_z[-1]),
+            "dlnz": float(np.median(np.diff(physics.grid_lnz))),
+        },
+        "basis": {
+            "name": basis.name,
+            "n_components": basis.n_templates,
+            "k_selection_val": basis.provenance.get("k_selection_val"),
+        },
+        "noise": "fresh draw from flux_noiseless + N(0, err) per read"
+        if noiseless
+        else "stored noisy flux (no flux_noiseless in the dataset)",
+        "pz_config": pz.to_dict(),
+        "fit": fit,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
     write_json(out / SUMMARY_FILE, summary)
     return summary
 

@@ -17,18 +17,28 @@ Validation always reads the stored noisy flux of the validation split; the
 checkpoint with the lowest validation loss is kept (early stopping after
 ``patience`` evaluations without improvement). The test split is never read.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..models.pz import PzNet, ensemble_loss, soft_target
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    from .._types import PathLike
+    from ..config import PzConfig
+    from ..templates.physics import PhysicsCurves
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +61,26 @@ class Batch:
 
 
 def _tensors(batch: Batch, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (torch.from_numpy(batch.curves).to(device), torch.from_numpy(batch.scalars).to(device),
-            torch.from_numpy(np.asarray(batch.z, np.float32)).to(device))
+    return (
+        torch.from_numpy(batch.curves).to(device),
+        torch.from_numpy(batch.scalars).to(device),
+        torch.from_numpy(np.asarray(batch.z, np.float32)).to(device),
+    )
 
 
-def make_network(physics, cfg, log_prior: np.ndarray | None) -> PzNet:
+def make_network(physics: PhysicsCurves, cfg: PzConfig, log_prior: np.ndarray | None) -> PzNet:
     """The :class:`PzNet` of a config on a physics stage's grid."""
-    return PzNet(len(physics.grid_z), physics.n_curves, physics.n_scalars, members=cfg.members,
-                 hidden=cfg.hidden, stride=cfg.stride, kernel=cfg.kernel, dilations=tuple(cfg.dilations),
-                 log_prior=None if log_prior is None else torch.as_tensor(log_prior, dtype=torch.float32))
+    return PzNet(
+        len(physics.grid_z),
+        physics.n_curves,
+        physics.n_scalars,
+        members=cfg.members,
+        hidden=cfg.hidden,
+        stride=cfg.stride,
+        kernel=cfg.kernel,
+        dilations=tuple(cfg.dilations),
+        log_prior=None if log_prior is None else torch.as_tensor(log_prior, dtype=torch.float32),
+    )
 
 
 @torch.no_grad()
@@ -75,8 +96,15 @@ def evaluate_loss(net: PzNet, batches: list[Batch], grid_lnz: torch.Tensor, widt
     return tot / max(n, 1)
 
 
-def fit_network(net: PzNet, train_batches, val_batches: list[Batch], grid_lnz: np.ndarray, cfg,
-                device: str = "cpu", progress=None) -> dict:
+def fit_network(
+    net: PzNet,
+    train_batches: Iterator[Batch],
+    val_batches: list[Batch],
+    grid_lnz: np.ndarray,
+    cfg: PzConfig,
+    device: str = "cpu",
+    progress: Callable[[int], Any] | None = None,
+) -> dict:
     """Optimise ``net`` on an iterator of training batches; keep the best validation state.
 
     Parameters
@@ -103,8 +131,9 @@ def fit_network(net: PzNet, train_batches, val_batches: list[Batch], grid_lnz: n
     grid_t = torch.as_tensor(grid_lnz, dtype=torch.float32, device=device)
     width = float(cfg.target_width) * float(np.median(np.diff(grid_lnz)))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(
-        2, cfg.max_samples // cfg.batch_size + 2), pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=max(2, cfg.max_samples // cfg.batch_size + 2), pct_start=0.1
+    )
     best = {"loss": evaluate_loss(net, val_batches, grid_t, width, device), "state": None, "samples": 0}
     history = [{"samples": 0, "train_loss": None, "val_loss": best["loss"], "elapsed_s": 0.0}]
     seen, since_eval, bad_evals, run_loss, run_n = 0, 0, 0, 0.0, 0
@@ -130,13 +159,22 @@ def fit_network(net: PzNet, train_batches, val_batches: list[Batch], grid_lnz: n
             progress(n)
         if since_eval >= cfg.eval_every or seen >= cfg.max_samples:
             vl = evaluate_loss(net, val_batches, grid_t, width, device)
-            history.append({"samples": seen, "train_loss": run_loss / run_n, "val_loss": vl,
-                            "elapsed_s": round(time.perf_counter() - t0, 2)})
+            history.append(
+                {
+                    "samples": seen,
+                    "train_loss": run_loss / run_n,
+                    "val_loss": vl,
+                    "elapsed_s": round(time.perf_counter() - t0, 2),
+                }
+            )
             log.info("pz: %d samples, train %.4f, val %.4f", seen, run_loss / run_n, vl)
             since_eval, run_loss, run_n = 0, 0.0, 0
             if vl < best["loss"] - 1e-4:
-                best = {"loss": vl, "state": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-                        "samples": seen}
+                best = {
+                    "loss": vl,
+                    "state": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+                    "samples": seen,
+                }
                 bad_evals = 0
             else:
                 bad_evals += 1
@@ -145,16 +183,23 @@ def fit_network(net: PzNet, train_batches, val_batches: list[Batch], grid_lnz: n
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     elapsed = time.perf_counter() - t0
-    return {"history": history, "best_val_loss": best["loss"], "best_samples": best["samples"],
-            "samples_seen": seen, "elapsed_s": round(elapsed, 2),
-            "samples_per_s": round(seen / max(elapsed, 1e-9), 1),
-            "network_samples_per_s": round(seen / max(t_train, 1e-9), 1)}
+    return {
+        "history": history,
+        "best_val_loss": best["loss"],
+        "best_samples": best["samples"],
+        "samples_seen": seen,
+        "elapsed_s": round(elapsed, 2),
+        "samples_per_s": round(seen / max(elapsed, 1e-9), 1),
+        "network_samples_per_s": round(seen / max(t_train, 1e-9), 1),
+    }
 
 
-def noiseless_warning(path) -> None:
+def noiseless_warning(path: PathLike) -> None:
     """Say once that a dataset without noiseless spectra trains on its stored noise."""
-    warnings.warn(f"{path}: no flux_noiseless arrays (an older dataset); training on the stored noisy flux "
-                  "with no extra noise", stacklevel=2)
+    warnings.warn(
+        f"{path}: no flux_noiseless arrays (an older dataset); training on the stored noisy flux with no extra noise",
+        stacklevel=2,
+    )
 
 
 __all__ = ["Batch", "make_network", "fit_network", "evaluate_loss", "noiseless_warning"]
