@@ -30,8 +30,8 @@ from pathlib import Path
 import psutil
 
 
-def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
-    out = tmp / f"bench_{n}_{workers}.h5"
+def run_one(n: int, workers: int, chunk: int, tmp: Path, source: str = "embedded") -> dict:
+    out = tmp / f"bench_{source.replace(',', '_')}_{n}_{workers}.h5"
     cmd = [
         sys.executable,
         "-c",
@@ -46,6 +46,8 @@ def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
         "--chunk",
         str(chunk),
         "--no-progress",
+        "--source",
+        source,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
@@ -65,6 +67,7 @@ def run_one(n: int, workers: int, chunk: int, tmp: Path) -> dict:
     size = out.stat().st_size
     out.unlink()
     return {
+        "source": source,
         "n": n,
         "workers": workers,
         "chunk": chunk,
@@ -88,25 +91,26 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, nargs="+", default=[500, 1500])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk", type=int, default=250)
+    p.add_argument("--source", nargs="+", default=["embedded"], help="sources to time (sps needs its SED cache)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "build.json"))
     a = p.parse_args(argv)
     runs = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in a.n:
-            runs.append(run_one(n, a.workers, a.chunk, Path(tmp)))
-            print(json.dumps(runs[-1]))
+        for source in a.source:
+            for n in a.n:
+                runs.append(run_one(n, a.workers, a.chunk, Path(tmp), source))
+                print(json.dumps(runs[-1]))
     costs = stage_costs()
     print(json.dumps(costs))
-    # throughput net of start-up: slope between the smallest and largest N
-    if len(runs) >= 2:
-        dn = runs[-1]["n"] - runs[0]["n"]
-        dt = runs[-1]["wall_s"] - runs[0]["wall_s"]
-        marginal = round(dn / dt, 1) if dt > 0 else None
-    else:
-        marginal = None
+    # throughput net of start-up: slope between the smallest and largest N of each source
+    marginal = {}
+    for source in a.source:
+        rs = [r for r in runs if r["source"] == source]
+        dn, dt = rs[-1]["n"] - rs[0]["n"], rs[-1]["wall_s"] - rs[0]["wall_s"]
+        marginal[source] = round(dn / dt, 1) if len(rs) >= 2 and dt > 0 else None
     res = {
-        "benchmark": "csstz build (embedded population, GU+GV+GI)",
+        "benchmark": "csstz build (GU+GV+GI, with ZERR_CRB and flux_noiseless for train/val)",
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
