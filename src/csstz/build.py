@@ -186,6 +186,25 @@ def _all_noiseless(bands: dict) -> dict:
     return bands
 
 
+def _simulate_columns(wave_aa: np.ndarray, flux_flam17: np.ndarray, cols: dict, seed: int, inst: Instrument) -> tuple:
+    """Simulate catalogue rows: spectra, SNR and ZERR_CRB, noiseless spectra for the train/val rows."""
+    from .simulate.api import simulate_arrays
+
+    return simulate_arrays(
+        wave_aa,
+        flux_flam17,
+        cols["TARGETID"],
+        cols["SHAPE_R"],
+        cols["SERSIC"],
+        cols["BA"],
+        cols["PA"],
+        seed=seed,
+        instrument=inst,
+        z=cols["Z"],
+        want_noiseless=_noiseless_rows(cols["SPLIT"]),
+    )
+
+
 def make_chunk(job: dict) -> tuple[dict[str, BandSpectra], np.ndarray]:
     """Compute one chunk: population draw + simulation.
 
@@ -201,8 +220,6 @@ def make_chunk(job: dict) -> tuple[dict[str, BandSpectra], np.ndarray]:
     bands : dict of str -> BandSpectra
     catalog : structured ndarray, shape (stop - start,)
     """
-    from .simulate.api import simulate_arrays
-
     inst = _instrument(job["instrument_yaml"])
     seed = int(job["seed"])
     if job["source"] in ("desi", "boss"):
@@ -210,19 +227,7 @@ def make_chunk(job: dict) -> tuple[dict[str, BandSpectra], np.ndarray]:
 
         cols = job["rows"]
         wave, flux = redrock_sed_flam17(job["templates"], cols["Z"], cols["COEFF"])
-        bands, snr = simulate_arrays(
-            wave,
-            flux,
-            cols["TARGETID"],
-            cols["SHAPE_R"],
-            cols["SERSIC"],
-            cols["BA"],
-            cols["PA"],
-            seed=seed,
-            instrument=inst,
-            z=cols["Z"],
-            want_noiseless=_noiseless_rows(cols["SPLIT"]),
-        )
+        bands, snr = _simulate_columns(wave, flux, cols, seed, inst)
         return _all_noiseless(bands), _pack(cols, snr, inst.band_names, REAL_COLUMNS)
     sources = tuple(job["source"].split(","))
     row_source = np.asarray(job.get("row_source", np.zeros(job["stop"] - job["start"], np.int8)))
@@ -241,19 +246,7 @@ def make_chunk(job: dict) -> tuple[dict[str, BandSpectra], np.ndarray]:
             extra = synthetic_columns(sources, pop.mag_bands)
         chunk = pop.draw(seed, TARGETID_OFFSET[src] + rows[idx])
         cols = dict(chunk.columns, SOURCE=np.full(idx.size, src))
-        part, snr = simulate_arrays(
-            chunk.wave_aa,
-            chunk.flux_flam17,
-            cols["TARGETID"],
-            cols["SHAPE_R"],
-            cols["SERSIC"],
-            cols["BA"],
-            cols["PA"],
-            seed=seed,
-            instrument=inst,
-            z=cols["Z"],
-            want_noiseless=_noiseless_rows(cols["SPLIT"]),
-        )
+        part, snr = _simulate_columns(chunk.wave_aa, chunk.flux_flam17, cols, seed, inst)
         _all_noiseless(part)
         packed = _pack(cols, snr, inst.band_names, extra)
         if len(idx) == len(rows):
