@@ -51,21 +51,35 @@ def _csstz() -> str:
     return str(exe) if exe.exists() else (shutil.which("csstz") or "csstz")
 
 
+class Missing(Exception):
+    """A step's output is absent and ``--collect-only`` forbids running it."""
+
+
 class Runner:
     """Runs CLI steps once each, timing them and skipping those already done."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, collect_only: bool = False) -> None:
         self.work = work
+        self.collect_only = collect_only
         self.times: dict = {}
 
     def step(self, name: str, output: Path, args: list) -> Path:
         if output.exists():
             return output
+        if self.collect_only:
+            raise Missing(name)
         t0 = time.perf_counter()
         print(f"[cross] {name}: csstz {' '.join(args)}", flush=True)
         subprocess.run([_csstz(), *args], check=True)
         self.times[name] = round(time.perf_counter() - t0, 1)
         return output
+
+    def maybe(self, name: str, output: Path, args: list) -> Path | None:
+        """:meth:`step`, or None when ``--collect-only`` finds no output."""
+        try:
+            return self.step(name, output, args)
+        except Missing:
+            return None
 
 
 def _metrics(runner: Runner, pred: Path, truth: Path, label: str) -> dict:
@@ -87,11 +101,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8, help="paper CNN epochs (BNN head: half)")
     ap.add_argument("--pz-max-samples", type=int, default=60_000, help="p(z) training samples (fresh noise draws)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="run nothing: tabulate the steps whose outputs exist (an interrupted run)",
+    )
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    run = Runner(work)
+    run = Runner(work, collect_only=args.collect_only)
     t_start = time.perf_counter()
     data = {}
     for pop, src in POPULATIONS.items():
@@ -116,7 +135,7 @@ def main() -> None:
     for a in POPULATIONS:
         runs = {}
         if "paper" in methods:
-            runs["paper"] = run.step(
+            runs["paper"] = run.maybe(
                 f"train paper on {a}",
                 work / f"run_paper_{a}" / "summary.json",
                 [
@@ -132,9 +151,9 @@ def main() -> None:
                     str(max(1, args.epochs // 2)),
                     "--no-progress",
                 ],
-            ).parent
+            )
         if "pz" in methods:
-            runs["pz"] = run.step(
+            runs["pz"] = run.maybe(
                 f"train pz on {a}",
                 work / f"run_pz_{a}" / "summary.json",
                 [
@@ -148,16 +167,19 @@ def main() -> None:
                     str(args.pz_max_samples),
                     "--no-progress",
                 ],
-            ).parent
+            )
+        runs = {m: r.parent for m, r in runs.items() if r is not None}
         for b in POPULATIONS:
             for split in ("val", "test"):
                 for method, rdir in runs.items():
                     pred = work / f"pred_{method}_{a}_on_{b}_{split}.fits"
-                    run.step(
+                    run.maybe(
                         f"predict {method} {a}->{b} {split}",
                         pred,
                         ["predict", str(rdir), str(data[b]), "--split", split, "--out", str(pred)],
                     )
+                    if not pred.exists():
+                        continue
                     rows.append(
                         {
                             "method": method,
@@ -169,7 +191,7 @@ def main() -> None:
                     )
                 if "templates" in methods and split == "test":  # nothing to choose for templates: no val rows
                     pred = work / f"pred_templates-learned_{a}_on_{b}_{split}.fits"
-                    run.step(
+                    run.maybe(
                         f"fit learned basis {a}->{b} {split}",
                         pred,
                         [
@@ -188,6 +210,8 @@ def main() -> None:
                             str(pred),
                         ],
                     )
+                    if not pred.exists():
+                        continue
                     rows.append(
                         {
                             "method": "templates-learned",
@@ -201,7 +225,7 @@ def main() -> None:
         for b in POPULATIONS:
             for split in ("test",):
                 pred = work / f"pred_templates-kcorrect_{b}_{split}.fits"
-                run.step(
+                run.maybe(
                     f"fit kcorrect basis on {b} {split}",
                     pred,
                     [
@@ -220,6 +244,8 @@ def main() -> None:
                         str(pred),
                     ],
                 )
+                if not pred.exists():
+                    continue
                 rows.append(
                     {
                         "method": "templates-kcorrect",
@@ -247,6 +273,7 @@ def main() -> None:
         "seed": 0,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "wall_s": round(time.perf_counter() - t_start, 1),
+        "collected_only": bool(args.collect_only),
         "step_times_s": run.times,
         "budgets": {
             "paper_epochs": args.epochs,
