@@ -54,7 +54,7 @@ class DemoPlan:
     pz: dict = field(default_factory=dict)
 
 
-# quick: <= 10 min on 2 cores (README: the measured run); 8,000 galaxies, the p(z) estimator 40k samples, paper 10+4 epochs
+# quick: <= 10 min on 2 cores (README); 8,000 galaxies, p(z) estimator 40k samples, paper 10+4 epochs
 QUICK = DemoPlan(
     "quick",
     n_galaxies=8000,
