@@ -64,6 +64,30 @@ def sed_wave_aa() -> np.ndarray:
     return SED_WAVE_MIN_AA + SED_WAVE_STEP_AA * np.arange(n, dtype=np.float64)
 
 
+def selection_instrument(
+    instrument: Instrument | None, mag_limit_gi: float, mag_bright_gi: float = MAG_BRIGHT_GI
+) -> Instrument:
+    """Check a synthetic population's GI selection limits; the instrument (default: packaged CSST).
+
+    Raises
+    ------
+    InputError
+        ``mag_limit_gi`` not finite or not fainter than ``mag_bright_gi``.
+    """
+    if not np.isfinite(mag_limit_gi) or not mag_bright_gi < mag_limit_gi:
+        raise InputError(
+            "mag_limit_gi",
+            "must be finite and fainter than the bright limit",
+            value=mag_limit_gi,
+            allowed=f"> {mag_bright_gi}",
+        )
+    if instrument is None:
+        from ..instrument import load_instrument
+
+        instrument = load_instrument()
+    return instrument
+
+
 @dataclass
 class PopulationChunk:
     """Galaxies drawn for a list of TARGETIDs.
@@ -105,17 +129,7 @@ class EmbeddedPopulation:
         from astropy import units as u
         from astropy.cosmology import Planck18
 
-        if not np.isfinite(mag_limit_gi) or not mag_bright_gi < mag_limit_gi:
-            raise InputError(
-                "mag_limit_gi",
-                "must be finite and fainter than the bright limit",
-                value=mag_limit_gi,
-                allowed=f"> {mag_bright_gi}",
-            )
-        if instrument is None:
-            from ..instrument import load_instrument
-
-            instrument = load_instrument()
+        instrument = selection_instrument(instrument, mag_limit_gi, mag_bright_gi)
         self.mag_limit_gi = float(mag_limit_gi)
         self.mag_bright_gi = float(mag_bright_gi)
         tab = load_coefficients()

@@ -114,7 +114,15 @@ from scipy.integrate import trapezoid
 from ..errors import FileFormatError, InputError, MissingDependencyError
 from ..rng import STREAM_POPULATION, STREAM_SPS_BANK, galaxy_rng
 from ..units import C_AA_PER_S, FLAM17
-from .embedded import AB_FNU_CGS, MAG_BRIGHT_GI, MAG_LIMIT_GI, SELECTION_BAND, PopulationChunk, sed_wave_aa
+from .embedded import (
+    AB_FNU_CGS,
+    MAG_BRIGHT_GI,
+    MAG_LIMIT_GI,
+    SELECTION_BAND,
+    PopulationChunk,
+    sed_wave_aa,
+    selection_instrument,
+)
 from .morphology import draw_morphology
 from .nz import Z_MAX, sample_z_for_split, split_of
 
@@ -649,17 +657,7 @@ class SpsPopulation:
         from astropy import units as u
         from astropy.cosmology import Planck18
 
-        if not np.isfinite(mag_limit_gi) or not mag_bright_gi < mag_limit_gi:
-            raise InputError(
-                "mag_limit_gi",
-                "must be finite and fainter than the bright limit",
-                value=mag_limit_gi,
-                allowed=f"> {mag_bright_gi}",
-            )
-        if instrument is None:
-            from ..instrument import load_instrument
-
-            instrument = load_instrument()
+        instrument = selection_instrument(instrument, mag_limit_gi, mag_bright_gi)
         self.instrument = instrument
         self.mag_bands = tuple(dict.fromkeys(instrument.network_bands + (SELECTION_BAND,)))
         self.mag_limit_gi, self.mag_bright_gi = float(mag_limit_gi), float(mag_bright_gi)
