@@ -211,3 +211,27 @@ def test_fit_xcorr_on_a_spectra_set(tmp_path, waves, inst):
     assert tab["LSF_SIGMA_PIX"][0] < tab["LSF_SIGMA_PIX"][2]  # the larger galaxy gets the broader LSF
     with pytest.raises(InputError):
         fit_xcorr(sp, kcorrect_basis(), bands=("GU",))
+
+
+
+def test_prior_and_ls_in_one_pass_match_the_separate_likelihoods(waves, inst):
+    """mode="prior+ls" shares the FFTs and the first solve: both curves equal the separate calls."""
+    wave = rest_grid_aa()
+    tw, tf = read_templates()
+    T = np.stack([np.interp(wave, tw, t) for t in tf])
+    rng = np.random.default_rng(5)
+    basis = learn_basis(wave, rng.uniform(0.05, 1.0, (500, T.shape[0])) @ T, 4)
+    m = XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+    n0, n1 = waves["GV"].size, waves["GI"].size
+    err = {"GV": np.full((24, n0), 0.5), "GI": np.full((24, n1), 0.5)}
+    flux = {b: 1.0 + err[b] * rng.normal(size=err[b].shape) for b in BANDS}
+    both = loglike_curves(m, flux, err, mode="prior+ls", threads=1)
+    prior = loglike_curves(m, flux, err, mode="prior", threads=1)
+    ls = loglike_curves(m, flux, err, mode="ls", threads=1)
+    assert both.shape == (24, 2, prior.shape[1])
+    np.testing.assert_allclose(both[:, 0], prior, rtol=1e-6, atol=1e-3)
+    # the ls curve of the ridge-regularised solve equals the forward-substitution one up to rounding
+    np.testing.assert_allclose(both[:, 1], ls, rtol=1e-5, atol=1e-2)
+    assert np.ptp(both[:, 1], axis=1).min() > 1.0  # real curves, not constants
+    with pytest.raises(InputError, match="mode"):
+        loglike_curves(m, flux, err, mode="both", threads=1)

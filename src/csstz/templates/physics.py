@@ -228,8 +228,8 @@ class PhysicsCurves:
         scalars : ndarray, shape (N, 3), float32
             ln(1 + SNR) of the first two bands, and the least-squares chi2 per degree of freedom.
         """
-        llp = loglike_curves(self.model, flux_by_band, err_by_band, lsf_index, mode="prior", threads=self.threads)
-        lls = loglike_curves(self.model, flux_by_band, err_by_band, lsf_index, mode="ls", threads=self.threads)
+        both = loglike_curves(self.model, flux_by_band, err_by_band, lsf_index, mode="prior+ls", threads=self.threads)
+        llp, lls = both[:, 0], both[:, 1]
         n = llp.shape[0]
         out = np.empty((n, 2, llp.shape[1]), np.float32)
         with np.errstate(invalid="ignore"):

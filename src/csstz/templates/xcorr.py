@@ -85,6 +85,8 @@ LSF_BIN_RATIO = 1.3
 LSF_MAX_BINS = 10
 #: Elements (spectra x shifts) per chunk of the batched K x K solves: arrays stay in the CPU cache.
 SOLVE_ELEMENTS = 8192
+#: Likelihoods of :meth:`XcorrModel.loglike`.
+MODES = ("ls", "prior", "prior+ls")
 #: Spectra per block of the batched FFTs (memory ~ block x 20 x n_fft x 8 bytes).
 BLOCK = 128
 
@@ -414,7 +416,10 @@ class XcorrModel:
             return -0.5 * (fw - sum(np.nan_to_num(v) ** 2 for v in y)), None
         Ar = [[A[j][k] + (1e-10 * A[j][j] + 1e-300 if j == k else 0.0) for k in range(K)] for j in range(K)]
         a, _ = _chol_solve_logdet(Ar, bt)
-        amp = sum(self.norm[k] * np.nan_to_num(a[k]) for k in range(K))
+        a = [np.nan_to_num(x) for x in a]
+        # the least-squares solution is the prior solve's starting point: its chi2 comes for free
+        ll_ls = -0.5 * (fw - sum(bt[k] * a[k] for k in range(K)))
+        amp = sum(self.norm[k] * a[k] for k in range(K))
         best_ll, best_a, tot = None, None, None
         for logw, mu, prec, logdet_prec in self.prior:
             ll, a_g = self._prior_solve(A, bt, fw, amp, mu, prec, logdet_prec)
@@ -426,6 +431,8 @@ class XcorrModel:
                 better = ll > best_ll
                 best_a = np.where(better[None], a_g, best_a)
                 best_ll = np.maximum(ll, best_ll)
+        if mode == "prior+ls":
+            return np.stack([tot, ll_ls]), best_a
         return tot, best_a
 
     def _ls_coeff(self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -479,10 +486,11 @@ class XcorrModel:
 
         ``mode="ls"``: -chi2_min/2 (plain least squares, coefficients of any sign).
         ``mode="prior"``: log marginal likelihood with the basis's coefficient prior (module docstring).
+        ``mode="prior+ls"``: both from one set of FFTs and solves, log L of shape (N, 2, J) (prior, ls).
         """
-        if mode not in ("ls", "prior"):
-            raise InputError("mode", "unknown likelihood", value=mode, allowed="ls, prior")
-        if mode == "prior" and not self.basis.has_prior:
+        if mode not in MODES:
+            raise InputError("mode", "unknown likelihood", value=mode, allowed=", ".join(MODES))
+        if mode != "ls" and not self.basis.has_prior:
             raise InputError("mode", f"basis {self.basis.name!r} has no coefficient prior", value=mode)
         G1, G0, fwf = self._spectra_ffts(f, w)
         ker = self.kernels[lsf_index]
@@ -491,7 +499,7 @@ class XcorrModel:
         sub = max(1, SOLVE_ELEMENTS // self.n_shift)  # spectra per cache-sized solve chunk
         for ph in range(self.n_phase):
             bb, mm = self._phase_equations(G1, G0, ker, ph)
-            ll = np.empty((N, self.n_shift))
+            ll = np.empty((2, N, self.n_shift) if mode == "prior+ls" else (N, self.n_shift))
             a = np.empty((self.K, N, self.n_shift))
             for s in range(0, N, sub):
                 sl = slice(s, min(s + sub, N))
@@ -499,11 +507,14 @@ class XcorrModel:
                     ll[sl], a_sl = self._ls_coeff(bb[:, sl], mm[:, sl], fwf[sl])
                     a[:, sl] = a_sl
                     continue
-                ll[sl], a_sl = self._solve_phase(bb[:, sl], mm[:, sl], fwf[sl], mode)
+                ll[..., sl, :], a_sl = self._solve_phase(bb[:, sl], mm[:, sl], fwf[sl], mode)
                 a[:, sl] = np.nan if a_sl is None else a_sl
-            lls.append(ll)
+            lls.append(np.moveaxis(ll, 0, -1) if mode == "prior+ls" else ll)
             coefs.append(np.moveaxis(a, 0, -1))
-        return self._to_grid(np.stack(lls)), (
+        ll = self._to_grid(np.stack(lls))  # (N, J) or (N, J, 2)
+        if mode == "prior+ls":
+            ll = np.moveaxis(ll, -1, 1)
+        return ll, (
             None if mode == "ls" and not with_coeff else self._to_grid(np.stack(coefs))
         )
 
@@ -528,14 +539,15 @@ def loglike_curves(
     threads: int = 2,
     block: int = BLOCK,
 ) -> np.ndarray:
-    """log L(z) of N spectra, (N, J) float32, blocks of ``block`` run on ``threads`` threads.
+    """log L(z) of N spectra, (N, J) float32 ((N, 2, J) for ``mode="prior+ls"``), blocks of ``block`` run
+    on ``threads`` threads.
 
     ``lsf_index``: None (all use template set 0) or an int array (N,) choosing the LSF set of each spectrum.
     """
     f, w = model.prepare_spectra(flux_by_band, err_by_band)
     N = f.shape[0]
     idx = np.zeros(N, int) if lsf_index is None else np.asarray(lsf_index, int)
-    out = np.empty((N, model.lnz.size), np.float32)
+    out = np.empty((N, 2, model.lnz.size) if mode == "prior+ls" else (N, model.lnz.size), np.float32)
     jobs = []
     for k in np.unique(idx):
         rows = np.flatnonzero(idx == k)
