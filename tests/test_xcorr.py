@@ -213,7 +213,6 @@ def test_fit_xcorr_on_a_spectra_set(tmp_path, waves, inst):
         fit_xcorr(sp, kcorrect_basis(), bands=("GU",))
 
 
-
 def test_prior_and_ls_in_one_pass_match_the_separate_likelihoods(waves, inst):
     """mode="prior+ls" shares the FFTs and the first solve: both curves equal the separate calls."""
     wave = rest_grid_aa()

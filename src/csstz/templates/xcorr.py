@@ -514,9 +514,7 @@ class XcorrModel:
         ll = self._to_grid(np.stack(lls))  # (N, J) or (N, J, 2)
         if mode == "prior+ls":
             ll = np.moveaxis(ll, -1, 1)
-        return ll, (
-            None if mode == "ls" and not with_coeff else self._to_grid(np.stack(coefs))
-        )
+        return ll, (None if mode == "ls" and not with_coeff else self._to_grid(np.stack(coefs)))
 
 
 # --- drivers -------------------------------------------------------------------------------------------------
