@@ -34,7 +34,7 @@ def run(dataset, tmp_path_factory):
     return out, summary
 
 
-def test_run_directory_contract(run):
+def test_run_directory_contract(run, dataset):
     out, s = run
     assert s["estimator"] == "pz" and s["run_format"] == RUN_FORMAT_VERSION
     assert s["noise"].startswith("fresh draw")  # the build stores flux_noiseless for train/val
@@ -43,8 +43,12 @@ def test_run_directory_contract(run):
     payload = torch.load(out / PZ_FILE, weights_only=True)  # state_dict + config + version, no pickle
     assert payload["kind"] == "pz" and "csstz_version" in payload
     cal = json.loads((out / "calibration.json").read_text())
-    assert cal["method"] == "temperature" and cal["temperature"] > 0
-    assert np.isfinite(cal["ood_chi2_dof"]) and cal["ood_quantile"] == TINY_PZ.ood_quantile
+    assert cal["method"] == "temperature+pit_map" and cal["temperature"] > 0
+    assert np.isfinite(cal["ood_threshold"]) and cal["ood_quantile"] == TINY_PZ.ood_quantile
+    m = cal["pit_map"]
+    # 40 validation spectra: one SNR bin (fewer than 2 x PIT_MAP_MIN_N), holding all of them
+    assert len(m["maps"]) == len(m["snr_edges"]) - 1 == 1 and sum(m["n"]) == split_rows(dataset, "val").size
+    assert set(cal["val_coverage"]) == {"before", "temperature", "temperature+pit_map"}
 
 
 def test_predictions_carry_a_normalised_pz(run, dataset, tmp_path):

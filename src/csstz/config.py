@@ -459,7 +459,7 @@ class PzConfig(StageConfig):
     target_width: float = opt(1.0, "sigma of the training target in grid steps of ln(1+z)")
     # flags
     ood_quantile: float = opt(
-        0.98, "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation statistic"
+        0.96, "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation members' spread"
     )
     multimodal_mass: float = opt(0.2, "MULTIMODAL: p(z) mass farther than 0.02 (1+z) from the mode above this")
     threads: int = opt(2, "threads of the physics FFTs")

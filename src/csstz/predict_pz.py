@@ -15,10 +15,16 @@ the validation split (``p_m^(1/T)``, renormalised) -> the members' mixture:
 * ``P_SECOND``: the probability farther than 0.02 (1 + Z) from the mode;
 * ``CHI2_DOF``: the learned basis' best least-squares chi2 per degree of freedom.
 
+Calibration (fitted on the validation split, ``calibration.json``): the temperature, then a PIT map
+per GI-SNR bin (:func:`csstz.templates.pdf.apply_pit_map`) that reshapes the mixture so that its
+central intervals cover what they claim.
+
 ZWARN (:class:`csstz.zwarn.ZWARN`): LITTLE_COVERAGE (< half the pixels valid), Z_FITLIMIT (the
 68% interval leaves the training redshift range), BAD_MINFIT (non-finite output), MULTIMODAL
-(``P_SECOND`` above the run's threshold), OUT_OF_DISTRIBUTION (``CHI2_DOF`` above the run's
-threshold, the ``ood_quantile`` of the in-family validation values).
+(``P_SECOND`` above the run's threshold), OUT_OF_DISTRIBUTION (the members disagree:
+``ZERR_EPISTEMIC / (1 + Z)`` above the run's threshold, the ``ood_quantile`` of the in-family
+validation values; an ensemble's disagreement grows away from its training data, Lakshminarayanan
+et al. 2017).
 """
 
 from __future__ import annotations
@@ -54,7 +60,9 @@ def check_run_format(run_dir: PathLike, summary: dict) -> None:
         )
 
 
-def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
+def summarise(
+    cell_prob: np.ndarray, grid_z: np.ndarray, pit_map: dict | None = None, snr: np.ndarray | None = None
+) -> dict:
     """Point estimates and intervals of p(z) given as probabilities per grid cell.
 
     Parameters
@@ -63,6 +71,10 @@ def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
         Per member, probability of each grid point (rows sum to 1 over K).
     grid_z : ndarray, shape (K,)
         Increasing redshift grid, uniform in ln(1 + z).
+    pit_map, snr : dict, ndarray (N,), optional
+        A validation PIT map (:func:`csstz.templates.pdf.fit_pit_map`) and each spectrum's GI SNR:
+        the mixture is recalibrated by it (``pz``, intervals, ``p_second``); ``z`` stays the mode of
+        the mixture before the map, and the epistemic / aleatoric parts are the members'.
 
     Returns
     -------
@@ -78,6 +90,8 @@ def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
     # density per unit z: cell probability / dz of the cell (uniform in ln(1+z): dz = (1+z) dlnz)
     dens = pdf.normalise(mix / ((1.0 + grid_z) * np.gradient(np.log1p(grid_z)))[None, :], grid_z)
     z = pdf.mode(dens, grid_z)
+    if pit_map is not None:
+        dens = pdf.apply_pit_map(dens, grid_z, snr, pit_map)
     lo68, hi68 = pdf.central_interval(dens, grid_z, P68)
     lo95, hi95 = pdf.central_interval(dens, grid_z, P95)
     return {
@@ -92,6 +106,16 @@ def summarise(cell_prob: np.ndarray, grid_z: np.ndarray) -> dict:
         "zerr_aleatoric": np.sqrt(np.maximum(var_m, 0.0).mean(axis=1)),
         "p_second": pdf.mass_away_from_mode(dens, grid_z, z_mode=z),
     }
+
+
+def gi_snr(scalars: np.ndarray) -> np.ndarray:
+    """The GI-band (second network band) median SNR of each spectrum from the physics scalars, (N,)."""
+    return np.expm1(np.asarray(scalars, np.float64)[:, 1])
+
+
+def ood_statistic(res: dict) -> np.ndarray:
+    """The OUT_OF_DISTRIBUTION statistic: the members' spread of mean redshift over (1 + Z), (N,)."""
+    return np.asarray(res["zerr_epistemic"], np.float64) / (1.0 + np.asarray(res["z"], np.float64))
 
 
 def member_probabilities(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
@@ -155,7 +179,10 @@ class PzRun:
         """:func:`summarise` of spectra plus ``chi2_dof`` and ``n_valid``/``n_pixels``."""
         lg, scal = self.logits(flux, err, lsf_index)
         out = summarise(
-            member_probabilities(lg, self.temperature if temperature is None else temperature), self.physics.grid_z
+            member_probabilities(lg, self.temperature if temperature is None else temperature),
+            self.physics.grid_z,
+            self.calibration.get("pit_map") if temperature is None else None,
+            gi_snr(scal),
         )
         out["chi2_dof"] = scal[:, 2].astype(np.float64)
         valid = sum(np.sum(np.isfinite(err[b]) & (np.asarray(err[b]) > 0), axis=1) for b in self.bands)
@@ -169,7 +196,7 @@ class PzRun:
             w |= flag_where((res["lo68"] < z_lo) | (res["hi68"] > z_hi), ZWARN.Z_FITLIMIT)
             w |= flag_where(res["p_second"] > float(self.calibration.get("multimodal_mass", 1.0)), ZWARN.MULTIMODAL)
             w |= flag_where(
-                res["chi2_dof"] > float(self.calibration.get("ood_chi2_dof", np.inf)), ZWARN.OUT_OF_DISTRIBUTION
+                ood_statistic(res) > float(self.calibration.get("ood_threshold", np.inf)), ZWARN.OUT_OF_DISTRIBUTION
             )
         w |= flag_where(~(np.isfinite(res["z"]) & np.isfinite(res["zerr"])), ZWARN.BAD_MINFIT)
         return w
@@ -232,7 +259,7 @@ def predict_pz_file(
     header = {
         "METHOD": "csstz-pz",
         "MODELSUM": run.checksum,
-        "CALMETH": "temperature",
+        "CALMETH": "temperature+pit_map" if "pit_map" in run.calibration else "temperature",
         "CALTEMP": run.temperature,
         "RUNFMT": RUN_FORMAT_VERSION,
     }
@@ -242,4 +269,13 @@ def predict_pz_file(
     return tab
 
 
-__all__ = ["PzRun", "predict_pz_file", "predict_rows", "summarise", "member_probabilities", "check_run_format"]
+__all__ = [
+    "gi_snr",
+    "ood_statistic",
+    "PzRun",
+    "predict_pz_file",
+    "predict_rows",
+    "summarise",
+    "member_probabilities",
+    "check_run_format",
+]

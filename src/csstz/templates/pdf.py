@@ -17,6 +17,8 @@ Helpers:
 * :func:`crps` - continuous ranked probability score of the gridded p(z) at the true redshift;
 * :func:`mass_away_from_mode` - probability farther than ``|dz|/(1 + z_mode) = 0.02`` from the mode
   (a multimodality measure: 0 for a single narrow peak);
+* :func:`fit_pit_map`, :func:`apply_pit_map` - recalibration of p(z) by the PIT distribution of a
+  calibration set, per signal-to-noise bin (Bordoloi, Lilly & Amara 2010, MNRAS 406, 881);
 * :func:`check_pz` - the validation of a predictions file's PZ / PZ_GRID (defined in :mod:`csstz.schema`,
   the file contracts, so that ``io`` can use it too).
 
@@ -44,6 +46,16 @@ LEVEL_95 = math.erf(2.0 / math.sqrt(2.0))
 #: Half-width in |dz|/(1 + z_mode) of the window around the mode of :func:`mass_away_from_mode`:
 #: the outlier threshold of arXiv:2407.13991 (docs/design.md, Metrics).
 MODE_WINDOW_DZ = 0.02
+#: Signal-to-noise edges of the PIT maps (merged where a bin holds fewer than PIT_MAP_MIN_N objects).
+PIT_MAP_SNR_EDGES = (0.0, 2.0, 3.0, 5.0, 10.0, math.inf)
+#: Fewest calibration objects of one PIT map (project choice: the CDF of n PIT values is known to ~0.5/sqrt(n)).
+PIT_MAP_MIN_N = 150
+#: Knots of a PIT map on [0, 1] (cosine-spaced: 0.0015 apart at the ends, where the 95% intervals end,
+#: 0.04 in the middle).
+PIT_MAP_KNOTS = 41
+#: Pseudo-count of the identity map mixed into each empirical PIT CDF (project choice: keeps the map
+#: strictly increasing and damps noise of small bins).
+PIT_MAP_PSEUDO_N = 20.0
 
 
 def _rows(pz: ArrayLike, k: int, name: str = "PZ") -> np.ndarray:
@@ -256,7 +268,107 @@ def crps(pz: ArrayLike, z_grid: ArrayLike, z_true: ArrayLike) -> np.ndarray:
     return total + np.maximum(g[0] - zt, 0.0) + np.maximum(zt - g[-1], 0.0)
 
 
+def _merge_bins(snr: np.ndarray, edges: tuple, min_n: int) -> list[float]:
+    """Edges with every bin holding >= ``min_n`` of ``snr`` (a short bin joins its upper neighbour; the last one
+    joins its lower neighbour)."""
+    e = [float(x) for x in edges]
+    while len(e) > 2:
+        counts = np.histogram(snr, bins=e)[0]
+        short = np.flatnonzero(counts < min_n)
+        if short.size == 0:
+            break
+        i = int(short[0])
+        del e[i + 1 if i + 1 < len(e) - 1 else i]
+    return e
+
+
+def fit_pit_map(
+    pit_values: ArrayLike,
+    snr: ArrayLike,
+    edges: tuple = PIT_MAP_SNR_EDGES,
+    min_n: int = PIT_MAP_MIN_N,
+    knots: int = PIT_MAP_KNOTS,
+    pseudo_n: float = PIT_MAP_PSEUDO_N,
+) -> dict:
+    """Monotone maps G_b of the CDF, one per signal-to-noise bin, that make calibration PITs uniform.
+
+    For the calibration objects of bin b, G_b is the empirical CDF of their PIT values (mixed with the
+    identity by ``pseudo_n`` pseudo-objects), tabulated at ``knots`` cosine-spaced points of [0, 1]. A p(z)
+    whose CDF is F becomes the p(z) whose CDF is G_b(F) (:func:`apply_pit_map`): PIT-based
+    recalibration (Bordoloi, Lilly & Amara 2010). Fit it on validation objects only.
+
+    Parameters
+    ----------
+    pit_values : array (N,)
+        PIT of each calibration object (:func:`pit`).
+    snr : array (N,)
+        The signal-to-noise ratio that chooses the bin (the same quantity at prediction time).
+    edges : tuple of float
+        Initial bin edges (merged until every bin holds ``min_n`` objects; one bin if N < 2 min_n).
+
+    Returns
+    -------
+    dict
+        ``{"snr_edges": [...], "knots": [...], "maps": [[...] per bin], "n": [...]}`` (JSON-ready).
+    """
+    u = np.asarray(pit_values, np.float64).reshape(-1)
+    s = np.asarray(snr, np.float64).reshape(-1)
+    if u.size != s.size:
+        raise InputError("snr", "length does not match the PIT values", value=s.size, allowed=str(u.size))
+    ok = np.isfinite(u) & np.isfinite(s)
+    if not np.all((u[ok] >= 0.0) & (u[ok] <= 1.0)):
+        raise InputError("pit_values", "must lie in [0, 1]", value=float(u[ok][(u[ok] < 0) | (u[ok] > 1)][0]))
+    if ok.sum() < 2:
+        raise InputError("pit_values", "need at least 2 finite calibration objects", value=int(ok.sum()))
+    u, s = u[ok], s[ok]
+    e = _merge_bins(s, edges, min_n) if u.size >= 2 * min_n else [float(edges[0]), float(edges[-1])]
+    x = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, int(knots)))
+    x[0], x[-1] = 0.0, 1.0
+    maps, counts = [], []
+    for lo, hi in zip(e[:-1], e[1:]):
+        sel = (s >= lo) & (s < hi) if hi < e[-1] else s >= lo
+        if lo == e[0]:
+            sel |= s < lo
+        ub = np.sort(u[sel])
+        ecdf = np.searchsorted(ub, x, side="right") / max(ub.size, 1)
+        g = (ub.size * ecdf + pseudo_n * x) / (ub.size + pseudo_n)
+        g[0], g[-1] = 0.0, 1.0
+        maps.append([float(v) for v in g])
+        counts.append(int(ub.size))
+    return {"snr_edges": e, "knots": [float(v) for v in x], "maps": maps, "n": counts}
+
+
+def apply_pit_map(pz: ArrayLike, z_grid: ArrayLike, snr: ArrayLike, pit_map: dict) -> np.ndarray:
+    """Recalibrated p(z): density times the slope of the bin's map at the CDF, renormalised, (N, K).
+
+    The p(z) keeps its support and the order of its quantiles; where the map is steeper than 1 the
+    density grows (a calibration set with too many PITs there). A map cannot create probability
+    where the p(z) has none: p(z) far too narrow need a temperature first.
+    """
+    g = check_grid(z_grid, "z_grid")
+    p = normalise(pz, g)
+    s = np.asarray(snr, np.float64).reshape(-1)
+    if s.size != p.shape[0]:
+        raise InputError("snr", "length does not match the p(z) rows", value=s.size, allowed=str(p.shape[0]))
+    try:
+        e = np.asarray(pit_map["snr_edges"], np.float64)
+        x = np.asarray(pit_map["knots"], np.float64)
+        maps = np.asarray(pit_map["maps"], np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError("pit_map", f"not a PIT map ({exc})", value=type(pit_map).__name__) from None
+    if maps.shape != (e.size - 1, x.size) or np.any(np.diff(maps, axis=1) < 0):
+        raise InputError("pit_map", "maps must be increasing, one per SNR bin", value=maps.shape)
+    slopes = np.diff(maps, axis=1) / np.diff(x)  # (B, knots - 1)
+    b = np.clip(np.searchsorted(e, np.nan_to_num(s, nan=e[0]), side="right") - 1, 0, e.size - 2)
+    c = cdf(p, g)
+    j = np.clip(np.searchsorted(x, c, side="right") - 1, 0, x.size - 2)
+    return normalise(p * slopes[b[:, None], j], g)
+
+
 __all__ = [
+    "fit_pit_map",
+    "apply_pit_map",
+    "PIT_MAP_SNR_EDGES",
     "check_grid",
     "check_pz",
     "normalise",
