@@ -94,8 +94,9 @@ RANK = {
     "cli": 11,
 }
 LEAVES = {"errors", "units", "rng", "schema", "config", "parallel", "zwarn", "__init__"}
-#: Generic helpers that live in io but know no file layout (atomic rename, an Agg figure factory).
-LEAF_MODULES = {("io", "atomic"), ("io", "figures")}
+#: Generic helpers that know no file layout and import only leaves: atomic rename, an Agg figure factory,
+#: and the metric definitions (sigma_NMAD, eta, ...) that training's learning curve shares with the report.
+LEAF_MODULES = {("io", "atomic"), ("io", "figures"), ("evaluate", "metrics")}
 #: Known exceptions, to be removed, never added to: the `simulate` command writes its spectra file
 #: through io (BandSpectra is the io container), and the dataset figures read a catalogue.
 KNOWN_BACKWARD = {"simulate/api imports io.spectra", "population/figures imports io.spectra"}
@@ -136,6 +137,20 @@ def test_no_import_runs_against_the_data_flow():
                 if RANK[other] > RANK[here]:
                     bad.append(f"{'/'.join(rel)} imports {'.'.join(t)}")
     assert set(bad) <= KNOWN_BACKWARD, sorted(set(bad) - KNOWN_BACKWARD)
+
+
+def test_leaf_modules_import_only_leaves():
+    """A module any stage may import must not pull a stage in behind it."""
+    for parts in LEAF_MODULES:
+        tree = ast.parse((SRC.joinpath(*parts[:-1]) / f"{parts[-1]}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                first = (node.module or "").split(".")[0]
+                sibling_leaf = node.level == 1 and (*parts[:-1], first) in LEAF_MODULES
+                assert sibling_leaf or (node.level == 2 and first not in RANK), (parts, node.module, node.level)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                mod = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                assert not (mod or "").startswith("csstz"), (parts, mod)
 
 
 # --- configs -------------------------------------------------------------------------------------

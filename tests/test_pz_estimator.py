@@ -48,6 +48,10 @@ def test_run_directory_contract(run, dataset):
     m = cal["pit_map"]
     # 40 validation spectra: one SNR bin (fewer than 2 x PIT_MAP_MIN_N), holding all of them
     assert len(m["maps"]) == len(m["snr_edges"]) - 1 == 1 and sum(m["n"]) == split_rows(dataset, "val").size
+    # the learning curve: validation point metrics at every evaluation, from the untrained physics posterior on
+    hist = s["fit"]["history"]
+    assert hist[0]["samples"] == 0 and len(hist) >= 2
+    assert all(0.0 <= r["val_eta"] <= 1.0 and r["val_sigma_nmad"] > 0 for r in hist)
     assert set(cal["val_coverage"]) == {"before", "temperature", "temperature+pit_map"}
 
 

@@ -86,14 +86,34 @@ def make_network(physics: PhysicsCurves, cfg: PzConfig, log_prior: np.ndarray | 
 @torch.no_grad()
 def evaluate_loss(net: PzNet, batches: list[Batch], grid_lnz: torch.Tensor, width: float, device: str) -> float:
     """Mean cross-entropy over pre-computed (validation) batches."""
+    return evaluate(net, batches, grid_lnz, width, device)["loss"]
+
+
+@torch.no_grad()
+def evaluate(net: PzNet, batches: list[Batch], grid_lnz: torch.Tensor, width: float, device: str) -> dict:
+    """Mean cross-entropy, and sigma_NMAD and eta of the mixture's grid mode, over (validation) batches.
+
+    The point metrics use the grid maximum without refinement and no calibration: they trace the
+    learning curve, the final numbers come from ``csstz predict``.
+    """
+    from ..evaluate.metrics import outlier_fraction, sigma_nmad
+
     net.eval()
-    tot, n = 0.0, 0
+    tot, n, zp, zt = 0.0, 0, [], []
     for b in batches:
         c, s, z = _tensors(b, device)
-        tot += float(ensemble_loss(net(c, s), soft_target(z, grid_lnz, width))) * len(z)
+        lg = net(c, s)
+        tot += float(ensemble_loss(lg, soft_target(z, grid_lnz, width))) * len(z)
         n += len(z)
+        zp.append(torch.expm1(grid_lnz[torch.softmax(lg, dim=-1).mean(dim=1).argmax(dim=-1)]).cpu().numpy())
+        zt.append(z.cpu().numpy())
     net.train()
-    return tot / max(n, 1)
+    out = {"loss": tot / max(n, 1), "sigma_nmad": None, "eta": None}
+    zp_a, zt_a = np.concatenate(zp) if zp else np.zeros(0), np.concatenate(zt) if zt else np.zeros(0)
+    ok = np.isfinite(zt_a)
+    if ok.sum():
+        out.update(sigma_nmad=float(sigma_nmad(zp_a[ok], zt_a[ok])), eta=float(outlier_fraction(zp_a[ok], zt_a[ok])))
+    return out
 
 
 def fit_network(
@@ -134,8 +154,18 @@ def fit_network(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(2, cfg.max_samples // cfg.batch_size + 2), pct_start=0.1
     )
-    best = {"loss": evaluate_loss(net, val_batches, grid_t, width, device), "state": None, "samples": 0}
-    history = [{"samples": 0, "train_loss": None, "val_loss": best["loss"], "elapsed_s": 0.0}]
+    ev0 = evaluate(net, val_batches, grid_t, width, device)
+    best = {"loss": ev0["loss"], "state": None, "samples": 0}
+    history = [
+        {
+            "samples": 0,
+            "train_loss": None,
+            "val_loss": best["loss"],
+            "val_sigma_nmad": ev0["sigma_nmad"],
+            "val_eta": ev0["eta"],
+            "elapsed_s": 0.0,
+        }
+    ]
     seen, since_eval, bad_evals, run_loss, run_n = 0, 0, 0, 0.0, 0
     t0 = time.perf_counter()
     t_train = 0.0
@@ -158,16 +188,19 @@ def fit_network(
         if progress is not None:
             progress(n)
         if since_eval >= cfg.eval_every or seen >= cfg.max_samples:
-            vl = evaluate_loss(net, val_batches, grid_t, width, device)
+            ev = evaluate(net, val_batches, grid_t, width, device)
+            vl = ev["loss"]
             history.append(
                 {
                     "samples": seen,
                     "train_loss": run_loss / run_n,
                     "val_loss": vl,
+                    "val_sigma_nmad": ev["sigma_nmad"],
+                    "val_eta": ev["eta"],
                     "elapsed_s": round(time.perf_counter() - t0, 2),
                 }
             )
-            log.info("pz: %d samples, train %.4f, val %.4f", seen, run_loss / run_n, vl)
+            log.info("pz: %d samples, train %.4f, val %.4f, eta %s", seen, run_loss / run_n, vl, ev["eta"])
             since_eval, run_loss, run_n = 0, 0.0, 0
             if vl < best["loss"] - 1e-4:
                 best = {
@@ -202,4 +235,4 @@ def noiseless_warning(path: PathLike) -> None:
     )
 
 
-__all__ = ["Batch", "make_network", "fit_network", "evaluate_loss", "noiseless_warning"]
+__all__ = ["Batch", "make_network", "fit_network", "evaluate", "evaluate_loss", "noiseless_warning"]
