@@ -21,7 +21,9 @@ chooses nothing):
 
 Everything goes through the public command line, each step is skipped when its
 output exists (resumable: run it again after a kill), and the wall time of every
-step is recorded. Results: ``benchmarks/results/cross_population.json``.
+step is recorded (the JSON's ``step_times_s`` holds the steps of the last invocation
+only). Results: ``benchmarks/results/cross_population.json``. Run time from scratch at the
+default sizes: about 40 minutes on 2 cores (paper networks 14 min, p(z) networks 17 min).
 
     python benchmarks/bench_cross_population.py [--n 8000] [--work DIR] [--methods paper,pz,templates]
 """
