@@ -132,6 +132,38 @@ def test_physics_curve_peaks_at_the_true_redshift(run, dataset):
     assert np.median(scal[:, 2]) < 0.05
 
 
+def test_coefficient_curves_carry_the_sed_shape_and_survive_save_load(run, dataset, tmp_path):
+    """coeff_curves: K more curves, the best-fit SED's unit-norm coefficients, identical after a save/load."""
+    from csstz.templates.physics import PhysicsCurves
+
+    out, _ = run
+    base = PhysicsCurves.load(out / "pz_physics.h5", threads=1)
+    phys = PhysicsCurves(base.basis, base.wave_by_band, base.psf_sigma_pix, "point", threads=1, coeff_curves=True)
+    phys2 = PhysicsCurves.load(phys.save(tmp_path / "p.h5"), threads=1)
+    assert phys2.coeff_curves and phys2.n_curves == 2 + base.basis.n_templates
+    rows = split_rows(dataset, "train")[:16]
+    sp = read_spectra(dataset, bands=phys.bands, rows=rows, with_noiseless=True)
+    flux = {b: sp.bands[b].flux_noiseless for b in phys.bands}
+    err = {b: sp.bands[b].err for b in phys.bands}
+    c1, _ = phys.curves(flux, err)
+    c2, _ = phys2.curves(flux, err)
+    np.testing.assert_array_equal(c1, c2)
+    k = base.basis.n_templates
+    assert c1.shape == (16, 2 + k, phys.grid_z.size)
+    # unit norm where the fit is defined; the first two curves are those of the plain stage
+    norm = np.sqrt(np.sum(c1[:, 2:].astype(np.float64) ** 2, axis=1))
+    assert np.all(np.abs(norm - 1.0) < 1e-3)
+    np.testing.assert_allclose(
+        c1[:, :2],
+        base.__class__(base.basis, base.wave_by_band, base.psf_sigma_pix, "point", threads=1).curves(flux, err)[0],
+        atol=1e-5,
+    )
+    # the shape at the true redshift varies between galaxies (it is information, not a constant)
+    z = np.asarray(sp.catalog["Z"])
+    at = c1[np.arange(16), 2:, np.abs(phys.grid_z[None, :] - z[:, None]).argmin(axis=1)]
+    assert np.std(at, axis=0).max() > 0.05
+
+
 def test_fit_temperature_recovers_an_over_confidence_factor():
     rng = np.random.default_rng(0)
     grid = np.expm1(np.linspace(0, np.log(2.6), 400))

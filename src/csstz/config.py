@@ -443,6 +443,7 @@ class PzConfig(StageConfig):
     # physics stage (torch-free, csstz.templates)
     n_components: int | None = opt(None, "learned basis size (default: chosen on validation SEDs)")
     lsf: str = opt("morphology", "line-spread model of the physics curves", LSF_MODELS)
+    coeff_curves: bool = opt(False, "also feed the best-fit SED shape (normalised basis coefficients) along z")
     # network (csstz.models.pz)
     members: int = opt(4, "ensemble members (their spread is the epistemic uncertainty)")
     hidden: int = opt(16, "channels per member")

@@ -8,6 +8,10 @@ For each spectrum the default estimator (docs/estimator.md) reads, on the ln(1+z
 * curve 1: the plain least-squares log-likelihood of the same basis (``mode="ls"``),
   ``tanh``-compressed (its shape, not its scale, is what the network needs);
 
+* optionally (``coeff_curves=True``), curves 2 .. 2+K-1: the shape of the best-fitting SED at each
+  redshift, the prior-regularised basis coefficients divided by their norm (in [-1, 1]), so the network
+  can learn which SEDs are plausible at which redshift beyond the Gaussian coefficient prior;
+
 and three scalars: ln(1 + SNR) of the two bands with most signal, and the best
 least-squares chi2 per degree of freedom (also the out-of-distribution statistic:
 a spectrum the learned basis cannot fit is unlike the training population).
@@ -162,9 +166,10 @@ class PhysicsCurves:
         Redshift range of the grid.
     threads : int
         Threads of the FFTs.
+    coeff_curves : bool
+        Add the K normalised coefficient curves (module docstring).
     """
 
-    n_curves = 2
     n_scalars = N_SCALARS
 
     def __init__(
@@ -176,12 +181,15 @@ class PhysicsCurves:
         zmin: float = 0.0,
         zmax: float = 1.6,
         threads: int = 2,
+        coeff_curves: bool = False,
     ) -> None:
         if lsf not in ("point", "morphology"):
             raise InputError("lsf", "unknown line-spread model", value=lsf, allowed="point, morphology")
         if not basis.has_prior:
             raise InputError("basis", "the physics curves need a basis with a coefficient prior", value=basis.name)
         self.basis, self.lsf, self.threads = basis, lsf, int(threads)
+        self.coeff_curves = bool(coeff_curves)
+        self.n_curves = 2 + (basis.n_templates if self.coeff_curves else 0)
         self.bands = tuple(wave_by_band)
         self.wave_by_band = {b: np.asarray(w, np.float64) for b, w in wave_by_band.items()}
         self.psf_sigma_pix = float(psf_sigma_pix)
@@ -228,16 +236,29 @@ class PhysicsCurves:
         scalars : ndarray, shape (N, 3), float32
             ln(1 + SNR) of the first two bands, and the least-squares chi2 per degree of freedom.
         """
-        both = loglike_curves(self.model, flux_by_band, err_by_band, lsf_index, mode="prior+ls", threads=self.threads)
+        res = loglike_curves(
+            self.model,
+            flux_by_band,
+            err_by_band,
+            lsf_index,
+            mode="prior+ls",
+            threads=self.threads,
+            with_coeff=self.coeff_curves,
+        )
+        both, coef = res if self.coeff_curves else (res, None)
         llp, lls = both[:, 0], both[:, 1]
         n = llp.shape[0]
-        out = np.empty((n, 2, llp.shape[1]), np.float32)
+        out = np.empty((n, self.n_curves, llp.shape[1]), np.float32)
         with np.errstate(invalid="ignore"):
             out[:, 0] = llp - np.max(llp, axis=1, keepdims=True)
             top = np.max(lls, axis=1, keepdims=True)
             out[:, 1] = np.tanh((lls - top) / LS_CURVE_SCALE)
+            if self.coeff_curves:
+                norm = np.sqrt(np.sum(coef.astype(np.float64) ** 2, axis=2, keepdims=True))
+                out[:, 2:] = np.moveaxis(coef / np.where(norm > 0, norm, 1.0), 2, 1)
         out = np.nan_to_num(out, nan=-1e4, neginf=-1e4, posinf=0.0)
         out[:, 0] = np.maximum(out[:, 0], -1e4)
+        out[:, 2:] = np.clip(out[:, 2:], -1.0, 1.0)
         scal = np.zeros((n, N_SCALARS), np.float32)
         for j, b in enumerate(self.bands[:2]):
             snr = snr_median(np.asarray(flux_by_band[b], np.float64), np.asarray(err_by_band[b], np.float64))
@@ -268,6 +289,7 @@ class PhysicsCurves:
                         "zmax": self.zmax,
                         "psf_sigma_pix": self.psf_sigma_pix,
                         "bands": list(self.bands),
+                        "coeff_curves": self.coeff_curves,
                     }
                 )
                 g = h5.create_group("physics_waves")
@@ -292,7 +314,16 @@ class PhysicsCurves:
                 waves = {b: h5["physics_waves"][b][()] for b in meta["bands"]}
         except (OSError, KeyError, ValueError) as exc:
             raise FileFormatError(str(path), f"no physics settings in this basis file ({exc})") from None
-        return cls(basis, waves, meta["psf_sigma_pix"], meta["lsf"], meta["zmin"], meta["zmax"], threads=threads)
+        return cls(
+            basis,
+            waves,
+            meta["psf_sigma_pix"],
+            meta["lsf"],
+            meta["zmin"],
+            meta["zmax"],
+            threads=threads,
+            coeff_curves=bool(meta.get("coeff_curves", False)),
+        )
 
 
 __all__ = ["PhysicsCurves", "rest_seds_of_split", "learn_physics_basis", "LS_CURVE_SCALE", "N_SCALARS"]

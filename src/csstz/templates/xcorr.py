@@ -536,16 +536,20 @@ def loglike_curves(
     mode: str = "ls",
     threads: int = 2,
     block: int = BLOCK,
-) -> np.ndarray:
+    with_coeff: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """log L(z) of N spectra, (N, J) float32 ((N, 2, J) for ``mode="prior+ls"``), blocks of ``block`` run
     on ``threads`` threads.
 
     ``lsf_index``: None (all use template set 0) or an int array (N,) choosing the LSF set of each spectrum.
+    ``with_coeff``: also return the basis coefficients at every redshift, (N, J, K) float32 (the prior's
+    best component for ``"prior"`` modes, least squares for ``"ls"``).
     """
     f, w = model.prepare_spectra(flux_by_band, err_by_band)
     N = f.shape[0]
     idx = np.zeros(N, int) if lsf_index is None else np.asarray(lsf_index, int)
     out = np.empty((N, 2, model.lnz.size) if mode == "prior+ls" else (N, model.lnz.size), np.float32)
+    coef = np.empty((N, model.lnz.size, model.K), np.float32) if with_coeff else None
     jobs = []
     for k in np.unique(idx):
         rows = np.flatnonzero(idx == k)
@@ -554,7 +558,10 @@ def loglike_curves(
 
     def run(job: tuple[int, np.ndarray]) -> None:
         k, rows = job
-        out[rows] = model.loglike(f[rows], w[rows], k, mode)[0]
+        ll, a = model.loglike(f[rows], w[rows], k, mode, with_coeff=with_coeff)
+        out[rows] = ll
+        if with_coeff:
+            coef[rows] = a
 
     if threads > 1 and len(jobs) > 1:
         with ThreadPoolExecutor(threads) as ex:
@@ -562,7 +569,7 @@ def loglike_curves(
     else:
         for j in jobs:
             run(j)
-    return out
+    return (out, coef) if with_coeff else out
 
 
 def archetype_loglike(

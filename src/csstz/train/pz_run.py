@@ -139,7 +139,7 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
     bands = tuple(config.bands)
     waves = {b: w.wave_aa for b, w in read_spectra(dataset_path, bands=bands, rows=train_rows[:1]).bands.items()}
     basis = learn_physics_basis(dataset_path, pz.n_components, seed=config.seed)
-    physics = PhysicsCurves(basis, waves, inst.psf_sigma_pix, pz.lsf, threads=pz.threads)
+    physics = PhysicsCurves(basis, waves, inst.psf_sigma_pix, pz.lsf, threads=pz.threads, coeff_curves=pz.coeff_curves)
     z_all = np.asarray(cat["Z"], np.float64)
     lsf_all = physics.lsf_index(cat, inst)
     lsf_tr = None if lsf_all is None else lsf_all[train_rows]
