@@ -182,10 +182,23 @@ def test_refine_on_physics_moves_z_to_the_physics_peak_inside_the_window_only():
     grid = np.expm1(np.arange(0.0, np.log(2.6), 1.15e-3))
     lnz = np.log1p(grid)
     # physics: a sharp peak at z = 0.5003 and a higher one at z = 1.2; the network picked the first (z_mode 0.5020)
-    ll = np.maximum(
-        -0.5 * ((lnz - np.log1p(0.5003)) / 0.002) ** 2, 5.0 - 0.5 * ((lnz - np.log1p(1.2)) / 0.002) ** 2
-    )[None, :]
+    ll = np.maximum(-0.5 * ((lnz - np.log1p(0.5003)) / 0.002) ** 2, 5.0 - 0.5 * ((lnz - np.log1p(1.2)) / 0.002) ** 2)[
+        None, :
+    ]
     z = refine_on_physics(np.array([0.5020]), ll, np.zeros(grid.size), grid, window=4)
     assert abs(z[0] - 0.5003) < 2e-4  # the physics locates the peak, the network's choice of peak stays
     far = refine_on_physics(np.array([0.5200]), ll, np.zeros(grid.size), grid, window=4)
     assert abs(far[0] - 0.5003) > 0.005  # outside the window: the physics peak is not reachable
+
+
+def test_accelerator_gpu_without_cuda_is_refused_in_one_line():
+    from csstz.errors import ConfigError
+    from csstz.train.pz_run import torch_device
+
+    assert torch_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        assert torch_device("auto") == "cpu"
+        with pytest.raises(ConfigError, match="accelerator"):
+            torch_device("gpu")
+    else:
+        assert torch_device("gpu") == "cuda"

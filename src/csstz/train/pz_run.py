@@ -112,6 +112,25 @@ def fixed_batches(
     return out
 
 
+def torch_device(accelerator: str) -> str:
+    """The torch device of the p(z) network for ``--accelerator`` (one device; the physics curves stay on the CPU).
+
+    Raises
+    ------
+    ConfigError
+        ``gpu`` without a CUDA device.
+    """
+    import torch
+
+    from ..errors import ConfigError
+
+    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("accelerator", "no CUDA device is visible", value=accelerator)
+        return "cuda"
+    return "cpu"
+
+
 def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz: PzConfig) -> dict:
     """Train the default estimator into ``out_dir``; returns its summary (also ``summary.json``).
 
@@ -160,7 +179,8 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
     batches = train_batches(
         dataset_path, train_rows, bands, physics, lsf_tr, z_all[train_rows], pz.batch_size, config.seed, noiseless
     )
-    fit = fit_network(net, batches, val, physics.grid_lnz, pz, device="cpu")
+    fit = fit_network(net, batches, val, physics.grid_lnz, pz, device=torch_device(config.optimiser.accelerator))
+    net.to("cpu")
     net_cfg = {
         "n_grid": len(physics.grid_z),
         "n_curves": physics.n_curves,
@@ -204,4 +224,4 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
     return summary
 
 
-__all__ = ["train_pz", "train_batches", "fixed_batches", "has_noiseless"]
+__all__ = ["torch_device", "train_pz", "train_batches", "fixed_batches", "has_noiseless"]
