@@ -14,6 +14,7 @@ paper's numbers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import tempfile
@@ -33,8 +34,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out-dir", default=None, help="keep the run here (default: a temporary directory)")
+    ap.add_argument(
+        "--no-paper",
+        action="store_true",
+        help="skip the paper's CNN + BNN (the default estimator and the template fits only; results -> *_pz.json)",
+    )
     args = ap.parse_args()
     plan = QUICK if args.quick else STANDARD
+    if args.no_paper:
+        plan = dataclasses.replace(plan, paper=False)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out_dir or tmp)
         res = run_demo(out, seed=0, plan=plan)
@@ -65,9 +73,17 @@ def main() -> None:
             for k, v in metrics["methods"].items()
         },
         "calibration": res["train_summary"].get("calibration"),
+        "pz_chain_s": res["pz_chain_s"],
+        "pz_fit": {k: v for k, v in res["pz_summary"]["fit"].items()},
+        "pz_calibration": res["pz_summary"].get("calibration"),
+        "nmad_over_crb": {
+            k: {"crb_median": v.get("crb_median"), "nmad_over_crb": v.get("nmad_over_crb")}
+            for k, v in metrics["methods"].items()
+        },
         "paper": PAPER,
     }
-    path = Path(__file__).parent / "results" / f"accuracy{'_quick' if args.quick else ''}.json"
+    name = f"accuracy{'_quick' if args.quick else ''}{'_pz' if args.no_paper else ''}.json"
+    path = Path(__file__).parent / "results" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {path}")
