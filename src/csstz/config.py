@@ -446,8 +446,8 @@ class PzConfig(StageConfig):
     coeff_curves: bool = opt(False, "also feed the best-fit SED shape (normalised basis coefficients) along z")
     # network (csstz.models.pz)
     members: int = opt(4, "ensemble members (their spread is the epistemic uncertainty)")
-    hidden: int = opt(16, "channels per member")
-    stride: int = opt(4, "down-sampling of the z axis inside the correction network")
+    hidden: int = opt(8, "channels per member")
+    stride: int = opt(8, "down-sampling of the z axis inside the correction network")
     kernel: int = opt(5, "kernel of the dilated convolutions")
     dilations: tuple[int, ...] = opt((1, 2, 4, 8, 16, 32), "one residual block per dilation")
     # optimisation

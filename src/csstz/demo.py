@@ -62,18 +62,18 @@ class DemoPlan:
     learned_basis: bool = False
 
 
-# quick: <= 10 min on 2 cores (README); 8,000 galaxies, p(z) estimator 40k samples, paper 10+4 epochs
+# quick: <= 10 min on 2 cores (README); 8,000 galaxies, p(z) estimator 80k samples, paper 10+4 epochs
 QUICK = DemoPlan(
     "quick",
     n_galaxies=8000,
     train=dict(TRAIN_QUICK, epochs=10, bnn_epochs=4),
-    pz=dict(max_samples=40_000, eval_every=10_000),
+    pz=dict(max_samples=80_000, eval_every=20_000),
 )
 STANDARD = DemoPlan(
     "standard",
     n_galaxies=20000,
     train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False),
-    pz=dict(max_samples=400_000, eval_every=40_000),
+    pz=dict(max_samples=600_000, eval_every=50_000),
     learned_basis=True,
 )
 

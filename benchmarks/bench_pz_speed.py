@@ -1,0 +1,98 @@
+"""Speed of the default p(z) estimator: prediction end to end, its parts, and the training rate.
+
+Prediction (``csstz.predict_pz.predict_rows``, what ``csstz predict`` runs): HDF5 read + physics curves
++ the network's members + mixture, PIT map, intervals and flags, on ``--n`` rows of a dataset, with a
+trained run. Parts, on the same spectra: the physics curves alone, the network forward alone, the
+summaries alone. Training: the run's own ``summary.json`` (samples/s overall, and of the network steps
+alone). The machine should be otherwise idle; the load average is recorded.
+
+    python benchmarks/bench_pz_speed.py --run RUN_DIR --data DATASET.h5 [--n 2000] [--threads 2]
+
+Results: ``benchmarks/results/pz_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _best(fn, repeat: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from csstz.instrument import load_instrument
+    from csstz.io.spectra import read_catalog, read_spectra
+    from csstz.predict_pz import PzRun, gi_snr, member_probabilities, predict_rows, summarise
+
+    run = PzRun(args.run, threads=args.threads)
+    rows = np.arange(args.n)
+    t_end = _best(lambda: predict_rows(run, args.data, rows), repeat=2)
+    cat = read_catalog(args.data)[rows]
+    lsf = run.physics.lsf_index(cat, load_instrument())
+    sp = read_spectra(args.data, bands=run.bands, rows=rows)
+    flux = {b: sp.bands[b].flux for b in run.bands}
+    err = {b: sp.bands[b].err for b in run.bands}
+    curves, scal = run.physics.curves(flux, err, lsf)
+    t_phys = _best(lambda: run.physics.curves(flux, err, lsf))
+    ct, st = torch.from_numpy(curves), torch.from_numpy(scal)
+
+    def net() -> None:
+        with torch.no_grad():
+            for s in range(0, args.n, 1024):
+                run.net(ct[s : s + 1024], st[s : s + 1024])
+
+    t_net = _best(net)
+    with torch.no_grad():
+        lg = run.net(ct, st).numpy()
+    prob = member_probabilities(lg, run.temperature)
+    t_sum = _best(lambda: summarise(prob, run.physics.grid_z, run.calibration.get("pit_map"), gi_snr(scal)))
+    summary = json.loads((Path(args.run) / "summary.json").read_text())
+    fit = summary["fit"]
+    result = {
+        "benchmark": "pz_speed",
+        "run": str(args.run),
+        "dataset": str(args.data),
+        "n_spectra": args.n,
+        "threads": args.threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_1min": os.getloadavg()[0],
+        "predict_end_to_end_spectra_per_s": round(args.n / t_end, 1),
+        "physics_curves_spectra_per_s": round(args.n / t_phys, 1),
+        "network_forward_spectra_per_s": round(args.n / t_net, 1),
+        "summaries_spectra_per_s": round(args.n / t_sum, 1),
+        "train_samples_per_s": fit["samples_per_s"],
+        "train_network_steps_samples_per_s": fit["network_samples_per_s"],
+        "network": summary["pz_config"],
+        "targets": {"predict_spectra_per_s": 2000, "train_samples_per_s": 1500},
+    }
+    out = Path(__file__).parent / "results" / "pz_speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "network"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
