@@ -147,7 +147,20 @@ def test_pit_map_merges_small_bins_and_rejects_bad_input():
     m = pdf.fit_pit_map(u, snr)
     assert sum(m["n"]) == 400 and min(m["n"]) >= pdf.PIT_MAP_MIN_N
     assert np.all(np.diff(np.asarray(m["maps"]), axis=1) > 0)  # strictly increasing (identity pseudo-count)
+    # the last bin too small: it joins its lower neighbour while >= 2 bins remain
+    snr2 = np.repeat([1.0, 2.5, 4.0, 7.0, 20.0], [100, 100, 500, 500, 100])
+    m2 = pdf.fit_pit_map(rng.uniform(size=snr2.size), snr2)
+    assert sum(m2["n"]) == snr2.size and min(m2["n"]) >= pdf.PIT_MAP_MIN_N and len(m2["n"]) >= 2
+    assert m2["snr_edges"][-1] is None  # the open last edge, JSON-safe
+    # objects below the first edge belong to the first bin, also when counting for the merge
+    m3 = pdf.fit_pit_map(rng.uniform(size=500), np.repeat([-0.5, 1.0, 7.0], [200, 100, 200]))
+    assert m3["n"] == [300, 200]
     with pytest.raises(InputError, match="pit_values"):
         pdf.fit_pit_map([0.2, 1.5], [1.0, 2.0])
+    with pytest.raises(InputError, match="pseudo_n"):
+        pdf.fit_pit_map(u, snr, pseudo_n=0.0)
+    bad = dict(m, maps=[list(reversed(row)) for row in m["maps"]])
+    with pytest.raises(InputError, match="pit_map"):
+        pdf.check_pit_map(bad)
     with pytest.raises(InputError, match="pit_map"):
         pdf.apply_pit_map(np.ones((1, 5)), np.linspace(0, 1, 5), [1.0], {"maps": []})

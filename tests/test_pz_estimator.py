@@ -202,3 +202,29 @@ def test_accelerator_gpu_without_cuda_is_refused_in_one_line():
             torch_device("gpu")
     else:
         assert torch_device("gpu") == "cuda"
+
+
+def test_prediction_applies_the_calibration_it_was_fitted_with(run, dataset, tmp_path, capsys):
+    """Predicting the validation split reproduces the calibration's in-sample coverage and OOD flag rate exactly:
+    calibration and prediction summarise the network outputs along one path."""
+    out, _ = run
+    cal = json.loads((out / "calibration.json").read_text())
+    pred = tmp_path / "val.fits"
+    assert main(["predict", str(out), str(dataset), "--split", "val", "--out", str(pred)]) == 0
+    tab = read_predictions(pred)
+    assert tab.meta["CALMETH"] == "temperature+pit_map"
+    z = np.asarray(read_catalog(dataset)["Z"])[split_rows(dataset, "val")]
+    inside = (z >= np.asarray(tab["Z_LO68"])) & (z <= np.asarray(tab["Z_HI68"]))
+    assert np.mean(inside) == pytest.approx(cal["val_coverage"]["temperature+pit_map"]["coverage_68"], abs=1e-9)
+    ood = (np.asarray(tab["ZWARN"]) & (1 << 18)) > 0
+    stat = np.asarray(tab["ZERR_EPISTEMIC"]) / (1 + np.asarray(tab["Z"]))
+    np.testing.assert_array_equal(ood, stat > cal["ood_threshold"])
+    assert ood.mean() <= 1 - cal["ood_quantile"] + 1.0 / z.size
+    # a corrupted map in calibration.json: one line naming the file
+    bad = tmp_path / "bad_run"
+    shutil.copytree(out, bad)
+    cal["pit_map"]["maps"][0][-1] = 0.5
+    (bad / "calibration.json").write_text(json.dumps(cal))
+    assert main(["predict", str(bad), str(dataset), "--split", "val", "--out", str(tmp_path / "b.fits")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "calibration.json" in err and "pit_map" in err and len(err.splitlines()) == 1

@@ -316,25 +316,27 @@ def calibrate_pz_run(
     """
     from .instrument import load_instrument
     from .io.spectra import read_catalog, read_spectra
-    from .predict_pz import PzRun, gi_snr, member_probabilities, ood_statistic, summarise
+    from .predict_pz import PzRun, gi_snr, ood_statistic
     from .templates import pdf
 
     run = PzRun(run_dir)
     cat = read_catalog(dataset_path)[val_rows]
     lsf = run.physics.lsf_index(cat, load_instrument())
     sp = read_spectra(dataset_path, bands=run.bands, rows=val_rows)
-    logits, scal = run.logits({b: sp.bands[b].flux for b in run.bands}, {b: sp.bands[b].err for b in run.bands}, lsf)
+    logits, scal, phys = run.forward(
+        {b: sp.bands[b].flux for b in run.bands}, {b: sp.bands[b].err for b in run.bands}, lsf
+    )
     z_true = np.asarray(cat["Z"], np.float64)
     grid = run.physics.grid_z
     t, scan = fit_temperature(logits, grid, z_true)
-    snr = gi_snr(scal)
-    tempered = summarise(member_probabilities(logits, t), grid)
-    pit_map = pdf.fit_pit_map(pdf.pit(tempered["pz"], grid, z_true), snr)
+    # the same summaries as prediction (csstz.predict_pz.PzRun.summarise_outputs), step by step
+    tempered = run.summarise_outputs(logits, scal, phys, t, pit_map=None)
+    pit_map = pdf.fit_pit_map(pdf.pit(tempered["pz"], grid, z_true), gi_snr(scal))
     cov = {}
     for name, s in (
-        ("before", summarise(member_probabilities(logits, 1.0), grid)),
+        ("before", run.summarise_outputs(logits, scal, phys, 1.0, pit_map=None)),
         ("temperature", tempered),
-        ("temperature+pit_map", summarise(member_probabilities(logits, t), grid, pit_map, snr)),
+        ("temperature+pit_map", run.summarise_outputs(logits, scal, phys, t, pit_map=pit_map)),
     ):
         cov[name] = {
             "coverage_68": interval_coverage(z_true, s["lo68"], s["hi68"]),

@@ -102,6 +102,8 @@ def summarise(
     dens = mixture_density(cell_prob, grid_z)
     z = pdf.mode(dens, grid_z) if z_mode is None else np.asarray(z_mode, np.float64)
     if pit_map is not None:
+        if snr is None:
+            raise InputError("snr", "a PIT map needs each spectrum's GI SNR", value=None)
         dens = pdf.apply_pit_map(dens, grid_z, snr, pit_map)
     lo68, hi68 = pdf.central_interval(dens, grid_z, P68)
     lo95, hi95 = pdf.central_interval(dens, grid_z, P95)
@@ -150,11 +152,18 @@ def refine_on_physics(
         Physics curve 0 (log marginal likelihood minus its maximum).
     log_prior : ndarray (K,)
     grid_z : ndarray (K,)
+    window : int
+        Half-width in grid steps around the grid point nearest each network mode.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        The refined redshifts; the network's mode where the window holds no finite likelihood.
     """
     from .templates import pdf
 
     g = np.asarray(grid_z, np.float64)
-    j = np.clip(np.searchsorted(g, np.asarray(z_mode, np.float64)), 0, g.size - 1)
+    j = np.argmin(np.abs(g[None, :] - np.asarray(z_mode, np.float64)[:, None]), axis=1)
     k = np.arange(g.size)[None, :]
     inside = np.abs(k - j[:, None]) <= int(window)
     post = np.where(inside, np.asarray(loglike, np.float64) + np.asarray(log_prior, np.float64)[None, :], -np.inf)
@@ -167,12 +176,32 @@ def refine_on_physics(
 
 
 def gi_snr(scalars: np.ndarray) -> np.ndarray:
-    """The GI-band (second network band) median SNR of each spectrum from the physics scalars, (N,)."""
+    """The GI-band (second network band) median SNR of each spectrum from the physics scalars.
+
+    Parameters
+    ----------
+    scalars : ndarray, shape (N, S)
+        :meth:`csstz.templates.physics.PhysicsCurves.curves` scalars (column 1: ln(1 + SNR) of the second band).
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
     return np.expm1(np.asarray(scalars, np.float64)[:, 1])
 
 
 def ood_statistic(res: dict) -> np.ndarray:
-    """The OUT_OF_DISTRIBUTION statistic: the members' spread of mean redshift over (1 + Z), (N,)."""
+    """The OUT_OF_DISTRIBUTION statistic: the members' spread of mean redshift over (1 + Z).
+
+    Parameters
+    ----------
+    res : dict
+        :func:`summarise` output (``zerr_epistemic``, ``z``).
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
     return np.asarray(res["zerr_epistemic"], np.float64) / (1.0 + np.asarray(res["z"], np.float64))
 
 
@@ -217,6 +246,14 @@ class PzRun:
         self.checksum = file_checksum(self.run_dir / PZ_FILE)
         cal_path = self.run_dir / CALIBRATION_FILE
         self.calibration = json.loads(cal_path.read_text()) if cal_path.is_file() else {}
+        if "pit_map" in self.calibration:
+            from .errors import CsstzError
+            from .templates.pdf import check_pit_map
+
+            try:
+                check_pit_map(self.calibration["pit_map"])
+            except CsstzError as exc:
+                raise FileFormatError(str(cal_path), f"bad pit_map ({exc})") from None
 
     @property
     def temperature(self) -> float:
@@ -238,20 +275,46 @@ class PzRun:
             out = self.net(torch.from_numpy(curves), torch.from_numpy(scal)).numpy()
         return out, scal, curves[:, 0]
 
+    def summarise_outputs(
+        self,
+        logits: np.ndarray,
+        scalars: np.ndarray,
+        loglike: np.ndarray,
+        temperature: float | None = None,
+        pit_map: dict | None | bool = True,
+    ) -> dict:
+        """:func:`summarise` of network outputs, as prediction does it (the one path, shared with calibration).
+
+        Parameters
+        ----------
+        logits, scalars, loglike : ndarray
+            :meth:`forward`'s outputs.
+        temperature : float, optional
+            Default: the run's calibration temperature.
+        pit_map : dict, None or True
+            True: the run's calibrated PIT map (if any); None: no map; a dict: that map.
+
+        Returns
+        -------
+        dict
+            :func:`summarise`'s arrays, with ``z`` located by :func:`refine_on_physics`.
+        """
+        t = self.temperature if temperature is None else float(temperature)
+        prob = member_probabilities(logits, t)
+        grid = self.physics.grid_z
+        pmap = self.calibration.get("pit_map") if pit_map is True else pit_map
+        z = refine_on_physics(mixture_mode(prob, grid), loglike, self.net.log_prior.numpy(), grid)
+        return summarise(prob, grid, pmap, gi_snr(scalars), z_mode=z)
+
     def predict_arrays(
         self, flux: dict, err: dict, lsf_index: np.ndarray | None = None, temperature: float | None = None
     ) -> dict:
-        """:func:`summarise` of spectra plus ``chi2_dof`` and ``n_valid``/``n_pixels``."""
+        """:func:`summarise` of spectra plus ``chi2_dof`` and ``n_valid``/``n_pixels``.
+
+        ``temperature`` given: that temperature and no PIT map (the calibration's own scans).
+        """
         lg, scal, phys = self.forward(flux, err, lsf_index)
-        prob = member_probabilities(lg, self.temperature if temperature is None else temperature)
-        grid = self.physics.grid_z
-        out = summarise(
-            prob,
-            grid,
-            self.calibration.get("pit_map") if temperature is None else None,
-            gi_snr(scal),
-            z_mode=refine_on_physics(mixture_mode(prob, grid), phys, self.net.log_prior.numpy(), grid),
-        )
+        out = self.summarise_outputs(lg, scal, phys, temperature, pit_map=True if temperature is None else None)
         out["chi2_dof"] = scal[:, 2].astype(np.float64)
         valid = sum(np.sum(np.isfinite(err[b]) & (np.asarray(err[b]) > 0), axis=1) for b in self.bands)
         out["n_valid"], out["n_pixels"] = valid, sum(np.asarray(err[b]).shape[1] for b in self.bands)

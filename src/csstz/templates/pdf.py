@@ -46,7 +46,8 @@ LEVEL_95 = math.erf(2.0 / math.sqrt(2.0))
 #: Half-width in |dz|/(1 + z_mode) of the window around the mode of :func:`mass_away_from_mode`:
 #: the outlier threshold of arXiv:2407.13991 (docs/design.md, Metrics).
 MODE_WINDOW_DZ = 0.02
-#: Signal-to-noise edges of the PIT maps (merged where a bin holds fewer than PIT_MAP_MIN_N objects).
+#: Signal-to-noise edges of the PIT maps (merged where a bin holds fewer than PIT_MAP_MIN_N objects; the last
+#: edge is open). Project choice: the report's GI-SNR bins above 1 (docs/design.md), where the p(z) change shape.
 PIT_MAP_SNR_EDGES = (0.0, 2.0, 3.0, 5.0, 10.0, math.inf)
 #: Fewest calibration objects of one PIT map (project choice: the CDF of n PIT values is known to ~0.5/sqrt(n)).
 PIT_MAP_MIN_N = 150
@@ -273,7 +274,7 @@ def _merge_bins(snr: np.ndarray, edges: tuple, min_n: int) -> list[float]:
     joins its lower neighbour)."""
     e = [float(x) for x in edges]
     while len(e) > 2:
-        counts = np.histogram(snr, bins=e)[0]
+        counts = np.histogram(np.clip(snr, e[0], None), bins=e)[0]
         short = np.flatnonzero(counts < min_n)
         if short.size == 0:
             break
@@ -320,6 +321,8 @@ def fit_pit_map(
         raise InputError("pit_values", "must lie in [0, 1]", value=float(u[ok][(u[ok] < 0) | (u[ok] > 1)][0]))
     if ok.sum() < 2:
         raise InputError("pit_values", "need at least 2 finite calibration objects", value=int(ok.sum()))
+    if not pseudo_n > 0:
+        raise InputError("pseudo_n", "must be > 0 (keeps every map strictly increasing)", value=pseudo_n)
     u, s = u[ok], s[ok]
     e = _merge_bins(s, edges, min_n) if u.size >= 2 * min_n else [float(edges[0]), float(edges[-1])]
     x = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, int(knots)))
@@ -335,11 +338,49 @@ def fit_pit_map(
         g[0], g[-1] = 0.0, 1.0
         maps.append([float(v) for v in g])
         counts.append(int(ub.size))
-    return {"snr_edges": e, "knots": [float(v) for v in x], "maps": maps, "n": counts}
+    # JSON has no infinity: an open last edge is written as null
+    edges_out = [None if not math.isfinite(v) else v for v in e]
+    return {"snr_edges": edges_out, "knots": [float(v) for v in x], "maps": maps, "n": counts}
+
+
+def check_pit_map(pit_map: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a :func:`fit_pit_map` dict; return its edges (B+1,), knots (X,) and maps (B, X).
+
+    Raises
+    ------
+    InputError
+        Missing keys, shapes that disagree, edges or knots not increasing, or maps not increasing from 0 to 1.
+    """
+    try:
+        e = np.array([np.inf if v is None else v for v in pit_map["snr_edges"]], np.float64)
+        x = np.asarray(pit_map["knots"], np.float64)
+        maps = np.asarray(pit_map["maps"], np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError("pit_map", f"not a PIT map ({exc})", value=type(pit_map).__name__) from None
+    if maps.ndim != 2 or maps.shape != (e.size - 1, x.size) or x.size < 2:
+        raise InputError("pit_map", "one map per SNR bin, one value per knot", value=maps.shape)
+    if np.any(np.diff(e) <= 0) or np.any(np.diff(x) <= 0) or x[0] != 0.0 or x[-1] != 1.0:
+        raise InputError("pit_map", "edges and knots must increase, knots from 0 to 1", value=float(x[0]))
+    if np.any(np.diff(maps, axis=1) < 0) or np.any(maps[:, 0] != 0.0) or np.any(maps[:, -1] != 1.0):
+        raise InputError("pit_map", "maps must increase from 0 to 1", value=float(maps[:, -1].min()))
+    return e, x, maps
 
 
 def apply_pit_map(pz: ArrayLike, z_grid: ArrayLike, snr: ArrayLike, pit_map: dict) -> np.ndarray:
-    """Recalibrated p(z): density times the slope of the bin's map at the CDF, renormalised, (N, K).
+    """Recalibrated p(z): density times the slope of the bin's map at the CDF, renormalised.
+
+    Parameters
+    ----------
+    pz : array (N, K)
+    z_grid : array (K,)
+    snr : array (N,)
+        Chooses each row's map (below the first edge or NaN: the first bin).
+    pit_map : dict
+        From :func:`fit_pit_map` (checked by :func:`check_pit_map`).
+
+    Returns
+    -------
+    ndarray, shape (N, K)
 
     The p(z) keeps its support and the order of its quantiles; where the map is steeper than 1 the
     density grows (a calibration set with too many PITs there). A map cannot create probability
@@ -350,14 +391,7 @@ def apply_pit_map(pz: ArrayLike, z_grid: ArrayLike, snr: ArrayLike, pit_map: dic
     s = np.asarray(snr, np.float64).reshape(-1)
     if s.size != p.shape[0]:
         raise InputError("snr", "length does not match the p(z) rows", value=s.size, allowed=str(p.shape[0]))
-    try:
-        e = np.asarray(pit_map["snr_edges"], np.float64)
-        x = np.asarray(pit_map["knots"], np.float64)
-        maps = np.asarray(pit_map["maps"], np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError("pit_map", f"not a PIT map ({exc})", value=type(pit_map).__name__) from None
-    if maps.shape != (e.size - 1, x.size) or np.any(np.diff(maps, axis=1) < 0):
-        raise InputError("pit_map", "maps must be increasing, one per SNR bin", value=maps.shape)
+    e, x, maps = check_pit_map(pit_map)
     slopes = np.diff(maps, axis=1) / np.diff(x)  # (B, knots - 1)
     b = np.clip(np.searchsorted(e, np.nan_to_num(s, nan=e[0]), side="right") - 1, 0, e.size - 2)
     c = cdf(p, g)
@@ -368,6 +402,7 @@ def apply_pit_map(pz: ArrayLike, z_grid: ArrayLike, snr: ArrayLike, pit_map: dic
 __all__ = [
     "fit_pit_map",
     "apply_pit_map",
+    "check_pit_map",
     "PIT_MAP_SNR_EDGES",
     "check_grid",
     "check_pz",
