@@ -464,9 +464,10 @@ class PzConfig(StageConfig):
     )
     multimodal_mass: float = opt(0.2, "MULTIMODAL: p(z) mass farther than 0.02 (1+z) from the mode above this")
     threads: int = opt(2, "threads of the physics FFTs")
+    workers: int = opt(2, "processes computing the training physics curves while the network trains (1: in-process)")
 
     def check(self) -> None:
-        for name in ("members", "hidden", "stride", "batch_size", "max_samples", "eval_every", "patience"):
+        for name in ("members", "hidden", "stride", "batch_size", "max_samples", "eval_every", "patience", "workers"):
             self._require(name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1, "an integer >= 1")
         self._require("kernel", self.kernel % 2 == 1, "odd")
         self._require("lr", self.lr > 0, "> 0")

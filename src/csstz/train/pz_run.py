@@ -16,6 +16,7 @@ Calibration (temperature and the out-of-distribution threshold) is a separate st
 
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,57 @@ def has_noiseless(path: PathLike, bands: Sequence[str], rows: np.ndarray) -> boo
     return arr is not None and bool(np.all(np.isfinite(arr)))
 
 
+def _block_batches(
+    path: PathLike,
+    blk: np.ndarray,
+    at: np.ndarray,
+    bands: tuple,
+    physics: PhysicsCurves,
+    lsf_index: np.ndarray | None,
+    z: np.ndarray,
+    batch_size: int,
+    seed_seq: list,
+    noiseless: bool,
+) -> list[Batch]:
+    """The batches of one read block: rows ``blk`` (sorted; ``at`` their positions in the training arrays),
+    shuffled and given fresh noise by a generator seeded with ``seed_seq`` alone (any process gives the same)."""
+    rng = np.random.default_rng(seed_seq)
+    sp = _read(path, bands, blk, noiseless)
+    perm = rng.permutation(blk.size)
+    out = []
+    for b0 in range(0, blk.size - batch_size + 1, batch_size):
+        sel = perm[b0 : b0 + batch_size]
+        flux, err = {}, {}
+        for b in bands:
+            e = sp.bands[b].err[sel].astype(np.float64)
+            if noiseless:
+                sig = np.where(np.isfinite(e), e, 0.0)
+                flux[b] = sp.bands[b].flux_noiseless[sel] + sig * rng.standard_normal(e.shape)
+            else:
+                flux[b] = sp.bands[b].flux[sel]
+            err[b] = e
+        idx = None if lsf_index is None else lsf_index[at[sel]]
+        c, sc = physics.curves(flux, err, idx)
+        out.append(Batch(c, sc, z[at[sel]]))
+    return out
+
+
+#: What the physics worker processes read (set in the parent just before the fork; read-only in the workers).
+_WORKER: dict = {}
+
+
+def _worker_block(task: tuple) -> list[Batch]:
+    w = _WORKER
+    blk, at, seed_seq = task
+    return _block_batches(
+        w["path"], blk, at, w["bands"], w["physics"], w["lsf"], w["z"], w["batch_size"], seed_seq, w["noiseless"]
+    )
+
+
+def _worker_init() -> None:
+    _WORKER["physics"].threads = 1  # one process, one thread: the processes are the parallelism
+
+
 def train_batches(
     path: PathLike,
     rows: np.ndarray,
@@ -68,34 +120,42 @@ def train_batches(
     batch_size: int,
     seed: int,
     noiseless: bool,
+    workers: int = 1,
 ) -> Iterator[Batch]:
     """Endless training batches: shuffled rows, a fresh noise draw per read (when ``noiseless``).
 
-    ``lsf_index`` and ``z`` are indexed like ``rows``.
+    ``lsf_index`` and ``z`` are indexed like ``rows``. ``workers`` > 1: that many forked processes compute
+    the blocks' physics curves while the caller trains (at most ``workers + 1`` blocks ahead, so memory
+    stays flat); the batches are the same for any number of workers.
     """
+    import multiprocessing
+
     rng = np.random.default_rng([int(seed), 20261202])
     pos = {int(r): i for i, r in enumerate(rows)}
-    while True:
-        order = rng.permutation(rows)
-        for s in range(0, order.size, READ_BLOCK):
-            blk = np.sort(order[s : s + READ_BLOCK])
-            sp = _read(path, bands, blk, noiseless)
-            at = np.array([pos[int(r)] for r in blk])
-            perm = rng.permutation(blk.size)
-            for b0 in range(0, blk.size - batch_size + 1, batch_size):
-                sel = perm[b0 : b0 + batch_size]
-                flux, err = {}, {}
-                for b in bands:
-                    e = sp.bands[b].err[sel].astype(np.float64)
-                    if noiseless:
-                        sig = np.where(np.isfinite(e), e, 0.0)
-                        flux[b] = sp.bands[b].flux_noiseless[sel] + sig * rng.standard_normal(e.shape)
-                    else:
-                        flux[b] = sp.bands[b].flux[sel]
-                    err[b] = e
-                idx = None if lsf_index is None else lsf_index[at[sel]]
-                c, sc = physics.curves(flux, err, idx)
-                yield Batch(c, sc, z[at[sel]])
+
+    def tasks() -> Iterator[tuple]:
+        epoch = 0
+        while True:
+            order = rng.permutation(rows)
+            for i, s in enumerate(range(0, order.size, READ_BLOCK)):
+                blk = np.sort(order[s : s + READ_BLOCK])
+                yield blk, np.array([pos[int(r)] for r in blk]), [int(seed), 20261202, epoch, i]
+            epoch += 1
+
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for blk, at, seq in tasks():
+            yield from _block_batches(path, blk, at, bands, physics, lsf_index, z, batch_size, seq, noiseless)
+        return
+    _WORKER.update(
+        path=path, bands=bands, physics=physics, lsf=lsf_index, z=z, batch_size=batch_size, noiseless=noiseless
+    )
+    todo = tasks()
+    with multiprocessing.get_context("fork").Pool(int(workers), initializer=_worker_init) as pool:
+        pending = collections.deque(pool.apply_async(_worker_block, (next(todo),)) for _ in range(int(workers) + 1))
+        while True:
+            done = pending.popleft().get()
+            pending.append(pool.apply_async(_worker_block, (next(todo),)))
+            yield from done
 
 
 def fixed_batches(
@@ -177,7 +237,16 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
     net = make_network(physics, pz, log_prior)
     val = fixed_batches(dataset_path, val_rows, bands, physics, lsf_va, z_all[val_rows])
     batches = train_batches(
-        dataset_path, train_rows, bands, physics, lsf_tr, z_all[train_rows], pz.batch_size, config.seed, noiseless
+        dataset_path,
+        train_rows,
+        bands,
+        physics,
+        lsf_tr,
+        z_all[train_rows],
+        pz.batch_size,
+        config.seed,
+        noiseless,
+        workers=pz.workers,
     )
     fit = fit_network(net, batches, val, physics.grid_lnz, pz, device=torch_device(config.optimiser.accelerator))
     net.to("cpu")
