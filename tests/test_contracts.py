@@ -291,3 +291,26 @@ def test_parallel_map_engines_agree(kw):
         list(parallel_map(_square, items, workers=0))
     with pytest.raises(ValueError, match="local"):
         list(parallel_map(_square, items, workers=2, local="threads"))
+
+
+def test_forked_imap_is_ordered_lazy_and_runs_closures_in_other_processes():
+    import itertools
+    import os
+
+    from csstz.parallel import forked_imap
+
+    big = np.arange(1000.0)  # a closure over read-only state: inherited by fork, never pickled
+    parent = os.getpid()
+
+    def task(i):
+        return i, float(big[i % 1000]) * 2, os.getpid()
+
+    endless = itertools.count()  # only what is taken is ever computed
+    out = list(itertools.islice(forked_imap(task, endless, workers=2), 25))
+    assert [o[0] for o in out] == list(range(25)) and [o[1] for o in out] == [2.0 * i for i in range(25)]
+    assert all(o[2] != parent for o in out)
+    assert next(endless) < 25 + 2 + 2  # at most workers + 1 ahead (+ the one taken to refill)
+    inproc = list(forked_imap(task, range(5), workers=1))
+    assert [o[2] for o in inproc] == [parent] * 5
+    with pytest.raises(ValueError, match="workers"):
+        list(forked_imap(task, range(3), workers=0))

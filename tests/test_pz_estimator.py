@@ -249,3 +249,16 @@ def test_physics_worker_processes_give_the_same_batches(run, dataset):
         np.testing.assert_array_equal(a.curves, b.curves)
         np.testing.assert_array_equal(a.scalars, b.scalars)
     assert not np.array_equal(one[0].curves, one[5].curves)
+
+
+def test_prediction_is_the_same_with_worker_processes(run, dataset):
+    from csstz.predict_pz import PzRun, predict_rows
+
+    out, _ = run
+    pz_run = PzRun(out, threads=1)
+    rows = split_rows(dataset, "test")
+    one, _ = predict_rows(pz_run, dataset, rows, block=16, workers=1)
+    two, _ = predict_rows(pz_run, dataset, rows, block=16, workers=2)
+    assert rows.size > 16  # several blocks
+    for k in ("z", "zerr", "lo95", "hi95", "zerr_epistemic", "p_second", "chi2_dof", "n_valid", "pz"):
+        np.testing.assert_array_equal(one[k], two[k], err_msg=k)

@@ -386,10 +386,12 @@ class PredictConfig(StageConfig):
         MODEL_KINDS,
     )
     split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
+    workers: int = opt(2, "processes computing the physics curves of a p(z) run (1: in-process)")
 
     def check(self) -> None:
         self._require("samples", isinstance(self.samples, int) and self.samples >= 1, ">= 1")
         self._require("batch_size", self.batch_size >= 1, ">= 1")
+        self._require("workers", isinstance(self.workers, int) and self.workers >= 1, "an integer >= 1")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@
 At most ``in_flight`` tasks per worker are submitted at once, so memory stays bounded
 however long the list; results are yielded as ``(index, result)`` as they finish.
 
+:func:`forked_imap` is the streaming variant for the p(z) estimator: an ordered, lazy map over a
+possibly endless iterator, in forked processes that inherit the caller's state (so ``func`` may
+be a closure over large read-only objects: only the tasks and results are pickled), with at
+most ``ahead`` tasks in flight.
+
 ``dask_client(workers, scheduler)`` yields a ``distributed.Client``: connected
 to ``scheduler`` when given (an existing cluster), otherwise to a local cluster
 of ``workers`` single-threaded worker processes that is shut down afterwards.
@@ -124,6 +129,67 @@ def parallel_list(func: Callable[[Any], Any], items: Iterable[Any], **kwargs: An
     return out
 
 
+#: The function of the current :func:`forked_imap` (set in the parent before the fork, inherited by the workers).
+_FORKED: dict = {}
+
+
+def _run_forked(task: Any) -> Any:
+    return _FORKED["func"](task)
+
+
+def forked_imap(
+    func: Callable[[Any], Any], tasks: Iterable[Any], workers: int = 1, ahead: int | None = None
+) -> Iterator[Any]:
+    """``func(task)`` for every task, in order, lazily; ``workers`` > 1: in that many forked processes.
+
+    Parameters
+    ----------
+    func : callable
+        Any callable, closures included (the workers inherit it by fork; it is never pickled).
+    tasks : iterable
+        Possibly endless; consumed only as results are taken.
+    workers : int
+        1 (or a platform without fork): in this process.
+    ahead : int, optional
+        Tasks in flight at most (default ``workers + 1``): memory stays flat.
+
+    Yields
+    ------
+    object
+        ``func(task)`` in the order of ``tasks``.
+    """
+    import multiprocessing
+    from collections import deque
+
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1 (got {workers})")
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for t in tasks:
+            yield func(t)
+        return
+    if _FORKED:
+        raise RuntimeError("forked_imap is already running in this process")
+    _FORKED["func"] = func
+    it = iter(tasks)
+    end = object()
+    try:
+        with multiprocessing.get_context("fork").Pool(int(workers)) as pool:
+            pending: deque = deque()
+            for _ in range(int(ahead or workers + 1)):
+                t = next(it, end)
+                if t is end:
+                    break
+                pending.append(pool.apply_async(_run_forked, (t,)))
+            while pending:
+                res = pending.popleft().get()
+                t = next(it, end)
+                if t is not end:
+                    pending.append(pool.apply_async(_run_forked, (t,)))
+                yield res
+    finally:
+        _FORKED.clear()
+
+
 def _process_map(func: Callable[[Any], Any], items: list, workers: int, in_flight: int) -> Iterator[tuple[int, Any]]:
     import concurrent.futures as cf
 
@@ -170,4 +236,4 @@ def _dask_map(
             yield i, result
 
 
-__all__ = ["parallel_map", "parallel_list", "dask_client", "WORKER_ENV", "LOCAL_KINDS"]
+__all__ = ["forked_imap", "parallel_map", "parallel_list", "dask_client", "WORKER_ENV", "LOCAL_KINDS"]

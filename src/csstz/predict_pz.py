@@ -175,6 +175,12 @@ def refine_on_physics(
     return np.where(ok & np.isfinite(z), z, z_mode)
 
 
+def valid_pixels(err: dict, bands: tuple) -> tuple[np.ndarray, int]:
+    """Valid (finite, positive error) input pixels of each spectrum over ``bands``, (N,), and the pixel count."""
+    valid = sum(np.sum(np.isfinite(err[b]) & (np.asarray(err[b]) > 0), axis=1) for b in bands)
+    return valid, sum(np.asarray(err[b]).shape[1] for b in bands)
+
+
 def gi_snr(scalars: np.ndarray) -> np.ndarray:
     """The GI-band (second network band) median SNR of each spectrum from the physics scalars.
 
@@ -268,12 +274,15 @@ class PzRun:
         self, flux: dict, err: dict, lsf_index: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Network logits (N, M, K), the physics scalars (N, S) and the physics log-likelihood (N, K)."""
+        curves, scal = self.physics.curves(flux, err, lsf_index)
+        return self.network(curves, scal), scal, curves[:, 0]
+
+    def network(self, curves: np.ndarray, scalars: np.ndarray) -> np.ndarray:
+        """The members' logits (N, M, K) of physics curves and scalars."""
         import torch
 
-        curves, scal = self.physics.curves(flux, err, lsf_index)
         with torch.no_grad():
-            out = self.net(torch.from_numpy(curves), torch.from_numpy(scal)).numpy()
-        return out, scal, curves[:, 0]
+            return self.net(torch.from_numpy(curves), torch.from_numpy(scalars)).numpy()
 
     def summarise_outputs(
         self,
@@ -316,8 +325,7 @@ class PzRun:
         lg, scal, phys = self.forward(flux, err, lsf_index)
         out = self.summarise_outputs(lg, scal, phys, temperature, pit_map=True if temperature is None else None)
         out["chi2_dof"] = scal[:, 2].astype(np.float64)
-        valid = sum(np.sum(np.isfinite(err[b]) & (np.asarray(err[b]) > 0), axis=1) for b in self.bands)
-        out["n_valid"], out["n_pixels"] = valid, sum(np.asarray(err[b]).shape[1] for b in self.bands)
+        out["n_valid"], out["n_pixels"] = valid_pixels(err, self.bands)
         return out
 
     def zwarn(self, res: dict) -> np.ndarray:
@@ -334,28 +342,48 @@ class PzRun:
 
 
 def predict_rows(
-    run: PzRun, spectra_path: PathLike, rows: np.ndarray, block: int = 1024, temperature: float | None = None
+    run: PzRun,
+    spectra_path: PathLike,
+    rows: np.ndarray,
+    block: int = 1024,
+    temperature: float | None = None,
+    workers: int = 1,
 ) -> tuple[dict, Table]:
-    """Predict rows of a spectra file in blocks; returns the concatenated arrays and the catalogue rows."""
+    """Predict rows of a spectra file in blocks; returns the concatenated arrays and the catalogue rows.
+
+    ``workers`` > 1: forked processes read the blocks and compute their physics curves
+    (:func:`csstz.parallel.forked_imap`) while this process runs the network and the summaries; the
+    output is the same for any number of workers.
+    """
+    import copy
+
     from .instrument import load_instrument
     from .io.spectra import read_catalog, read_spectra
+    from .parallel import forked_imap
 
     cat = read_catalog(spectra_path)[rows]
     missing = [b for b in run.bands if b not in read_spectra(spectra_path, bands=None, rows=rows[:1]).bands]
     if missing:
         raise InputError("bands", "spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
     lsf = run.physics.lsf_index(cat, load_instrument())
-    parts = []
-    for s in range(0, rows.size, block):
+    phys = run.physics
+    if workers > 1:  # one thread per process: the processes are the parallelism
+        phys = copy.copy(run.physics)
+        phys.threads = 1
+
+    def curves(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         sp = read_spectra(spectra_path, bands=run.bands, rows=rows[s : s + block])
-        parts.append(
-            run.predict_arrays(
-                {b: sp.bands[b].flux for b in run.bands},
-                {b: sp.bands[b].err for b in run.bands},
-                None if lsf is None else lsf[s : s + block],
-                temperature,
-            )
-        )
+        err = {b: sp.bands[b].err for b in run.bands}
+        c, sc = phys.curves({b: sp.bands[b].flux for b in run.bands}, err, None if lsf is None else lsf[s : s + block])
+        return c, sc, *valid_pixels(err, run.bands)
+
+    parts = []
+    for c, sc, valid, n_pix in forked_imap(curves, range(0, rows.size, block), workers):
+        lg = run.network(c, sc)
+        out = run.summarise_outputs(lg, sc, c[:, 0], temperature, pit_map=True if temperature is None else None)
+        out["chi2_dof"] = sc[:, 2].astype(np.float64)
+        out["n_valid"], out["n_pixels"] = valid, n_pix
+        parts.append(out)
     res = {k: np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k] for k in parts[0]}
     return res, cat
 
@@ -370,7 +398,7 @@ def predict_pz_file(
     cfg = config or PredictConfig()
     run = PzRun(run_dir)
     rows = split_rows(spectra_path, cfg.split)
-    res, cat = predict_rows(run, spectra_path, rows)
+    res, cat = predict_rows(run, spectra_path, rows, workers=cfg.workers)
     tab = Table()
     tab["TARGETID"] = np.asarray(cat["TARGETID"], np.int64)
     for col, key in (

@@ -16,7 +16,6 @@ Calibration (temperature and the out-of-distribution threshold) is a separate st
 
 from __future__ import annotations
 
-import collections
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,22 +93,6 @@ def _block_batches(
     return out
 
 
-#: What the physics worker processes read (set in the parent just before the fork; read-only in the workers).
-_WORKER: dict = {}
-
-
-def _worker_block(task: tuple) -> list[Batch]:
-    w = _WORKER
-    blk, at, seed_seq = task
-    return _block_batches(
-        w["path"], blk, at, w["bands"], w["physics"], w["lsf"], w["z"], w["batch_size"], seed_seq, w["noiseless"]
-    )
-
-
-def _worker_init() -> None:
-    _WORKER["physics"].threads = 1  # one process, one thread: the processes are the parallelism
-
-
 def train_batches(
     path: PathLike,
     rows: np.ndarray,
@@ -125,13 +108,19 @@ def train_batches(
     """Endless training batches: shuffled rows, a fresh noise draw per read (when ``noiseless``).
 
     ``lsf_index`` and ``z`` are indexed like ``rows``. ``workers`` > 1: that many forked processes compute
-    the blocks' physics curves while the caller trains (at most ``workers + 1`` blocks ahead, so memory
-    stays flat); the batches are the same for any number of workers.
+    the blocks' physics curves while the caller trains (:func:`csstz.parallel.forked_imap`, a few blocks
+    ahead, so memory stays flat); the batches are the same for any number of workers.
     """
-    import multiprocessing
+    import copy
+
+    from ..parallel import forked_imap
 
     rng = np.random.default_rng([int(seed), 20261202])
     pos = {int(r): i for i, r in enumerate(rows)}
+    phys = physics
+    if workers > 1:  # one thread per process: the processes are the parallelism
+        phys = copy.copy(physics)
+        phys.threads = 1
 
     def tasks() -> Iterator[tuple]:
         epoch = 0
@@ -142,20 +131,12 @@ def train_batches(
                 yield blk, np.array([pos[int(r)] for r in blk]), [int(seed), 20261202, epoch, i]
             epoch += 1
 
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        for blk, at, seq in tasks():
-            yield from _block_batches(path, blk, at, bands, physics, lsf_index, z, batch_size, seq, noiseless)
-        return
-    _WORKER.update(
-        path=path, bands=bands, physics=physics, lsf=lsf_index, z=z, batch_size=batch_size, noiseless=noiseless
-    )
-    todo = tasks()
-    with multiprocessing.get_context("fork").Pool(int(workers), initializer=_worker_init) as pool:
-        pending = collections.deque(pool.apply_async(_worker_block, (next(todo),)) for _ in range(int(workers) + 1))
-        while True:
-            done = pending.popleft().get()
-            pending.append(pool.apply_async(_worker_block, (next(todo),)))
-            yield from done
+    def block(task: tuple) -> list[Batch]:
+        blk, at, seq = task
+        return _block_batches(path, blk, at, bands, phys, lsf_index, z, batch_size, seq, noiseless)
+
+    for batches in forked_imap(block, tasks(), workers):
+        yield from batches
 
 
 def fixed_batches(
