@@ -1,10 +1,11 @@
 """Speed of the default p(z) estimator: prediction end to end, its parts, and the training rate.
 
 Prediction (``csstz.predict_pz.predict_rows``, what ``csstz predict`` runs): HDF5 read + physics curves
-+ the network's members + mixture, PIT map, intervals and flags, on ``--n`` rows of a dataset, with a
-trained run. Parts, on the same spectra: the physics curves alone, the network forward alone, the
-summaries alone. Training: the run's own ``summary.json`` (samples/s overall, and of the network steps
-alone). The machine should be otherwise idle; the load average is recorded.
+(in ``--workers`` forked processes, and in-process for comparison) + the network's members + mixture,
+physics-located Z, PIT map and intervals, on up to ``--n`` validation rows of a dataset, with a trained
+run. Parts, on the same spectra: the physics curves alone, the network forward alone, the summaries
+alone. Training: the run's own ``summary.json`` (samples/s overall, and of the network steps alone).
+The machine should be otherwise idle; the load average is recorded.
 
     python benchmarks/bench_pz_speed.py --run RUN_DIR --data DATASET.h5 [--n 2000] [--threads 2]
 
@@ -38,51 +39,53 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="physics processes of the end-to-end prediction")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
     from csstz.instrument import load_instrument
-    from csstz.io.spectra import read_catalog, read_spectra
-    from csstz.predict_pz import PzRun, gi_snr, member_probabilities, predict_rows, summarise
+    from csstz.io.spectra import read_catalog, read_spectra, split_rows
+    from csstz.predict_pz import PzRun, predict_rows
 
     run = PzRun(args.run, threads=args.threads)
-    rows = np.arange(args.n)
-    t_end = _best(lambda: predict_rows(run, args.data, rows), repeat=2)
+    rows = split_rows(args.data, "val")[: args.n]
+    t_end = _best(lambda: predict_rows(run, args.data, rows, workers=args.workers), repeat=2)
+    t_end1 = _best(lambda: predict_rows(run, args.data, rows, workers=1), repeat=1)
     cat = read_catalog(args.data)[rows]
     lsf = run.physics.lsf_index(cat, load_instrument())
     sp = read_spectra(args.data, bands=run.bands, rows=rows)
     flux = {b: sp.bands[b].flux for b in run.bands}
     err = {b: sp.bands[b].err for b in run.bands}
     curves, scal = run.physics.curves(flux, err, lsf)
-    t_phys = _best(lambda: run.physics.curves(flux, err, lsf))
+    t_phys = _best(lambda: run.physics.curves(flux, err, lsf))  # `threads` threads, one process
     ct, st = torch.from_numpy(curves), torch.from_numpy(scal)
 
     def net() -> None:
         with torch.no_grad():
-            for s in range(0, args.n, 1024):
+            for s in range(0, rows.size, 1024):
                 run.net(ct[s : s + 1024], st[s : s + 1024])
 
     t_net = _best(net)
-    with torch.no_grad():
-        lg = run.net(ct, st).numpy()
-    prob = member_probabilities(lg, run.temperature)
-    t_sum = _best(lambda: summarise(prob, run.physics.grid_z, run.calibration.get("pit_map"), gi_snr(scal)))
+    lg = run.network(curves, scal)
+    t_sum = _best(lambda: run.summarise_outputs(lg, scal, curves[:, 0]))
     summary = json.loads((Path(args.run) / "summary.json").read_text())
     fit = summary["fit"]
     result = {
         "benchmark": "pz_speed",
         "run": str(args.run),
         "dataset": str(args.data),
-        "n_spectra": args.n,
+        "n_spectra": int(rows.size),
         "threads": args.threads,
+        "workers": args.workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average_1min": os.getloadavg()[0],
-        "predict_end_to_end_spectra_per_s": round(args.n / t_end, 1),
-        "physics_curves_spectra_per_s": round(args.n / t_phys, 1),
-        "network_forward_spectra_per_s": round(args.n / t_net, 1),
-        "summaries_spectra_per_s": round(args.n / t_sum, 1),
+        "predict_end_to_end_spectra_per_s": round(rows.size / t_end, 1),
+        "predict_end_to_end_in_process_spectra_per_s": round(rows.size / t_end1, 1),
+        "physics_curves_spectra_per_s": round(rows.size / t_phys, 1),
+        "network_forward_spectra_per_s": round(rows.size / t_net, 1),
+        "summaries_spectra_per_s": round(rows.size / t_sum, 1),
         "train_samples_per_s": fit["samples_per_s"],
         "train_network_steps_samples_per_s": fit["network_samples_per_s"],
         "network": summary["pz_config"],
