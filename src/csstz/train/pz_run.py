@@ -229,7 +229,14 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
         noiseless,
         workers=pz.workers,
     )
-    fit = fit_network(net, batches, val, physics.grid_lnz, pz, device=torch_device(config.optimiser.accelerator))
+    device = torch_device(config.optimiser.accelerator)
+    n_threads = torch.get_num_threads()
+    if pz.workers > 1 and device == "cpu":
+        torch.set_num_threads(1)  # the physics processes have the other cores: no oversubscription
+    try:
+        fit = fit_network(net, batches, val, physics.grid_lnz, pz, device=device)
+    finally:
+        torch.set_num_threads(n_threads)
     net.to("cpu")
     net_cfg = {
         "n_grid": len(physics.grid_z),
