@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 from csstz import __version__
 from csstz.instrument import load_instrument
@@ -41,15 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_crb import _line_sed, _mc_scatter  # noqa: E402  (the same fit as the test)
 
 BANDS = ("GV", "GI")
-
-
-def _best_of(fn, reps=3):
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:
@@ -92,10 +84,10 @@ def main() -> None:
     t_sim /= a.n
     t_lsf /= a.n
 
-    t_fast = _best_of(lambda: zerr_crb_arrays(wave, flux, z, err, inst, lsf_pix=lsfs)) / a.n
-    t_fast3 = _best_of(lambda: zerr_crb_arrays(wave, flux, z, err, inst, lsf_pix=lsfs, bands=all_bands)) / a.n
+    t_fast = best_of(lambda: zerr_crb_arrays(wave, flux, z, err, inst, lsf_pix=lsfs)) / a.n
+    t_fast3 = best_of(lambda: zerr_crb_arrays(wave, flux, z, err, inst, lsf_pix=lsfs, bands=all_bands)) / a.n
     t_gauss = (
-        _best_of(
+        best_of(
             lambda: zerr_crb_arrays(
                 wave, flux, z, err, inst, shape_r_arcsec=c["SHAPE_R"], sersic=c["SERSIC"], ba=c["BA"], pa_deg=c["PA"]
             )

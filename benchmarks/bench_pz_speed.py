@@ -18,19 +18,9 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
-import numpy as np
-
-
-def _best(fn, repeat: int = 3) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from timing import best_of
 
 
 def main() -> None:
@@ -51,15 +41,15 @@ def main() -> None:
 
     run = PzRun(args.run, threads=args.threads)
     rows = split_rows(args.data, "val")[: args.n]
-    t_end = _best(lambda: predict_rows(run, args.data, rows, workers=args.workers), repeat=2)
-    t_end1 = _best(lambda: predict_rows(run, args.data, rows, workers=1), repeat=1)
+    t_end = best_of(lambda: predict_rows(run, args.data, rows, workers=args.workers), reps=2)
+    t_end1 = best_of(lambda: predict_rows(run, args.data, rows, workers=1), reps=1)
     cat = read_catalog(args.data)[rows]
     lsf = run.physics.lsf_index(cat, load_instrument())
     sp = read_spectra(args.data, bands=run.bands, rows=rows)
     flux = {b: sp.bands[b].flux for b in run.bands}
     err = {b: sp.bands[b].err for b in run.bands}
     curves, scal = run.physics.curves(flux, err, lsf)
-    t_phys = _best(lambda: run.physics.curves(flux, err, lsf))  # `threads` threads, one process
+    t_phys = best_of(lambda: run.physics.curves(flux, err, lsf))  # `threads` threads, one process
     ct, st = torch.from_numpy(curves), torch.from_numpy(scal)
 
     def net() -> None:
@@ -67,9 +57,9 @@ def main() -> None:
             for s in range(0, rows.size, 1024):
                 run.net(ct[s : s + 1024], st[s : s + 1024])
 
-    t_net = _best(net)
+    t_net = best_of(net)
     lg = run.network(curves, scal)
-    t_sum = _best(lambda: run.summarise_outputs(lg, scal, curves[:, 0]))
+    t_sum = best_of(lambda: run.summarise_outputs(lg, scal, curves[:, 0]))
     summary = json.loads((Path(args.run) / "summary.json").read_text())
     fit = summary["fit"]
     result = {
