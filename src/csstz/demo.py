@@ -62,12 +62,12 @@ class DemoPlan:
     learned_basis: bool = False
 
 
-# quick: <= 10 min on 2 cores (README); 8,000 galaxies, p(z) estimator 80k samples, paper 10+4 epochs
+# quick: <= 10 min on 2 cores (README); 8,000 galaxies, p(z) estimator 160k samples, paper 10+4 epochs
 QUICK = DemoPlan(
     "quick",
     n_galaxies=8000,
     train=dict(TRAIN_QUICK, epochs=10, bnn_epochs=4),
-    pz=dict(max_samples=80_000, eval_every=20_000),
+    pz=dict(max_samples=160_000, eval_every=40_000),
 )
 STANDARD = DemoPlan(
     "standard",
