@@ -260,5 +260,8 @@ def test_prediction_is_the_same_with_worker_processes(run, dataset):
     one, _ = predict_rows(pz_run, dataset, rows, block=16, workers=1)
     two, _ = predict_rows(pz_run, dataset, rows, block=16, workers=2)
     assert rows.size > 16  # several blocks
-    for k in ("z", "zerr", "lo95", "hi95", "zerr_epistemic", "p_second", "chi2_dof", "n_valid", "pz"):
-        np.testing.assert_array_equal(one[k], two[k], err_msg=k)
+    np.testing.assert_array_equal(one["chi2_dof"], two["chi2_dof"])  # the physics: bit for bit
+    np.testing.assert_array_equal(one["n_valid"], two["n_valid"])
+    # the network runs on one torch thread beside the workers: its sums may round differently (~1e-9 relative)
+    for k in ("z", "zerr", "lo95", "hi95", "zerr_epistemic", "p_second", "pz"):
+        np.testing.assert_allclose(one[k], two[k], rtol=1e-6, atol=1e-9, err_msg=k)

@@ -355,8 +355,8 @@ def predict_rows(
     """Predict rows of a spectra file in blocks; returns the concatenated arrays and the catalogue rows.
 
     ``workers`` > 1: forked processes read the blocks and compute their physics curves
-    (:func:`csstz.parallel.forked_imap`) while this process runs the network and the summaries; the
-    output is the same for any number of workers.
+    (:func:`csstz.parallel.forked_imap`) while this process runs the network (on one torch thread) and the
+    summaries; the physics is the same bit for bit for any number of workers, the network's output to rounding.
     """
     import copy
 
