@@ -45,6 +45,8 @@ from .schema import CALIBRATION_FILE, P68, P95, PZ_FILE, PZ_PHYSICS_FILE, RUN_FO
 from .zwarn import ZWARN, flag_where
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._types import ArrayLike, PathLike
 
 #: Below this fraction of valid input pixels LITTLE_COVERAGE is set.
@@ -75,7 +77,7 @@ def summarise(
     grid_z: np.ndarray,
     pit_map: dict | None = None,
     snr: np.ndarray | None = None,
-    z_mode: np.ndarray | None = None,
+    locate: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """Point estimates and intervals of p(z) given as probabilities per grid cell.
 
@@ -89,8 +91,8 @@ def summarise(
         A validation PIT map (:func:`csstz.templates.pdf.fit_pit_map`) and each spectrum's GI SNR:
         the mixture is recalibrated by it (``pz``, intervals, ``p_second``); ``z`` stays the mode of
         the mixture before the map, and the epistemic / aleatoric parts are the members'.
-    z_mode : ndarray (N,), optional
-        Use this as ``z`` instead of the mixture's mode (:func:`refine_on_physics`).
+    locate : callable, optional
+        Maps the mixture's mode (N,) to ``z`` (e.g. :func:`refine_on_physics` with the physics curve).
 
     Returns
     -------
@@ -102,8 +104,11 @@ def summarise(
 
     mean_m = (cell_prob * grid_z).sum(axis=2)  # (N, M)
     var_m = (cell_prob * grid_z**2).sum(axis=2) - mean_m**2
-    dens = mixture_density(cell_prob, grid_z)
-    z = pdf.mode(dens, grid_z) if z_mode is None else np.asarray(z_mode, np.float64)
+    # density per unit z: cell probability / dz of the cell (uniform in ln(1+z): dz = (1+z) dlnz)
+    dens = pdf.normalise(cell_prob.mean(axis=1) / ((1.0 + grid_z) * np.gradient(np.log1p(grid_z)))[None, :], grid_z)
+    z = pdf.mode(dens, grid_z)
+    if locate is not None:
+        z = np.asarray(locate(z), np.float64)
     if pit_map is not None:
         if snr is None:
             raise InputError("snr", "a PIT map needs each spectrum's GI SNR", value=None)
@@ -122,22 +127,6 @@ def summarise(
         "zerr_aleatoric": np.sqrt(np.maximum(var_m, 0.0).mean(axis=1)),
         "p_second": pdf.mass_away_from_mode(dens, grid_z, z_mode=z),
     }
-
-
-def mixture_density(cell_prob: np.ndarray, grid_z: np.ndarray) -> np.ndarray:
-    """The members' mixture as a density per unit z, trapezoid-normalised, (N, K)."""
-    from .templates import pdf
-
-    mix = cell_prob.mean(axis=1)
-    # density per unit z: cell probability / dz of the cell (uniform in ln(1+z): dz = (1+z) dlnz)
-    return pdf.normalise(mix / ((1.0 + grid_z) * np.gradient(np.log1p(grid_z)))[None, :], grid_z)
-
-
-def mixture_mode(cell_prob: np.ndarray, grid_z: np.ndarray) -> np.ndarray:
-    """The parabola-refined mode of the members' mixture, (N,)."""
-    from .templates import pdf
-
-    return pdf.mode(mixture_density(cell_prob, grid_z), grid_z)
 
 
 def refine_on_physics(
@@ -315,8 +304,10 @@ class PzRun:
         prob = member_probabilities(logits, t)
         grid = self.physics.grid_z
         pmap = self.calibration.get("pit_map") if pit_map is True else pit_map
-        z = refine_on_physics(mixture_mode(prob, grid), loglike, self.net.log_prior.numpy(), grid)
-        return summarise(prob, grid, pmap, gi_snr(scalars), z_mode=z)
+        log_prior = self.net.log_prior.numpy()
+        return summarise(
+            prob, grid, pmap, gi_snr(scalars), locate=lambda z: refine_on_physics(z, loglike, log_prior, grid)
+        )
 
     def predict_arrays(
         self, flux: dict, err: dict, lsf_index: np.ndarray | None = None, temperature: float | None = None
@@ -440,6 +431,8 @@ def predict_pz_file(
 
 
 __all__ = [
+    "refine_on_physics",
+    "valid_pixels",
     "gi_snr",
     "ood_statistic",
     "PzRun",
