@@ -349,10 +349,9 @@ def predict_rows(
     (:func:`csstz.parallel.forked_imap`) while this process runs the network (on one torch thread) and the
     summaries; the physics is the same bit for bit for any number of workers, the network's output to rounding.
     """
-    import copy
-
     from .instrument import load_instrument
     from .io.spectra import read_catalog, read_spectra
+    from .models.pz import one_thread_beside_workers
     from .parallel import forked_imap
 
     cat = read_catalog(spectra_path)[rows]
@@ -360,10 +359,7 @@ def predict_rows(
     if missing:
         raise InputError("bands", "spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
     lsf = run.physics.lsf_index(cat, load_instrument())
-    phys = run.physics
-    if workers > 1:  # one thread per process: the processes are the parallelism
-        phys = copy.copy(run.physics)
-        phys.threads = 1
+    phys = run.physics.for_workers(workers)
 
     def curves(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         sp = read_spectra(spectra_path, bands=run.bands, rows=rows[s : s + block])
@@ -371,21 +367,14 @@ def predict_rows(
         c, sc = phys.curves({b: sp.bands[b].flux for b in run.bands}, err, None if lsf is None else lsf[s : s + block])
         return c, sc, *valid_pixels(err, run.bands)
 
-    import torch
-
     parts = []
-    n_threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(1)  # the physics processes have the other cores: no oversubscription
-    try:
+    with one_thread_beside_workers(workers):
         for c, sc, valid, n_pix in forked_imap(curves, range(0, rows.size, block), workers):
             lg = run.network(c, sc)
             out = run.summarise_outputs(lg, sc, c[:, 0], temperature, pit_map=True if temperature is None else None)
             out["chi2_dof"] = sc[:, 2].astype(np.float64)
             out["n_valid"], out["n_pixels"] = valid, n_pix
             parts.append(out)
-    finally:
-        torch.set_num_threads(n_threads)
     res = {k: np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k] for k in parts[0]}
     return res, cat
 

@@ -30,6 +30,9 @@ Definitions only: no I/O, no training loop (see ``csstz.train.pz_stage``).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -155,6 +158,21 @@ class PzNet(nn.Module):
         return self.a[None, :, None] * curves[:, :1] + g + self.b[None, :, None] * self.log_prior
 
 
+@contextlib.contextmanager
+def one_thread_beside_workers(workers: int) -> Iterator[None]:
+    """Run torch on one thread while ``workers`` (> 1) physics processes have the other cores.
+
+    Two torch threads beside them oversubscribed a 2-core machine (training 581 against 774 samples/s).
+    """
+    n_threads = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n_threads)
+
+
 def soft_target(z_true: torch.Tensor, grid_lnz: torch.Tensor, width: float) -> torch.Tensor:
     """A narrow Gaussian target on the grid around each true redshift.
 
@@ -188,4 +206,4 @@ def ensemble_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target[:, None, :] * logp).sum(dim=-1).mean()
 
 
-__all__ = ["PzNet", "soft_target", "ensemble_loss"]
+__all__ = ["PzNet", "soft_target", "ensemble_loss", "one_thread_beside_workers"]

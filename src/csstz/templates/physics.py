@@ -24,6 +24,7 @@ exactly the same curves.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -200,6 +201,15 @@ class PhysicsCurves:
         self.model = XcorrModel(basis, self.wave_by_band, lsf_sigma_pix=tuple(sig), zmin=zmin, zmax=zmax)
         self.grid_z = self.model.z.copy()
         self.grid_lnz = self.model.lnz.copy()
+
+    def for_workers(self, workers: int) -> "PhysicsCurves":
+        """This stage for ``workers`` forked processes: itself for one, else a copy whose FFTs use one thread
+        (the processes are the parallelism; the copy shares the model arrays)."""
+        if workers <= 1:
+            return self
+        out = copy.copy(self)
+        out.threads = 1
+        return out
 
     # --- inputs ----------------------------------------------------------------------------------------
     def lsf_index(self, catalog: Table, instrument: Instrument) -> np.ndarray | None:

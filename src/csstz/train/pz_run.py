@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import PzConfig, TrainConfig
+from ..models.pz import one_thread_beside_workers
 from ..schema import CONFIG_FILE, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE
 from .pz_stage import Batch, fit_network, make_network, noiseless_warning
 
@@ -111,16 +112,11 @@ def train_batches(
     the blocks' physics curves while the caller trains (:func:`csstz.parallel.forked_imap`, a few blocks
     ahead, so memory stays flat); the batches are the same for any number of workers.
     """
-    import copy
-
     from ..parallel import forked_imap
 
     rng = np.random.default_rng([int(seed), 20261202])
     pos = {int(r): i for i, r in enumerate(rows)}
-    phys = physics
-    if workers > 1:  # one thread per process: the processes are the parallelism
-        phys = copy.copy(physics)
-        phys.threads = 1
+    phys = physics.for_workers(workers)
 
     def tasks() -> Iterator[tuple]:
         epoch = 0
@@ -230,13 +226,8 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
         workers=pz.workers,
     )
     device = torch_device(config.optimiser.accelerator)
-    n_threads = torch.get_num_threads()
-    if pz.workers > 1 and device == "cpu":
-        torch.set_num_threads(1)  # the physics processes have the other cores: no oversubscription
-    try:
+    with one_thread_beside_workers(pz.workers if device == "cpu" else 1):
         fit = fit_network(net, batches, val, physics.grid_lnz, pz, device=device)
-    finally:
-        torch.set_num_threads(n_threads)
     net.to("cpu")
     net_cfg = {
         "n_grid": len(physics.grid_z),

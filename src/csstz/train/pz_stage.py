@@ -84,12 +84,6 @@ def make_network(physics: PhysicsCurves, cfg: PzConfig, log_prior: np.ndarray | 
 
 
 @torch.no_grad()
-def evaluate_loss(net: PzNet, batches: list[Batch], grid_lnz: torch.Tensor, width: float, device: str) -> float:
-    """Mean cross-entropy over pre-computed (validation) batches."""
-    return evaluate(net, batches, grid_lnz, width, device)["loss"]
-
-
-@torch.no_grad()
 def evaluate(net: PzNet, batches: list[Batch], grid_lnz: torch.Tensor, width: float, device: str) -> dict:
     """Mean cross-entropy, and sigma_NMAD and eta of the mixture's grid mode, over (validation) batches.
 
@@ -235,4 +229,4 @@ def noiseless_warning(path: PathLike) -> None:
     )
 
 
-__all__ = ["Batch", "make_network", "fit_network", "evaluate", "evaluate_loss", "noiseless_warning"]
+__all__ = ["Batch", "make_network", "fit_network", "evaluate", "noiseless_warning"]
