@@ -133,43 +133,29 @@ def main() -> None:
                 *src,
             ],
         )
+    budget = {
+        "paper": ["--epochs", str(args.epochs), "--bnn-epochs", str(max(1, args.epochs // 2))],
+        "pz": ["--pz-max-samples", str(args.pz_max_samples)],
+    }
     rows = []
     for a in POPULATIONS:
         runs = {}
-        if "paper" in methods:
-            runs["paper"] = run.maybe(
-                f"train paper on {a}",
-                work / f"run_paper_{a}" / "summary.json",
-                [
-                    "train",
-                    str(data[a]),
-                    "--out",
-                    str(work / f"run_paper_{a}"),
-                    "--model",
-                    "paper",
-                    "--epochs",
-                    str(args.epochs),
-                    "--bnn-epochs",
-                    str(max(1, args.epochs // 2)),
-                    "--no-progress",
-                ],
-            )
-        if "pz" in methods:
-            runs["pz"] = run.maybe(
-                f"train pz on {a}",
-                work / f"run_pz_{a}" / "summary.json",
-                [
-                    "train",
-                    str(data[a]),
-                    "--out",
-                    str(work / f"run_pz_{a}"),
-                    "--model",
-                    "pz",
-                    "--pz-max-samples",
-                    str(args.pz_max_samples),
-                    "--no-progress",
-                ],
-            )
+        for method in ("paper", "pz"):
+            if method in methods:
+                runs[method] = run.maybe(
+                    f"train {method} on {a}",
+                    work / f"run_{method}_{a}" / "summary.json",
+                    [
+                        "train",
+                        str(data[a]),
+                        "--out",
+                        str(work / f"run_{method}_{a}"),
+                        "--model",
+                        method,
+                        *budget[method],
+                        "--no-progress",
+                    ],
+                )
         runs = {m: r.parent for m, r in runs.items() if r is not None}
         for b in POPULATIONS:
             for split in ("val", "test"):
