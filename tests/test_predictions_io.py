@@ -95,3 +95,35 @@ def test_row_count_mismatch_and_a_damaged_file(tmp_path):
         fits.HDUList([h.copy() for h in hdul if h.name != "PZ_GRID"]).writeto(tmp_path / "half.fits")
     with pytest.raises(FileFormatError, match="HDU PZ_GRID missing"):
         read_predictions(tmp_path / "half.fits")
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        np.arange(3, 9),  # contiguous: one slice
+        np.array([1, 4, 5, 11]),  # spread <= SPAN_READ_RATIO x: bounding slice
+        np.array([0, 97]),  # sparse: point selection
+        slice(2, 7),
+    ],
+)
+def test_spectra_rows_read_any_way_equal_the_full_read(tmp_path, rows):
+    """read_spectra picks slice, bounding slice or point selection; all give the rows of the full array."""
+    from astropy.table import Table
+
+    from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra, write_spectra
+
+    rng = np.random.default_rng(0)
+    n, npix = 100, 12
+    wave = np.linspace(6000.0, 9000.0, npix)
+    flux = rng.normal(size=(n, npix)).astype(np.float32)
+    err = rng.uniform(0.5, 1.0, size=(n, npix)).astype(np.float32)
+    cat = Table({"TARGETID": np.arange(n, dtype=np.int64), "Z": rng.uniform(0, 1, n)})
+    path = tmp_path / "s.h5"
+    write_spectra(path, SpectraSet({"GI": BandSpectra(wave, flux, err)}, cat, {}))
+    sp = read_spectra(path, rows=rows)
+    np.testing.assert_array_equal(sp.bands["GI"].flux, flux[rows])
+    np.testing.assert_array_equal(sp.bands["GI"].err, err[rows])
+    np.testing.assert_array_equal(sp.catalog["TARGETID"], np.arange(n)[rows])
+    bare = read_spectra(path, rows=rows, with_catalog=False)
+    assert bare.catalog is None and len(bare) == len(sp)
+    np.testing.assert_array_equal(bare.bands["GI"].flux, flux[rows])

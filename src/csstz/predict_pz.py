@@ -350,19 +350,19 @@ def predict_rows(
     summaries; the physics is the same bit for bit for any number of workers, the network's output to rounding.
     """
     from .instrument import load_instrument
-    from .io.spectra import read_catalog, read_spectra
+    from .io.spectra import band_names, read_catalog, read_spectra
     from .models.pz import one_thread_beside_workers
     from .parallel import forked_imap
 
     cat = read_catalog(spectra_path)[rows]
-    missing = [b for b in run.bands if b not in read_spectra(spectra_path, bands=None, rows=rows[:1]).bands]
+    missing = [b for b in run.bands if b not in band_names(spectra_path)]
     if missing:
         raise InputError("bands", "spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
     lsf = run.physics.lsf_index(cat, load_instrument())
     phys = run.physics.for_workers(workers)
 
     def curves(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        sp = read_spectra(spectra_path, bands=run.bands, rows=rows[s : s + block])
+        sp = read_spectra(spectra_path, bands=run.bands, rows=rows[s : s + block], with_catalog=False)
         err = {b: sp.bands[b].err for b in run.bands}
         c, sc = phys.curves({b: sp.bands[b].flux for b in run.bands}, err, None if lsf is None else lsf[s : s + block])
         return c, sc, *valid_pixels(err, run.bands)

@@ -36,6 +36,7 @@ from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
 from ..simulate.extract import snr_median
 from .learned import TemplateBasis, read_basis, save_basis
+from .solve_kernel import warm_up
 from .xcorr import LSF_MAX_BINS, XcorrModel, loglike_curves, lsf_bins
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ class PhysicsCurves:
         (the processes are the parallelism; the copy shares the model arrays)."""
         if workers <= 1:
             return self
+        warm_up(self.basis.n_templates)  # compiled once here, not in every worker
         out = copy.copy(self)
         out.threads = 1
         return out

@@ -56,6 +56,7 @@ from scipy import sparse
 
 from ..errors import InputError
 from .learned import TemplateBasis
+from .solve_kernel import solve_ls, solve_ls_forward, solve_prior
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -159,30 +160,6 @@ def resample(
     return f, wsum
 
 
-# --- batched small Cholesky ----------------------------------------------------------------------------------
-def _chol_solve_logdet(A: list[list[np.ndarray]], b: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Solve A x = b for nested lists A[j][k], b[k] of equally shaped arrays; return x (list) and log det A."""
-    K = len(b)
-    L = [[None] * K for _ in range(K)]
-    logdet = 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for j in range(K):
-            d = A[j][j] - sum(L[j][k] ** 2 for k in range(j))
-            d = np.where(d > 0, d, np.nan)
-            L[j][j] = np.sqrt(d)
-            logdet = logdet + np.log(d)
-            inv = 1.0 / L[j][j]
-            for i in range(j + 1, K):
-                L[i][j] = (A[i][j] - sum(L[i][k] * L[j][k] for k in range(j))) * inv
-        y = [None] * K
-        for i in range(K):
-            y[i] = (b[i] - sum(L[i][k] * y[k] for k in range(i))) / L[i][i]
-        x = [None] * K
-        for i in reversed(range(K)):
-            x[i] = (y[i] - sum(L[k][i] * x[k] for k in range(i + 1, K))) / L[i][i]
-    return x, logdet
-
-
 def _box(width: float) -> np.ndarray:
     """A centred box of ``width`` samples (fractional ends), odd length, unit sum."""
     half = 0.5 * width
@@ -190,21 +167,6 @@ def _box(width: float) -> np.ndarray:
     x = np.arange(-n, n + 1, dtype=np.float64)
     k = np.clip(np.minimum(x + 0.5, half) - np.maximum(x - 0.5, -half), 0.0, None)
     return k / k.sum()
-
-
-def _chol_forward(A: list[list[np.ndarray]], b: list[np.ndarray], eps: np.ndarray | float) -> list[np.ndarray]:
-    """y = L^-1 b with A + eps I = L L^T (nested lists of equally shaped arrays); NaN where not SPD."""
-    K = len(b)
-    L = [[None] * K for _ in range(K)]
-    y = [None] * K
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for j in range(K):
-            d = A[j][j] + eps - sum(L[j][k] * L[j][k] for k in range(j))
-            inv = 1.0 / np.sqrt(d)
-            for i in range(j + 1, K):
-                L[i][j] = (A[i][j] - sum(L[i][k] * L[j][k] for k in range(j))) * inv
-            y[j] = (b[j] - sum(L[j][k] * y[k] for k in range(j))) * inv
-    return y
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
@@ -296,6 +258,7 @@ class XcorrModel:
         self.n_fft = sfft.next_fast_len(self.n_rest, real=True)
         self.K = basis.n_templates
         self.pairs = [(j, k) for j in range(self.K) for k in range(j, self.K)]
+        self._pair_index = (np.array([j for j, _ in self.pairs]), np.array([k for _, k in self.pairs]))
         self.lsf_sigma_pix = tuple(float(s) for s in lsf_sigma_pix)
         self.kernels = [self._prepare(s) for s in self.lsf_sigma_pix]
         self.norm = np.asarray(basis.norm, np.float64)
@@ -398,85 +361,43 @@ class XcorrModel:
             Ms.append(M)
         return self._to_grid(np.stack(bs)), self._to_grid(np.stack(Ms)), fwf
 
+    def _prior_arrays(self) -> tuple[np.ndarray, ...]:
+        """The prior components as arrays for :func:`csstz.templates.solve_kernel.solve_prior`."""
+        if not hasattr(self, "_prior_arr"):
+            self._prior_arr = (
+                np.array([c[0] for c in self.prior], np.float64),
+                np.array([c[1] for c in self.prior], np.float64).reshape(len(self.prior), self.K),
+                np.array([c[2] for c in self.prior], np.float64).reshape(len(self.prior), self.K, self.K),
+                np.array([c[3] for c in self.prior], np.float64),
+            )
+        return self._prior_arr
+
     def _solve_phase(
-        self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray, mode: str
+        self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray, mode: str, with_coeff: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """log L (N, ns) and coefficients (K, N, ns) of one phase from its normal equations."""
-        K = self.K
-        mm = mm.astype(np.float64)
-        bt = [x for x in bb.astype(np.float64)]
-        A = [[None] * K for _ in range(K)]
-        for p, (j, k) in enumerate(self.pairs):
-            A[j][k] = A[k][j] = mm[p]
-        fw = fwf[:, None]
+        """log L ((N, ns), or (2, N, ns) for "prior+ls") and coefficients (K, N, ns) (None for "ls" without
+        ``with_coeff``) of one phase from its normal equations (compiled solves, :mod:`.solve_kernel`)."""
+        bb = np.ascontiguousarray(bb, np.float64)
+        mm = np.ascontiguousarray(mm, np.float64)
+        fwf = np.ascontiguousarray(fwf, np.float64)
+        N, ns = bb.shape[1:]
+        pj, pk = self._pair_index
+        if mode == "ls" and not with_coeff:
+            ll = np.empty((N, ns))
+            solve_ls_forward(bb, mm, fwf, pj, pk, ll)
+            return ll, None
+        coef = np.empty((self.K, N, ns))
         if mode == "ls":
-            # chi2_min = f.W.f - b.M^-1.b = f.W.f - |L^-1 b|^2 (M = L L^T): no back substitution needed
-            eps = 1e-10 * sum(A[k][k] for k in range(K)) / K + 1e-300
-            y = _chol_forward(A, bt, eps)
-            return -0.5 * (fw - sum(np.nan_to_num(v) ** 2 for v in y)), None
-        Ar = [[A[j][k] + (1e-10 * A[j][j] + 1e-300 if j == k else 0.0) for k in range(K)] for j in range(K)]
-        a, _ = _chol_solve_logdet(Ar, bt)
-        a = [np.nan_to_num(x) for x in a]
-        # the least-squares solution is the prior solve's starting point: its chi2 comes for free
-        ll_ls = -0.5 * (fw - sum(bt[k] * a[k] for k in range(K)))
-        amp = sum(self.norm[k] * a[k] for k in range(K))
-        best_ll, best_a, tot = None, None, None
-        for logw, mu, prec, logdet_prec in self.prior:
-            ll, a_g = self._prior_solve(A, bt, fw, amp, mu, prec, logdet_prec)
-            ll = ll + logw
-            if tot is None:
-                tot, best_ll, best_a = ll, ll, a_g
-            else:
-                tot = np.logaddexp(tot, ll)
-                better = ll > best_ll
-                best_a = np.where(better[None], a_g, best_a)
-                best_ll = np.maximum(ll, best_ll)
-        if mode == "prior+ls":
-            return np.stack([tot, ll_ls]), best_a
-        return tot, best_a
-
-    def _ls_coeff(self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        K = self.K
-        mm = mm.astype(np.float64)
-        bt = [x for x in bb.astype(np.float64)]
-        A = [[None] * K for _ in range(K)]
-        for p, (j, k) in enumerate(self.pairs):
-            A[j][k] = A[k][j] = mm[p]
-        Ar = [[A[j][k] + (1e-10 * A[j][j] + 1e-300 if j == k else 0.0) for k in range(K)] for j in range(K)]
-        a, _ = _chol_solve_logdet(Ar, bt)
-        a = [np.nan_to_num(x) for x in a]
-        return -0.5 * (fwf[:, None] - sum(bt[k] * a[k] for k in range(K))), np.stack(a)
-
-    def _prior_solve(
-        self,
-        A: list[list[np.ndarray]],
-        bt: list[np.ndarray],
-        fw: np.ndarray,
-        amp0: np.ndarray,
-        mu: np.ndarray,
-        Pm: np.ndarray,
-        logdet_prec: float,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        K = self.K
-        nv = self.norm
-        amp_max = np.max(np.abs(amp0), axis=1, keepdims=True)
-        floor = np.maximum(AMPLITUDE_FLOOR_REL * amp_max, 1e-30)
-        Pmu = Pm @ mu
-        muPmu = float(mu @ Pmu)
-        amp = amp0
-        for _ in range(3):
-            amp_use = np.maximum(amp, floor)
-            inv2 = 1.0 / amp_use**2
-            inv1 = 1.0 / amp_use
-            H = [[A[j][k] + Pm[j, k] * inv2 for k in range(K)] for j in range(K)]
-            g = [bt[k] + Pmu[k] * inv1 for k in range(K)]
-            a, logdet_h = _chol_solve_logdet(H, g)
-            a = [np.nan_to_num(x) for x in a]
-            amp = sum(nv[k] * a[k] for k in range(K))
-        logl = -0.5 * (fw + muPmu - sum(g[k] * a[k] for k in range(K)))
-        if self.occam:
-            logl = logl - 0.5 * logdet_h + 0.5 * logdet_prec - K * np.log(amp_use)
-        return np.where(np.isfinite(logl), logl, -np.inf), np.stack(a)
+            ll = np.empty((N, ns))
+            solve_ls(bb, mm, fwf, pj, pk, ll, coef)
+            return ll, coef
+        ll = np.empty((2, N, ns))
+        logw, mu, prec, logdet_prec = self._prior_arrays()
+        solve_prior(
+            bb, mm, fwf, pj, pk, self.norm, logw, mu, prec, logdet_prec, AMPLITUDE_FLOOR_REL, self.occam,
+            ll[0], ll[1], coef,
+        )  # fmt: skip
+        return (ll if mode == "prior+ls" else ll[0]), coef
 
     def loglike(
         self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff: bool = False
@@ -503,11 +424,7 @@ class XcorrModel:
             a = np.empty((self.K, N, self.n_shift))
             for s in range(0, N, sub):
                 sl = slice(s, min(s + sub, N))
-                if mode == "ls" and with_coeff:
-                    ll[sl], a_sl = self._ls_coeff(bb[:, sl], mm[:, sl], fwf[sl])
-                    a[:, sl] = a_sl
-                    continue
-                ll[..., sl, :], a_sl = self._solve_phase(bb[:, sl], mm[:, sl], fwf[sl], mode)
+                ll[..., sl, :], a_sl = self._solve_phase(bb[:, sl], mm[:, sl], fwf[sl], mode, with_coeff)
                 a[:, sl] = np.nan if a_sl is None else a_sl
             lls.append(np.moveaxis(ll, 0, -1) if mode == "prior+ls" else ll)
             coefs.append(np.moveaxis(a, 0, -1))

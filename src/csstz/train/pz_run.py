@@ -44,9 +44,7 @@ VAL_BATCH = 512
 def _read(path: PathLike, bands: Sequence[str], rows: np.ndarray, noiseless: bool) -> SpectraSet:
     from ..io.spectra import read_spectra
 
-    if noiseless:
-        return read_spectra(path, bands=bands, rows=rows, with_noiseless=True)
-    return read_spectra(path, bands=bands, rows=rows)
+    return read_spectra(path, bands=bands, rows=rows, with_noiseless=noiseless, with_catalog=False)
 
 
 def has_noiseless(path: PathLike, bands: Sequence[str], rows: np.ndarray) -> bool:
