@@ -64,8 +64,8 @@ def main() -> None:
                 run.net(ct[s : s + 1024], st[s : s + 1024])
 
     t_net = best_of(net)
-    lg = run.network(curves, scal)
-    t_sum = best_of(lambda: run.summarise_outputs(lg, scal, curves[:, 0]))
+    lg, dist = run.network(curves, scal)
+    t_sum = best_of(lambda: run.summarise_outputs(lg, scal, curves[:, 0], feature_distance=dist))
     summary = json.loads((Path(args.run) / "summary.json").read_text())
     fit = summary["fit"]
     result = {

@@ -217,7 +217,7 @@ def test_prediction_applies_the_calibration_it_was_fitted_with(run, dataset, tmp
     inside = (z >= np.asarray(tab["Z_LO68"])) & (z <= np.asarray(tab["Z_HI68"]))
     assert np.mean(inside) == pytest.approx(cal["val_coverage"]["temperature+pit_map"]["coverage_68"], abs=1e-9)
     ood = (np.asarray(tab["ZWARN"]) & (1 << 18)) > 0
-    stat = np.asarray(tab["ZERR_EPISTEMIC"]) / (1 + np.asarray(tab["Z"]))
+    stat = np.asarray(tab["OOD_DIST2"])
     np.testing.assert_array_equal(ood, stat > cal["ood_threshold"])
     assert ood.mean() <= 1 - cal["ood_quantile"] + 1.0 / z.size
     # a corrupted map in calibration.json: one line naming the file

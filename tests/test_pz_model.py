@@ -79,3 +79,44 @@ def test_bad_settings_name_the_field():
     net = _net()
     with pytest.raises(ConfigError, match="curves"):
         net(torch.zeros(2, 2, K + 1), torch.zeros(2, 3))
+
+
+def test_feature_density_flags_inputs_unlike_the_training_ones():
+    """The Gaussian of the pooled features: training spectra sit at the chi2 mean distance (F), spectra of
+    another kind lie far outside; an unfitted density gives distance 0."""
+    from csstz.train.pz_stage import Batch, fit_feature_density
+
+    torch.manual_seed(0)
+    net = PzNet(64, 2, n_scalars=1, members=2, hidden=4, stride=4)
+    for p in net.out.parameters():  # a trained-looking network: non-zero output layer
+        torch.nn.init.normal_(p, std=0.1)
+    grid = torch.linspace(0.0, 1.0, 64)
+
+    def spectra(n, width, seed):
+        g = torch.Generator().manual_seed(seed)
+        centre = torch.rand(n, 1, generator=g)
+        peak = -0.5 * ((grid[None] - centre) / width) ** 2
+        c = torch.stack([peak - peak.amax(1, keepdim=True), torch.tanh(peak / 5)], 1)
+        return Batch(c.numpy().astype(np.float32), torch.rand(n, 1, generator=g).numpy().astype(np.float32), None)
+
+    train = [spectra(400, 0.05, s) for s in range(3)]
+    with torch.no_grad():
+        _, f = net.forward_features(torch.from_numpy(train[0].curves), torch.from_numpy(train[0].scalars))
+    n_feat = f.shape[1]
+    assert n_feat == 2 * 3 * 2 * 4
+    assert torch.all(net.feature_distance(f) == 0)  # not fitted yet
+    info = fit_feature_density(net, train)
+    assert info["covariance"] == "full" and info["n_spectra"] == 1200
+    same = spectra(400, 0.05, 99)
+    other = spectra(400, 0.25, 98)  # broad peaks: another kind of curve
+    with torch.no_grad():
+        d_same = net.feature_distance(
+            net.forward_features(torch.from_numpy(same.curves), torch.from_numpy(same.scalars))[1]
+        )
+        d_other = net.feature_distance(
+            net.forward_features(torch.from_numpy(other.curves), torch.from_numpy(other.scalars))[1]
+        )
+    assert 0.5 * n_feat < float(d_same.median()) < 1.5 * n_feat  # ~F: chi2 with F degrees of freedom, less any rank lost
+    assert float((d_other > torch.quantile(d_same, 0.96)).double().mean()) > 0.9
+    # too few spectra for a full covariance: the diagonal
+    assert fit_feature_density(net, [spectra(60, 0.05, 5)])["covariance"] == "diagonal"

@@ -444,6 +444,7 @@ class PzConfig(StageConfig):
     cli_prefix: typing.ClassVar[str] = "pz"
     # physics stage (torch-free, csstz.templates)
     n_components: int | None = opt(None, "learned basis size (default: chosen on validation SEDs)")
+    prior_mixture: int = opt(1, "Gaussian-mixture components of the basis coefficients' prior (1: one Gaussian)")
     lsf: str = opt("morphology", "line-spread model of the physics curves", LSF_MODELS)
     coeff_curves: bool = opt(False, "also feed the best-fit SED shape (normalised basis coefficients) along z")
     # network (csstz.models.pz)
@@ -473,7 +474,10 @@ class PzConfig(StageConfig):
     )
 
     def check(self) -> None:
-        for name in ("members", "hidden", "stride", "batch_size", "max_samples", "eval_every", "patience", "workers"):
+        for name in (
+            "members", "hidden", "stride", "batch_size", "max_samples", "eval_every", "patience", "workers",
+            "prior_mixture",
+        ):  # fmt: skip
             self._require(name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1, "an integer >= 1")
         self._require("kernel", self.kernel % 2 == 1, "odd")
         self._require("lr", self.lr > 0, "> 0")

@@ -23,10 +23,10 @@ central intervals cover what they claim.
 
 ZWARN (:class:`csstz.zwarn.ZWARN`): LITTLE_COVERAGE (< half the pixels valid), Z_FITLIMIT (the
 68% interval leaves the training redshift range), BAD_MINFIT (non-finite output), MULTIMODAL
-(``P_SECOND`` above the run's threshold), OUT_OF_DISTRIBUTION (the members disagree:
-``ZERR_EPISTEMIC / (1 + Z)`` above the run's threshold, the ``ood_quantile`` of the in-family
-validation values; an ensemble's disagreement grows away from its training data, Lakshminarayanan
-et al. 2017).
+(``P_SECOND`` above the run's threshold), OUT_OF_DISTRIBUTION (the network's features are unlike
+the training split's: their squared Mahalanobis distance from the Gaussian density of the training
+spectra's pooled features, Lee et al. 2018, above the run's threshold, the ``ood_quantile`` of the
+in-family validation values).
 """
 
 from __future__ import annotations
@@ -189,18 +189,19 @@ def gi_snr(scalars: np.ndarray) -> np.ndarray:
 
 
 def ood_statistic(res: dict) -> np.ndarray:
-    """The OUT_OF_DISTRIBUTION statistic: the members' spread of mean redshift over (1 + Z).
+    """The OUT_OF_DISTRIBUTION statistic: the squared Mahalanobis distance of the network's pooled features
+    from the training split's feature density (:meth:`csstz.models.pz.PzNet.feature_distance`).
 
     Parameters
     ----------
     res : dict
-        :func:`summarise` output (``zerr_epistemic``, ``z``).
+        :meth:`PzRun.summarise_outputs` output (``feature_distance``).
 
     Returns
     -------
     ndarray, shape (N,)
     """
-    return np.asarray(res["zerr_epistemic"], np.float64) / (1.0 + np.asarray(res["z"], np.float64))
+    return np.asarray(res["feature_distance"], np.float64)
 
 
 def member_probabilities(logits: ArrayLike, temperature: float = 1.0) -> np.ndarray:
@@ -259,22 +260,26 @@ class PzRun:
 
     def logits(self, flux: dict, err: dict, lsf_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Network logits (N, M, K) and the physics scalars (N, S) of spectra."""
-        out, scal, _ = self.forward(flux, err, lsf_index)
+        out, scal, _, _ = self.forward(flux, err, lsf_index)
         return out, scal
 
     def forward(
         self, flux: dict, err: dict, lsf_index: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Network logits (N, M, K), the physics scalars (N, S) and the physics log-likelihood (N, K)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Network logits (N, M, K), the physics scalars (N, S), the physics log-likelihood (N, K) and the
+        feature distance (N,)."""
         curves, scal = self.physics.curves(flux, err, lsf_index)
-        return self.network(curves, scal), scal, curves[:, 0]
+        lg, dist = self.network(curves, scal)
+        return lg, scal, curves[:, 0], dist
 
-    def network(self, curves: np.ndarray, scalars: np.ndarray) -> np.ndarray:
-        """The members' logits (N, M, K) of physics curves and scalars."""
+    def network(self, curves: np.ndarray, scalars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The members' logits (N, M, K) of physics curves and scalars, and the squared Mahalanobis distance
+        (N,) of the pooled features from the training density."""
         import torch
 
         with torch.no_grad():
-            return self.net(torch.from_numpy(curves), torch.from_numpy(scalars)).numpy()
+            lg, feats = self.net.forward_features(torch.from_numpy(curves), torch.from_numpy(scalars))
+            return lg.numpy(), self.net.feature_distance(feats).numpy()
 
     def summarise_outputs(
         self,
@@ -283,13 +288,14 @@ class PzRun:
         loglike: np.ndarray,
         temperature: float | None = None,
         pit_map: dict | None | bool = True,
+        feature_distance: np.ndarray | None = None,
     ) -> dict:
         """:func:`summarise` of network outputs, as prediction does it (the one path, shared with calibration).
 
         Parameters
         ----------
-        logits, scalars, loglike : ndarray
-            :meth:`forward`'s outputs.
+        logits, scalars, loglike, feature_distance : ndarray
+            :meth:`forward`'s outputs (``feature_distance`` is passed through as ``res["feature_distance"]``).
         temperature : float, optional
             Default: the run's calibration temperature.
         pit_map : dict, None or True
@@ -305,9 +311,12 @@ class PzRun:
         grid = self.physics.grid_z
         pmap = self.calibration.get("pit_map") if pit_map is True else pit_map
         log_prior = self.net.log_prior.numpy()
-        return summarise(
+        res = summarise(
             prob, grid, pmap, gi_snr(scalars), locate=lambda z: refine_on_physics(z, loglike, log_prior, grid)
         )
+        if feature_distance is not None:
+            res["feature_distance"] = np.asarray(feature_distance, np.float64)
+        return res
 
     def predict_arrays(
         self, flux: dict, err: dict, lsf_index: np.ndarray | None = None, temperature: float | None = None
@@ -316,8 +325,10 @@ class PzRun:
 
         ``temperature`` given: that temperature and no PIT map (the calibration's own scans).
         """
-        lg, scal, phys = self.forward(flux, err, lsf_index)
-        out = self.summarise_outputs(lg, scal, phys, temperature, pit_map=True if temperature is None else None)
+        lg, scal, phys, dist = self.forward(flux, err, lsf_index)
+        out = self.summarise_outputs(
+            lg, scal, phys, temperature, pit_map=True if temperature is None else None, feature_distance=dist
+        )
         out["chi2_dof"] = scal[:, 2].astype(np.float64)
         out["n_valid"], out["n_pixels"] = valid_pixels(err, self.bands)
         return out
@@ -370,8 +381,10 @@ def predict_rows(
     parts = []
     with one_thread_beside_workers(workers):
         for c, sc, valid, n_pix in forked_imap(curves, range(0, rows.size, block), workers):
-            lg = run.network(c, sc)
-            out = run.summarise_outputs(lg, sc, c[:, 0], temperature, pit_map=True if temperature is None else None)
+            lg, dist = run.network(c, sc)
+            out = run.summarise_outputs(
+                lg, sc, c[:, 0], temperature, pit_map=True if temperature is None else None, feature_distance=dist
+            )
             out["chi2_dof"] = sc[:, 2].astype(np.float64)
             out["n_valid"], out["n_pixels"] = valid, n_pix
             parts.append(out)
@@ -403,6 +416,7 @@ def predict_pz_file(
         ("Z_HI95", "hi95"),
         ("P_SECOND", "p_second"),
         ("CHI2_DOF", "chi2_dof"),
+        ("OOD_DIST2", "feature_distance"),
     ):
         tab[col] = np.asarray(res[key], np.float64)
     tab["ZWARN"] = run.zwarn(res)

@@ -25,6 +25,10 @@ Layout::
     out: Conv1d(groups=M, k=1) + linear upsample  ->  g (B, M, K)
     logits = a * c_0 + g + b * log n(z)           ->  (B, M, K)
 
+The stem's activations and the last block's output, pooled along z (mean, max, standard deviation per
+channel), are the features of the OUT_OF_DISTRIBUTION density: a Gaussian fitted to the training split's
+features after training and stored in the network's buffers (:meth:`PzNet.feature_distance`).
+
 Definitions only: no I/O, no training loop (see ``csstz.train.pz_stage``).
 """
 
@@ -123,6 +127,38 @@ class PzNet(nn.Module):
                 "log_prior", "must have one value per grid point", value=tuple(lp.shape), allowed=f"({n_grid},)"
             )
         self.register_buffer("log_prior", lp.clone())
+        # the feature-space density of the training split (OUT_OF_DISTRIBUTION), fitted after training
+        # (:meth:`set_feature_density`); float64, zero until fitted
+        n_feat = 2 * len(FEATURE_POOLS) * m * h
+        self.register_buffer("feature_mean", torch.zeros(n_feat, dtype=torch.float64))
+        self.register_buffer("feature_precision", torch.zeros(n_feat, n_feat, dtype=torch.float64))
+
+    def _check(self, curves: torch.Tensor) -> None:
+        _, c, k = curves.shape
+        if c != self.n_curves or k != self.n_grid:
+            raise ConfigError(
+                "curves", "shape does not match the network", value=(c, k), allowed=f"({self.n_curves}, {self.n_grid})"
+            )
+
+    def _trunk(
+        self, curves: torch.Tensor, scalars: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, M, K), the stem's activations and the last block's output (B, M*H, K/stride)."""
+        self._check(curves)
+        bsz, _, k = curves.shape
+        x = curves
+        if self.n_scalars:
+            x = torch.cat([x, scalars[:, :, None].expand(bsz, self.n_scalars, k)], dim=1)
+        # bounded inputs for the correction network (the physics term itself stays exact)
+        x = torch.cat([torch.tanh(x[:, :1] / 20.0), x[:, 1:]], dim=1)
+        x = x.repeat(1, self.members, 1)  # (B, M*(C+S), K)
+        h0 = F.gelu(self.stem(x))
+        h = self.blocks(h0)  # (B, M*H, K/stride)
+        g = self.out(h)  # (B, M, K/stride)
+        if g.shape[-1] != k:
+            g = F.interpolate(g, size=k, mode="linear", align_corners=False)
+        logits = self.a[None, :, None] * curves[:, :1] + g + self.b[None, :, None] * self.log_prior
+        return logits, h0, h
 
     def forward(self, curves: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of every member.
@@ -140,22 +176,32 @@ class PzNet(nn.Module):
             Unnormalised log-probabilities per grid point (softmax over K gives the
             probability of each grid cell).
         """
-        bsz, c, k = curves.shape
-        if c != self.n_curves or k != self.n_grid:
-            raise ConfigError(
-                "curves", "shape does not match the network", value=(c, k), allowed=f"({self.n_curves}, {self.n_grid})"
-            )
-        x = curves
-        if self.n_scalars:
-            x = torch.cat([x, scalars[:, :, None].expand(bsz, self.n_scalars, k)], dim=1)
-        # bounded inputs for the correction network (the physics term itself stays exact)
-        x = torch.cat([torch.tanh(x[:, :1] / 20.0), x[:, 1:]], dim=1)
-        x = x.repeat(1, self.members, 1)  # (B, M*(C+S), K)
-        h = self.blocks(F.gelu(self.stem(x)))  # (B, M*H, K/stride)
-        g = self.out(h)  # (B, M, K/stride)
-        if g.shape[-1] != k:
-            g = F.interpolate(g, size=k, mode="linear", align_corners=False)
-        return self.a[None, :, None] * curves[:, :1] + g + self.b[None, :, None] * self.log_prior
+        return self._trunk(curves, scalars)[0]
+
+    def forward_features(
+        self, curves: torch.Tensor, scalars: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, M, K) and the pooled features (B, F): the mean, max and standard deviation along z of
+        every channel of the stem's activations and of the last block's output (F = 2 x 3 x M x H)."""
+        logits, h0, h = self._trunk(curves, scalars)
+        feats = [_POOL[pool](t) for t in (h0, h) for pool in FEATURE_POOLS]
+        return logits, torch.cat(feats, dim=1)
+
+    def set_feature_density(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
+        """Store the Gaussian density of the training split's pooled features (mean (F,), precision (F, F))."""
+        self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float64))
+        self.feature_precision.copy_(torch.as_tensor(precision, dtype=torch.float64))
+
+    def feature_distance(self, feats: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance (B,) float64 of pooled features from the training density
+        (Lee et al. 2018); 0 while no density is set."""
+        d = feats.to(torch.float64) - self.feature_mean
+        return torch.einsum("bi,ij,bj->b", d, self.feature_precision, d)
+
+
+#: Poolings along z of the feature-space density (:meth:`PzNet.forward_features`).
+FEATURE_POOLS = ("mean", "max", "std")
+_POOL = {"mean": lambda t: t.mean(-1), "max": lambda t: t.amax(-1), "std": lambda t: t.std(-1)}
 
 
 @contextlib.contextmanager
@@ -206,4 +252,4 @@ def ensemble_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target[:, None, :] * logp).sum(dim=-1).mean()
 
 
-__all__ = ["PzNet", "soft_target", "ensemble_loss", "one_thread_beside_workers"]
+__all__ = ["PzNet", "soft_target", "ensemble_loss", "one_thread_beside_workers", "FEATURE_POOLS"]

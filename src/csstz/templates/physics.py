@@ -135,9 +135,10 @@ def rest_seds_of_split(
 
 
 def learn_physics_basis(
-    dataset: PathLike, n_components: int | None = None, max_rows: int = 4000, seed: int = 0
+    dataset: PathLike, n_components: int | None = None, max_rows: int = 4000, seed: int = 0, n_mixture: int = 1
 ) -> TemplateBasis:
-    """A PCA basis with its coefficient prior from the training split; K chosen on validation SEDs."""
+    """A PCA basis with its coefficient prior (a Gaussian, or a mixture of ``n_mixture``) from the training
+    split; K chosen on validation SEDs."""
     from .learned import choose_n_components, learn_basis
 
     wave, s_train, info = rest_seds_of_split(dataset, "train", max_rows=max_rows, seed=seed)
@@ -145,7 +146,7 @@ def learn_physics_basis(
     if n_components is None:
         _, s_val, _ = rest_seds_of_split(dataset, "val", max_rows=max_rows // 4, seed=seed, wave_aa=wave)
         n_components, table = choose_n_components(wave, s_train, s_val)
-    basis = learn_basis(wave, s_train, int(n_components), provenance=info)
+    basis = learn_basis(wave, s_train, int(n_components), seed=seed, provenance=info, n_mixture=n_mixture)
     if table:
         basis.provenance["k_selection_val"] = table
     return basis

@@ -8,7 +8,10 @@ Steps (docs/estimator.md):
 2. the training split's redshifts -> a smoothed n(z) prior on the grid (a buffer of the network);
 3. :func:`csstz.train.pz_stage.fit_network` on fresh noise draws of the noiseless training
    spectra (stored noisy flux for older datasets, with a warning), validation on the stored
-   noisy validation spectra; best state kept; saved as ``pz.pt`` (state_dict + config + version).
+   noisy validation spectra; best state kept;
+4. the Gaussian density of the network's pooled features on ``FEATURE_DENSITY_ROWS`` training spectra
+   (stored noisy flux), the OUT_OF_DISTRIBUTION statistic's reference, kept in the network's buffers;
+   saved as ``pz.pt`` (state_dict + config + version).
 
 Calibration (temperature and the out-of-distribution threshold) is a separate step
 (:func:`csstz.calibrate.calibrate_pz_run`) run by :mod:`csstz.pipeline`.
@@ -26,7 +29,7 @@ from .. import __version__
 from ..config import PzConfig, TrainConfig
 from ..models.pz import one_thread_beside_workers
 from ..schema import CONFIG_FILE, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE
-from .pz_stage import Batch, fit_network, make_network, noiseless_warning
+from .pz_stage import Batch, fit_feature_density, fit_network, make_network, noiseless_warning
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -39,6 +42,9 @@ if TYPE_CHECKING:
 READ_BLOCK = 2048
 #: Spectra per validation batch.
 VAL_BATCH = 512
+#: Training spectra whose pooled network features give the OUT_OF_DISTRIBUTION density (192 features per
+#: spectrum at the default network; project choice).
+FEATURE_DENSITY_ROWS = 4000
 
 
 def _read(path: PathLike, bands: Sequence[str], rows: np.ndarray, noiseless: bool) -> SpectraSet:
@@ -192,7 +198,7 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
     inst = load_instrument(config.instrument)
     bands = tuple(config.bands)
     waves = {b: w.wave_aa for b, w in read_spectra(dataset_path, bands=bands, rows=train_rows[:1]).bands.items()}
-    basis = learn_physics_basis(dataset_path, pz.n_components, seed=config.seed)
+    basis = learn_physics_basis(dataset_path, pz.n_components, seed=config.seed, n_mixture=pz.prior_mixture)
     physics = PhysicsCurves(basis, waves, inst.psf_sigma_pix, pz.lsf, threads=pz.threads, coeff_curves=pz.coeff_curves)
     z_all = np.asarray(cat["Z"], np.float64)
     lsf_all = physics.lsf_index(cat, inst)
@@ -227,6 +233,19 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
     with one_thread_beside_workers(pz.workers if device == "cpu" else 1):
         fit = fit_network(net, batches, val, physics.grid_lnz, pz, device=device)
     net.to("cpu")
+    # the OUT_OF_DISTRIBUTION density: pooled features of training spectra (stored noisy flux, like the data)
+    dens_rows = np.sort(np.random.default_rng([config.seed, 7]).permutation(train_rows.size)[:FEATURE_DENSITY_ROWS])
+    density = fit_feature_density(
+        net,
+        fixed_batches(
+            dataset_path,
+            train_rows[dens_rows],
+            bands,
+            physics,
+            None if lsf_tr is None else lsf_tr[dens_rows],
+            z_all[train_rows[dens_rows]],
+        ),
+    )
     net_cfg = {
         "n_grid": len(physics.grid_z),
         "n_curves": physics.n_curves,
@@ -264,6 +283,7 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
         else "stored noisy flux (no flux_noiseless in the dataset)",
         "pz_config": pz.to_dict(),
         "fit": fit,
+        "feature_density": density,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     write_json(out / SUMMARY_FILE, summary)

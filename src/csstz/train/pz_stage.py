@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Ridge of the feature covariance, relative to its mean variance (project choice: keeps the precision finite
+#: where channels are constant; 1e-6 changes no distance that matters).
+FEATURE_RIDGE = 1e-6
+
 
 @dataclass
 class Batch:
@@ -229,4 +233,35 @@ def noiseless_warning(path: PathLike) -> None:
     )
 
 
-__all__ = ["Batch", "make_network", "fit_network", "evaluate", "noiseless_warning"]
+def fit_feature_density(net: PzNet, batches: list[Batch]) -> dict:
+    """Fit the Gaussian density of the pooled network features (:meth:`PzNet.forward_features`) of fixed
+    batches of training spectra and store it in ``net``; returns its summary.
+
+    The covariance gets a ridge of ``FEATURE_RIDGE`` times its mean variance (features of dead channels are
+    constant) before it is inverted; with fewer than twice as many spectra as features only its diagonal is kept.
+    """
+    net.eval()
+    with torch.no_grad():
+        feats = torch.cat(
+            [net.forward_features(torch.from_numpy(b.curves), torch.from_numpy(b.scalars))[1] for b in batches]
+        ).to(torch.float64)
+    n, nf = feats.shape
+    if n < 2:
+        raise ConfigError("feature density", "needs at least 2 training spectra", value=n)
+    mean = feats.mean(0)
+    cov = torch.cov(feats.T).reshape(nf, nf)
+    full = n >= 2 * nf  # too few spectra for a full covariance: its diagonal only
+    if not full:
+        cov = torch.diag(torch.diagonal(cov))
+    cov = cov + FEATURE_RIDGE * torch.trace(cov) / nf * torch.eye(nf, dtype=torch.float64) + 1e-300
+    net.set_feature_density(mean, torch.linalg.inv(cov))
+    d2 = net.feature_distance(feats)
+    return {
+        "n_spectra": int(n),
+        "n_features": int(nf),
+        "covariance": "full" if full else "diagonal",
+        "train_median_distance2": float(d2.median()),
+    }
+
+
+__all__ = ["Batch", "make_network", "fit_network", "fit_feature_density", "evaluate", "noiseless_warning"]
