@@ -21,13 +21,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
+from timing import run_peak_rss
 
 
 def run_one(n: int, workers: int, chunk: int, tmp: Path, source: str = "embedded") -> dict:
@@ -49,21 +47,7 @@ def run_one(n: int, workers: int, chunk: int, tmp: Path, source: str = "embedded
         "--source",
         source,
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"build failed with exit {proc.returncode}")
+    wall, peak = run_peak_rss(cmd, dict(os.environ, OMP_NUM_THREADS="1"))
     size = out.stat().st_size
     out.unlink()
     return {

@@ -92,7 +92,32 @@ def _metrics(runner: Runner, pred: Path, truth: Path, label: str) -> dict:
         ["evaluate", str(pred), "--truth", str(truth), "--out", str(rep), "--label", label],
     )
     m = json.loads((rep / "metrics.json").read_text())
-    return {k: m.get(k) for k in KEYS}
+    return {**{k: m.get(k) for k in KEYS}, **_flags(pred, truth)}
+
+
+def _flags(pred: Path, truth: Path) -> dict:
+    """How often OUT_OF_DISTRIBUTION (and MULTIMODAL) are set, overall and on the outliers."""
+    import numpy as np
+
+    from csstz.evaluate.metrics import OUTLIER_THRESHOLD
+    from csstz.io.predictions import read_predictions
+    from csstz.io.spectra import read_catalog
+    from csstz.zwarn import ZWARN
+
+    tab = read_predictions(pred)
+    cat = read_catalog(truth)
+    z_of = dict(zip(np.asarray(cat["TARGETID"]).tolist(), np.asarray(cat["Z"], np.float64)))
+    z = np.array([z_of[t] for t in np.asarray(tab["TARGETID"]).tolist()])
+    out = np.abs(np.asarray(tab["Z"], np.float64) - z) / (1 + z) > OUTLIER_THRESHOLD
+    w = np.asarray(tab["ZWARN"], np.int64)
+    ood = (w & int(ZWARN.OUT_OF_DISTRIBUTION)) > 0
+    mm = (w & int(ZWARN.MULTIMODAL)) > 0
+    return {
+        "ood_flagged": float(ood.mean()),
+        "n_outliers": int(out.sum()),
+        "outliers_ood_flagged": float(ood[out].mean()) if out.any() else None,
+        "outliers_ood_or_multimodal": float((ood | mm)[out].mean()) if out.any() else None,
+    }
 
 
 def main() -> None:

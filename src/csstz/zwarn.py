@@ -32,10 +32,11 @@ bit    name                  meaning (set by)
                              more than 0.2 of it lies farther than 0.02 (1+z) from Z
                              (``csstz.templates.pdf.mass_away_from_mode``; template fit, every basis;
                              p(z) estimator)
-18     OUT_OF_DISTRIBUTION   the spectrum lies outside what the model was trained on: the ensemble
-                             members disagree, ``ZERR_EPISTEMIC / (1 + Z)`` above the run's
-                             threshold, its ``ood_quantile`` (0.96) on the in-family validation split
-                             (p(z) estimator)
+18     OUT_OF_DISTRIBUTION   the spectrum lies outside what the model was trained on: the network's
+                             pooled features are far from the training split's (``OOD_DIST2``, the
+                             squared Mahalanobis distance from their Gaussian density, above the
+                             run's threshold, its ``ood_quantile`` (0.96) on the in-family
+                             validation split) (p(z) estimator)
 =====  ====================  =====================================================================
 """
 
