@@ -116,7 +116,8 @@ def test_feature_density_flags_inputs_unlike_the_training_ones():
         d_other = net.feature_distance(
             net.forward_features(torch.from_numpy(other.curves), torch.from_numpy(other.scalars))[1]
         )
-    assert 0.5 * n_feat < float(d_same.median()) < 1.5 * n_feat  # ~F: chi2 with F degrees of freedom, less any rank lost
+    # ~F: chi2 with F degrees of freedom, less any rank lost
+    assert 0.5 * n_feat < float(d_same.median()) < 1.5 * n_feat
     assert float((d_other > torch.quantile(d_same, 0.96)).double().mean()) > 0.9
     # too few spectra for a full covariance: the diagonal
     assert fit_feature_density(net, [spectra(60, 0.05, 5)])["covariance"] == "diagonal"
