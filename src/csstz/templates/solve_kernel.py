@@ -37,10 +37,11 @@ BLOCK_S = 64
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _chol(
-    H: np.ndarray, L: np.ndarray, ok: np.ndarray, t: np.ndarray, K: int, B: int
+    H: np.ndarray, L: np.ndarray, ok: np.ndarray, t: np.ndarray, K: int, B: int, guard: bool = True
 ) -> None:  # pragma: no cover - compiled
     """Cholesky factors L (K, K, B) of B matrices H (lower triangle read; L's diagonal holds the
-    reciprocal pivots 1 / L_jj); ok[s] = 0 where not SPD.
+    reciprocal pivots 1 / L_jj); ok[s] = 0 where not SPD (``guard=False``: a bad pivot gives NaN, which
+    propagates, as in an unguarded factorisation).
     Every innermost loop runs over the B systems (it vectorises); t (B,) is scratch."""
     for s in range(B):
         ok[s] = 1.0
@@ -53,7 +54,7 @@ def _chol(
         for s in range(B):
             good = t[s] > 0.0
             ok[s] = ok[s] if good else 0.0
-            L[j, j, s] = 1.0 / math.sqrt(t[s] if good else 1.0)  # the diagonal holds 1 / L_jj
+            L[j, j, s] = 1.0 / math.sqrt(t[s] if (good or not guard) else 1.0)  # the diagonal holds 1 / L_jj
         for i in range(j + 1, K):
             for s in range(B):
                 t[s] = H[i, j, s]
@@ -138,6 +139,7 @@ def solve_ls_forward(
     b = np.empty((K, BLOCK_S))
     y = np.empty((K, BLOCK_S))
     t = np.empty(BLOCK_S)
+    ok = np.empty(BLOCK_S)
     for n in range(N):
         for s0 in range(0, S, BLOCK_S):
             B = min(BLOCK_S, S - s0)
@@ -149,23 +151,8 @@ def solve_ls_forward(
                 eps = 1e-10 * tr / K + 1e-300
                 for k in range(K):
                     A[k, k, s] += eps
-            # NaN pivots propagate as in the unguarded factorisation (no ok mask): NaN terms count as 0
-            for j in range(K):
-                for s in range(B):
-                    t[s] = A[j, j, s]
-                for k in range(j):
-                    for s in range(B):
-                        t[s] -= L[j, k, s] * L[j, k, s]
-                for s in range(B):
-                    L[j, j, s] = 1.0 / math.sqrt(t[s])
-                for i in range(j + 1, K):
-                    for s in range(B):
-                        t[s] = A[i, j, s]
-                    for k in range(j):
-                        for s in range(B):
-                            t[s] -= L[i, k, s] * L[j, k, s]
-                    for s in range(B):
-                        L[i, j, s] = t[s] * L[j, j, s]
+            # NaN pivots propagate as in the unguarded factorisation: NaN terms count as 0
+            _chol(A, L, ok, t, K, B, False)
             _forward(L, b, y, K, B)
             for s in range(B):
                 q = 0.0
