@@ -8,7 +8,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from csstz.errors import FileFormatError, InputError
-from csstz.io.predictions import read_predictions, select_rows, write_predictions
+from csstz.io.predictions import PZ_WRITE_BLOCK, PzSpool, read_predictions, select_rows, write_predictions
 from csstz.templates import pdf
 
 GRID = np.linspace(0.0, 1.6, 801)
@@ -83,6 +83,50 @@ def test_bad_pz_is_refused_with_one_line_and_nothing_written(tmp_path, case, mat
         else:
             write_predictions(path, tab, pz=pz, pz_grid=grid)
     assert "\n" not in str(err.value) and not path.exists()
+
+
+def _many(n):
+    z = np.linspace(0.05, 1.5, n)
+    tab = Table({"TARGETID": np.arange(n), "Z": z, "ZERR": np.full(n, 0.01), "ZWARN": np.zeros(n, np.int32)})
+    pz = pdf.normalise(np.exp(-0.5 * ((GRID[None] - z[:, None]) / 0.01) ** 2), GRID)
+    return tab, pz
+
+
+def test_spooled_pz_streams_to_the_same_file_as_an_array(tmp_path):
+    """A PzSpool filled block by block (as csstz predict does) writes the same PZ HDU as the whole array, over
+    several write blocks, and its temporary file is gone afterwards."""
+    n = 2 * PZ_WRITE_BLOCK + 37
+    tab, pz = _many(n)
+    write_predictions(tmp_path / "a.fits", tab, pz=pz, pz_grid=GRID)
+    with PzSpool(GRID.size, tmp_path) as spool:
+        for s in range(0, n, 300):
+            spool.append(pz[s : s + 300])
+        assert spool.shape == (n, GRID.size) and spool.path.is_file()
+        write_predictions(tmp_path / "b.fits", tab, pz=spool, pz_grid=GRID)
+    assert not spool.path.exists()
+    with fits.open(tmp_path / "a.fits") as a, fits.open(tmp_path / "b.fits") as b:
+        assert [h.name for h in b] == ["PRIMARY", "REDSHIFTS", "PZ", "PZ_GRID"]
+        np.testing.assert_array_equal(b["PZ"].data, a["PZ"].data)
+        np.testing.assert_array_equal(b["PZ"].data, pz.astype(np.float32))
+        assert b["PZ"].header["BUNIT"] == "1/z"
+    np.testing.assert_array_equal(read_predictions(tmp_path / "b.fits").meta["PZ"], pz.astype(np.float32))
+
+
+def test_a_bad_row_late_in_the_stream_names_its_row_and_keeps_the_old_file(tmp_path):
+    n = PZ_WRITE_BLOCK + 10
+    tab, pz = _many(n)
+    path = tmp_path / "p.fits"
+    write_predictions(path, tab, pz=pz, pz_grid=GRID)
+    before = path.read_bytes()
+    pz[PZ_WRITE_BLOCK + 3, 5] = -1.0
+    with PzSpool(GRID.size, tmp_path) as spool:
+        spool.append(pz)
+        with pytest.raises(InputError, match=rf"PZ, row {PZ_WRITE_BLOCK + 3}: negative density"):
+            write_predictions(path, tab, pz=spool, pz_grid=GRID)
+        with pytest.raises(InputError, match=r"PZ: spooled block has the wrong shape"):
+            spool.append(pz[:2, :-1])
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.fits"]
 
 
 def test_row_count_mismatch_and_a_damaged_file(tmp_path):

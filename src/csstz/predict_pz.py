@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._types import ArrayLike, PathLike
+    from .io.predictions import PzSpool
 
 #: Below this fraction of valid input pixels LITTLE_COVERAGE is set.
 MIN_VALID_FRAC = 0.5
@@ -353,8 +354,12 @@ def predict_rows(
     block: int = PREDICT_BLOCK,
     temperature: float | None = None,
     workers: int = 1,
+    spool: PzSpool | None = None,
 ) -> tuple[dict, Table]:
     """Predict rows of a spectra file in blocks; returns the concatenated arrays and the catalogue rows.
+
+    ``spool`` given: each block's p(z) is appended to it (:class:`csstz.io.predictions.PzSpool`, on disk)
+    instead of being kept, and the result has no ``pz``: memory then grows by the per-spectrum scalars only.
 
     ``workers`` > 1: forked processes read the blocks and compute their physics curves
     (:func:`csstz.parallel.forked_imap`) while this process runs the network (on one torch thread) and the
@@ -387,6 +392,8 @@ def predict_rows(
             )
             out["chi2_dof"] = sc[:, 2].astype(np.float64)
             out["n_valid"], out["n_pixels"] = valid, n_pix
+            if spool is not None:
+                spool.append(out.pop("pz"))
             parts.append(out)
     res = {k: np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k] for k in parts[0]}
     return res, cat
@@ -396,13 +403,25 @@ def predict_pz_file(
     run_dir: PathLike, spectra_path: PathLike, out_path: PathLike, config: PredictConfig | None = None
 ) -> Table:
     """``csstz predict`` for a p(z) run: the REDSHIFTS table plus PZ / PZ_GRID, written atomically."""
-    from .io.predictions import write_predictions
+    from .io.predictions import PzSpool, write_predictions
     from .io.spectra import split_rows
 
     cfg = config or PredictConfig()
     run = PzRun(run_dir)
     rows = split_rows(spectra_path, cfg.split)
-    res, cat = predict_rows(run, spectra_path, rows, workers=cfg.workers)
+    spool_dir = None if out_path is None else Path(out_path).parent
+    if spool_dir is not None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+    with PzSpool(run.physics.grid_z.size, spool_dir) as spool:
+        res, cat = predict_rows(run, spectra_path, rows, workers=cfg.workers, spool=spool)
+        tab = _redshift_table(run, res, cat)
+        if out_path is not None:
+            write_predictions(out_path, tab, tab.meta, pz=spool, pz_grid=run.physics.grid_z)
+    return tab
+
+
+def _redshift_table(run: PzRun, res: dict, cat: Table) -> Table:
+    """The REDSHIFTS table (columns and header keywords in ``meta``) of :func:`predict_rows`' arrays."""
     tab = Table()
     tab["TARGETID"] = np.asarray(cat["TARGETID"], np.int64)
     for col, key in (
@@ -427,8 +446,6 @@ def predict_pz_file(
         "CALTEMP": run.temperature,
         "RUNFMT": RUN_FORMAT_VERSION,
     }
-    if out_path is not None:
-        write_predictions(out_path, tab, header, pz=res["pz"], pz_grid=run.physics.grid_z)
     tab.meta.update(header)
     return tab
 

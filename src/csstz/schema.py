@@ -199,6 +199,7 @@ def check_pz(
     n_rows: int | None = None,
     allow_nan_rows: ArrayLike | None = None,
     tol: float = NORM_TOL,
+    row_offset: int = 0,
 ) -> None:
     """Validate a gridded p(z) against the predictions contract; InputError on the first problem.
 
@@ -214,6 +215,9 @@ def check_pz(
         Rows that may be entirely NaN (objects without a result, flagged with ZWARN != 0).
     tol : float
         Accepted |trapezoid integral - 1|.
+    row_offset : int
+        Index of ``pz``'s first row in the whole table (a block checked on its own): added to the row
+        an error names.
 
     Raises
     ------
@@ -242,12 +246,14 @@ def check_pz(
         raise InputError(
             "PZ",
             "non-finite density (only rows with ZWARN != 0 may be all NaN)",
-            row=int(bad[0]),
+            row=row_offset + int(bad[0]),
             value=float(p[bad[0]][~np.isfinite(p[bad[0]])][0]),
         )
     neg = np.flatnonzero(live & (np.where(live[:, None], p, 0.0) < 0).any(axis=1))
     if neg.size:
-        raise InputError("PZ", "negative density", row=int(neg[0]), value=float(p[neg[0]].min()), allowed=">= 0")
+        raise InputError(
+            "PZ", "negative density", row=row_offset + int(neg[0]), value=float(p[neg[0]].min()), allowed=">= 0"
+        )
     q = np.where(live[:, None], p, 0.0)
     area = (0.5 * (q[:, 1:] + q[:, :-1]) * np.diff(g)).sum(axis=1)
     off = np.flatnonzero(live & ~(np.abs(area - 1.0) <= tol))
@@ -255,7 +261,7 @@ def check_pz(
         raise InputError(
             "PZ",
             "row not normalised (trapezoid integral over PZ_GRID)",
-            row=int(off[0]),
+            row=row_offset + int(off[0]),
             value=round(float(area[off[0]]), 6),
             allowed=f"1 +- {tol:g}",
         )

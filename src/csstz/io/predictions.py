@@ -15,11 +15,18 @@ table carries them as ``table.meta["PZ"]`` and ``table.meta["PZ_GRID"]`` (numpy 
 of PZ for row i of the table): :func:`read_predictions` puts them there and
 :func:`write_predictions` takes them from there (or from its ``pz``/``pz_grid`` arguments).
 Select rows of such a table with :func:`select_rows`, which keeps PZ aligned.
+
+The PZ image is streamed to the file in blocks (``astropy.io.fits.StreamingHDU``), checked block by
+block, so writing it needs memory for one block only; :class:`PzSpool` holds the p(z) of a long
+prediction on disk until then, so that ``csstz predict``'s memory does not grow with the number of
+spectra by the 3.3 kB of p(z) each one carries.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,11 +38,97 @@ from .. import __version__
 from ..errors import FileFormatError, InputError
 from ..schema import PRED_HDU as HDU_NAME
 from ..schema import PRED_REQUIRED as REQUIRED
-from ..schema import PZ_GRID_HDU, PZ_HDU, check_pz
+from ..schema import PZ_GRID_HDU, PZ_HDU, check_pz, check_pz_grid
 from .atomic import atomic_path
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .._types import PathLike
+
+#: Rows of PZ checked and streamed to the file at a time (3.3 MB at K = 832).
+PZ_WRITE_BLOCK = 1024
+
+
+class PzSpool:
+    """p(z) rows appended block by block to a temporary file, for :func:`write_predictions` to stream.
+
+    The rows are kept as big-endian float32 (the FITS layout) in an unnamed-to-the-user temporary file in
+    ``directory`` (default: the system's), removed on :meth:`close` or at the end of a ``with`` block.
+    Plain file writes, not a memory map: the pages go to the OS cache, not to the process's resident memory.
+
+    Parameters
+    ----------
+    n_grid : int
+        K, the p(z) grid length; every block must have K columns.
+    directory : path-like, optional
+    """
+
+    def __init__(self, n_grid: int, directory: PathLike | None = None) -> None:
+        self.n_grid = int(n_grid)
+        fd, name = tempfile.mkstemp(prefix=".csstz-pz-", suffix=".f4", dir=directory)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "w+b")
+        self.n_rows = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.n_grid)
+
+    def append(self, block: np.ndarray) -> None:
+        """Append rows (n, K); InputError naming PZ if the width is not K."""
+        b = np.asarray(block)
+        if b.ndim != 2 or b.shape[1] != self.n_grid:
+            raise InputError("PZ", "spooled block has the wrong shape", value=b.shape, allowed=f"(n, {self.n_grid})")
+        self._file.write(np.ascontiguousarray(b, ">f4").tobytes())
+        self.n_rows += b.shape[0]
+
+    def blocks(self, rows: int = PZ_WRITE_BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows x K big-endian float32) in order, ``rows`` at a time."""
+        self._file.flush()
+        self._file.seek(0)
+        for start in range(0, self.n_rows, rows):
+            n = min(rows, self.n_rows - start)
+            yield start, np.fromfile(self._file, dtype=">f4", count=n * self.n_grid).reshape(n, self.n_grid)
+
+    def read(self) -> np.ndarray:
+        """All rows as one (N, K) array (for small outputs and tests)."""
+        parts = [b for _, b in self.blocks()]
+        return np.concatenate(parts) if parts else np.empty((0, self.n_grid), ">f4")
+
+    def close(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> PzSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pz_blocks(pz: np.ndarray | PzSpool, rows: int = PZ_WRITE_BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+    if isinstance(pz, PzSpool):
+        yield from pz.blocks(rows)
+        return
+    for start in range(0, pz.shape[0], rows):
+        yield start, pz[start : start + rows]
+
+
+def _stream_pz(path: Path, pz: np.ndarray | PzSpool, grid: np.ndarray, zwarn: np.ndarray) -> None:
+    """Append the PZ image (checked and written block by block) and PZ_GRID to the FITS file ``path``."""
+    n, k = pz.shape
+    head = fits.ImageHDU(np.zeros((1, 1), np.float32), name=PZ_HDU).header
+    head["NAXIS1"], head["NAXIS2"] = k, n
+    head["BUNIT"] = ("1/z", "density per unit z, trapezoid-normalised")
+    with fits.StreamingHDU(str(path), head) as stream:
+        for start, block in _pz_blocks(pz):
+            check_pz(block, grid, allow_nan_rows=zwarn[start : start + block.shape[0]] != 0, row_offset=start)
+            stream.write(np.ascontiguousarray(block, ">f4"))
+    grid_hdu = fits.ImageHDU(np.asarray(grid, np.float64), name=PZ_GRID_HDU)
+    grid_hdu.header["BUNIT"] = ("z", "redshift grid of PZ")
+    with fits.open(path, mode="append") as hdul:
+        hdul.append(grid_hdu)
 
 
 def write_predictions(
@@ -43,10 +136,10 @@ def write_predictions(
     table: Table,
     header: dict | None = None,
     config: dict | None = None,
-    pz: np.ndarray | None = None,
+    pz: np.ndarray | PzSpool | None = None,
     pz_grid: np.ndarray | None = None,
 ) -> None:
-    """Write predictions atomically.
+    """Write predictions atomically (the PZ image streamed in blocks of :data:`PZ_WRITE_BLOCK` rows).
 
     Parameters
     ----------
@@ -56,7 +149,7 @@ def write_predictions(
         Extra FITS header keywords (8 characters at most, or HIERARCH).
     config : dict, optional
         The configuration that made the predictions, stored as keyword ``CONFIG`` (JSON).
-    pz, pz_grid : array (N, K) and (K,), optional
+    pz, pz_grid : array (N, K) or :class:`PzSpool`, and (K,), optional
         p(z) per row and its z grid (HDUs PZ, PZ_GRID); default ``table.meta["PZ"]``,
         ``table.meta["PZ_GRID"]`` where present. Rows may be all NaN only where ZWARN != 0.
 
@@ -81,7 +174,16 @@ def write_predictions(
     if (pz is None) != (pz_grid is None):
         raise InputError(PZ_HDU if pz is None else PZ_GRID_HDU, "PZ and PZ_GRID go together; only one given")
     if pz is not None:
-        check_pz(pz, pz_grid, n_rows=len(table), allow_nan_rows=zwarn != 0)
+        grid = check_pz_grid(pz_grid)
+        if not isinstance(pz, PzSpool):
+            pz = np.asarray(pz)
+        if len(pz.shape) != 2 or pz.shape[1] != grid.size or pz.shape[0] != len(table):
+            raise InputError(
+                PZ_HDU,
+                "shape does not match (N predictions, K = len(PZ_GRID))",
+                value=tuple(pz.shape),
+                allowed=f"({len(table)}, {grid.size})",
+            )
     out = Table(table, copy=True)
     out.meta = {k: v for k, v in table.meta.items() if k not in (PZ_HDU, PZ_GRID_HDU)}
     out["TARGETID"] = np.asarray(out["TARGETID"], np.int64)
@@ -92,15 +194,10 @@ def write_predictions(
         hdu.header[key] = val
     if config is not None:
         hdu.header["CONFIG"] = json.dumps(config, sort_keys=True, default=str)
-    hdus = [fits.PrimaryHDU(), hdu]
-    if pz is not None:
-        img = fits.ImageHDU(np.asarray(pz, np.float32), name=PZ_HDU)
-        img.header["BUNIT"] = ("1/z", "density per unit z, trapezoid-normalised")
-        grid = fits.ImageHDU(np.asarray(pz_grid, np.float64), name=PZ_GRID_HDU)
-        grid.header["BUNIT"] = ("z", "redshift grid of PZ")
-        hdus += [img, grid]
     with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
+        if pz is not None:
+            _stream_pz(tmp, pz, grid, zwarn)
 
 
 def read_predictions(path: PathLike) -> Table:
@@ -160,4 +257,14 @@ def select_rows(table: Table, rows: np.ndarray | slice) -> Table:
     return out
 
 
-__all__ = ["write_predictions", "read_predictions", "select_rows", "HDU_NAME", "REQUIRED", "PZ_HDU", "PZ_GRID_HDU"]
+__all__ = [
+    "write_predictions",
+    "read_predictions",
+    "select_rows",
+    "PzSpool",
+    "PZ_WRITE_BLOCK",
+    "HDU_NAME",
+    "REQUIRED",
+    "PZ_HDU",
+    "PZ_GRID_HDU",
+]
