@@ -293,6 +293,28 @@ def test_parallel_map_engines_agree(kw):
         list(parallel_map(_square, items, workers=2, local="threads"))
 
 
+def _worker_env(_: int) -> tuple:
+    import os
+
+    return tuple(os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"))
+
+
+def test_dask_workers_get_the_worker_environment_and_the_caller_keeps_its_own(monkeypatch):
+    """A real local Dask cluster: its workers run with WORKER_ENV even where the caller set other values, and
+    the caller's environment is the same after it (distributed's nanny writes into the caller's os.environ)."""
+    import os
+
+    from csstz.parallel import WORKER_ENV, parallel_list
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    got = parallel_list(_worker_env, [0, 1], workers=2)
+    want = (WORKER_ENV["OMP_NUM_THREADS"], WORKER_ENV["MKL_NUM_THREADS"], WORKER_ENV["MALLOC_TRIM_THRESHOLD_"])
+    assert got == [want, want]
+    assert dict(os.environ) == before
+
+
 def test_forked_imap_is_ordered_lazy_and_runs_closures_in_other_processes():
     import itertools
     import os
