@@ -25,7 +25,10 @@ step is recorded (the JSON's ``step_times_s`` holds the steps of the last invoca
 only). Results: ``benchmarks/results/cross_population.json``. Run time from scratch at the
 default sizes: about 40 minutes on 2 cores (paper networks 14 min, p(z) networks 17 min).
 
-    python benchmarks/bench_cross_population.py [--n 8000] [--work DIR] [--methods paper,pz,templates]
+    python benchmarks/bench_cross_population.py [--n 8000] [--work DIR] [--methods paper,pz,templates] [--keep]
+
+``--keep`` re-runs only ``--methods`` and carries the other methods' rows over from the existing JSON; every
+row records the csstz version that made it.
 """
 
 from __future__ import annotations
@@ -128,6 +131,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8, help="paper CNN epochs (BNN head: half)")
     ap.add_argument("--pz-max-samples", type=int, default=60_000, help="p(z) training samples (fresh noise draws)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="carry over the rows of methods not in --methods from the existing results JSON "
+        "(each tagged with the csstz version that made it)",
+    )
     ap.add_argument(
         "--collect-only",
         action="store_true",
@@ -268,6 +277,17 @@ def main() -> None:
                         **_metrics(run, pred, data[b], "templates-kcorrect"),
                     }
                 )
+    from csstz import __version__
+
+    for r in rows:
+        r["csstz_version"] = __version__
+    out = Path(__file__).parent / "results" / "cross_population.json"
+    if args.keep and out.is_file():
+        old = json.loads(out.read_text())
+        for r in old.get("rows", []):
+            base = "templates" if r["method"].startswith("templates") else r["method"]
+            if base not in methods:
+                rows.append({**r, "csstz_version": r.get("csstz_version", old.get("csstz_version"))})
     best = {}
     for method in {r["method"] for r in rows if r["train"] != "-"}:
         # the training population whose worst validation eta over the test populations is lowest
@@ -277,8 +297,6 @@ def main() -> None:
                 worst[r["train"]] = max(worst.get(r["train"], 0.0), r["eta"])
         if worst:
             best[method] = min(worst, key=worst.get)
-    from csstz import __version__
-
     result = {
         "benchmark": "cross_population",
         "csstz_version": __version__,
@@ -296,7 +314,6 @@ def main() -> None:
         "best_training_population_by_val": best,
         "rows": rows,
     }
-    out = Path(__file__).parent / "results" / "cross_population.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {out}")
