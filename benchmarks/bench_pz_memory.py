@@ -3,9 +3,11 @@
 Training: ``csstz train --estimator pz`` for a fixed, short budget (``--samples``) on datasets of different
 sizes (e.g. 8,000 and 20,000 galaxies): the training blocks, the 4,000-spectrum feature density and the
 validation curves are bounded, so the peak should not grow with the training split. Prediction: ``csstz
-predict`` of ``--rows`` rows of one dataset: the streamed blocks are bounded; the output (Z, flags, and a
-p(z) of 832 float32 per spectrum, written to the FITS file at the end) grows as N, and the slope per spectrum
-is reported. Peak resident memory of the whole process tree, polled every 0.1 s.
+predict`` of splits of different size of one dataset: the blocks are bounded and the p(z) (832 float32 per
+spectrum) go to a spool file and are streamed into the FITS file (0.5.1), so only the per-spectrum scalars (Z,
+intervals, flags) grow as N; the slope per spectrum is reported. Peak resident memory (RSS) and proportional
+set size (PSS: shared pages of the forked physics workers counted once) of the whole process tree, polled every
+0.1 s; prediction with 1 and 2 workers.
 
     python benchmarks/bench_pz_memory.py --data SMALL.h5 LARGE.h5 --run RUN_DIR [--samples 20000]
 
@@ -22,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import run_peak_rss
+from timing import run_peak_memory
 
 CLI = [sys.executable, "-c", "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))"]
 
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="a trained p(z) run for the prediction rows")
     ap.add_argument("--samples", type=int, default=20000, help="training samples per training run")
     ap.add_argument("--splits", nargs="+", default=["test", "train"], help="splits of the last dataset to predict")
+    ap.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="csstz predict --workers values")
     args = ap.parse_args()
 
     from csstz.io.spectra import read_catalog, split_rows
@@ -45,24 +48,42 @@ def main() -> None:
             out = Path(tmp) / f"run_{n}"
             cmd = CLI + ["train", ds, "--out", str(out), "--estimator", "pz", "--no-progress"]
             cmd += ["--pz-max-samples", str(args.samples), "--pz-eval-every", str(args.samples)]
-            wall, peak = run_peak_rss(cmd, env)
+            wall, peak, pss = run_peak_memory(cmd, env)
             train.append(
-                {"dataset": ds, "n_galaxies": n, "wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20)}
+                {
+                    "dataset": ds,
+                    "n_galaxies": n,
+                    "wall_s": round(wall, 1),
+                    "peak_rss_mib": round(peak / 2**20),
+                    "peak_pss_mib": None if pss is None else round(pss / 2**20),
+                }
             )
             print(train[-1], flush=True)
         ds = args.data[-1]
         for split in args.splits:
             n = int(split_rows(ds, split).size)
             cmd = CLI + ["predict", args.run, ds, "--split", split, "--out", str(Path(tmp) / f"p_{split}.fits")]
-            wall, peak = run_peak_rss(cmd, env)
-            predict.append(
-                {"split": split, "n_spectra": n, "wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20)}
-            )
-            print(predict[-1], flush=True)
-    slope = None
-    if len(predict) >= 2:
-        a, b = sorted(predict, key=lambda r: r["n_spectra"])[:: len(predict) - 1]
-        slope = round((b["peak_rss_mib"] - a["peak_rss_mib"]) * 1024 / max(b["n_spectra"] - a["n_spectra"], 1), 2)
+            for workers in args.workers:
+                wall, peak, pss = run_peak_memory([*cmd, "--workers", str(workers)], env)
+                predict.append(
+                    {
+                        "split": split,
+                        "n_spectra": n,
+                        "workers": workers,
+                        "wall_s": round(wall, 1),
+                        "peak_rss_mib": round(peak / 2**20),
+                        "peak_pss_mib": None if pss is None else round(pss / 2**20),
+                    }
+                )
+                print(predict[-1], flush=True)
+
+    def slope(rows: list, n_key: str, key: str) -> float | None:
+        """KiB per unit of ``n_key`` between the smallest and the largest run."""
+        if len(rows) < 2 or rows[0].get(key) is None:
+            return None
+        a, b = sorted(rows, key=lambda r: r[n_key])[:: len(rows) - 1]
+        return round((b[key] - a[key]) * 1024 / max(b[n_key] - a[n_key], 1), 2)
+
     result = {
         "benchmark": "pz_memory",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -70,7 +91,14 @@ def main() -> None:
         "train": train,
         "predict_run": args.run,
         "predict": predict,
-        "predict_kib_per_spectrum": slope,
+        "train_kib_per_galaxy": {k: slope(train, "n_galaxies", k) for k in ("peak_rss_mib", "peak_pss_mib")},
+        "predict_kib_per_spectrum": {
+            f"workers_{w}": {
+                k: slope([r for r in predict if r["workers"] == w], "n_spectra", k)
+                for k in ("peak_rss_mib", "peak_pss_mib")
+            }
+            for w in args.workers
+        },
     }
     out = Path(__file__).parent / "results" / "pz_memory.json"
     out.write_text(json.dumps(result, indent=1))

@@ -171,3 +171,29 @@ def test_spectra_rows_read_any_way_equal_the_full_read(tmp_path, rows):
     bare = read_spectra(path, rows=rows, with_catalog=False)
     assert bare.catalog is None and len(bare) == len(sp)
     np.testing.assert_array_equal(bare.bands["GI"].flux, flux[rows])
+
+
+def test_bounding_slice_is_read_in_pieces_that_skip_empty_ones(tmp_path, monkeypatch):
+    """A spread selection is read piece by piece (memory of one piece); pieces without rows are skipped."""
+    import h5py
+
+    from csstz.io import spectra
+
+    data = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    with h5py.File(tmp_path / "d.h5", "w") as h5:
+        h5["x"] = data
+    rows = np.array([1, 4, 5, 11, 12, 30])  # span 30 <= SPAN_READ_RATIO x 6: the bounding-slice path
+    monkeypatch.setattr(spectra, "READ_PIECE_ROWS", 3)
+    reads = []
+    with h5py.File(tmp_path / "d.h5", "r") as h5:
+
+        class Spy:
+            shape, dtype = h5["x"].shape, h5["x"].dtype
+
+            def __getitem__(self, key):
+                reads.append(key)
+                return h5["x"][key]
+
+        np.testing.assert_array_equal(spectra.read_rows(Spy(), rows), data[rows])
+    assert all(isinstance(k, slice) and k.stop - k.start <= 3 for k in reads)
+    assert [k.start for k in reads] == [1, 4, 10, 28]  # of the 10 pieces over [1, 31), those holding rows

@@ -244,10 +244,18 @@ def read_attrs(path: PathLike) -> dict:
 #: A sorted row selection is read as its bounding slice when that is at most this many times longer
 #: (an HDF5 point selection costs ~20 us per row; a slice of 2 kB rows ~0.5 us per row; measured here).
 SPAN_READ_RATIO = 16
+#: The bounding slice is read this many rows at a time, so that a spread selection (a shuffled training block)
+#: holds one piece in memory, not up to SPAN_READ_RATIO times its own size.
+READ_PIECE_ROWS = 1024
 
 
 def read_rows(ds: h5py.Dataset, sel: np.ndarray | slice) -> np.ndarray:
-    """Rows ``sel`` (a slice, or sorted indices) of an HDF5 dataset, read as one slice where that is cheap."""
+    """Rows ``sel`` (a slice, or sorted indices) of an HDF5 dataset, read as slices where that is cheap.
+
+    A sorted selection whose bounding slice is at most ``SPAN_READ_RATIO`` times longer is read in
+    contiguous pieces of ``READ_PIECE_ROWS`` rows (pieces holding none of the rows are skipped); a sparser one
+    as an HDF5 point selection.
+    """
     if isinstance(sel, slice):
         return ds[sel]
     idx = np.asarray(sel)
@@ -256,7 +264,13 @@ def read_rows(ds: h5py.Dataset, sel: np.ndarray | slice) -> np.ndarray:
         if hi - lo == idx.size:
             return ds[lo:hi]
         if hi - lo <= SPAN_READ_RATIO * idx.size:
-            return ds[lo:hi][idx - lo]
+            out = np.empty((idx.size, *ds.shape[1:]), ds.dtype)
+            for a in range(lo, hi, READ_PIECE_ROWS):
+                b = min(a + READ_PIECE_ROWS, hi)
+                i0, i1 = np.searchsorted(idx, [a, b])
+                if i1 > i0:
+                    out[i0:i1] = ds[a:b][idx[i0:i1] - a]
+            return out
     return ds[idx]
 
 
