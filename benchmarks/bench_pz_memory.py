@@ -36,11 +36,20 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20000, help="training samples per training run")
     ap.add_argument("--splits", nargs="+", default=["test", "train"], help="splits of the last dataset to predict")
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="csstz predict --workers values")
+    ap.add_argument(
+        "--malloc-trim-threshold",
+        type=int,
+        default=None,
+        help="MALLOC_TRIM_THRESHOLD_ [bytes] of the runs (default: csstz's own 128 MiB; glibc's default is 131072); "
+        "results then go to pz_memory_trim<N>.json",
+    )
     args = ap.parse_args()
 
     from csstz.io.spectra import read_catalog, split_rows
 
     env = dict(os.environ, OMP_NUM_THREADS="2")
+    if args.malloc_trim_threshold is not None:
+        env["MALLOC_TRIM_THRESHOLD_"] = str(args.malloc_trim_threshold)
     train, predict = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.data:
@@ -88,6 +97,7 @@ def main() -> None:
         "benchmark": "pz_memory",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "train_samples": args.samples,
+        "malloc_trim_threshold": args.malloc_trim_threshold or "csstz default (128 MiB, csstz.cli)",
         "train": train,
         "predict_run": args.run,
         "predict": predict,
@@ -100,7 +110,8 @@ def main() -> None:
             for w in args.workers
         },
     }
-    out = Path(__file__).parent / "results" / "pz_memory.json"
+    suffix = "" if args.malloc_trim_threshold is None else f"_trim{args.malloc_trim_threshold}"
+    out = Path(__file__).parent / "results" / f"pz_memory{suffix}.json"
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
