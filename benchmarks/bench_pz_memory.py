@@ -29,6 +29,19 @@ from timing import run_peak_memory
 CLI = [sys.executable, "-c", "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 
+def _measure(cmd: list[str], env: dict, **labels: object) -> dict:
+    """Run ``cmd``; ``labels`` plus its wall time and peak RSS / PSS [MiB] (printed as well)."""
+    wall, peak, pss = run_peak_memory(cmd, env)
+    row = {
+        **labels,
+        "wall_s": round(wall, 1),
+        "peak_rss_mib": round(peak / 2**20),
+        "peak_pss_mib": None if pss is None else round(pss / 2**20),
+    }
+    print(row, flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", required=True, help="datasets of different sizes (csstz build files)")
@@ -57,34 +70,14 @@ def main() -> None:
             out = Path(tmp) / f"run_{n}"
             cmd = CLI + ["train", ds, "--out", str(out), "--estimator", "pz", "--no-progress"]
             cmd += ["--pz-max-samples", str(args.samples), "--pz-eval-every", str(args.samples)]
-            wall, peak, pss = run_peak_memory(cmd, env)
-            train.append(
-                {
-                    "dataset": ds,
-                    "n_galaxies": n,
-                    "wall_s": round(wall, 1),
-                    "peak_rss_mib": round(peak / 2**20),
-                    "peak_pss_mib": None if pss is None else round(pss / 2**20),
-                }
-            )
-            print(train[-1], flush=True)
+            train.append(_measure(cmd, env, dataset=ds, n_galaxies=n))
         ds = args.data[-1]
         for split in args.splits:
             n = int(split_rows(ds, split).size)
             cmd = CLI + ["predict", args.run, ds, "--split", split, "--out", str(Path(tmp) / f"p_{split}.fits")]
             for workers in args.workers:
-                wall, peak, pss = run_peak_memory([*cmd, "--workers", str(workers)], env)
-                predict.append(
-                    {
-                        "split": split,
-                        "n_spectra": n,
-                        "workers": workers,
-                        "wall_s": round(wall, 1),
-                        "peak_rss_mib": round(peak / 2**20),
-                        "peak_pss_mib": None if pss is None else round(pss / 2**20),
-                    }
-                )
-                print(predict[-1], flush=True)
+                cmd_w = [*cmd, "--workers", str(workers)]
+                predict.append(_measure(cmd_w, env, split=split, n_spectra=n, workers=workers))
 
     def slope(rows: list, n_key: str, key: str) -> float | None:
         """KiB per unit of ``n_key`` between the smallest and the largest run."""
