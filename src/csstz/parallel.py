@@ -52,10 +52,10 @@ WORKER_ENV = {
 
 
 @contextlib.contextmanager
-def worker_environ(env: dict[str, str] | None = None) -> Iterator[None]:
-    """Set ``env`` (default :data:`WORKER_ENV`) in ``os.environ`` for the block; restore the caller's after."""
+def worker_environ() -> Iterator[None]:
+    """Set :data:`WORKER_ENV` in ``os.environ`` for the block; restore the caller's environment after."""
     saved = dict(os.environ)
-    os.environ.update(WORKER_ENV if env is None else env)
+    os.environ.update(WORKER_ENV)
     try:
         yield
     finally:

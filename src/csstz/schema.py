@@ -193,6 +193,18 @@ def check_pz_grid(z_grid: ArrayLike, name: str = "PZ_GRID") -> np.ndarray:
     return g
 
 
+def check_pz_shape(shape: tuple, n_grid: int, n_rows: int | None = None) -> None:
+    """InputError naming PZ unless ``shape`` is (``n_rows`` or any N, ``n_grid``)."""
+    shape = tuple(shape)
+    if len(shape) != 2 or shape[1] != n_grid or (n_rows is not None and shape[0] != n_rows):
+        raise InputError(
+            "PZ",
+            "shape does not match (N predictions, K = len(PZ_GRID))",
+            value=shape,
+            allowed=f"({'N' if n_rows is None else n_rows}, {n_grid})",
+        )
+
+
 def check_pz(
     pz: ArrayLike,
     z_grid: ArrayLike,
@@ -227,13 +239,7 @@ def check_pz(
     """
     g = check_pz_grid(z_grid)
     p = np.asarray(pz)
-    if p.ndim != 2 or p.shape[1] != g.size or (n_rows is not None and p.shape[0] != n_rows):
-        raise InputError(
-            "PZ",
-            "shape does not match (N predictions, K = len(PZ_GRID))",
-            value=p.shape,
-            allowed=f"({'N' if n_rows is None else n_rows}, {g.size})",
-        )
+    check_pz_shape(p.shape, g.size, n_rows)
     p = p.astype(np.float64)
     nan_row = np.isnan(p).all(axis=1)
     if allow_nan_rows is not None:
@@ -291,5 +297,6 @@ __all__ = [
         "select_split",
         "check_pz",
         "check_pz_grid",
+        "check_pz_shape",
     )
 ]

@@ -38,7 +38,7 @@ from .. import __version__
 from ..errors import FileFormatError, InputError
 from ..schema import PRED_HDU as HDU_NAME
 from ..schema import PRED_REQUIRED as REQUIRED
-from ..schema import PZ_GRID_HDU, PZ_HDU, check_pz, check_pz_grid
+from ..schema import PZ_GRID_HDU, PZ_HDU, check_pz, check_pz_grid, check_pz_shape
 from .atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -90,11 +90,6 @@ class PzSpool:
         for start in range(0, self.n_rows, rows):
             n = min(rows, self.n_rows - start)
             yield start, np.fromfile(self._file, dtype=">f4", count=n * self.n_grid).reshape(n, self.n_grid)
-
-    def read(self) -> np.ndarray:
-        """All rows as one (N, K) array (for small outputs and tests)."""
-        parts = [b for _, b in self.blocks()]
-        return np.concatenate(parts) if parts else np.empty((0, self.n_grid), ">f4")
 
     def close(self) -> None:
         self._file.close()
@@ -177,13 +172,7 @@ def write_predictions(
         grid = check_pz_grid(pz_grid)
         if not isinstance(pz, PzSpool):
             pz = np.asarray(pz)
-        if len(pz.shape) != 2 or pz.shape[1] != grid.size or pz.shape[0] != len(table):
-            raise InputError(
-                PZ_HDU,
-                "shape does not match (N predictions, K = len(PZ_GRID))",
-                value=tuple(pz.shape),
-                allowed=f"({len(table)}, {grid.size})",
-            )
+        check_pz_shape(pz.shape, grid.size, len(table))  # the rows themselves are checked as they are written
     out = Table(table, copy=True)
     out.meta = {k: v for k, v in table.meta.items() if k not in (PZ_HDU, PZ_GRID_HDU)}
     out["TARGETID"] = np.asarray(out["TARGETID"], np.int64)
