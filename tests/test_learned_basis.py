@@ -11,9 +11,12 @@ from csstz.errors import FileFormatError, InputError
 from csstz.io.spectra import SpectraSet, write_spectra
 from csstz.population.sdss_fit import read_templates
 from csstz.templates.learned import (
+    EMISSION_LINE_GROUPS,
+    add_emission_lines,
     build_learned_basis,
     embedded_rest_seds,
     learn_basis,
+    line_templates,
     load_basis,
     read_basis,
     reconstruction_rel_rms,
@@ -89,6 +92,50 @@ def test_basis_file_round_trip(tmp_path):
     assert r.name == b.name and r.provenance["dataset"] == "synthetic" and r.provenance["prior_mixture"] == 3
     assert load_basis(str(path)).n_templates == 4
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves nothing behind
+
+
+def test_line_templates_have_unit_flux_and_compact_support():
+    wave = rest_grid_aa()
+    L = line_templates(wave, ("OII", "OIII", "HaNII"))
+    step = np.gradient(wave)
+    np.testing.assert_allclose(np.sum(L * step, axis=1), 1.0, rtol=1e-12)
+    for row, group in zip(L, ("OII", "OIII", "HaNII")):
+        lines = EMISSION_LINE_GROUPS[group]
+        strongest = max(lines, key=lambda x: x[1])[0]
+        assert abs(wave[np.argmax(row)] - strongest) < 2 * np.interp(strongest, wave, step)
+        far = np.min(np.abs(wave[:, None] - np.array([c for c, _ in lines])[None, :]), axis=1) > 60.0
+        assert np.all(row[far] == 0.0) and np.all(row >= 0.0)
+    # [OIII] 4960 carries 1/2.98 of 5008's flux
+    o3 = L[1]
+    near = lambda c: np.abs(wave - c) < 15.0  # noqa: E731
+    assert abs(np.sum((o3 * step)[near(4960.30)]) / np.sum((o3 * step)[near(5008.24)]) - 1 / 2.98) < 0.01
+    with pytest.raises(InputError, match="lines"):
+        line_templates(wave, ("Lya",))
+
+
+def test_emission_lines_extend_the_basis_without_touching_its_prior(tmp_path):
+    wave, s = _seds(200)
+    b = learn_basis(wave, s, 4, n_mixture=2)
+    a = add_emission_lines(b, 10.0, ("OII", "HaNII"))
+    assert a.n_templates == 6 and a.prior_mean.shape == (2, 6) and a.prior_cov.shape == (2, 6, 6)
+    np.testing.assert_array_equal(a.templates[:4], b.templates)
+    np.testing.assert_array_equal(a.prior_cov[:, :4, :4], b.prior_cov)
+    np.testing.assert_array_equal(a.prior_mean[:, :4], b.prior_mean)
+    # lines: zero mean, independent, sigma 10 A; not part of the amplitude
+    assert np.all(a.prior_mean[:, 4:] == 0) and np.all(a.prior_cov[:, 4:, :4] == 0)
+    np.testing.assert_array_equal(a.prior_cov[:, [4, 5], [4, 5]], 100.0)
+    np.testing.assert_array_equal(a.norm, np.r_[b.norm, 0.0, 0.0])
+    assert a.provenance["emission_lines"]["groups"] == ["OII", "HaNII"]
+    path = tmp_path / "lines.h5"
+    save_basis(a, path)
+    r = read_basis(path)
+    np.testing.assert_array_equal(r.templates, a.templates)
+    np.testing.assert_array_equal(r.norm, a.norm)
+    np.testing.assert_array_equal(r.prior_cov, a.prior_cov)
+    with pytest.raises(InputError, match="line_ew_sd"):
+        add_emission_lines(b, 0.0)
+    with pytest.raises(InputError, match="coefficient prior"):
+        add_emission_lines(load_basis("kcorrect"), 10.0)
 
 
 def test_bad_basis_files_give_one_line_error_naming_the_file(tmp_path):

@@ -234,3 +234,76 @@ def test_prior_and_ls_in_one_pass_match_the_separate_likelihoods(waves, inst):
     assert np.ptp(both[:, 1], axis=1).min() > 1.0  # real curves, not constants
     with pytest.raises(InputError, match="mode"):
         loglike_curves(m, flux, err, mode="both", threads=1)
+
+
+def _family(rng, n):
+    """Coefficients of one SED family (the prior test's): a parent with log-normal scatter."""
+    return np.array([0.1, 1.0, 0.3, 0.05, 0.4]) * np.exp(0.15 * rng.normal(size=(n, 5)))
+
+
+def test_a_line_outside_the_bands_leaves_the_likelihood_unchanged(waves, inst):
+    """Where H-alpha is redshifted beyond GI, the basis with a free H-alpha template gives the base curves."""
+    from csstz.templates.learned import add_emission_lines
+
+    wave = rest_grid_aa()
+    tw, tf = read_templates()
+    T = np.stack([np.interp(wave, tw, t) for t in tf])
+    rng = np.random.default_rng(7)
+    base = learn_basis(wave, _family(rng, 500) @ T, 5)
+    lines = add_emission_lines(base, 10.0, ("HaNII",))
+    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
+    clean = np.einsum("nk,nkp->np", _family(rng, 6), tm.render(np.array([0.2, 0.3, 0.5, 0.7, 0.9, 1.2])))
+    err = np.full_like(clean, 0.5) * np.abs(clean).mean(axis=1, keepdims=True)
+    noisy = clean + err * rng.normal(size=clean.shape)
+    curves = {}
+    for name, b in (("base", base), ("lines", lines)):
+        m = XcorrModel(b, waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+        curves[name] = loglike_curves(m, _split(noisy, waves), _split(err, waves), mode="prior+ls", threads=1)
+    beyond = (6564.61 - 80.0) * (1.0 + m.z) > np.exp(m.grid_ln[-1])  # the line and its LSF wings are off GI
+    inside = 6564.61 * (1.0 + m.z) < np.exp(m.grid_ln[-1]) - 200.0
+    assert beyond.sum() > 200 and inside.sum() > 200
+    np.testing.assert_allclose(curves["lines"][:, :, beyond], curves["base"][:, :, beyond], rtol=1e-6, atol=1e-3)
+    # where the line is observed, the extra template can only lower the least-squares chi2
+    assert np.all(curves["lines"][:, 1, inside] >= curves["base"][:, 1, inside] - 1e-3)
+    assert np.max(curves["lines"][:, 1, inside] - curves["base"][:, 1, inside]) > 1.0
+
+
+def test_a_free_oii_template_recovers_galaxies_with_stronger_oii_than_the_basis(tmp_path, waves, inst):
+    """Galaxies whose [OII] exceeds the training family's by an equivalent width of 40 A: the learned basis
+    places them at wrong redshifts, the basis with a free [OII] template (prior sigma 20 A) does not."""
+    from astropy.io import fits
+
+    from csstz.templates.learned import add_emission_lines, line_templates
+
+    wave = rest_grid_aa()
+    tw, tf = read_templates()
+    T = np.stack([np.interp(wave, tw, t) for t in tf])
+    oii = line_templates(wave, ("OII",))[0]
+    # a kcorrect-layout template file with the five templates and the [OII] line, for exact pixel models
+    path = tmp_path / "with_oii.fits"
+    allt = np.vstack([T, oii[None]])
+    cols = [
+        fits.Column(name="wave", format=f"{wave.size}D", array=wave[None]),
+        fits.Column(name="flux", format=f"{allt.size}D", array=allt.reshape(1, -1)),
+    ]
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="FLUX")]).writeto(path)
+    tm = TemplateModel(
+        waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, template_path=str(path)
+    )
+    scale = allt[:, (wave > 1500) & (wave < 11000)].mean(axis=1)  # the file reader's unit-mean normalisation
+    rng = np.random.default_rng(3)
+    base = learn_basis(wave, _family(rng, 800) @ T, 5)
+    n = 120
+    z = rng.uniform(0.15, 1.3, n)
+    c = _family(rng, n)
+    mean_flux = (c @ T).mean(axis=1)  # the SED's mean flux density over the rest grid
+    coef = np.column_stack([c, 40.0 * mean_flux]) * scale[None, :]  # 40 A more [OII] than the family
+    clean = np.einsum("nk,nkp->np", coef, tm.render(z))
+    err = np.full_like(clean, 1.0) * np.abs(clean).mean(axis=1, keepdims=True)  # SNR ~ 1 per pixel
+    noisy = clean + err * rng.normal(size=clean.shape)
+    eta = {}
+    for name, b in (("base", base), ("lines", add_emission_lines(base, 20.0, ("OII",)))):
+        m = XcorrModel(b, waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+        po = posterior(m.lnz, loglike_curves(m, _split(noisy, waves), _split(err, waves), mode="prior", threads=1))
+        eta[name] = float(np.mean(np.abs(po["z"] - z) / (1 + z) > 0.02))
+    assert eta["lines"] < eta["base"] - 0.1, eta

@@ -445,6 +445,14 @@ class PzConfig(StageConfig):
     # physics stage (torch-free, csstz.templates)
     n_components: int | None = opt(None, "learned basis size (default: chosen on validation SEDs)")
     prior_mixture: int = opt(1, "Gaussian-mixture components of the basis coefficients' prior (1: one Gaussian)")
+    # free emission lines in the physics basis (csstz.templates.learned.add_emission_lines; the choice of
+    # [OII] alone and 10 A is measured in docs/estimator.md)
+    line_ew_sd: float = opt(
+        10.0,
+        "prior sigma [A] of the equivalent width of free emission-line templates (--pz-lines) added to the "
+        "physics basis (0: none)",
+    )
+    lines: tuple[str, ...] = opt(("OII",), "comma-separated emission-line groups freed (OII, OIII, HaNII)")
     lsf: str = opt("morphology", "line-spread model of the physics curves", LSF_MODELS)
     coeff_curves: bool = opt(False, "also feed the best-fit SED shape (normalised basis coefficients) along z")
     # network (csstz.models.pz)
@@ -463,7 +471,9 @@ class PzConfig(StageConfig):
     target_width: float = opt(1.0, "sigma of the training target in grid steps of ln(1+z)")
     # flags
     ood_quantile: float = opt(
-        0.96, "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation members' spread"
+        0.96,
+        "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation spectra's feature distance "
+        "(OOD_DIST2)",
     )
     multimodal_mass: float = opt(0.2, "MULTIMODAL: p(z) mass farther than 0.02 (1+z) from the mode above this")
     threads: int = opt(2, "threads of the physics FFTs")
@@ -481,6 +491,14 @@ class PzConfig(StageConfig):
             self._require(name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1, "an integer >= 1")
         self._require("kernel", self.kernel % 2 == 1, "odd")
         self._require("lr", self.lr > 0, "> 0")
+        self._require("line_ew_sd", math.isfinite(self.line_ew_sd) and self.line_ew_sd >= 0, ">= 0 [A]")
+        from .templates.learned import EMISSION_LINE_GROUPS
+
+        self._require(
+            "lines",
+            len(self.lines) > 0 and all(g in EMISSION_LINE_GROUPS for g in self.lines),
+            ", ".join(EMISSION_LINE_GROUPS),
+        )
         self._require("ood_quantile", 0.5 < self.ood_quantile < 1.0, "in (0.5, 1)")
         self._require("multimodal_mass", 0.0 < self.multimodal_mass < 1.0, "in (0, 1)")
 

@@ -55,6 +55,24 @@ REST_WAVE_MIN_AA, REST_WAVE_MAX_AA = 1300.0, 11000.0
 #: median relative rms reconstruction residual of validation SEDs is below this (project choice).
 K_CANDIDATES = (2, 3, 4, 5, 6, 8)
 K_TOL_REL_RMS = 1e-3
+#: Emission-line groups that :func:`add_emission_lines` can add to a basis: (vacuum wavelength [A], relative
+#: flux) of each line of the group. Wavelengths: SDSS vacuum line list. Ratios: [OIII] 5008/4960 = 2.98 and
+#: [NII] 6585/6550 = 2.94 (Storey & Zeippen 2000, MNRAS 312, 813); [OII] 3729/3727 = 1 and [NII] 6585/H-alpha
+#: = 0.3 (project choices, typical of star-forming galaxies; the doublets are unresolved at R ~ 200).
+EMISSION_LINE_GROUPS: dict[str, tuple[tuple[float, float], ...]] = {
+    "OII": ((3727.09, 1.0), (3729.88, 1.0)),
+    "OIII": ((5008.24, 1.0), (4960.30, 1.0 / 2.98)),
+    "HaNII": ((6564.61, 1.0), (6585.27, 0.3), (6549.86, 0.3 / 2.94)),
+}
+#: Groups added by default: [OII], whose strength relative to the continuum differs most between the
+#: embedded and the SPS families; freeing [OIII] or H-alpha as well cost in-family accuracy and gained nothing
+#: across families (docs/estimator.md).
+DEFAULT_LINE_GROUPS = ("OII",)
+#: Intrinsic Gaussian sigma of a line [A] (~100 km/s at H-alpha; project choice: any value well below the
+#: CSST line-spread sigma of ~10 A gives the same observed profile).
+LINE_SIGMA_AA = 2.0
+#: A line template is set to exactly 0 where below this fraction of its peak (compact support).
+LINE_TRUNCATE_REL = 1e-6
 
 
 @dataclass
@@ -454,6 +472,84 @@ def read_basis(path: PathLike) -> TemplateBasis:
     if mu is not None and not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
         raise FileFormatError(str(p), "the coefficient prior has non-finite values")
     return TemplateBasis(wave, T, norm, mu, cov, wgt, name=name, provenance=prov)
+
+
+def line_templates(
+    wave_aa: ArrayLike, groups: Sequence[str] = DEFAULT_LINE_GROUPS, sigma_aa: float = LINE_SIGMA_AA
+) -> np.ndarray:
+    """One template per emission-line group on ``wave_aa``: Gaussians of unit total flux (integral over
+    wavelength = 1 [A x template unit]), exactly 0 outside the lines (compact support), shape (L, W).
+
+    The Gaussian sigma is ``sigma_aa`` widened by the grid step (a line narrower than a pixel keeps its flux).
+    """
+    w = np.asarray(wave_aa, np.float64)
+    unknown = [g for g in groups if g not in EMISSION_LINE_GROUPS]
+    if unknown:
+        raise InputError(
+            "lines", "unknown emission-line group", value=unknown[0], allowed=", ".join(EMISSION_LINE_GROUPS)
+        )
+    if not (np.isfinite(sigma_aa) and sigma_aa > 0):
+        raise InputError("line_sigma_aa", "must be > 0", value=sigma_aa)
+    step = np.gradient(w)
+    out = np.zeros((len(groups), w.size))
+    for i, g in enumerate(groups):
+        lines = EMISSION_LINE_GROUPS[g]
+        for centre, rel in lines:
+            s = np.sqrt(sigma_aa**2 + (step / 2.355) ** 2)
+            out[i] += rel * np.exp(-0.5 * ((w - centre) / s) ** 2) / (np.sqrt(2.0 * np.pi) * s)
+        out[i] = np.where(out[i] > LINE_TRUNCATE_REL * out[i].max(), out[i], 0.0)
+        out[i] /= np.sum(out[i] * step)  # unit total flux on this grid
+    return out
+
+
+def add_emission_lines(
+    basis: TemplateBasis, ew_sd_aa: float, groups: Sequence[str] = DEFAULT_LINE_GROUPS
+) -> TemplateBasis:
+    """The basis plus one free emission-line template per group, each with a zero-mean Gaussian prior.
+
+    A learned basis holds only the line ratios of its training SEDs; a galaxy family with other ratios (the
+    SPS population's [OII]/[OIII]/H-alpha) is then fitted at a wrong redshift. The added templates let each
+    line group's flux move away from the basis' ratios. Their coefficient is the line flux in units of the
+    SED's mean flux density times 1 A (an equivalent width in A relative to the mean continuum), with prior
+    ``N(0, (A ew_sd_aa)^2)`` in every mixture component (independent of the other coefficients), and they do
+    not count toward the amplitude ``A = norm . a`` (their ``norm`` is 0), so the amplitude stays the
+    continuum's.
+
+    Parameters
+    ----------
+    basis : TemplateBasis
+        With a coefficient prior.
+    ew_sd_aa : float
+        Prior sigma of each group's extra flux, as an equivalent width [A] relative to the mean flux (> 0).
+    groups : sequence of str
+        Keys of :data:`EMISSION_LINE_GROUPS`.
+    """
+    if not basis.has_prior:
+        raise InputError("basis", "emission lines need a basis with a coefficient prior", value=basis.name)
+    if not (np.isfinite(ew_sd_aa) and ew_sd_aa > 0):
+        raise InputError("line_ew_sd", "must be > 0 [A]", value=ew_sd_aa)
+    groups = tuple(groups)
+    L = line_templates(basis.wave_aa, groups)
+    K0, n_l = basis.n_templates, len(groups)
+    K = K0 + n_l
+    G = basis.prior_mean.shape[0]
+    mu = np.zeros((G, K))
+    mu[:, :K0] = basis.prior_mean
+    cov = np.zeros((G, K, K))
+    cov[:, :K0, :K0] = basis.prior_cov
+    cov[:, np.arange(K0, K), np.arange(K0, K)] = float(ew_sd_aa) ** 2
+    prov = dict(basis.provenance)
+    prov["emission_lines"] = {"groups": list(groups), "ew_sd_aa": float(ew_sd_aa), "sigma_aa": LINE_SIGMA_AA}
+    return TemplateBasis(
+        basis.wave_aa,
+        np.vstack([basis.templates, L]),
+        np.concatenate([basis.norm, np.zeros(n_l)]),
+        mu,
+        cov,
+        basis.prior_weight,
+        name=f"{basis.name}-L{n_l}",
+        provenance=prov,
+    )
 
 
 def kcorrect_basis() -> TemplateBasis:

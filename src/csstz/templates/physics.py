@@ -35,11 +35,13 @@ import numpy as np
 from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
 from ..simulate.extract import snr_median
-from .learned import TemplateBasis, read_basis, save_basis
+from .learned import DEFAULT_LINE_GROUPS, TemplateBasis, read_basis, save_basis
 from .solve_kernel import warm_up
 from .xcorr import LSF_MAX_BINS, XcorrModel, loglike_curves, lsf_bins
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from astropy.table import Table
 
     from .._types import PathLike
@@ -135,11 +137,18 @@ def rest_seds_of_split(
 
 
 def learn_physics_basis(
-    dataset: PathLike, n_components: int | None = None, max_rows: int = 4000, seed: int = 0, n_mixture: int = 1
+    dataset: PathLike,
+    n_components: int | None = None,
+    max_rows: int = 4000,
+    seed: int = 0,
+    n_mixture: int = 1,
+    line_ew_sd: float = 0.0,
+    lines: Sequence[str] = DEFAULT_LINE_GROUPS,
 ) -> TemplateBasis:
     """A PCA basis with its coefficient prior (a Gaussian, or a mixture of ``n_mixture``) from the training
-    split; K chosen on validation SEDs."""
-    from .learned import choose_n_components, learn_basis
+    split; K chosen on validation SEDs; ``line_ew_sd > 0`` adds free emission-line templates with that prior
+    sigma [A] (:func:`csstz.templates.learned.add_emission_lines`)."""
+    from .learned import add_emission_lines, choose_n_components, learn_basis
 
     wave, s_train, info = rest_seds_of_split(dataset, "train", max_rows=max_rows, seed=seed)
     table = []
@@ -149,6 +158,8 @@ def learn_physics_basis(
     basis = learn_basis(wave, s_train, int(n_components), seed=seed, provenance=info, n_mixture=n_mixture)
     if table:
         basis.provenance["k_selection_val"] = table
+    if line_ew_sd > 0:
+        basis = add_emission_lines(basis, line_ew_sd, lines)
     return basis
 
 

@@ -79,6 +79,8 @@ N_FINE = 8
 AMPLITUDE_SCATTER = 1.0
 #: Amplitude floor of the prior, relative to the spectrum's largest amplitude over shifts (project choice).
 AMPLITUDE_FLOOR_REL = 0.01
+#: A compact template counts as absent at a shift where its M_jj is below this fraction of its maximum.
+COMPACT_ABSENT_REL = 1e-6
 #: Outlier window of the multimodality indicator, |dz|/(1+z) (the catastrophic-outlier threshold).
 SECOND_PEAK_DZ = 0.02
 #: LSF bins for lsf="morphology": edges grow by this factor from the PSF sigma (as the NNLS template fit).
@@ -257,6 +259,8 @@ class XcorrModel:
         self.n_rest = L + n_shift - 1
         self.n_fft = sfft.next_fast_len(self.n_rest, real=True)
         self.K = basis.n_templates
+        # templates that vanish over part of the rest grid (emission lines): see _phase_equations
+        self._compact = [j for j in range(self.K) if np.mean(basis.templates[j] == 0.0) > 0.5]
         self.pairs = [(j, k) for j in range(self.K) for k in range(j, self.K)]
         self._pair_index = (np.array([j for j, _ in self.pairs]), np.array([k for _, k in self.pairs]))
         self.lsf_sigma_pix = tuple(float(s) for s in lsf_sigma_pix)
@@ -330,7 +334,18 @@ class XcorrModel:
         ns = self.n_shift
         bb = sfft.irfft(G1[:, None, :] * ker.TF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
         mm = sfft.irfft(G0[:, None, :] * ker.QF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
-        return bb.transpose(1, 0, 2), mm.transpose(1, 0, 2)
+        bb, mm = bb.transpose(1, 0, 2), mm.transpose(1, 0, 2)
+        for j in self._compact:
+            # a template with compact support (an emission line) has no data at many shifts: there its
+            # normal equations hold only FFT round-off, which must read as exactly "absent"
+            djj = mm[self.pairs.index((j, j))]
+            gone = djj <= COMPACT_ABSENT_REL * np.max(djj, axis=1, keepdims=True)
+            if gone.any():
+                bb[j][gone] = 0.0
+                for p, (a, c) in enumerate(self.pairs):
+                    if a == j or c == j:
+                        mm[p][gone] = 0.0
+        return bb, mm
 
     def _spectra_ffts(self, f: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         wf = (w * f).astype(self.dtype)

@@ -198,7 +198,14 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
     inst = load_instrument(config.instrument)
     bands = tuple(config.bands)
     waves = {b: w.wave_aa for b, w in read_spectra(dataset_path, bands=bands, rows=train_rows[:1]).bands.items()}
-    basis = learn_physics_basis(dataset_path, pz.n_components, seed=config.seed, n_mixture=pz.prior_mixture)
+    basis = learn_physics_basis(
+        dataset_path,
+        pz.n_components,
+        seed=config.seed,
+        n_mixture=pz.prior_mixture,
+        line_ew_sd=pz.line_ew_sd,
+        lines=pz.lines,
+    )
     physics = PhysicsCurves(basis, waves, inst.psf_sigma_pix, pz.lsf, threads=pz.threads, coeff_curves=pz.coeff_curves)
     z_all = np.asarray(cat["Z"], np.float64)
     lsf_all = physics.lsf_index(cat, inst)
