@@ -78,7 +78,7 @@ def test_prior_marginal_likelihood_equals_its_formula(g):
     logw, mu, prec, logdet_prec = _prior(rng, g)
     floor_rel = 0.01
     ll_p, ll_ls, coef = np.empty((n, s)), np.empty((n, s)), np.empty((K, n, s))
-    solve_prior(bb, mm, fwf, pj, pk, norm, logw, mu, prec, logdet_prec, floor_rel, True, ll_p, ll_ls, coef)
+    solve_prior(bb, mm, fwf, pj, pk, norm, logw, mu, prec, logdet_prec, floor_rel, True, ll_p, ll_ls, coef, 0, ll_p)
 
     Mr = M + np.eye(K) * (1e-10 * np.diagonal(M, axis1=-2, axis2=-1)[..., None] + 1e-300)
     a_ls = np.linalg.solve(Mr, b[..., None])[..., 0]
@@ -114,7 +114,7 @@ def test_a_system_that_is_not_positive_definite_gives_minus_infinity_and_zero_co
     pj, pk = _pairs(K)
     logw, mu, prec, logdet_prec = _prior(rng, 1)
     ll_p, ll_ls, coef = np.empty((n, s)), np.empty((n, s)), np.empty((K, n, s))
-    solve_prior(bb, mm, fwf, pj, pk, np.ones(K), logw, mu, prec, logdet_prec, 0.01, True, ll_p, ll_ls, coef)
+    solve_prior(bb, mm, fwf, pj, pk, np.ones(K), logw, mu, prec, logdet_prec, 0.01, True, ll_p, ll_ls, coef, 0, ll_p)
     assert ll_p[0, 4] == -np.inf
     assert np.isfinite(np.delete(ll_p[0], 4)).all()
     ls_coef = np.empty((K, n, s))

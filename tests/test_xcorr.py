@@ -307,3 +307,37 @@ def test_a_free_oii_template_recovers_galaxies_with_stronger_oii_than_the_basis(
         po = posterior(m.lnz, loglike_curves(m, _split(noisy, waves), _split(err, waves), mode="prior", threads=1))
         eta[name] = float(np.mean(np.abs(po["z"] - z) / (1 + z) > 0.02))
     assert eta["lines"] < eta["base"] - 0.1, eta
+
+
+def test_nested_likelihood_without_the_free_lines_equals_the_base_basis_near_the_peak(waves, inst):
+    """``prior+ls+nested``: the third curve (the model without its free [OII] template, from the same
+    factorisation) is the base basis' own marginal likelihood where it matters, near its peak."""
+    from csstz.templates.learned import add_emission_lines
+
+    wave = rest_grid_aa()
+    tw, tf = read_templates()
+    T = np.stack([np.interp(wave, tw, t) for t in tf])
+    rng = np.random.default_rng(4)
+    base = learn_basis(wave, _family(rng, 500) @ T, 5)
+    lines = add_emission_lines(base, 10.0, ("OII",))
+    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
+    z = rng.uniform(0.1, 1.3, 12)
+    clean = np.einsum("nk,nkp->np", _family(rng, z.size), tm.render(z))
+    err = np.full_like(clean, 0.7) * np.abs(clean).mean(axis=1, keepdims=True)
+    noisy = _split(clean + err * rng.normal(size=clean.shape), waves)
+    err = _split(err, waves)
+    m_lines = XcorrModel(lines, waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+    m_base = XcorrModel(base, waves, lsf_sigma_pix=(inst.psf_sigma_pix,))
+    assert (m_lines.n_free, m_base.n_free) == (1, 0)
+    three = loglike_curves(m_lines, noisy, err, mode="prior+ls+nested", threads=1)
+    ref = loglike_curves(m_base, noisy, err, mode="prior", threads=1)
+    assert three.shape == (z.size, 3, ref.shape[1])
+    np.testing.assert_array_equal(three[:, 0], loglike_curves(m_lines, noisy, err, mode="prior", threads=1))
+    near = ref > ref.max(axis=1, keepdims=True) - 10.0
+    diff = np.abs(three[:, 2] - ref)[near]
+    assert np.median(diff) < 0.05 and np.quantile(diff, 0.9) < 0.5, (np.median(diff), np.quantile(diff, 0.9))
+    # the free line changes the likelihood (the nested curve is not a copy of the full one) ...
+    assert np.max(np.abs(three[:, 2] - three[:, 0])[near]) > 0.1
+    # ... and without free lines the nested curve is the curve itself
+    both = loglike_curves(m_base, noisy, err, mode="prior+ls+nested", threads=1)
+    np.testing.assert_array_equal(both[:, 2], both[:, 0])

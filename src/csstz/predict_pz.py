@@ -142,7 +142,8 @@ def refine_on_physics(
     ----------
     z_mode : ndarray (N,)
     loglike : ndarray (N, K)
-        Physics curve 0 (log marginal likelihood minus its maximum).
+        The physics locator (:meth:`csstz.templates.physics.PhysicsCurves.curves` with ``with_locator``: log
+        marginal likelihood minus its maximum).
     log_prior : ndarray (K,)
     grid_z : ndarray (K,)
     window : int
@@ -267,11 +268,11 @@ class PzRun:
     def forward(
         self, flux: dict, err: dict, lsf_index: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Network logits (N, M, K), the physics scalars (N, S), the physics log-likelihood (N, K) and the
+        """Network logits (N, M, K), the physics scalars (N, S), the physics locator log-likelihood (N, K) and the
         feature distance (N,)."""
-        curves, scal = self.physics.curves(flux, err, lsf_index)
+        curves, scal, locator = self.physics.curves(flux, err, lsf_index, with_locator=True)
         lg, dist = self.network(curves, scal)
-        return lg, scal, curves[:, 0], dist
+        return lg, scal, locator, dist
 
     def network(self, curves: np.ndarray, scalars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The members' logits (N, M, K) of physics curves and scalars, and the squared Mahalanobis distance
@@ -377,18 +378,23 @@ def predict_rows(
     lsf = run.physics.lsf_index(cat, load_instrument())
     phys = run.physics.for_workers(workers)
 
-    def curves(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def curves(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
         sp = read_spectra(spectra_path, bands=run.bands, rows=rows[s : s + block], with_catalog=False)
         err = {b: sp.bands[b].err for b in run.bands}
-        c, sc = phys.curves({b: sp.bands[b].flux for b in run.bands}, err, None if lsf is None else lsf[s : s + block])
-        return c, sc, *valid_pixels(err, run.bands)
+        c, sc, loc = phys.curves(
+            {b: sp.bands[b].flux for b in run.bands},
+            err,
+            None if lsf is None else lsf[s : s + block],
+            with_locator=True,
+        )
+        return c, sc, loc, *valid_pixels(err, run.bands)
 
     parts = []
     with one_thread_beside_workers(workers):
-        for c, sc, valid, n_pix in forked_imap(curves, range(0, rows.size, block), workers):
+        for c, sc, loc, valid, n_pix in forked_imap(curves, range(0, rows.size, block), workers):
             lg, dist = run.network(c, sc)
             out = run.summarise_outputs(
-                lg, sc, c[:, 0], temperature, pit_map=True if temperature is None else None, feature_distance=dist
+                lg, sc, loc, temperature, pit_map=True if temperature is None else None, feature_distance=dist
             )
             out["chi2_dof"] = sc[:, 2].astype(np.float64)
             out["n_valid"], out["n_pixels"] = valid, n_pix

@@ -242,15 +242,25 @@ class PhysicsCurves:
         return np.minimum(lsf_bins(sig, self.psf_sigma_pix)[0], LSF_MAX_BINS - 1)
 
     def curves(
-        self, flux_by_band: dict, err_by_band: dict, lsf_index: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Curves and scalars of N spectra.
+        self,
+        flux_by_band: dict,
+        err_by_band: dict,
+        lsf_index: np.ndarray | None = None,
+        with_locator: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Curves and scalars of N spectra (and, ``with_locator``, the curve that locates the peak).
 
         Parameters
         ----------
         flux_by_band, err_by_band : dict of str -> ndarray, shape (N, L_band)
             1e-17 erg/s/cm^2/A; err not finite = no data.
         lsf_index : ndarray of int, shape (N,), optional
+        with_locator : bool
+            Also return the locator (N, K) float32: the log of the equal-weight mixture of the marginal
+            likelihoods with and without the basis's free emission lines, minus its maximum (curve 0 for a
+            basis without them). Where the training family's line ratios fit, the model without free lines
+            is the sharper and dominates; where they do not, the model with them does
+            (docs/estimator.md).
 
         Returns
         -------
@@ -260,12 +270,13 @@ class PhysicsCurves:
         scalars : ndarray, shape (N, 3), float32
             ln(1 + SNR) of the first two bands, and the least-squares chi2 per degree of freedom.
         """
+        nested = with_locator and self.model.n_free > 0
         res = loglike_curves(
             self.model,
             flux_by_band,
             err_by_band,
             lsf_index,
-            mode="prior+ls",
+            mode="prior+ls+nested" if nested else "prior+ls",
             threads=self.threads,
             with_coeff=self.coeff_curves,
         )
@@ -288,7 +299,15 @@ class PhysicsCurves:
             snr = snr_median(np.asarray(flux_by_band[b], np.float64), np.asarray(err_by_band[b], np.float64))
             scal[:, j] = np.log1p(np.maximum(np.nan_to_num(snr), 0.0))
         scal[:, 2] = np.clip(self.chi2_dof(top[:, 0], err_by_band), 0.0, 50.0)
-        return out, scal
+        if not with_locator:
+            return out, scal
+        if not nested:
+            return out, scal, out[:, 0].copy()
+        with np.errstate(invalid="ignore"):
+            mix = np.logaddexp(llp.astype(np.float64), both[:, 2].astype(np.float64))
+            loc = mix - np.max(mix, axis=1, keepdims=True)
+        loc = np.maximum(np.nan_to_num(loc, nan=-1e4, neginf=-1e4, posinf=0.0), -1e4)
+        return out, scal, loc.astype(np.float32)
 
     def chi2_dof(self, best_loglike_ls: np.ndarray, err_by_band: dict) -> np.ndarray:
         """Best least-squares chi2 per degree of freedom, shape (N,)."""

@@ -12,7 +12,12 @@ and needs, at every shift:
   ``(M + P / A^2) a = b + P mu / A``, starting from the least-squares amplitude, floored at
   ``floor_rel`` of the spectrum's largest amplitude over shifts), then
   ``-(f.W.f + mu.P.mu - g.a) / 2`` with the Occam terms ``-(log det H - log det P) / 2 - K log A``,
-  summed over components by log-sum-exp; the coefficients returned are the best component's.
+  summed over components by log-sum-exp; the coefficients returned are the best component's;
+* with ``n_free > 0`` trailing templates of zero prior mean and a prior independent of the others (the free
+  emission lines of :func:`csstz.templates.learned.add_emission_lines`), also the *nested* marginal
+  likelihood of the model without them, from the same factorisation (Schur complement): with ``y = L^-1 g``,
+  ``log L_nested = log L - sum_free (y_j^2 / 2 - log L_jj + log(P_jj / A^2) / 2)`` at the same amplitude
+  (``L_jj`` the Cholesky pivot of ``H = M + P / A^2`` with the free templates last).
 
 A Cholesky pivot d <= 0 (not positive definite) zeroes that solve's coefficients and makes its log
 determinant NaN, so that shift's prior log-likelihood is -inf. These are the numbers of the vectorised
@@ -211,9 +216,13 @@ def solve_prior(
     ll_prior: np.ndarray,
     ll_ls: np.ndarray,
     coef: np.ndarray,
+    n_free: int,
+    ll_nested: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Prior marginal log-likelihood (``ll_prior``, (N, S)), least-squares log-likelihood (``ll_ls``,
-    (N, S)) and the best prior component's coefficients (``coef``, (K, N, S)); module docstring.
+    (N, S)), the best prior component's coefficients (``coef``, (K, N, S)) and, for ``n_free > 0``, the
+    nested likelihood without the last ``n_free`` templates (``ll_nested``, (N, S); not written for
+    ``n_free = 0``); module docstring.
 
     logw (G,), mu (G, K), prec (G, K, K), logdet_prec (G,): the prior components.
     """
@@ -232,6 +241,7 @@ def solve_prior(
     amp_use = np.empty(BLOCK_S)
     tot = np.empty(BLOCK_S)
     best = np.empty(BLOCK_S)
+    tot_n = np.empty(BLOCK_S)
     amp0 = np.empty(S)
     pmu = np.empty((G, K))
     mupmu = np.empty(G)
@@ -277,6 +287,7 @@ def solve_prior(
             for s in range(B):
                 tot[s] = -np.inf
                 best[s] = -np.inf
+                tot_n[s] = -np.inf
             for c in range(G):
                 for s in range(B):
                     amp[s] = amp0[s0 + s]
@@ -313,6 +324,23 @@ def solve_prior(
                         for j in range(K):
                             det_l *= L[j, j, s]
                         ll = ll + math.log(det_l) + 0.5 * logdet_prec[c] + K * math.log(amp_use[s])
+                    if n_free > 0:
+                        # the nested model without the free trailing templates (module docstring)
+                        lln = ll
+                        for j in range(K - n_free, K):
+                            lln -= 0.5 * y[j, s] * y[j, s]
+                            if occam:
+                                lln -= (
+                                    math.log(L[j, j, s]) + 0.5 * math.log(prec[c, j, j]) + math.log(amp_use[s])
+                                )  # L: 1 / L_jj
+                        if not (ok[s] > 0.0 and math.isfinite(lln)):
+                            lln = -np.inf
+                        lln += logw[c]
+                        if tot_n[s] == -np.inf:
+                            tot_n[s] = lln
+                        elif lln > -np.inf:
+                            hi = max(tot_n[s], lln)
+                            tot_n[s] = hi + math.log(math.exp(tot_n[s] - hi) + math.exp(lln - hi))
                     if not (ok[s] > 0.0 and math.isfinite(ll)):
                         ll = -np.inf
                     ll += logw[c]
@@ -327,6 +355,9 @@ def solve_prior(
                         tot[s] = hi + math.log(math.exp(tot[s] - hi) + math.exp(ll - hi))
             for s in range(B):
                 ll_prior[n, s0 + s] = tot[s]
+            if n_free > 0:
+                for s in range(B):
+                    ll_nested[n, s0 + s] = tot_n[s]
 
 
 def warm_up(n_templates: int = 5) -> None:
@@ -341,7 +372,7 @@ def warm_up(n_templates: int = 5) -> None:
     solve_ls_forward(bb, mm, fwf, pj, pk, ll)
     solve_ls(bb, mm, fwf, pj, pk, ll, coef)
     solve_prior(bb, mm, fwf, pj, pk, np.ones(K), np.zeros(1), np.ones((1, K)), np.eye(K)[None], np.zeros(1), 0.01,
-                True, ll, ll2, coef)  # fmt: skip
+                True, ll, ll2, coef, 0, ll)  # fmt: skip
 
 
 __all__ = ["solve_prior", "solve_ls", "solve_ls_forward", "warm_up", "PRIOR_ITERATIONS", "BLOCK_S"]

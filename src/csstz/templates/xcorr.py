@@ -89,7 +89,9 @@ LSF_MAX_BINS = 10
 #: Elements (spectra x shifts) per chunk of the batched K x K solves: arrays stay in the CPU cache.
 SOLVE_ELEMENTS = 8192
 #: Likelihoods of :meth:`XcorrModel.loglike`.
-MODES = ("ls", "prior", "prior+ls")
+MODES = ("ls", "prior", "prior+ls", "prior+ls+nested")
+#: Number of log-likelihood curves each mode returns per spectrum.
+N_CURVES = {"ls": 1, "prior": 1, "prior+ls": 2, "prior+ls+nested": 3}
 #: Spectra per block of the batched FFTs (memory ~ block x 20 x n_fft x 8 bytes).
 BLOCK = 128
 
@@ -261,6 +263,12 @@ class XcorrModel:
         self.K = basis.n_templates
         # templates that vanish over part of the rest grid (emission lines): see _phase_equations
         self._compact = [j for j in range(self.K) if np.mean(basis.templates[j] == 0.0) > 0.5]
+        # trailing free emission-line templates (zero norm and prior mean): the nested likelihood drops them
+        n_free = len(basis.provenance.get("emission_lines", {}).get("groups", ())) if basis.has_prior else 0
+        tail = slice(self.K - n_free, self.K)
+        self.n_free = (
+            n_free if n_free and np.all(basis.norm[tail] == 0) and np.all(basis.prior_mean[:, tail] == 0) else 0
+        )
         self.pairs = [(j, k) for j in range(self.K) for k in range(j, self.K)]
         self._pair_index = (np.array([j for j, _ in self.pairs]), np.array([k for _, k in self.pairs]))
         self.lsf_sigma_pix = tuple(float(s) for s in lsf_sigma_pix)
@@ -390,7 +398,7 @@ class XcorrModel:
     def _solve_phase(
         self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray, mode: str, with_coeff: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """log L ((N, ns), or (2, N, ns) for "prior+ls") and coefficients (K, N, ns) (None for "ls" without
+        """log L ((N, ns), or (C, N, ns) for the C-curve modes) and coefficients (K, N, ns) (None for "ls" without
         ``with_coeff``) of one phase from its normal equations (compiled solves, :mod:`.solve_kernel`)."""
         bb = np.ascontiguousarray(bb, np.float64)
         mm = np.ascontiguousarray(mm, np.float64)
@@ -406,13 +414,15 @@ class XcorrModel:
             ll = np.empty((N, ns))
             solve_ls(bb, mm, fwf, pj, pk, ll, coef)
             return ll, coef
-        ll = np.empty((2, N, ns))
+        ll = np.empty((3, N, ns))
         logw, mu, prec, logdet_prec = self._prior_arrays()
         solve_prior(
             bb, mm, fwf, pj, pk, self.norm, logw, mu, prec, logdet_prec, AMPLITUDE_FLOOR_REL, self.occam,
-            ll[0], ll[1], coef,
+            ll[0], ll[1], coef, self.n_free, ll[2],
         )  # fmt: skip
-        return (ll if mode == "prior+ls" else ll[0]), coef
+        if self.n_free == 0:
+            ll[2] = ll[0]  # nothing to drop: the nested model is the model
+        return (ll[0] if mode == "prior" else ll[: N_CURVES[mode]]), coef
 
     def loglike(
         self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff: bool = False
@@ -423,6 +433,8 @@ class XcorrModel:
         ``mode="ls"``: -chi2_min/2 (plain least squares, coefficients of any sign).
         ``mode="prior"``: log marginal likelihood with the basis's coefficient prior (module docstring).
         ``mode="prior+ls"``: both from one set of FFTs and solves, log L of shape (N, 2, J) (prior, ls).
+        ``mode="prior+ls+nested"``: (N, 3, J), the third the prior likelihood without the basis's free emission
+        lines (:attr:`n_free` trailing templates; the prior likelihood itself when there are none).
         """
         if mode not in MODES:
             raise InputError("mode", "unknown likelihood", value=mode, allowed=", ".join(MODES))
@@ -435,16 +447,17 @@ class XcorrModel:
         sub = max(1, SOLVE_ELEMENTS // self.n_shift)  # spectra per cache-sized solve chunk
         for ph in range(self.n_phase):
             bb, mm = self._phase_equations(G1, G0, ker, ph)
-            ll = np.empty((2, N, self.n_shift) if mode == "prior+ls" else (N, self.n_shift))
+            nc = N_CURVES[mode]
+            ll = np.empty((nc, N, self.n_shift) if nc > 1 else (N, self.n_shift))
             a = np.empty((self.K, N, self.n_shift))
             for s in range(0, N, sub):
                 sl = slice(s, min(s + sub, N))
                 ll[..., sl, :], a_sl = self._solve_phase(bb[:, sl], mm[:, sl], fwf[sl], mode, with_coeff)
                 a[:, sl] = np.nan if a_sl is None else a_sl
-            lls.append(np.moveaxis(ll, 0, -1) if mode == "prior+ls" else ll)
+            lls.append(np.moveaxis(ll, 0, -1) if nc > 1 else ll)
             coefs.append(np.moveaxis(a, 0, -1))
-        ll = self._to_grid(np.stack(lls))  # (N, J) or (N, J, 2)
-        if mode == "prior+ls":
+        ll = self._to_grid(np.stack(lls))  # (N, J) or (N, J, C)
+        if N_CURVES[mode] > 1:
             ll = np.moveaxis(ll, -1, 1)
         return ll, (None if mode == "ls" and not with_coeff else self._to_grid(np.stack(coefs)))
 
@@ -470,7 +483,8 @@ def loglike_curves(
     block: int = BLOCK,
     with_coeff: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """log L(z) of N spectra, (N, J) float32 ((N, 2, J) for ``mode="prior+ls"``), blocks of ``block`` run
+    """log L(z) of N spectra, (N, J) float32 ((N, C, J) for the C-curve modes ``"prior+ls"``,
+    ``"prior+ls+nested"``), blocks of ``block`` run
     on ``threads`` threads.
 
     ``lsf_index``: None (all use template set 0) or an int array (N,) choosing the LSF set of each spectrum.
@@ -480,7 +494,8 @@ def loglike_curves(
     f, w = model.prepare_spectra(flux_by_band, err_by_band)
     N = f.shape[0]
     idx = np.zeros(N, int) if lsf_index is None else np.asarray(lsf_index, int)
-    out = np.empty((N, 2, model.lnz.size) if mode == "prior+ls" else (N, model.lnz.size), np.float32)
+    nc = N_CURVES.get(mode, 1)
+    out = np.empty((N, nc, model.lnz.size) if nc > 1 else (N, model.lnz.size), np.float32)
     coef = np.empty((N, model.lnz.size, model.K), np.float32) if with_coeff else None
     jobs = []
     for k in np.unique(idx):
