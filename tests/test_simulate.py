@@ -360,3 +360,22 @@ def test_noiseless_spectrum_and_crb_from_simulate_arrays():
     np.testing.assert_allclose(cols2["ZERR_CRB"][:2] / (2 + 2 * z[:2]), zc[:2] / (1 + z[:2]), rtol=1e-9)
     with pytest.raises(InputError, match="Z"):
         simulate_arrays(*args, z=z[:2])
+
+
+def test_snr_median_is_the_median_over_each_rows_valid_pixels():
+    from csstz.simulate.extract import snr_median
+
+    rng = np.random.default_rng(0)
+    flux = rng.normal(1.0, 1.0, (300, 37))
+    err = rng.uniform(0.5, 2.0, (300, 37))
+    err[rng.random(err.shape) < 0.3] = np.inf  # masked pixels
+    err[5] = np.inf  # no valid pixel
+    flux[7, 3] = np.nan
+    err[9, :36] = np.nan  # one valid pixel
+    err[9, 36] = 1.0
+    err[11, 10] = 0.0
+    valid = np.isfinite(err) & (err > 0) & np.isfinite(flux)
+    expected = np.array([np.median(f[v] / e[v]) if v.any() else np.nan for f, e, v in zip(flux, err, valid)])
+    got = snr_median(flux, err)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15, equal_nan=True)
+    assert np.isnan(got[5]) and got[9] == flux[9, 36]

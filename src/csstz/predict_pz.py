@@ -114,8 +114,7 @@ def summarise(
         if snr is None:
             raise InputError("snr", "a PIT map needs each spectrum's GI SNR", value=None)
         dens = pdf.apply_pit_map(dens, grid_z, snr, pit_map)
-    lo68, hi68 = pdf.central_interval(dens, grid_z, P68)
-    lo95, hi95 = pdf.central_interval(dens, grid_z, P95)
+    lo68, hi68, lo95, hi95 = pdf.quantiles(dens, grid_z, (0.5 - P68 / 2, 0.5 + P68 / 2, 0.5 - P95 / 2, 0.5 + P95 / 2))
     return {
         "pz": dens.astype(np.float32),
         "z": z,

@@ -38,6 +38,8 @@ from ..schema import NORM_TOL, check_pz
 from ..schema import check_pz_grid as check_grid
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .._types import ArrayLike
 
 #: Levels of the central intervals of the report (Gaussian +-1 and +-2 sigma contents).
@@ -163,24 +165,32 @@ def quantile(pz: ArrayLike, z_grid: ArrayLike, q: float | ArrayLike) -> np.ndarr
     central intervals and the PIT agree: a truth lies inside the central interval of level a exactly
     when its PIT lies within (1 -+ a)/2.
     """
+    return quantiles(pz, z_grid, (float(q),))[0]
+
+
+def quantiles(pz: ArrayLike, z_grid: ArrayLike, qs: Sequence[float]) -> np.ndarray:
+    """:func:`quantile` at several levels from one normalisation and one CDF: shape (len(qs), N)."""
     g = check_grid(z_grid, "z_grid")
-    qq = float(q)
-    if not 0.0 <= qq <= 1.0:
-        raise InputError("q", "must lie in [0, 1]", value=q)
+    for q in qs:
+        if not 0.0 <= float(q) <= 1.0:
+            raise InputError("q", "must lie in [0, 1]", value=q)
     p = normalise(pz, g)
     c = cdf(p, g)
-    n = c.shape[0]
-    rows = np.arange(n)
-    j = np.clip((c <= qq).sum(axis=1) - 1, 0, g.size - 2)  # last point with CDF <= q
-    h = g[j + 1] - g[j]
-    pa, pb = p[rows, j] * h, p[rows, j + 1] * h  # CDF(t) = c_j + pa t + (pb - pa) t^2 / 2, t in [0, 1]
-    rest = qq - c[rows, j]
-    a2 = 0.5 * (pb - pa)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        disc = np.sqrt(np.maximum(pa * pa + 4.0 * a2 * rest, 0.0))
-        t = np.where(np.abs(a2) > 1e-12 * np.maximum(pa, 1e-300), 2.0 * rest / (pa + disc), rest / pa)
-    t = np.where(np.isfinite(t), np.clip(t, 0.0, 1.0), 0.0)
-    return g[j] + t * h
+    rows = np.arange(c.shape[0])
+    out = np.empty((len(qs), c.shape[0]))
+    for i, q in enumerate(qs):
+        qq = float(q)
+        j = np.clip((c <= qq).sum(axis=1) - 1, 0, g.size - 2)  # last point with CDF <= q
+        h = g[j + 1] - g[j]
+        pa, pb = p[rows, j] * h, p[rows, j + 1] * h  # CDF(t) = c_j + pa t + (pb - pa) t^2 / 2, t in [0, 1]
+        rest = qq - c[rows, j]
+        a2 = 0.5 * (pb - pa)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            disc = np.sqrt(np.maximum(pa * pa + 4.0 * a2 * rest, 0.0))
+            t = np.where(np.abs(a2) > 1e-12 * np.maximum(pa, 1e-300), 2.0 * rest / (pa + disc), rest / pa)
+        t = np.where(np.isfinite(t), np.clip(t, 0.0, 1.0), 0.0)
+        out[i] = g[j] + t * h
+    return out
 
 
 def central_interval(pz: ArrayLike, z_grid: ArrayLike, level: float = LEVEL_68) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +198,8 @@ def central_interval(pz: ArrayLike, z_grid: ArrayLike, level: float = LEVEL_68) 
     lev = float(level)
     if not 0.0 < lev < 1.0:
         raise InputError("level", "must lie strictly between 0 and 1", value=level)
-    return quantile(pz, z_grid, 0.5 - 0.5 * lev), quantile(pz, z_grid, 0.5 + 0.5 * lev)
+    lo, hi = quantiles(pz, z_grid, (0.5 - 0.5 * lev, 0.5 + 0.5 * lev))
+    return lo, hi
 
 
 def mode(pz: ArrayLike, z_grid: ArrayLike, refine: bool = True) -> np.ndarray:
@@ -407,6 +418,7 @@ __all__ = [
     "check_grid",
     "check_pz",
     "normalise",
+    "quantiles",
     "from_loglike",
     "from_chi2",
     "cdf",
