@@ -241,17 +241,24 @@ def _family(rng, n):
     return np.array([0.1, 1.0, 0.3, 0.05, 0.4]) * np.exp(0.15 * rng.normal(size=(n, 5)))
 
 
+def _family_basis_and_renderer(seed, waves, inst):
+    """A basis learned from 500 SEDs of :func:`_family` (kcorrect templates), an exact-pixel renderer of those
+    templates, and the random generator that drew them."""
+    wave = rest_grid_aa()
+    tw, tf = read_templates()
+    T = np.stack([np.interp(wave, tw, t) for t in tf])
+    rng = np.random.default_rng(seed)
+    base = learn_basis(wave, _family(rng, 500) @ T, 5)
+    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
+    return base, tm, rng
+
+
 def test_a_line_outside_the_bands_leaves_the_likelihood_unchanged(waves, inst):
     """Where H-alpha is redshifted beyond GI, the basis with a free H-alpha template gives the base curves."""
     from csstz.templates.learned import add_emission_lines
 
-    wave = rest_grid_aa()
-    tw, tf = read_templates()
-    T = np.stack([np.interp(wave, tw, t) for t in tf])
-    rng = np.random.default_rng(7)
-    base = learn_basis(wave, _family(rng, 500) @ T, 5)
+    base, tm, rng = _family_basis_and_renderer(7, waves, inst)
     lines = add_emission_lines(base, 10.0, ("HaNII",))
-    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
     clean = np.einsum("nk,nkp->np", _family(rng, 6), tm.render(np.array([0.2, 0.3, 0.5, 0.7, 0.9, 1.2])))
     err = np.full_like(clean, 0.5) * np.abs(clean).mean(axis=1, keepdims=True)
     noisy = clean + err * rng.normal(size=clean.shape)
@@ -314,13 +321,8 @@ def test_nested_likelihood_without_the_free_lines_equals_the_base_basis_near_the
     factorisation) is the base basis' own marginal likelihood where it matters, near its peak."""
     from csstz.templates.learned import add_emission_lines
 
-    wave = rest_grid_aa()
-    tw, tf = read_templates()
-    T = np.stack([np.interp(wave, tw, t) for t in tf])
-    rng = np.random.default_rng(4)
-    base = learn_basis(wave, _family(rng, 500) @ T, 5)
+    base, tm, rng = _family_basis_and_renderer(4, waves, inst)
     lines = add_emission_lines(base, 10.0, ("OII",))
-    tm = TemplateModel(waves, {k: inst.psf_sigma_pix * inst.band(k).dispersion_aa_per_pix for k in BANDS}, dlnz=0.01)
     z = rng.uniform(0.1, 1.3, 12)
     clean = np.einsum("nk,nkp->np", _family(rng, z.size), tm.render(z))
     err = np.full_like(clean, 0.7) * np.abs(clean).mean(axis=1, keepdims=True)
