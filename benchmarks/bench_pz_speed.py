@@ -54,8 +54,8 @@ def main() -> None:
     sp = read_spectra(args.data, bands=run.bands, rows=rows)
     flux = {b: sp.bands[b].flux for b in run.bands}
     err = {b: sp.bands[b].err for b in run.bands}
-    curves, scal = run.physics.curves(flux, err, lsf)
-    t_phys = best_of(lambda: run.physics.curves(flux, err, lsf))  # `threads` threads, one process
+    curves, scal, loc = run.physics.curves(flux, err, lsf, with_locator=True)
+    t_phys = best_of(lambda: run.physics.curves(flux, err, lsf, with_locator=True))  # `threads` threads, one process
     ct, st = torch.from_numpy(curves), torch.from_numpy(scal)
 
     def net() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
 
     t_net = best_of(net)
     lg, dist = run.network(curves, scal)
-    t_sum = best_of(lambda: run.summarise_outputs(lg, scal, curves[:, 0], feature_distance=dist))
+    t_sum = best_of(lambda: run.summarise_outputs(lg, scal, loc, feature_distance=dist))
     summary = json.loads((Path(args.run) / "summary.json").read_text())
     fit = summary["fit"]
     result = {

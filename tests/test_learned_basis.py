@@ -111,6 +111,8 @@ def test_line_templates_have_unit_flux_and_compact_support():
     assert abs(np.sum((o3 * step)[near(4960.30)]) / np.sum((o3 * step)[near(5008.24)]) - 1 / 2.98) < 0.01
     with pytest.raises(InputError, match="lines"):
         line_templates(wave, ("Lya",))
+    with pytest.raises(InputError, match="outside"):
+        line_templates(wave[wave < 3000.0], ("HaNII",))
 
 
 def test_emission_lines_extend_the_basis_without_touching_its_prior(tmp_path):
@@ -126,6 +128,11 @@ def test_emission_lines_extend_the_basis_without_touching_its_prior(tmp_path):
     np.testing.assert_array_equal(a.prior_cov[:, [4, 5], [4, 5]], 100.0)
     np.testing.assert_array_equal(a.norm, np.r_[b.norm, 0.0, 0.0])
     assert a.provenance["emission_lines"]["groups"] == ["OII", "HaNII"]
+    assert a.provenance["emission_lines"]["n_templates"] == 2
+    # lines added in two steps all stay free
+    twice = add_emission_lines(add_emission_lines(b, 10.0, ("OII",)), 5.0, ("OIII",))
+    assert twice.provenance["emission_lines"]["n_templates"] == 2 and twice.n_templates == 6
+    np.testing.assert_array_equal(twice.prior_cov[0, [4, 5], [4, 5]], [100.0, 25.0])
     path = tmp_path / "lines.h5"
     save_basis(a, path)
     r = read_basis(path)

@@ -121,3 +121,44 @@ def test_a_system_that_is_not_positive_definite_gives_minus_infinity_and_zero_co
     ll2 = np.empty((n, s))
     solve_ls(bb, mm, fwf, pj, pk, ll2, ls_coef)
     assert np.all(ls_coef[:, 0, 4] == 0.0) and ll2[0, 4] == -0.5 * fwf[0]
+
+
+@pytest.mark.parametrize("g", [1, 3])
+@pytest.mark.parametrize("occam", [True, False])
+def test_nested_likelihood_without_the_free_template_equals_the_smaller_models(g, occam):
+    """n_free = 1: the last template has zero prior mean, an independent prior and no amplitude share; the
+    nested curve is the marginal likelihood of the first K - 1 templates at the full model's amplitude."""
+    rng = np.random.default_rng(5)
+    n, s, k0 = 2, 40, K - 1
+    M, b, fwf, _ = _systems(rng, n, s)
+    bb, mm = _packed(M, b)
+    pj, pk = _pairs(K)
+    norm = np.r_[rng.uniform(0.5, 1.5, k0), 0.0]
+    logw, mu, prec, _ = _prior(rng, g)
+    mu[:, k0] = 0.0
+    prec[:, k0, :k0] = prec[:, :k0, k0] = 0.0
+    logdet_prec = np.array([np.linalg.slogdet(p)[1] for p in prec])
+    ll_p, ll_ls, coef, ll_n = np.empty((n, s)), np.empty((n, s)), np.empty((K, n, s)), np.empty((n, s))
+    solve_prior(bb, mm, fwf, pj, pk, norm, logw, mu, prec, logdet_prec, 0.01, occam, ll_p, ll_ls, coef, 1, ll_n)
+
+    Mr = M + np.eye(K) * (1e-10 * np.diagonal(M, axis1=-2, axis2=-1)[..., None] + 1e-300)
+    amp0 = np.linalg.solve(Mr, b[..., None])[..., 0] @ norm
+    floor = np.maximum(0.01 * np.max(np.abs(amp0), axis=1, keepdims=True), 1e-30)
+    nested = []
+    for c in range(g):
+        amp = amp0
+        for _ in range(PRIOR_ITERATIONS):  # the full model's amplitude fixed point
+            A = np.maximum(amp, floor)
+            H = M + prec[c] / A[..., None, None] ** 2
+            a = np.linalg.solve(H, (b + (prec[c] @ mu[c]) / A[..., None])[..., None])[..., 0]
+            amp = a @ norm
+        p0, m0 = prec[c, :k0, :k0], mu[c, :k0]
+        H0 = M[..., :k0, :k0] + p0 / A[..., None, None] ** 2
+        g0 = b[..., :k0] + (p0 @ m0) / A[..., None]
+        a0 = np.linalg.solve(H0, g0[..., None])[..., 0]
+        ll = -0.5 * (fwf[:, None] + m0 @ p0 @ m0 - np.sum(g0 * a0, -1))
+        if occam:
+            ll += -0.5 * np.linalg.slogdet(H0)[1] + 0.5 * np.linalg.slogdet(p0)[1] - k0 * np.log(A)
+        nested.append(ll + logw[c])
+    np.testing.assert_allclose(ll_n, np.logaddexp.reduce(np.array(nested), axis=0), rtol=0, atol=1e-9 * fwf.max())
+    assert np.max(np.abs(ll_n - ll_p)) > 1.0  # the free template matters in these systems

@@ -77,6 +77,8 @@ def snr_median(flux: np.ndarray, err: np.ndarray) -> np.ndarray:
     flux, err : ndarray, shape (N, L)
     """
     flux, err = np.atleast_2d(flux), np.atleast_2d(err)
+    if flux.shape[1] == 0:
+        return np.full(flux.shape[0], np.nan)
     valid = np.isfinite(err) & (err > 0) & np.isfinite(flux)
     # invalid pixels sort to the end; the median is then read at each row's own valid count (as np.nanmedian,
     # without its masked-array path: ~3x faster)

@@ -86,7 +86,8 @@ class TemplateBasis:
     templates : ndarray, shape (K, W)
         Rest-frame f_lambda of each template (arbitrary unit).
     norm : ndarray, shape (K,)
-        Mean of each template over ``wave_aa``; a model ``sum_k a_k T_k`` has amplitude ``norm . a``.
+        A model ``sum_k a_k T_k`` has amplitude ``norm . a``: the mean of each template over ``wave_aa``,
+        0 for free emission-line templates (:func:`add_emission_lines`).
     prior_mean, prior_cov : ndarray (G, K), (G, K, K) or None
         Gaussian-mixture prior on the coefficients of a unit-amplitude SED (G = 1: one Gaussian).
     prior_weight : ndarray (G,) or None
@@ -497,6 +498,8 @@ def line_templates(
         for centre, rel in lines:
             s = np.sqrt(sigma_aa**2 + (step / 2.355) ** 2)
             out[i] += rel * np.exp(-0.5 * ((w - centre) / s) ** 2) / (np.sqrt(2.0 * np.pi) * s)
+        if not out[i].max() > 0:
+            raise InputError("lines", "emission-line group outside the basis' wavelength grid", value=g)
         out[i] = np.where(out[i] > LINE_TRUNCATE_REL * out[i].max(), out[i], 0.0)
         out[i] /= np.sum(out[i] * step)  # unit total flux on this grid
     return out
@@ -539,7 +542,13 @@ def add_emission_lines(
     cov[:, :K0, :K0] = basis.prior_cov
     cov[:, np.arange(K0, K), np.arange(K0, K)] = float(ew_sd_aa) ** 2
     prov = dict(basis.provenance)
-    prov["emission_lines"] = {"groups": list(groups), "ew_sd_aa": float(ew_sd_aa), "sigma_aa": LINE_SIGMA_AA}
+    before = prov.get("emission_lines", {})  # lines added earlier stay free: the record accumulates
+    prov["emission_lines"] = {
+        "groups": list(before.get("groups", [])) + list(groups),
+        "ew_sd_aa": list(before.get("ew_sd_aa", [])) + [float(ew_sd_aa)] * n_l,
+        "sigma_aa": LINE_SIGMA_AA,
+        "n_templates": int(before.get("n_templates", 0)) + n_l,
+    }
     return TemplateBasis(
         basis.wave_aa,
         np.vstack([basis.templates, L]),

@@ -147,7 +147,8 @@ def learn_physics_basis(
 ) -> TemplateBasis:
     """A PCA basis with its coefficient prior (a Gaussian, or a mixture of ``n_mixture``) from the training
     split; K chosen on validation SEDs; ``line_ew_sd > 0`` adds free emission-line templates with that prior
-    sigma [A] (:func:`csstz.templates.learned.add_emission_lines`)."""
+    sigma [A] (:func:`csstz.templates.learned.add_emission_lines`; this function's default is none, ``csstz
+    train``'s is 10 A, :class:`csstz.config.PzConfig`)."""
     from .learned import add_emission_lines, choose_n_components, learn_basis
 
     wave, s_train, info = rest_seds_of_split(dataset, "train", max_rows=max_rows, seed=seed)
@@ -269,6 +270,8 @@ class PhysicsCurves:
             tanh((ln L_ls - max) / LS_CURVE_SCALE).
         scalars : ndarray, shape (N, 3), float32
             ln(1 + SNR) of the first two bands, and the least-squares chi2 per degree of freedom.
+        locator : ndarray, shape (N, K), float32
+            Only ``with_locator``: see above.
         """
         nested = with_locator and self.model.n_free > 0
         res = loglike_curves(

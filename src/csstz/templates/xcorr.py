@@ -263,11 +263,17 @@ class XcorrModel:
         self.K = basis.n_templates
         # templates that vanish over part of the rest grid (emission lines): see _phase_equations
         self._compact = [j for j in range(self.K) if np.mean(basis.templates[j] == 0.0) > 0.5]
-        # trailing free emission-line templates (zero norm and prior mean): the nested likelihood drops them
-        n_free = len(basis.provenance.get("emission_lines", {}).get("groups", ())) if basis.has_prior else 0
-        tail = slice(self.K - n_free, self.K)
+        # trailing free emission-line templates (zero norm and prior mean, add_emission_lines' provenance)
+        # and whose prior is independent of the others: the nested likelihood drops them
+        n_free = int(basis.provenance.get("emission_lines", {}).get("n_templates", 0)) if basis.has_prior else 0
+        k0 = self.K - n_free
         self.n_free = (
-            n_free if n_free and np.all(basis.norm[tail] == 0) and np.all(basis.prior_mean[:, tail] == 0) else 0
+            n_free
+            if 0 < n_free < self.K
+            and np.all(basis.norm[k0:] == 0)
+            and np.all(basis.prior_mean[:, k0:] == 0)
+            and np.all(basis.prior_cov[:, :k0, k0:] == 0)
+            else 0
         )
         self.pairs = [(j, k) for j in range(self.K) for k in range(j, self.K)]
         self._pair_index = (np.array([j for j, _ in self.pairs]), np.array([k for _, k in self.pairs]))
@@ -278,7 +284,9 @@ class XcorrModel:
         if basis.has_prior:
             for wg, mu, C in zip(basis.prior_weight, basis.prior_mean, basis.prior_cov):
                 C = np.asarray(C, np.float64) + AMPLITUDE_SCATTER**2 * np.outer(mu, mu)
-                C = C + 1e-9 * np.trace(C) / self.K * np.eye(self.K)
+                # a relative ridge, scaled by the learned (continuum) block alone: free lines leave it as it was
+                k0 = self.K - self.n_free
+                C = C + 1e-9 * np.trace(C[:k0, :k0]) / k0 * np.eye(self.K)
                 prec = np.linalg.inv(C)
                 self.prior.append(
                     (

@@ -283,6 +283,8 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
         "basis": {
             "name": basis.name,
             "n_components": basis.n_templates,
+            "n_free_lines": int(basis.provenance.get("emission_lines", {}).get("n_templates", 0)),
+            "emission_lines": basis.provenance.get("emission_lines"),
             "k_selection_val": basis.provenance.get("k_selection_val"),
         },
         "noise": "fresh draw from flux_noiseless + N(0, err) per read"
