@@ -277,6 +277,11 @@ class XcorrModel:
         )
         self.pairs = [(j, k) for j in range(self.K) for k in range(j, self.K)]
         self._pair_index = (np.array([j for j, _ in self.pairs]), np.array([k for _, k in self.pairs]))
+        # each compact template: its M_jj pair and every pair that involves it (zeroed where it is absent)
+        self._compact_pairs = [
+            (j, self.pairs.index((j, j)), [p for p, (a, c) in enumerate(self.pairs) if j in (a, c)])
+            for j in self._compact
+        ]
         self.lsf_sigma_pix = tuple(float(s) for s in lsf_sigma_pix)
         self.kernels = [self._prepare(s) for s in self.lsf_sigma_pix]
         self.norm = np.asarray(basis.norm, np.float64)
@@ -351,16 +356,15 @@ class XcorrModel:
         bb = sfft.irfft(G1[:, None, :] * ker.TF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
         mm = sfft.irfft(G0[:, None, :] * ker.QF[ph][None], n=self.n_fft, axis=2)[:, :, :ns]
         bb, mm = bb.transpose(1, 0, 2), mm.transpose(1, 0, 2)
-        for j in self._compact:
+        for j, pjj, involved in self._compact_pairs:
             # a template with compact support (an emission line) has no data at many shifts: there its
             # normal equations hold only FFT round-off, which must read as exactly "absent"
-            djj = mm[self.pairs.index((j, j))]
+            djj = mm[pjj]
             gone = djj <= COMPACT_ABSENT_REL * np.max(djj, axis=1, keepdims=True)
             if gone.any():
                 bb[j][gone] = 0.0
-                for p, (a, c) in enumerate(self.pairs):
-                    if a == j or c == j:
-                        mm[p][gone] = 0.0
+                for p in involved:
+                    mm[p][gone] = 0.0
         return bb, mm
 
     def _spectra_ffts(self, f: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -424,11 +428,12 @@ class XcorrModel:
             return ll, coef
         ll = np.empty((3, N, ns))
         logw, mu, prec, logdet_prec = self._prior_arrays()
+        n_nested = self.n_free if mode == "prior+ls+nested" else 0  # only that mode pays for the nested curve
         solve_prior(
             bb, mm, fwf, pj, pk, self.norm, logw, mu, prec, logdet_prec, AMPLITUDE_FLOOR_REL, self.occam,
-            ll[0], ll[1], coef, self.n_free, ll[2],
+            ll[0], ll[1], coef, n_nested, ll[2],
         )  # fmt: skip
-        if self.n_free == 0:
+        if mode == "prior+ls+nested" and n_nested == 0:
             ll[2] = ll[0]  # nothing to drop: the nested model is the model
         return (ll[0] if mode == "prior" else ll[: N_CURVES[mode]]), coef
 
