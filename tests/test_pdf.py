@@ -164,3 +164,21 @@ def test_pit_map_merges_small_bins_and_rejects_bad_input():
         pdf.check_pit_map(bad)
     with pytest.raises(InputError, match="pit_map"):
         pdf.apply_pit_map(np.ones((1, 5)), np.linspace(0, 1, 5), [1.0], {"maps": []})
+
+
+def test_summaries_equal_the_separate_quantiles_and_mass_away():
+    """pdf.summaries (one normalisation, one CDF) gives what quantiles and mass_away_from_mode give."""
+    rng = np.random.default_rng(9)
+    grid = np.expm1(np.arange(0.0, np.log(2.6), 1.15e-3))
+    mu = rng.uniform(0.1, 1.2, 50)
+    pz = np.exp(-0.5 * ((grid[None, :] - mu[:, None]) / 0.01) ** 2) + 0.3 * np.exp(
+        -0.5 * ((grid[None, :] - mu[:, None] - 0.2) / 0.02) ** 2
+    )
+    qs = (0.16, 0.84, 0.023, 0.977)
+    zm = mu + 0.001
+    q, away = pdf.summaries(pz, grid, qs, zm)
+    np.testing.assert_array_equal(q, pdf.quantiles(pz, grid, qs))
+    np.testing.assert_array_equal(away, pdf.mass_away_from_mode(pz, grid, z_mode=zm))
+    assert np.all(away > 0.1)  # the second peak is counted
+    with pytest.raises(InputError, match="q"):
+        pdf.summaries(pz, grid, (1.5,), zm)

@@ -191,6 +191,38 @@ def test_refine_on_physics_moves_z_to_the_physics_peak_inside_the_window_only():
     assert abs(far[0] - 0.5003) > 0.005  # outside the window: the physics peak is not reachable
 
 
+def _refine_full_grid(z_mode, loglike, log_prior, grid, window):
+    """Reference: the windowed refinement as 0.6.0 wrote it, over the full grid (mask, exp, pdf.mode)."""
+    from csstz.templates import pdf
+
+    j = np.argmin(np.abs(grid[None, :] - z_mode[:, None]), axis=1)
+    inside = np.abs(np.arange(grid.size)[None, :] - j[:, None]) <= window
+    post = np.where(inside, loglike + log_prior[None, :], -np.inf)
+    top = np.max(post, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        dens = np.exp(post - np.where(np.isfinite(top), top, 0.0)) / (1.0 + grid)
+    z = pdf.mode(np.nan_to_num(dens), grid)
+    return np.where(np.isfinite(top[:, 0]) & np.isfinite(z), z, z_mode)
+
+
+def test_windowed_refinement_equals_the_full_grid_reference_at_the_edges_too():
+    from csstz.predict_pz import refine_on_physics
+
+    rng = np.random.default_rng(4)
+    grid = np.expm1(np.arange(0.0, np.log(2.6), 1.15e-3))
+    lnz = np.log1p(grid)
+    n = 400
+    centre = rng.uniform(0, grid[-1], n)
+    ll = -0.5 * ((lnz[None, :] - np.log1p(centre)[:, None]) / rng.uniform(0.001, 0.01, n)[:, None]) ** 2
+    ll += 0.3 * rng.normal(size=ll.shape)  # ragged curves: peaks at window edges, flat parts
+    ll[:5, :40] = -np.inf  # no finite likelihood near the start for some
+    lp = -0.5 * ((grid - 0.7) / 0.4) ** 2
+    z_mode = np.concatenate([centre[:-6] + rng.normal(0, 0.004, n - 6), [0.0, -1.0, grid[1], grid[-1], 5.0, 0.01]])
+    for window in (4, 1, 0):
+        got = refine_on_physics(z_mode, ll, lp, grid, window=window)
+        np.testing.assert_allclose(got, _refine_full_grid(z_mode, ll, lp, grid, window), rtol=0, atol=1e-12)
+
+
 def test_accelerator_gpu_without_cuda_is_refused_in_one_line():
     from csstz.errors import ConfigError
     from csstz.train.pz_run import torch_device
@@ -265,3 +297,33 @@ def test_prediction_is_the_same_with_worker_processes(run, dataset):
     # the network runs on one torch thread beside the workers: its sums may round differently (~1e-9 relative)
     for k in ("z", "zerr", "lo95", "hi95", "zerr_epistemic", "p_second", "pz"):
         np.testing.assert_allclose(one[k], two[k], rtol=1e-6, atol=1e-9, err_msg=k)
+
+
+def test_relocation_moves_only_z_and_only_within_its_window(run, dataset, tmp_path):
+    """A run trained with the default locator LSF scale re-locates Z; the same run with the scale set to 1 (no
+    relocation) gives the same p(z) and intervals, and Z within the relocation window of it."""
+    import json
+    import shutil
+
+    import h5py
+
+    from csstz.predict_pz import PzRun, predict_rows
+    from csstz.templates.physics import RELOCATE_HALF
+
+    out, _ = run
+    plain = tmp_path / "plain"
+    shutil.copytree(out, plain)
+    with h5py.File(plain / "pz_physics.h5", "a") as f5:
+        meta = json.loads(f5.attrs["physics"])
+        assert meta["locator_lsf_scale"] == PzConfig().locator_lsf_scale != 1.0
+        meta["locator_lsf_scale"] = 1.0
+        f5.attrs["physics"] = json.dumps(meta)
+    rows = split_rows(dataset, "test")
+    rel, _ = predict_rows(PzRun(out, threads=1), dataset, rows, block=16, workers=2)
+    base, _ = predict_rows(PzRun(plain, threads=1), dataset, rows, block=16, workers=1)
+    for k in ("pz", "lo68", "hi68", "lo95", "hi95", "zerr_epistemic"):
+        np.testing.assert_allclose(rel[k], base[k], rtol=1e-6, atol=1e-9, err_msg=k)
+    grid_lnz = PzRun(out).physics.grid_lnz
+    steps = np.abs(np.log1p(rel["z"]) - np.log1p(base["z"])) / (grid_lnz[1] - grid_lnz[0])
+    assert np.all(steps <= RELOCATE_HALF + 0.5 + 1e-9)
+    assert np.mean(steps > 1e-3) > 0.3  # it does move Z

@@ -343,3 +343,124 @@ def test_nested_likelihood_without_the_free_lines_equals_the_base_basis_near_the
     # ... and without free lines the nested curve is the curve itself
     both = loglike_curves(m_base, noisy, err, mode="prior+ls+nested", threads=1)
     np.testing.assert_array_equal(both[:, 2], both[:, 0])
+
+
+def test_local_likelihood_equals_the_fft_curves(waves, inst):
+    """``local_loglike`` (direct sums at chosen redshifts) gives the FFT's marginal likelihood with and without
+    the free [OII] template at every redshift, for two LSF sets, except where the FFT declares the line absent."""
+    from csstz.templates.learned import add_emission_lines
+
+    base, tm, rng = _family_basis_and_renderer(11, waves, inst)
+    lines = add_emission_lines(base, 10.0, ("OII",))
+    z = rng.uniform(0.1, 1.3, 5)
+    clean = np.einsum("nk,nkp->np", _family(rng, z.size), tm.render(z))
+    err = np.full_like(clean, 0.7) * np.abs(clean).mean(axis=1, keepdims=True)
+    noisy, err = _split(clean + err * rng.normal(size=clean.shape), waves), _split(err, waves)
+    m = XcorrModel(lines, waves, lsf_sigma_pix=(inst.psf_sigma_pix, 2.5 * inst.psf_sigma_pix))
+    f, w = m.prepare_spectra(noisy, err)
+    every = np.tile(np.arange(m.z.size), (f.shape[0], 1))
+    for k in (0, 1):
+        ll, _ = m.loglike(f, w, k, mode="prior+ls+nested")
+        b, _, _ = m.normal_equations(f, w, k)
+        present = b[..., -1] != 0  # the FFT zeroes the line's equations where it is (nearly) off the bands
+        assert present.mean() > 0.5
+        loc, loc_n = m.local_loglike(f, w, k, every)
+        np.testing.assert_allclose(loc[present], ll[:, 0][present], rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(loc_n[present], ll[:, 2][present], rtol=1e-9, atol=1e-6)
+        # a few redshifts per spectrum, in any order: the same numbers, up to the amplitude floor (1% of the
+        # largest least-squares amplitude over the redshifts given, which ill-conditioned far shifts can raise)
+        pick = np.stack([np.argmax(ll[:, 0], axis=1) + d for d in (2, -1, 0)], axis=1).clip(0, m.z.size - 1)
+        few, _ = m.local_loglike(f, w, k, pick)
+        np.testing.assert_allclose(few, np.take_along_axis(ll[:, 0], pick, axis=1), rtol=0, atol=0.01)
+    with pytest.raises(InputError, match="grid_index"):
+        m.local_loglike(f, w, 0, every + 1)
+
+
+def test_compiled_resampling_equals_the_sparse_overlap_formula(waves):
+    """The numba resampling gives the flux-conserving overlap means and inverse-variance weights of the sparse
+    products (reference implementation here), bit for bit, with masked pixels and a masked band."""
+    from scipy import sparse
+
+    grid = common_grid(waves)
+    mats = {b: resampling_matrix(w, grid) for b, w in waves.items()}
+    rng = np.random.default_rng(2)
+    flux = {b: rng.normal(2.0, 1.0, (4, w.size)) for b, w in waves.items()}
+    err = {b: rng.uniform(0.2, 2.0, (4, w.size)) for b, w in waves.items()}
+    err["GV"][0, 50:90] = np.inf
+    err["GI"][1] = np.nan
+    flux["GI"][2, 10] = np.nan
+    wsum = fsum = 0.0
+    for b, op in mats.items():
+        ok = np.isfinite(err[b]) & (err[b] > 0) & np.isfinite(flux[b])
+        OT, O2T = op.T.tocsr(), sparse.csr_matrix(op.multiply(op)).T.tocsr()
+        cover = (OT @ ok.T.astype(float)).T
+        num = (OT @ np.where(ok, flux[b], 0.0).T).T
+        vnum = (O2T @ (np.where(ok, err[b], 0.0) ** 2).T).T
+        use = cover >= 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vb = np.where(use, vnum / np.where(use, cover, 1.0) ** 2, np.inf)
+            wb = np.where(use & (vb > 0), 1.0 / vb, 0.0)
+            fb = np.where(use, num / np.where(use, cover, 1.0), 0.0)
+        wsum, fsum = wsum + wb, fsum + wb * fb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_ref = np.where(wsum > 0, fsum / np.where(wsum > 0, wsum, 1.0), 0.0)
+    f, w = resample(flux, err, mats)
+    np.testing.assert_array_equal(w, wsum)
+    np.testing.assert_array_equal(f, f_ref)
+    assert (w[1] > 0).sum() < (w[3] > 0).sum()  # the masked band carries no weight
+
+
+def test_relocation_finds_the_redshift_of_noiseless_spectra_from_an_offset_start(tmp_path, waves, inst):
+    """PhysicsCurves.relocate: from a start 0.9 grid steps off, the locator likelihood at the LSF set the
+    spectra were rendered with puts noiseless galaxies back at their redshift; the setting survives save/load,
+    and a file without it (before 0.7.0) loads as 1, which relocates nothing."""
+    import json
+
+    import h5py
+
+    from csstz.templates.learned import add_emission_lines
+    from csstz.templates.physics import PhysicsCurves
+    from csstz.templates.xcorr import lsf_bins, nz_log_prior
+
+    base, _, rng = _family_basis_and_renderer(21, waves, inst)
+    basis = add_emission_lines(base, 10.0, ("OII",))
+    ph = PhysicsCurves(basis, waves, inst.psf_sigma_pix, "morphology", threads=1, locator_lsf_scale=0.5)
+    assert ph.relocates
+    k = 2
+    centre = lsf_bins(np.array([inst.psf_sigma_pix]), inst.psf_sigma_pix)[1][k]
+    tm = TemplateModel(waves, {b: centre * inst.band(b).dispersion_aa_per_pix for b in BANDS}, dlnz=0.01)
+    tw, tf = read_templates()
+    scale = tf[:, (tw > 1500) & (tw < 11000)].mean(axis=1)  # the renderer's unit-mean template normalisation
+    z = rng.uniform(0.15, 1.3, 16)
+    clean = np.einsum("nk,nkp->np", _family(rng, z.size) * scale, tm.render(z))  # SEDs of the family
+    err = np.full_like(clean, 0.05) * np.abs(clean).mean(axis=1, keepdims=True)
+    flux, err = _split(clean, waves), _split(err, waves)
+    h = float(ph.grid_lnz[1] - ph.grid_lnz[0])
+    flat = np.zeros(ph.grid_z.size)
+    start = np.expm1(np.log1p(z) + 0.9 * h * rng.choice([-1.0, 1.0], z.size))
+    got = ph.relocate(start, flux, err, np.full(z.size, k), flat)
+    off = np.abs(np.log1p(got) - np.log1p(z)) / h
+    assert np.max(off) < 0.1, off  # back at the truth (the start was 0.9 steps off)
+    # a start whose window cannot reach the peak moves to the window's edge, not beyond
+    far = np.expm1(np.log1p(z) + 6 * h)
+    edge = np.abs(np.log1p(ph.relocate(far, flux, err, np.full(z.size, k), flat)) - np.log1p(z)) / h
+    assert np.all((edge > 3.5) & (edge < 4.5))
+    # non-finite starts stay; the prepared arrays give the same answer
+    start[0] = np.nan
+    again = ph.relocate(start, None, None, np.full(z.size, k), flat, prepared=ph.model.prepare_spectra(flux, err))
+    assert np.isnan(again[0]) and np.allclose(again[1:], got[1:], rtol=0, atol=1e-12)
+    # a prior term moves the peak the right way
+    tilted = ph.relocate(got, flux, err, np.full(z.size, k), 1e3 * np.log1p(ph.grid_z))
+    assert np.all(tilted >= got - 1e-12) and np.any(tilted > got + 1e-5)
+    # save / load, and an older file without the setting
+    path = ph.save(tmp_path / "phys.h5")
+    assert PhysicsCurves.load(path).locator_lsf_scale == 0.5
+    with h5py.File(path, "a") as f5:
+        meta = json.loads(f5.attrs["physics"])
+        del meta["locator_lsf_scale"]
+        f5.attrs["physics"] = json.dumps(meta)
+    old = PhysicsCurves.load(path)
+    assert old.locator_lsf_scale == 1.0 and not old.relocates
+    with pytest.raises(InputError, match="locator_lsf_scale"):
+        PhysicsCurves(basis, waves, inst.psf_sigma_pix, locator_lsf_scale=-1.0)
+    assert nz_log_prior(z, ph.grid_z).shape == ph.grid_z.shape

@@ -454,6 +454,11 @@ class PzConfig(StageConfig):
     )
     lines: tuple[str, ...] = opt(("OII",), "comma-separated emission-line groups freed (OII, OIII, HaNII)")
     lsf: str = opt("morphology", "line-spread model of the physics curves", LSF_MODELS)
+    locator_lsf_scale: float = opt(
+        0.625,
+        "scale of the galaxy part of the line-spread width with which the located peak is re-located "
+        "(--pz-lsf morphology; 1: the curves' own widths, no relocation)",
+    )
     coeff_curves: bool = opt(False, "also feed the best-fit SED shape (normalised basis coefficients) along z")
     # network (csstz.models.pz)
     members: int = opt(4, "ensemble members (their spread is the epistemic uncertainty)")
@@ -492,6 +497,9 @@ class PzConfig(StageConfig):
         self._require("kernel", self.kernel % 2 == 1, "odd")
         self._require("lr", self.lr > 0, "> 0")
         self._require("line_ew_sd", math.isfinite(self.line_ew_sd) and self.line_ew_sd >= 0, ">= 0 [A]")
+        self._require(
+            "locator_lsf_scale", math.isfinite(self.locator_lsf_scale) and 0 <= self.locator_lsf_scale <= 2, "in [0, 2]"
+        )
         from .templates.learned import EMISSION_LINE_GROUPS
 
         self._require(

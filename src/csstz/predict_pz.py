@@ -114,7 +114,9 @@ def summarise(
         if snr is None:
             raise InputError("snr", "a PIT map needs each spectrum's GI SNR", value=None)
         dens = pdf.apply_pit_map(dens, grid_z, snr, pit_map)
-    lo68, hi68, lo95, hi95 = pdf.quantiles(dens, grid_z, (0.5 - P68 / 2, 0.5 + P68 / 2, 0.5 - P95 / 2, 0.5 + P95 / 2))
+    (lo68, hi68, lo95, hi95), p_second = pdf.summaries(
+        dens, grid_z, (0.5 - P68 / 2, 0.5 + P68 / 2, 0.5 - P95 / 2, 0.5 + P95 / 2), z
+    )
     return {
         "pz": dens.astype(np.float32),
         "z": z,
@@ -125,7 +127,7 @@ def summarise(
         "hi95": hi95,
         "zerr_epistemic": mean_m.std(axis=1),
         "zerr_aleatoric": np.sqrt(np.maximum(var_m, 0.0).mean(axis=1)),
-        "p_second": pdf.mass_away_from_mode(dens, grid_z, z_mode=z),
+        "p_second": p_second,
     }
 
 
@@ -153,19 +155,34 @@ def refine_on_physics(
     ndarray, shape (N,)
         The refined redshifts; the network's mode where the window holds no finite likelihood.
     """
-    from .templates import pdf
-
     g = np.asarray(grid_z, np.float64)
-    j = np.argmin(np.abs(g[None, :] - np.asarray(z_mode, np.float64)[:, None]), axis=1)
-    k = np.arange(g.size)[None, :]
-    inside = np.abs(k - j[:, None]) <= int(window)
-    post = np.where(inside, np.asarray(loglike, np.float64) + np.asarray(log_prior, np.float64)[None, :], -np.inf)
-    top = np.max(post, axis=1, keepdims=True)
-    ok = np.isfinite(top[:, 0])
-    with np.errstate(invalid="ignore"):
-        dens = np.exp(post - np.where(np.isfinite(top), top, 0.0)) / (1.0 + g)
-    z = pdf.mode(np.nan_to_num(dens), g)
-    return np.where(ok & np.isfinite(z), z, z_mode)
+    zm = np.asarray(z_mode, np.float64).reshape(-1)
+    n, w = zm.size, int(window)
+    j = np.clip(np.searchsorted(g, zm), 1, g.size - 1)
+    j = np.where(np.abs(g[j - 1] - zm) <= np.abs(g[j] - zm), j - 1, j)  # nearest grid point
+    # the window's points (clipped to the grid); a point listed twice at a grid end changes nothing
+    k = np.clip(j[:, None] + np.arange(-w, w + 1)[None, :], 0, g.size - 1)
+    rows = np.arange(n)[:, None]
+    ll = np.asarray(loglike)
+    post = ll[rows, k].astype(np.float64) + np.asarray(log_prior, np.float64)[k] - np.log1p(g[k])  # per unit z
+    post = np.where(np.isfinite(post), post, -np.inf)
+    i = np.argmax(post, axis=1)
+    r = np.arange(n)
+    best = k[r, i]
+    ok = np.isfinite(post[r, i])
+    # parabola in z through the best point and its grid neighbours, both inside the window
+    inner = (i > 0) & (i < 2 * w) & (best > 0) & (best < g.size - 1)
+    ic = np.clip(i, 1, 2 * w - 1) if w >= 1 else i
+    x0, x1, x2 = g[np.clip(best - 1, 0, g.size - 1)], g[best], g[np.clip(best + 1, 0, g.size - 1)]
+    y0, y1, y2 = (post[r, np.clip(ic + d, 0, 2 * w)] for d in (-1, 0, 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        curv = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
+        num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
+        den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
+        vertex = x1 - 0.5 * num / den
+    good = inner & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2)
+    z = np.where(good, vertex, g[best])
+    return np.where(ok & np.isfinite(z), z, zm)
 
 
 def valid_pixels(err: dict, bands: tuple) -> tuple[np.ndarray, int]:
@@ -290,6 +307,7 @@ class PzRun:
         temperature: float | None = None,
         pit_map: dict | None | bool = True,
         feature_distance: np.ndarray | None = None,
+        relocate: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
     ) -> dict:
         """:func:`summarise` of network outputs, as prediction does it (the one path, shared with calibration).
 
@@ -301,34 +319,62 @@ class PzRun:
             Default: the run's calibration temperature.
         pit_map : dict, None or True
             True: the run's calibrated PIT map (if any); None: no map; a dict: that map.
+        relocate : (f, w, lsf_index), optional
+            The spectra on the physics' common grid (:meth:`csstz.templates.xcorr.XcorrModel.prepare_spectra`)
+            and their LSF sets at the locator's widths: ``z`` is then re-located
+            (:meth:`csstz.templates.physics.PhysicsCurves.relocate`; nothing to do for a run whose
+            ``locator_lsf_scale`` is 1). Without it ``z`` is where :func:`refine_on_physics` puts it
+            (calibration, which reads the p(z) only).
 
         Returns
         -------
         dict
-            :func:`summarise`'s arrays, with ``z`` located by :func:`refine_on_physics`.
+            :func:`summarise`'s arrays, with ``z`` located by :func:`refine_on_physics` (and re-located).
         """
         t = self.temperature if temperature is None else float(temperature)
         prob = member_probabilities(logits, t)
         grid = self.physics.grid_z
         pmap = self.calibration.get("pit_map") if pit_map is True else pit_map
-        log_prior = self.net.log_prior.numpy()
-        res = summarise(
-            prob, grid, pmap, gi_snr(scalars), locate=lambda z: refine_on_physics(z, loglike, log_prior, grid)
-        )
+        log_prior = self.net.log_prior.numpy().astype(np.float64)
+
+        def locate(z: np.ndarray) -> np.ndarray:
+            z = refine_on_physics(z, loglike, log_prior, grid)
+            if relocate is None or not self.physics.relocates:
+                return z
+            f, w, idx = relocate
+            return self.physics.relocate(z, None, None, idx, log_prior, prepared=(f, w))
+
+        res = summarise(prob, grid, pmap, gi_snr(scalars), locate=locate)
         if feature_distance is not None:
             res["feature_distance"] = np.asarray(feature_distance, np.float64)
         return res
 
     def predict_arrays(
-        self, flux: dict, err: dict, lsf_index: np.ndarray | None = None, temperature: float | None = None
+        self,
+        flux: dict,
+        err: dict,
+        lsf_index: np.ndarray | None = None,
+        temperature: float | None = None,
+        locator_lsf_index: np.ndarray | None = None,
     ) -> dict:
         """:func:`summarise` of spectra plus ``chi2_dof`` and ``n_valid``/``n_pixels``.
 
         ``temperature`` given: that temperature and no PIT map (the calibration's own scans).
+        ``locator_lsf_index``: the LSF sets of :meth:`csstz.templates.physics.PhysicsCurves.lsf_index` at the
+        run's ``locator_lsf_scale`` (what :func:`predict_rows` passes); None: ``z`` is not re-located.
         """
         lg, scal, phys, dist = self.forward(flux, err, lsf_index)
+        rel = None
+        if locator_lsf_index is not None and self.physics.relocates:
+            rel = (*self.physics.model.prepare_spectra(flux, err), locator_lsf_index)
         out = self.summarise_outputs(
-            lg, scal, phys, temperature, pit_map=True if temperature is None else None, feature_distance=dist
+            lg,
+            scal,
+            phys,
+            temperature,
+            pit_map=True if temperature is None else None,
+            feature_distance=dist,
+            relocate=rel,
         )
         out["chi2_dof"] = scal[:, 2].astype(np.float64)
         out["n_valid"], out["n_pixels"] = valid_pixels(err, self.bands)
@@ -374,26 +420,39 @@ def predict_rows(
     missing = [b for b in run.bands if b not in band_names(spectra_path)]
     if missing:
         raise InputError("bands", "spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
-    lsf = run.physics.lsf_index(cat, load_instrument())
+    inst = load_instrument()
+    lsf = run.physics.lsf_index(cat, inst)
+    relocates = run.physics.relocates
+    lsf_loc = run.physics.lsf_index(cat, inst, run.physics.locator_lsf_scale) if relocates else None
     phys = run.physics.for_workers(workers)
 
-    def curves(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    def curves(s: int) -> tuple:
         sp = read_spectra(spectra_path, bands=run.bands, rows=rows[s : s + block], with_catalog=False)
+        flux = {b: sp.bands[b].flux for b in run.bands}
         err = {b: sp.bands[b].err for b in run.bands}
+        prep = phys.model.prepare_spectra(flux, err)  # once, for the curves and the relocation
         c, sc, loc = phys.curves(
-            {b: sp.bands[b].flux for b in run.bands},
-            err,
-            None if lsf is None else lsf[s : s + block],
-            with_locator=True,
+            flux, err, None if lsf is None else lsf[s : s + block], with_locator=True, prepared=prep
         )
-        return c, sc, loc, *valid_pixels(err, run.bands)
+        # float32 halves what crosses the process boundary
+        fw = (prep[0].astype(np.float32), prep[1].astype(np.float32)) if relocates else None
+        return c, sc, loc, *valid_pixels(err, run.bands), fw
 
     parts = []
     with one_thread_beside_workers(workers):
-        for c, sc, loc, valid, n_pix in forked_imap(curves, range(0, rows.size, block), workers):
+        for s, (c, sc, loc, valid, n_pix, fw) in zip(
+            range(0, rows.size, block), forked_imap(curves, range(0, rows.size, block), workers)
+        ):
             lg, dist = run.network(c, sc)
+            rel = None if fw is None else (*fw, None if lsf_loc is None else lsf_loc[s : s + block])
             out = run.summarise_outputs(
-                lg, sc, loc, temperature, pit_map=True if temperature is None else None, feature_distance=dist
+                lg,
+                sc,
+                loc,
+                temperature,
+                pit_map=True if temperature is None else None,
+                feature_distance=dist,
+                relocate=rel,
             )
             out["chi2_dof"] = sc[:, 2].astype(np.float64)
             out["n_valid"], out["n_pixels"] = valid, n_pix

@@ -73,7 +73,9 @@ def _rows(pz: ArrayLike, k: int, name: str = "PZ") -> np.ndarray:
 
 
 def _trapz_rows(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    return (0.5 * (p[:, 1:] + p[:, :-1]) * np.diff(g)).sum(axis=1)
+    # sum_k (p_k + p_k+1) dg_k / 2 as two matrix-vector products (no (N, K) temporaries)
+    dg = 0.5 * np.diff(g)
+    return p[:, :-1] @ dg + p[:, 1:] @ dg
 
 
 def normalise(pz: ArrayLike, z_grid: ArrayLike) -> np.ndarray:
@@ -86,9 +88,8 @@ def normalise(pz: ArrayLike, z_grid: ArrayLike) -> np.ndarray:
     """
     g = check_grid(z_grid, "z_grid")
     p = _rows(pz, g.size, "pz")
-    bad = np.argwhere(~np.isfinite(p) | (p < 0))
-    if bad.size:
-        r, c = bad[0]
+    if not (np.isfinite(p).all() and p.min(initial=0.0) >= 0):  # the cheap test first; locate only when bad
+        r, c = np.argwhere(~np.isfinite(p) | (p < 0))[0]
         raise InputError("pz", "densities must be finite and >= 0", row=int(r), value=float(p[r, c]))
     area = _trapz_rows(p, g)
     zero = np.flatnonzero(~(area > 0))
@@ -175,7 +176,11 @@ def quantiles(pz: ArrayLike, z_grid: ArrayLike, qs: Sequence[float]) -> np.ndarr
         if not 0.0 <= float(q) <= 1.0:
             raise InputError("q", "must lie in [0, 1]", value=q)
     p = normalise(pz, g)
-    c = cdf(p, g)
+    return _quantiles(p, cdf(p, g), g, qs)
+
+
+def _quantiles(p: np.ndarray, c: np.ndarray, g: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """:func:`quantiles` of normalised rows ``p`` with their CDF ``c`` (no checks)."""
     rows = np.arange(c.shape[0])
     out = np.empty((len(qs), c.shape[0]))
     for i, q in enumerate(qs):
@@ -240,10 +245,28 @@ def mass_away_from_mode(
     g = check_grid(z_grid, "z_grid")
     p = normalise(pz, g)
     zm = mode(p, g) if z_mode is None else np.asarray(z_mode, np.float64).reshape(-1)
+    return _mass_away(p, cdf(p, g), g, zm, window_dz)
+
+
+def _mass_away(p: np.ndarray, c: np.ndarray, g: np.ndarray, zm: np.ndarray, window_dz: float) -> np.ndarray:
+    """:func:`mass_away_from_mode` of normalised rows ``p`` with their CDF ``c`` (no checks)."""
     w = float(window_dz) * (1.0 + zm)
-    c = cdf(p, g)
     inside = _cdf_at(c, p, g, zm + w) - _cdf_at(c, p, g, zm - w)
     return np.clip(1.0 - inside, 0.0, 1.0)
+
+
+def summaries(
+    pz: ArrayLike, z_grid: ArrayLike, qs: Sequence[float], z_mode: ArrayLike, window_dz: float = MODE_WINDOW_DZ
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantiles` at ``qs`` and :func:`mass_away_from_mode` around ``z_mode`` from one normalisation
+    and one CDF (what a prediction needs of each p(z)): arrays (len(qs), N) and (N,)."""
+    g = check_grid(z_grid, "z_grid")
+    for q in qs:
+        if not 0.0 <= float(q) <= 1.0:
+            raise InputError("q", "must lie in [0, 1]", value=q)
+    p = normalise(pz, g)
+    c = cdf(p, g)
+    return _quantiles(p, c, g, qs), _mass_away(p, c, g, np.asarray(z_mode, np.float64).reshape(-1), window_dz)
 
 
 def crps(pz: ArrayLike, z_grid: ArrayLike, z_true: ArrayLike) -> np.ndarray:
@@ -419,6 +442,7 @@ __all__ = [
     "check_pz",
     "normalise",
     "quantiles",
+    "summaries",
     "from_loglike",
     "from_chi2",
     "cdf",

@@ -81,6 +81,9 @@ AMPLITUDE_SCATTER = 1.0
 AMPLITUDE_FLOOR_REL = 0.01
 #: A compact template counts as absent at a shift where its M_jj is below this fraction of its maximum.
 COMPACT_ABSENT_REL = 1e-6
+#: Values of a compact template's convolved rest-grid samples below this fraction of its peak are the FFT
+#: convolution's round-off (~1e-16 relative) and are set to 0 for the direct sums of ``local_loglike``.
+COMPACT_TAIL_REL = 1e-12
 #: Outlier window of the multimodality indicator, |dz|/(1+z) (the catastrophic-outlier threshold).
 SECOND_PEAK_DZ = 0.02
 #: LSF bins for lsf="morphology": edges grow by this factor from the PSF sigma (as the NNLS template fit).
@@ -141,24 +144,18 @@ def resample(
     Each band is resampled separately (:func:`resampling_matrix`); where bands overlap the estimates are
     combined with inverse-variance weights.
     """
-    wsum, fsum = None, None
+    from .solve_kernel import resample_band
+
+    wsum = fsum = None
     for b, op in mats.items():
-        f = np.asarray(flux_by_band[b], np.float64)
-        e = np.asarray(err_by_band[b], np.float64)
-        ok = np.isfinite(e) & (e > 0) & np.isfinite(f)
-        fv = np.where(ok, f, 0.0)
-        var = np.where(ok, e, 0.0) ** 2
-        OT, O2T = op.T.tocsr(), op.multiply(op).T.tocsr()
-        cover = (OT @ ok.T.astype(np.float64)).T
-        num = (OT @ fv.T).T
-        vnum = (O2T @ var.T).T
-        use = cover >= min_cover
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fb = np.where(use, num / np.where(use, cover, 1.0), 0.0)
-            vb = np.where(use, vnum / np.where(use, cover, 1.0) ** 2, np.inf)
-            wb = np.where(use & (vb > 0), 1.0 / vb, 0.0)
-        wsum = wb if wsum is None else wsum + wb
-        fsum = wb * fb if fsum is None else fsum + wb * fb
+        op = sparse.csr_matrix(op)  # no copy for the csr matrices of resampling_matrix
+        f = np.ascontiguousarray(flux_by_band[b], np.float64)
+        e = np.ascontiguousarray(err_by_band[b], np.float64)
+        if wsum is None:
+            wsum, fsum = np.zeros((f.shape[0], op.shape[1])), np.zeros((f.shape[0], op.shape[1]))
+        resample_band(
+            f, e, op.indptr.astype(np.int64), op.indices.astype(np.int64), op.data, float(min_cover), wsum, fsum
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(wsum > 0, fsum / np.where(wsum > 0, wsum, 1.0), 0.0)
     return f, wsum
@@ -178,6 +175,8 @@ def _box(width: float) -> np.ndarray:
 class _Kernel:
     TF: np.ndarray  # (P, K, nf) complex: rfft of each phase's templates on the rest grid
     QF: np.ndarray  # (P, npair, nf) complex: rfft of the template products
+    rest: np.ndarray  # (K, n_rest) float64: phase 0's templates on the rest grid (compact ones exactly 0 off support)
+    rest_tq: np.ndarray  # (n_rest, K + npair) float64: those templates and their pair products, rest-index major
 
 
 class XcorrModel:
@@ -320,7 +319,7 @@ class XcorrModel:
         from scipy.signal import fftconvolve
 
         Tc = fftconvolve(T, g[None, :], mode="same", axes=1)
-        TF, QF = [], []
+        TF, QF, rest = [], [], None
         for ph in range(self.n_phase):
             # template phase ph is sampled at y0 + q h + ph h / n_phase  (lnz = lnz_max - (m + ph/n_phase) h)
             idx = half + nf * np.arange(self.n_rest) + int(round(ph * nf / self.n_phase))
@@ -328,9 +327,14 @@ class XcorrModel:
             Q = np.stack([Tq[j] * Tq[k] for j, k in self.pairs])
             TF.append(sfft.rfft(Tq.astype(self.dtype), n=self.n_fft, axis=1))
             QF.append(sfft.rfft(Q.astype(self.dtype_m), n=self.n_fft, axis=1))
+            if ph == 0:
+                rest = np.array(Tq, np.float64)
+                for j in self._compact:  # the convolution's round-off tails: exactly absent off the support
+                    rest[j][np.abs(rest[j]) <= COMPACT_TAIL_REL * np.max(np.abs(rest[j]))] = 0.0
         if self.n_phase > 1 and nf % self.n_phase:
             raise InputError("n_phase", f"must divide N_FINE={nf}", value=self.n_phase)
-        return _Kernel(np.stack(TF), np.stack(QF))
+        tq = np.concatenate([rest, np.stack([rest[j] * rest[k] for j, k in self.pairs])])
+        return _Kernel(np.stack(TF), np.stack(QF), np.ascontiguousarray(rest), np.ascontiguousarray(tq.T))
 
     def rest_templates(self, lsf_index: int = 0, phase: int = 0) -> np.ndarray:
         """The convolved templates on the rest grid (K, n_rest) (for tests/plots)."""
@@ -474,6 +478,79 @@ class XcorrModel:
             ll = np.moveaxis(ll, -1, 1)
         return ll, (None if mode == "ls" and not with_coeff else self._to_grid(np.stack(coefs)))
 
+    def local_loglike(
+        self, f: np.ndarray, w: np.ndarray, lsf_index: int, grid_index: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The prior marginal log-likelihood and its nested version (without the free lines) at a few grid
+        redshifts per spectrum, from normal equations summed directly on the common grid (no FFT).
+
+        The same likelihood as :meth:`loglike` ``mode="prior+ls+nested"`` (curves 0 and 2) at those
+        redshifts, to round-off, except that the amplitude floor (:data:`AMPLITUDE_FLOOR_REL`) is relative to
+        the largest amplitude over the given redshifts only. Costs ``(K + K(K+1)/2) L`` multiply-adds per
+        redshift (one matrix product per spectrum over the rest-grid window its redshifts span): cheap for a
+        handful, which is what the peak relocation of
+        :meth:`csstz.templates.physics.PhysicsCurves.relocate` needs.
+
+        Parameters
+        ----------
+        f, w : ndarray, shape (N, L)
+            :meth:`prepare_spectra`'s flux and weights.
+        lsf_index : int
+            The LSF template set.
+        grid_index : ndarray of int, shape (N, S)
+            Indices into :attr:`z` (``n_phase`` must be 1).
+
+        Returns
+        -------
+        ll, ll_nested : ndarray, shape (N, S)
+            ``ll_nested`` equals ``ll`` for a basis without free lines.
+        """
+        if self.n_phase != 1:
+            raise InputError("n_phase", "local likelihoods need one template phase", value=self.n_phase)
+        if not self.basis.has_prior:
+            raise InputError("basis", f"basis {self.basis.name!r} has no coefficient prior")
+        gi = np.atleast_2d(np.asarray(grid_index, np.int64))
+        f = np.ascontiguousarray(f, np.float64)
+        w = np.ascontiguousarray(w, np.float64)
+        if f.ndim != 2 or f.shape != w.shape or f.shape[1] != self.L or gi.shape[0] != f.shape[0]:
+            raise InputError("f", f"flux and weights must be (N, {self.L}) with one row of grid_index each")
+        if gi.size and (gi.min() < 0 or gi.max() >= self.z.size):
+            raise InputError("grid_index", "outside the redshift grid", allowed=f"0 .. {self.z.size - 1}")
+        # rest-grid index of common-grid pixel 0 at ln(1+z) = lnz_max - m h  is  m
+        offset = np.rint((self.lnz_max - self.lnz[gi]) / self.h).astype(np.int64)
+        N, S = gi.shape
+        K, L = self.K, self.L
+        tq = self.kernels[lsf_index].rest_tq  # (n_rest, K + npair)
+        bb = np.empty((K, N, S))
+        mm = np.empty((len(self.pairs), N, S))
+        wf = w * f
+        lo_all = offset.min(axis=1)
+        spans = offset.max(axis=1) - lo_all + L
+        V = np.zeros((2 * S, int(spans.max()) if N else L))
+        for n in range(N):
+            lo, span = int(lo_all[n]), int(spans[n])
+            # row s of V holds w f (rows < S) or w (rows >= S) where shift s's window meets the rest grid
+            V[:, :span] = 0.0
+            for s in range(S):
+                a = int(offset[n, s]) - lo
+                V[s, a : a + L] = wf[n]
+                V[S + s, a : a + L] = w[n]
+            out = V[:, :span] @ tq[lo : lo + span]  # (2 S, K + npair)
+            bb[:, n] = out[:S, :K].T
+            mm[:, n] = out[S:, K:].T
+        fwf = np.einsum("np,np,np->n", w, f, f)
+        ll = np.empty((N, S))
+        ll_ls = np.empty((N, S))
+        ll_n = np.empty((N, S))
+        coef = np.empty((self.K, N, S))
+        logw, mu, prec, logdet_prec = self._prior_arrays()
+        pj, pk = self._pair_index
+        solve_prior(
+            bb, mm, fwf, pj, pk, self.norm, logw, mu, prec, logdet_prec, AMPLITUDE_FLOOR_REL, self.occam,
+            ll, ll_ls, coef, self.n_free, ll_n,
+        )  # fmt: skip
+        return ll, (ll_n if self.n_free > 0 else ll.copy())
+
 
 # --- drivers -------------------------------------------------------------------------------------------------
 def lsf_bins(sigma_pix: np.ndarray, psf_sigma_pix: float) -> tuple[np.ndarray, np.ndarray]:
@@ -495,6 +572,7 @@ def loglike_curves(
     threads: int = 2,
     block: int = BLOCK,
     with_coeff: bool = False,
+    prepared: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """log L(z) of N spectra, (N, J) float32 ((N, C, J) for the C-curve modes ``"prior+ls"``,
     ``"prior+ls+nested"``), blocks of ``block`` run
@@ -503,8 +581,9 @@ def loglike_curves(
     ``lsf_index``: None (all use template set 0) or an int array (N,) choosing the LSF set of each spectrum.
     ``with_coeff``: also return the basis coefficients at every redshift, (N, J, K) float32 (the prior's
     best component for ``"prior"`` modes, least squares for ``"ls"``).
+    ``prepared``: the spectra's :meth:`XcorrModel.prepare_spectra` (f, w), when the caller has them already.
     """
-    f, w = model.prepare_spectra(flux_by_band, err_by_band)
+    f, w = prepared if prepared is not None else model.prepare_spectra(flux_by_band, err_by_band)
     N = f.shape[0]
     idx = np.zeros(N, int) if lsf_index is None else np.asarray(lsf_index, int)
     nc = N_CURVES.get(mode, 1)

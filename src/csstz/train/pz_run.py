@@ -206,7 +206,15 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
         line_ew_sd=pz.line_ew_sd,
         lines=pz.lines,
     )
-    physics = PhysicsCurves(basis, waves, inst.psf_sigma_pix, pz.lsf, threads=pz.threads, coeff_curves=pz.coeff_curves)
+    physics = PhysicsCurves(
+        basis,
+        waves,
+        inst.psf_sigma_pix,
+        pz.lsf,
+        threads=pz.threads,
+        coeff_curves=pz.coeff_curves,
+        locator_lsf_scale=pz.locator_lsf_scale,
+    )
     z_all = np.asarray(cat["Z"], np.float64)
     lsf_all = physics.lsf_index(cat, inst)
     lsf_tr = None if lsf_all is None else lsf_all[train_rows]
