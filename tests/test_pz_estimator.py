@@ -294,9 +294,10 @@ def test_prediction_is_the_same_with_worker_processes(run, dataset):
     assert rows.size > 16  # several blocks
     np.testing.assert_array_equal(one["chi2_dof"], two["chi2_dof"])  # the physics: bit for bit
     np.testing.assert_array_equal(one["n_valid"], two["n_valid"])
-    # the network runs on one torch thread beside the workers: its sums may round differently (~1e-9 relative)
+    # the network runs on one torch thread beside the workers: its sums may round differently (~1e-9 relative),
+    # and the members' probabilities are float32 (~1e-7): redshifts agree to 1e-7
     for k in ("z", "zerr", "lo95", "hi95", "zerr_epistemic", "p_second", "pz"):
-        np.testing.assert_allclose(one[k], two[k], rtol=1e-6, atol=1e-9, err_msg=k)
+        np.testing.assert_allclose(one[k], two[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
 def test_relocation_moves_only_z_and_only_within_its_window(run, dataset, tmp_path):
@@ -322,7 +323,7 @@ def test_relocation_moves_only_z_and_only_within_its_window(run, dataset, tmp_pa
     rel, _ = predict_rows(PzRun(out, threads=1), dataset, rows, block=16, workers=2)
     base, _ = predict_rows(PzRun(plain, threads=1), dataset, rows, block=16, workers=1)
     for k in ("pz", "lo68", "hi68", "lo95", "hi95", "zerr_epistemic"):
-        np.testing.assert_allclose(rel[k], base[k], rtol=1e-6, atol=1e-9, err_msg=k)
+        np.testing.assert_allclose(rel[k], base[k], rtol=1e-6, atol=1e-7, err_msg=k)
     grid_lnz = PzRun(out).physics.grid_lnz
     steps = np.abs(np.log1p(rel["z"]) - np.log1p(base["z"])) / (grid_lnz[1] - grid_lnz[0])
     assert np.all(steps <= RELOCATE_HALF + 0.5 + 1e-9)
