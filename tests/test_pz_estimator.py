@@ -328,3 +328,18 @@ def test_relocation_moves_only_z_and_only_within_its_window(run, dataset, tmp_pa
     steps = np.abs(np.log1p(rel["z"]) - np.log1p(base["z"])) / (grid_lnz[1] - grid_lnz[0])
     assert np.all(steps <= RELOCATE_HALF + 0.5 + 1e-9)
     assert np.mean(steps > 1e-3) > 0.3  # it does move Z
+    # the in-process API re-locates the same way (its spectra stay float64: equal to ~1e-6)
+    from csstz.instrument import load_instrument
+    from csstz.io.spectra import read_catalog, read_spectra
+
+    pz_run, inst = PzRun(out, threads=1), load_instrument()
+    cat = read_catalog(dataset)[rows]
+    sp = read_spectra(dataset, bands=pz_run.bands, rows=rows)
+    arr = pz_run.predict_arrays(
+        {b: sp.bands[b].flux for b in pz_run.bands},
+        {b: sp.bands[b].err for b in pz_run.bands},
+        pz_run.physics.lsf_index(cat, inst),
+        locator_lsf_index=pz_run.physics.lsf_index(cat, inst, pz_run.physics.locator_lsf_scale),
+    )
+    np.testing.assert_allclose(arr["z"], rel["z"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(arr["n_valid"], rel["n_valid"])

@@ -372,17 +372,32 @@ class PzRun:
         rel = None
         if locator_lsf_index is not None and self.physics.relocates:
             rel = (*self.physics.model.prepare_spectra(flux, err), locator_lsf_index)
+        return self.predicted(lg, scal, phys, dist, temperature, rel, *valid_pixels(err, self.bands))
+
+    def predicted(
+        self,
+        logits: np.ndarray,
+        scalars: np.ndarray,
+        loglike: np.ndarray,
+        feature_distance: np.ndarray,
+        temperature: float | None,
+        relocate: tuple | None,
+        n_valid: np.ndarray,
+        n_pixels: int,
+    ) -> dict:
+        """What prediction writes of one block: :meth:`summarise_outputs` (the run's calibration, or
+        ``temperature`` and no PIT map) plus ``chi2_dof``, ``n_valid`` and ``n_pixels``."""
         out = self.summarise_outputs(
-            lg,
-            scal,
-            phys,
+            logits,
+            scalars,
+            loglike,
             temperature,
             pit_map=True if temperature is None else None,
-            feature_distance=dist,
-            relocate=rel,
+            feature_distance=feature_distance,
+            relocate=relocate,
         )
-        out["chi2_dof"] = scal[:, 2].astype(np.float64)
-        out["n_valid"], out["n_pixels"] = valid_pixels(err, self.bands)
+        out["chi2_dof"] = scalars[:, 2].astype(np.float64)
+        out["n_valid"], out["n_pixels"] = n_valid, n_pixels
         return out
 
     def zwarn(self, res: dict) -> np.ndarray:
@@ -450,17 +465,7 @@ def predict_rows(
         ):
             lg, dist = run.network(c, sc)
             rel = None if fw is None else (*fw, None if lsf_loc is None else lsf_loc[s : s + block])
-            out = run.summarise_outputs(
-                lg,
-                sc,
-                loc,
-                temperature,
-                pit_map=True if temperature is None else None,
-                feature_distance=dist,
-                relocate=rel,
-            )
-            out["chi2_dof"] = sc[:, 2].astype(np.float64)
-            out["n_valid"], out["n_pixels"] = valid, n_pix
+            out = run.predicted(lg, sc, loc, dist, temperature, rel, valid, n_pix)
             if spool is not None:
                 spool.append(out.pop("pz"))
             parts.append(out)
