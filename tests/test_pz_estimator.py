@@ -221,6 +221,8 @@ def test_windowed_refinement_equals_the_full_grid_reference_at_the_edges_too():
     for window in (4, 1, 0):
         got = refine_on_physics(z_mode, ll, lp, grid, window=window)
         np.testing.assert_allclose(got, _refine_full_grid(z_mode, ll, lp, grid, window), rtol=0, atol=1e-12)
+    # a mode that is not a number stays one
+    assert np.isnan(refine_on_physics(np.array([np.nan, 0.5]), ll[:2], lp, grid)[0])
 
 
 def test_accelerator_gpu_without_cuda_is_refused_in_one_line():

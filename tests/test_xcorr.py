@@ -408,6 +408,13 @@ def test_compiled_resampling_equals_the_sparse_overlap_formula(waves):
     np.testing.assert_array_equal(w, wsum)
     np.testing.assert_array_equal(f, f_ref)
     assert (w[1] > 0).sum() < (w[3] > 0).sum()  # the masked band carries no weight
+    # bands of different row counts, or err unlike flux, are refused in one line (not read out of bounds)
+    with pytest.raises(InputError, match="GI.flux"):
+        resample(flux, {**err, "GI": err["GI"][:2]}, mats)
+    with pytest.raises(InputError, match="GI.flux"):
+        resample(
+            {**flux, "GI": np.ones((2000, waves["GI"].size))}, {**err, "GI": np.ones((2000, waves["GI"].size))}, mats
+        )
 
 
 def test_relocation_finds_the_redshift_of_noiseless_spectra_from_an_offset_start(tmp_path, waves, inst):
@@ -445,6 +452,14 @@ def test_relocation_finds_the_redshift_of_noiseless_spectra_from_an_offset_start
     far = np.expm1(np.log1p(z) + 6 * h)
     edge = np.abs(np.log1p(ph.relocate(far, flux, err, np.full(z.size, k), flat)) - np.log1p(z)) / h
     assert np.all((edge > 3.5) & (edge < 4.5))
+    # at the grid's ends the window is cut, not slid inwards: a start on the first or last grid point moves at
+    # most RELOCATE_HALF steps; starts off the grid stay where they are
+    from csstz.templates.physics import RELOCATE_HALF
+
+    ends = np.array([ph.grid_z[0], ph.grid_z[-1], ph.grid_z[-1] + 0.1, -0.5])
+    moved = ph.relocate(ends, {b: v[:4] for b, v in flux.items()}, {b: v[:4] for b, v in err.items()}, None, flat)
+    assert np.all(np.abs(np.log1p(moved[:2]) - np.log1p(ends[:2])) <= RELOCATE_HALF * h * (1 + 1e-9))
+    np.testing.assert_array_equal(moved[2:], ends[2:])
     # non-finite starts stay; the prepared arrays give the same answer
     start[0] = np.nan
     again = ph.relocate(start, None, None, np.full(z.size, k), flat, prepared=ph.model.prepare_spectra(flux, err))

@@ -6,9 +6,10 @@ probability per grid cell, sharpened or broadened by the calibration temperature
 the validation split (``p_m^(1/T)``, renormalised) -> the members' mixture:
 
 * ``PZ`` / ``PZ_GRID``: the mixture as a density per unit z, trapezoid-normalised on the grid;
-* ``Z``: the network chooses the peak (the mixture's mode), the physics posterior (curve 0 plus
+* ``Z``: the network chooses the peak (the mixture's mode), the physics posterior (the locator plus
   log n(z), at full grid resolution) locates it within ``PEAK_WINDOW`` grid steps, refined below the
-  grid step by a parabola in ln p (:func:`refine_on_physics`);
+  grid step by a parabola in ln p (:func:`refine_on_physics`), and re-locates it within 2 grid steps at the
+  galaxy's narrower line-spread core (:meth:`csstz.templates.physics.PhysicsCurves.relocate`);
 * ``ZERR``: half the width of its central 68.27% interval (``Z_LO68``/``Z_HI68``, ``Z_LO95``/
   ``Z_HI95`` the intervals themselves);
 * ``ZERR_EPISTEMIC``: the spread of the members' mean redshifts; ``ZERR_ALEATORIC``: the rms of
@@ -160,7 +161,7 @@ def refine_on_physics(
     g = np.asarray(grid_z, np.float64)
     zm = np.asarray(z_mode, np.float64).reshape(-1)
     n, w = zm.size, int(window)
-    j = np.clip(np.searchsorted(g, zm), 1, g.size - 1)
+    j = np.clip(np.searchsorted(g, np.nan_to_num(zm, nan=g[0])), 1, g.size - 1)
     j = np.where(np.abs(g[j - 1] - zm) <= np.abs(g[j] - zm), j - 1, j)  # nearest grid point
     # the window's points (clipped to the grid); a point listed twice at a grid end changes nothing
     k = np.clip(j[:, None] + np.arange(-w, w + 1)[None, :], 0, g.size - 1)
@@ -184,7 +185,7 @@ def refine_on_physics(
         vertex = x1 - 0.5 * num / den
     good = inner & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2)
     z = np.where(good, vertex, g[best])
-    return np.where(ok & np.isfinite(z), z, zm)
+    return np.where(ok & np.isfinite(z) & np.isfinite(zm), z, zm)
 
 
 def valid_pixels(err: dict, bands: tuple) -> tuple[np.ndarray, int]:
@@ -454,8 +455,13 @@ def predict_rows(
         c, sc, loc = phys.curves(
             flux, err, None if lsf is None else lsf[s : s + block], with_locator=True, prepared=prep
         )
-        # float32 halves what crosses the process boundary
-        fw = (prep[0].astype(np.float32), prep[1].astype(np.float32)) if relocates else None
+        # float32 halves what crosses the process boundary; the weights go relative to each row's largest, so
+        # that no flux unit can under- or overflow float32
+        fw = None
+        if relocates:
+            top = np.max(prep[1], axis=1, keepdims=True)
+            top = np.where(top > 0, top, 1.0)
+            fw = (prep[0].astype(np.float32), (prep[1] / top).astype(np.float32), top)
         return c, sc, loc, *valid_pixels(err, run.bands), fw
 
     parts = []
@@ -464,7 +470,10 @@ def predict_rows(
             range(0, rows.size, block), forked_imap(curves, range(0, rows.size, block), workers)
         ):
             lg, dist = run.network(c, sc)
-            rel = None if fw is None else (*fw, None if lsf_loc is None else lsf_loc[s : s + block])
+            rel = None
+            if fw is not None:
+                f32, w_rel, top = fw
+                rel = (f32, w_rel.astype(np.float64) * top, None if lsf_loc is None else lsf_loc[s : s + block])
             out = run.predicted(lg, sc, loc, dist, temperature, rel, valid, n_pix)
             if spool is not None:
                 spool.append(out.pop("pz"))

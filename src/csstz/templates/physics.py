@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -205,9 +206,13 @@ class PhysicsCurves:
         coeff_curves: bool = False,
         locator_lsf_scale: float = 1.0,
     ) -> None:
-        if not (isinstance(locator_lsf_scale, (int, float)) and 0.0 <= locator_lsf_scale <= 2.0):
+        try:
+            scale = float(locator_lsf_scale)
+        except (TypeError, ValueError):
+            scale = math.nan
+        if not 0.0 <= scale <= 2.0:
             raise InputError("locator_lsf_scale", "must be a number in [0, 2]", value=locator_lsf_scale)
-        self.locator_lsf_scale = float(locator_lsf_scale)
+        self.locator_lsf_scale = scale
         if lsf not in ("point", "morphology"):
             raise InputError("lsf", "unknown line-spread model", value=lsf, allowed="point, morphology")
         if not basis.has_prior:
@@ -283,7 +288,8 @@ class PhysicsCurves:
         with ``width_scale=locator_lsf_scale``) by direct sums
         (:meth:`csstz.templates.xcorr.XcorrModel.local_loglike`), ``log_prior`` added, and the peak refined by
         the parabola through the best point and its neighbours (the grid point where that best point is at
-        the window's edge). Non-finite ``z`` are returned unchanged.
+        the window's edge; at the grid's ends the window is cut, not moved). Non-finite ``z`` and ``z`` off the grid
+        are returned unchanged.
 
         Why: with its width taken as the Gaussian of equal interquartile range, the extended galaxies' LSF
         (a projected Sersic profile: a narrow core and broad wings) fits the spectra best in chi2, but the
@@ -306,13 +312,13 @@ class PhysicsCurves:
         n, S = z.size, 2 * int(half) + 1
         if g.size < S:
             return z.copy()
-        ok = np.isfinite(z)
-        lnz = np.log1p(np.where(ok, z, 0.0))
-        i0 = np.clip(
-            np.rint((lnz - self.grid_lnz[0]) / (self.grid_lnz[1] - self.grid_lnz[0])).astype(int), 0, g.size - 1
-        )
-        centre = np.clip(i0, half, g.size - 1 - half)
-        gi = centre[:, None] + np.arange(-half, half + 1)[None, :]
+        ok = np.isfinite(z) & (z >= g[0]) & (z <= g[-1])  # off the grid: nothing to re-locate
+        lnz = np.log1p(np.where(ok, z, g[0]))
+        step = self.grid_lnz[1] - self.grid_lnz[0]
+        i0 = np.clip(np.rint((lnz - self.grid_lnz[0]) / step).astype(int), 0, g.size - 1)
+        raw = i0[:, None] + np.arange(-half, half + 1)[None, :]
+        on_grid = (raw >= 0) & (raw < g.size)  # the window is cut at the grid's ends, never slid inwards
+        gi = np.clip(raw, 0, g.size - 1)
         post = np.full((n, S), -np.inf)
         idx = np.zeros(n, int) if lsf_index is None else np.asarray(lsf_index, int)
         for k in np.unique(idx[ok]):
@@ -322,7 +328,7 @@ class PhysicsCurves:
                 post[rows] = np.logaddexp(ll, ll_n) if self.model.n_free else ll
         with np.errstate(invalid="ignore"):
             post = post + np.asarray(log_prior, np.float64)[gi] - np.log1p(g[gi])  # density per unit z
-        post = np.where(np.isfinite(post), post, -np.inf)
+        post = np.where(np.isfinite(post) & on_grid, post, -np.inf)
         j = np.argmax(post, axis=1)
         r = np.arange(n)
         out = g[gi[r, j]]
@@ -334,7 +340,7 @@ class PhysicsCurves:
             den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
             vertex = x1 - 0.5 * num / den
             curv = (y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)
-        good = (j == jc) & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2)
+        good = (j == jc) & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2) & (x0 < x1) & (x1 < x2)
         out = np.where(good, vertex, out)
         found = ok & np.isfinite(post[r, j])
         return np.where(found, out, z)

@@ -151,8 +151,12 @@ def resample(
         op = sparse.csr_matrix(op)  # no copy for the csr matrices of resampling_matrix
         f = np.ascontiguousarray(flux_by_band[b], np.float64)
         e = np.ascontiguousarray(err_by_band[b], np.float64)
+        n = f.shape[0] if f.ndim == 2 else -1
+        if f.ndim != 2 or e.shape != f.shape or f.shape[1] != op.shape[0] or (wsum is not None and n != wsum.shape[0]):
+            want = f"(N, {op.shape[0]})" if wsum is None else f"({wsum.shape[0]}, {op.shape[0]})"
+            raise InputError(f"{b}.flux", f"flux and err must both have shape {want}", value=(f.shape, e.shape))
         if wsum is None:
-            wsum, fsum = np.zeros((f.shape[0], op.shape[1])), np.zeros((f.shape[0], op.shape[1]))
+            wsum, fsum = np.zeros((n, op.shape[1])), np.zeros((n, op.shape[1]))
         resample_band(
             f, e, op.indptr.astype(np.int64), op.indices.astype(np.int64), op.data, float(min_cover), wsum, fsum
         )
@@ -485,10 +489,13 @@ class XcorrModel:
         redshifts per spectrum, from normal equations summed directly on the common grid (no FFT).
 
         The same likelihood as :meth:`loglike` ``mode="prior+ls+nested"`` (curves 0 and 2) at those
-        redshifts, to round-off, except that the amplitude floor (:data:`AMPLITUDE_FLOOR_REL`) is relative to
-        the largest amplitude over the given redshifts only. Costs ``(K + K(K+1)/2) L`` multiply-adds per
-        redshift (one matrix product per spectrum over the rest-grid window its redshifts span): cheap for a
-        handful, which is what the peak relocation of
+        redshifts, to round-off, except (a) that the amplitude floor (:data:`AMPLITUDE_FLOOR_REL`) is relative
+        to the largest amplitude over the given redshifts only, and (b) at the redshifts where the FFT declares a
+        compact (emission-line) template absent (its ``M_jj`` below :data:`COMPACT_ABSENT_REL` of its maximum:
+        the line barely on a band's edge), where the direct sums keep its small contribution (~1e-4 in log L).
+
+        Costs ``(K + K(K+1)/2) L`` multiply-adds per redshift (one matrix product per spectrum over the
+        rest-grid window its redshifts span): cheap for a handful, which is what the peak relocation of
         :meth:`csstz.templates.physics.PhysicsCurves.relocate` needs.
 
         Parameters
