@@ -158,34 +158,21 @@ def refine_on_physics(
     ndarray, shape (N,)
         The refined redshifts; the network's mode where the window holds no finite likelihood.
     """
+    from .templates import pdf
+
     g = np.asarray(grid_z, np.float64)
     zm = np.asarray(z_mode, np.float64).reshape(-1)
     n, w = zm.size, int(window)
     j = np.clip(np.searchsorted(g, np.nan_to_num(zm, nan=g[0])), 1, g.size - 1)
     j = np.where(np.abs(g[j - 1] - zm) <= np.abs(g[j] - zm), j - 1, j)  # nearest grid point
-    # the window's points (clipped to the grid); a point listed twice at a grid end changes nothing
-    k = np.clip(j[:, None] + np.arange(-w, w + 1)[None, :], 0, g.size - 1)
-    rows = np.arange(n)[:, None]
+    raw = j[:, None] + np.arange(-w, w + 1)[None, :]
+    k = np.clip(raw, 0, g.size - 1)
     ll = np.asarray(loglike)
-    post = ll[rows, k].astype(np.float64) + np.asarray(log_prior, np.float64)[k] - np.log1p(g[k])  # per unit z
-    post = np.where(np.isfinite(post), post, -np.inf)
-    i = np.argmax(post, axis=1)
-    r = np.arange(n)
-    best = k[r, i]
-    ok = np.isfinite(post[r, i])
-    # parabola in z through the best point and its grid neighbours, both inside the window
-    inner = (i > 0) & (i < 2 * w) & (best > 0) & (best < g.size - 1)
-    ic = np.clip(i, 1, 2 * w - 1) if w >= 1 else i
-    x0, x1, x2 = g[np.clip(best - 1, 0, g.size - 1)], g[best], g[np.clip(best + 1, 0, g.size - 1)]
-    y0, y1, y2 = (post[r, np.clip(ic + d, 0, 2 * w)] for d in (-1, 0, 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        curv = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
-        num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
-        den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
-        vertex = x1 - 0.5 * num / den
-    good = inner & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2)
-    z = np.where(good, vertex, g[best])
-    return np.where(ok & np.isfinite(z) & np.isfinite(zm), z, zm)
+    post = ll[np.arange(n)[:, None], k].astype(np.float64) + np.asarray(log_prior, np.float64)[k] - np.log1p(g[k])
+    # per unit z; the window is cut at the grid's ends
+    post = np.where(np.isfinite(post) & (raw >= 0) & (raw < g.size), post, -np.inf)
+    z, found = pdf.window_peak(post, k, g)
+    return np.where(found & np.isfinite(z) & np.isfinite(zm), z, zm)
 
 
 def valid_pixels(err: dict, bands: tuple) -> tuple[np.ndarray, int]:
@@ -288,11 +275,15 @@ class PzRun:
         return out, scal
 
     def forward(
-        self, flux: dict, err: dict, lsf_index: np.ndarray | None = None
+        self,
+        flux: dict,
+        err: dict,
+        lsf_index: np.ndarray | None = None,
+        prepared: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Network logits (N, M, K), the physics scalars (N, S), the physics locator log-likelihood (N, K) and the
-        feature distance (N,)."""
-        curves, scal, locator = self.physics.curves(flux, err, lsf_index, with_locator=True)
+        feature distance (N,). ``prepared``: the spectra already on the physics' common grid."""
+        curves, scal, locator = self.physics.curves(flux, err, lsf_index, with_locator=True, prepared=prepared)
         lg, dist = self.network(curves, scal)
         return lg, scal, locator, dist
 
@@ -369,10 +360,9 @@ class PzRun:
         ``locator_lsf_index``: the LSF sets of :meth:`csstz.templates.physics.PhysicsCurves.lsf_index` at the
         run's ``locator_lsf_scale`` (what :func:`predict_rows` passes); None: ``z`` is not re-located.
         """
-        lg, scal, phys, dist = self.forward(flux, err, lsf_index)
-        rel = None
-        if locator_lsf_index is not None and self.physics.relocates:
-            rel = (*self.physics.model.prepare_spectra(flux, err), locator_lsf_index)
+        prep = self.physics.model.prepare_spectra(flux, err)  # once, for the curves and the relocation
+        lg, scal, phys, dist = self.forward(flux, err, lsf_index, prepared=prep)
+        rel = (*prep, locator_lsf_index) if locator_lsf_index is not None and self.physics.relocates else None
         return self.predicted(lg, scal, phys, dist, temperature, rel, *valid_pixels(err, self.bands))
 
     def predicted(

@@ -222,16 +222,58 @@ def mode(pz: ArrayLike, z_grid: ArrayLike, refine: bool = True) -> np.ndarray:
         return z0
     rows = np.arange(p.shape[0])
     ic = np.clip(i, 1, g.size - 2)
-    x0, x1, x2 = g[ic - 1], g[ic], g[ic + 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore"):
         y0, y1, y2 = (np.log(p[rows, ic + d]) for d in (-1, 0, 1))
+    vertex, ok = parabola_vertex(g[ic - 1], g[ic], g[ic + 1], y0, y1, y2)
+    return np.where((i == ic) & ok, vertex, z0)
+
+
+def parabola_vertex(
+    x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, y0: np.ndarray, y1: np.ndarray, y2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex of the parabola through (x0, y0), (x1, y1), (x2, y2) (x increasing), and where it is a maximum
+    that lies within [x0, x2] (finite, second divided difference < 0): arrays (N,) each."""
+    with np.errstate(divide="ignore", invalid="ignore"):
         d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
         curv = (d12 - d01) / (x2 - x0)  # second divided difference: < 0 for a maximum
         num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
         den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
         vertex = x1 - 0.5 * num / den
-    ok = (i == ic) & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2)
-    return np.where(ok, vertex, z0)
+    return vertex, np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2)
+
+
+def window_peak(log_dens: np.ndarray, grid_index: np.ndarray, z_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The peak of log densities given in a window of consecutive grid points per row.
+
+    Parameters
+    ----------
+    log_dens : ndarray (N, S)
+        Log density per unit z at the window's points; -inf where there is none (off the grid, no data).
+    grid_index : ndarray of int (N, S)
+        The points' indices into ``z_grid``, consecutive along each row (clipped copies at the grid's ends
+        must carry -inf).
+    z_grid : ndarray (K,)
+
+    Returns
+    -------
+    z : ndarray (N,)
+        The best point, refined by the parabola through it and its two neighbours when both lie in the
+        window and the parabola has a maximum between them (:func:`parabola_vertex`); the best point itself
+        otherwise.
+    found : ndarray of bool (N,)
+        Whether the window holds a finite value.
+    """
+    n, S = log_dens.shape
+    r = np.arange(n)
+    j = np.argmax(log_dens, axis=1)
+    best = z_grid[grid_index[r, j]]
+    found = np.isfinite(log_dens[r, j])
+    if S < 3:
+        return best, found
+    jc = np.clip(j, 1, S - 2)
+    x0, x1, x2 = (z_grid[grid_index[r, jc + d]] for d in (-1, 0, 1))
+    vertex, ok = parabola_vertex(x0, x1, x2, *(log_dens[r, jc + d] for d in (-1, 0, 1)))
+    return np.where((j == jc) & ok & (x0 < x1) & (x1 < x2), vertex, best), found
 
 
 def mass_away_from_mode(
@@ -443,6 +485,8 @@ __all__ = [
     "normalise",
     "quantiles",
     "summaries",
+    "parabola_vertex",
+    "window_peak",
     "from_loglike",
     "from_chi2",
     "cdf",

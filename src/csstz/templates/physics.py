@@ -37,6 +37,7 @@ from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
 from ..simulate.extract import snr_median
 from .learned import DEFAULT_LINE_GROUPS, TemplateBasis, read_basis, save_basis
+from .pdf import window_peak
 from .solve_kernel import warm_up
 from .xcorr import LSF_MAX_BINS, XcorrModel, loglike_curves, lsf_bins
 
@@ -329,21 +330,8 @@ class PhysicsCurves:
         with np.errstate(invalid="ignore"):
             post = post + np.asarray(log_prior, np.float64)[gi] - np.log1p(g[gi])  # density per unit z
         post = np.where(np.isfinite(post) & on_grid, post, -np.inf)
-        j = np.argmax(post, axis=1)
-        r = np.arange(n)
-        out = g[gi[r, j]]
-        jc = np.clip(j, 1, S - 2)
-        x0, x1, x2 = (g[gi[r, jc + d]] for d in (-1, 0, 1))
-        y0, y1, y2 = (post[r, jc + d] for d in (-1, 0, 1))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
-            den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
-            vertex = x1 - 0.5 * num / den
-            curv = (y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)
-        good = (j == jc) & np.isfinite(vertex) & (curv < 0) & (vertex >= x0) & (vertex <= x2) & (x0 < x1) & (x1 < x2)
-        out = np.where(good, vertex, out)
-        found = ok & np.isfinite(post[r, j])
-        return np.where(found, out, z)
+        out, found = window_peak(post, gi, g)
+        return np.where(ok & found, out, z)
 
     def curves(
         self,

@@ -179,8 +179,9 @@ def _box(width: float) -> np.ndarray:
 class _Kernel:
     TF: np.ndarray  # (P, K, nf) complex: rfft of each phase's templates on the rest grid
     QF: np.ndarray  # (P, npair, nf) complex: rfft of the template products
-    rest: np.ndarray  # (K, n_rest) float64: phase 0's templates on the rest grid (compact ones exactly 0 off support)
-    rest_tq: np.ndarray  # (n_rest, K + npair) float64: those templates and their pair products, rest-index major
+    # (n_rest, K + npair) float64: phase 0's templates on the rest grid (compact ones exactly 0 off their support)
+    # and their pair products, rest-index major (the direct sums of local_loglike)
+    rest_tq: np.ndarray
 
 
 class XcorrModel:
@@ -338,7 +339,7 @@ class XcorrModel:
         if self.n_phase > 1 and nf % self.n_phase:
             raise InputError("n_phase", f"must divide N_FINE={nf}", value=self.n_phase)
         tq = np.concatenate([rest, np.stack([rest[j] * rest[k] for j, k in self.pairs])])
-        return _Kernel(np.stack(TF), np.stack(QF), np.ascontiguousarray(rest), np.ascontiguousarray(tq.T))
+        return _Kernel(np.stack(TF), np.stack(QF), np.ascontiguousarray(tq.T))
 
     def rest_templates(self, lsf_index: int = 0, phase: int = 0) -> np.ndarray:
         """The convolved templates on the rest grid (K, n_rest) (for tests/plots)."""
