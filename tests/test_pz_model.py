@@ -121,3 +121,29 @@ def test_feature_density_flags_inputs_unlike_the_training_ones():
     assert float((d_other > torch.quantile(d_same, 0.96)).double().mean()) > 0.9
     # too few spectra for a full covariance: the diagonal
     assert fit_feature_density(net, [spectra(60, 0.05, 5)])["covariance"] == "diagonal"
+
+
+def test_early_stopping_waits_for_the_annealing_half_of_the_schedule():
+    """With a frozen network (lr = 1e-12) the validation loss never improves: patience may only end training once
+    the one-cycle schedule is past its midpoint, never while the learning rate is near its peak."""
+    from csstz.config import PzConfig
+    from csstz.train.pz_stage import Batch, fit_network
+
+    grid = np.linspace(0.0, 1.0, K)
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        idx = rng.integers(10, K - 10, n)
+        c0 = -0.5 * ((np.arange(K)[None, :] - idx[:, None]) / 2.0) ** 2
+        curves = np.stack([c0, np.tanh(c0 / 20)], 1).astype(np.float32)
+        return Batch(curves, np.zeros((n, 3), np.float32), np.expm1(grid[idx]))
+
+    def endless():
+        while True:
+            yield batch(32)
+
+    cfg = PzConfig(lr=1e-12, weight_decay=0.0, batch_size=32, max_samples=3200, eval_every=320, patience=1)
+    res = fit_network(_net(), endless(), [batch(64)], grid, cfg)
+    seen = res["samples_seen"]
+    assert cfg.max_samples // 2 < seen <= cfg.max_samples // 2 + cfg.eval_every
+    assert res["best_samples"] == 0  # nothing improved: the initial (physics) state is kept

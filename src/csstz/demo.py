@@ -73,7 +73,7 @@ STANDARD = DemoPlan(
     "standard",
     n_galaxies=20000,
     train=dict(epochs=25, bnn_epochs=10, batch_size=64, calib_samples=100, progress=False),
-    pz=dict(max_samples=600_000, eval_every=50_000),
+    pz=dict(max_samples=2_000_000, eval_every=100_000),
     learned_basis=True,
 )
 

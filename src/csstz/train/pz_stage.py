@@ -207,7 +207,10 @@ def fit_network(
                     "samples": seen,
                 }
                 bad_evals = 0
-            else:
+            elif seen > cfg.max_samples // 2:
+                # patience counts only once the one-cycle schedule anneals (its second half): before that the
+                # learning rate is near its peak and the validation loss plateaus by design (a 2M-sample
+                # schedule stopped at 853k samples, never reaching the annealing)
                 bad_evals += 1
             if bad_evals >= cfg.patience or seen >= cfg.max_samples:
                 break
