@@ -95,8 +95,10 @@ SOLVE_ELEMENTS = 8192
 MODES = ("ls", "prior", "prior+ls", "prior+ls+nested")
 #: Number of log-likelihood curves each mode returns per spectrum.
 N_CURVES = {"ls": 1, "prior": 1, "prior+ls": 2, "prior+ls+nested": 3}
-#: Spectra per block of the batched FFTs (memory ~ block x 20 x n_fft x 8 bytes).
-BLOCK = 128
+#: Spectra per block of the batched FFTs (memory ~ block x (K + K(K+1)/2) x n_fft x 16 bytes: 6 MB at K = 6).
+#: Small blocks keep the correlations in the CPU cache: 8 was 8-17% faster than 128 on 2,000 validation spectra
+#: (mode "prior+ls", 2 threads; the curves are bit-identical for any block size).
+BLOCK = 8
 
 
 # --- the common ln(lambda) grid and the flux-conserving resampling -------------------------------------------
