@@ -80,6 +80,9 @@ def main() -> None:
             k: {"crb_median": v.get("crb_median"), "nmad_over_crb": v.get("nmad_over_crb")}
             for k, v in metrics["methods"].items()
         },
+        # each method's p(z) (PZ HDU): CRPS, PIT and the coverage of its central intervals ("crps" above is that
+        # of Z +- ZERR as a Gaussian)
+        "pz_metrics": {k: v.get("pz") for k, v in metrics["methods"].items()},
         "paper": PAPER,
     }
     name = f"accuracy{'_quick' if args.quick else ''}{'_pz' if args.no_paper else ''}.json"

@@ -53,6 +53,9 @@ def _val_metrics(run: Path, data: Path) -> dict:
         "val_coverage_68": m.get("coverage_68"),
         "val_coverage_95": m.get("coverage_95"),
         "physics_only_val_eta_grid": fit["history"][0].get("val_eta"),
+        "best_val_loss": fit.get("best_val_loss"),
+        # CRPS of the calibrated p(z) (PZ HDU) on the validation split
+        "val_crps_pz": next(iter(m.get("methods", {}).values()), {}).get("pz", {}).get("crps"),
     }
 
 

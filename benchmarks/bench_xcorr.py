@@ -4,7 +4,9 @@ Spectra: real GV + GI noisy spectra of a dataset when one is given (``--data``),
 the instrument's pixel grids (noise only: the speed does not depend on the content). The timed part is
 ``loglike_curves``: resampling onto the common ln(lambda) grid, the batched FFTs and the K x K solves at
 all shifts, i.e. the full chi2(z) curves. Run: ``OMP_NUM_THREADS=1 PYTHONPATH=src python
-benchmarks/bench_xcorr.py [--data DATASET.h5] [--n 4096] [--threads 2]``.
+benchmarks/bench_xcorr.py [--data DATASET.h5] [--n 4096] [--threads 2] [--block 8]``. With ``--run RUN`` (a p(z)
+run directory; bands GV + GI) it times that run's own physics model (``RUN/pz_physics.h5``) in the modes training
+and prediction compute, instead of a basis of ``--basis``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def main(argv=None):
     ap.add_argument("--block", type=int, default=None, help="spectra per FFT block (default xcorr.BLOCK)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "xcorr.json"))
     a = ap.parse_args(argv)
+    if a.run and a.basis:
+        ap.error("--run times the run's own basis: give --run or --basis, not both")
     inst = load_instrument()
     bands = ("GV", "GI")
     if a.data:

@@ -123,9 +123,11 @@ def test_feature_density_flags_inputs_unlike_the_training_ones():
     assert fit_feature_density(net, [spectra(60, 0.05, 5)])["covariance"] == "diagonal"
 
 
-def test_early_stopping_waits_for_the_annealing_half_of_the_schedule():
-    """With a frozen network (lr = 1e-12) the validation loss never improves: patience may only end training once
-    the one-cycle schedule is past its midpoint, never while the learning rate is near its peak."""
+@pytest.mark.parametrize("patience", [1, 2])
+def test_early_stopping_waits_for_the_midpoint_of_the_schedule(patience):
+    """With a frozen network (lr = 1e-12) the validation loss never improves: patience counts only evaluations
+    after the one-cycle schedule's midpoint, none from before (so training ends ``patience`` evaluations after it),
+    never while the learning rate is near its peak."""
     from csstz.config import PzConfig
     from csstz.train.pz_stage import Batch, fit_network
 
@@ -142,8 +144,8 @@ def test_early_stopping_waits_for_the_annealing_half_of_the_schedule():
         while True:
             yield batch(32)
 
-    cfg = PzConfig(lr=1e-12, weight_decay=0.0, batch_size=32, max_samples=3200, eval_every=320, patience=1)
+    cfg = PzConfig(lr=1e-12, weight_decay=0.0, batch_size=32, max_samples=3200, eval_every=320, patience=patience)
     res = fit_network(_net(), endless(), [batch(64)], grid, cfg)
-    seen = res["samples_seen"]
-    assert cfg.max_samples // 2 < seen <= cfg.max_samples // 2 + cfg.eval_every
+    # evaluations every 320 samples; the first one past the midpoint (1,600) is at 1,920
+    assert res["samples_seen"] == 1920 + (patience - 1) * cfg.eval_every
     assert res["best_samples"] == 0  # nothing improved: the initial (physics) state is kept

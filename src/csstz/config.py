@@ -472,7 +472,7 @@ class PzConfig(StageConfig):
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     max_samples: int = opt(300_000, "training samples seen at most (each a fresh noise draw)")
     eval_every: int = opt(30_000, "samples between validation evaluations")
-    patience: int = opt(4, "evaluations without improvement before stopping (counted in the schedule's second half)")
+    patience: int = opt(4, "evaluations without improvement before stopping (counted after the schedule's midpoint)")
     target_width: float = opt(1.0, "sigma of the training target in grid steps of ln(1+z)")
     # flags
     ood_quantile: float = opt(

@@ -96,8 +96,10 @@ MODES = ("ls", "prior", "prior+ls", "prior+ls+nested")
 #: Number of log-likelihood curves each mode returns per spectrum.
 N_CURVES = {"ls": 1, "prior": 1, "prior+ls": 2, "prior+ls+nested": 3}
 #: Spectra per block of the batched FFTs (memory ~ block x (K + K(K+1)/2) x n_fft x 16 bytes: 6 MB at K = 6).
-#: Small blocks keep the correlations in the CPU cache: 8 was 8-17% faster than 128 on 2,000 validation spectra
-#: (mode "prior+ls", 2 threads; the curves are bit-identical for any block size).
+#: Small blocks keep the correlations in the CPU cache: with 8 instead of 128, one thread computed 21% (training's
+#: "prior+ls") to 42% (prediction's "prior+ls+nested") more curves per CPU-second on 2,000 validation spectra; on 2
+#: threads the gain was within the host's noise (benchmarks/results/xcorr.json). Curves are bit-identical for any
+#: block size.
 BLOCK = 8
 
 

@@ -15,7 +15,8 @@ Each training step:
 
 Validation always reads the stored noisy flux of the validation split; the
 checkpoint with the lowest validation loss is kept (early stopping after
-``patience`` evaluations without improvement). The test split is never read.
+``patience`` evaluations without improvement, counted only after the schedule's
+midpoint). The test split is never read.
 """
 
 from __future__ import annotations
@@ -208,9 +209,9 @@ def fit_network(
                 }
                 bad_evals = 0
             elif seen > cfg.max_samples // 2:
-                # patience counts only once the one-cycle schedule anneals (its second half): before that the
-                # learning rate is near its peak and the validation loss plateaus by design (a 2M-sample
-                # schedule stopped at 853k samples, never reaching the annealing)
+                # patience counts only after the one-cycle schedule's midpoint (learning rate below ~60% of its
+                # peak): before that the validation loss plateaus by design (a 2M-sample schedule evaluated every
+                # 50k stopped at 853k samples, its learning rate still at ~0.7 of the peak)
                 bad_evals += 1
             if bad_evals >= cfg.patience or seen >= cfg.max_samples:
                 break
