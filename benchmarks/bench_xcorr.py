@@ -59,20 +59,18 @@ def main(argv=None):
         waves = {b: inst.band(b).wave_aa for b in bands}
         err = {b: np.full((a.n, waves[b].size), 1.0, np.float32) for b in bands}
         flux = {b: rng.normal(size=(a.n, waves[b].size)).astype(np.float32) for b in bands}
-    if a.run:
-        basis = None  # the run's own
-    elif a.basis:
-        basis = read_basis(a.basis)
-    elif a.data:
-        basis = build_learned_basis(a.data, n_components=5)[0]
-    else:
-        basis = kcorrect_basis()
-    if a.run:
+    if a.run:  # the run's own model
         from csstz.templates.physics import PhysicsCurves
 
         model = PhysicsCurves.load(Path(a.run) / "pz_physics.h5", threads=a.threads).model
         basis, models = model.basis, {"float64": model}
     else:
+        if a.basis:
+            basis = read_basis(a.basis)
+        elif a.data:
+            basis = build_learned_basis(a.data, n_components=5)[0]
+        else:
+            basis = kcorrect_basis()
         models = {
             "float64": XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,)),
             "M-float32": XcorrModel(basis, waves, lsf_sigma_pix=(inst.psf_sigma_pix,), dtype_m=np.float32),

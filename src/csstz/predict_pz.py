@@ -162,16 +162,11 @@ def refine_on_physics(
 
     g = np.asarray(grid_z, np.float64)
     zm = np.asarray(z_mode, np.float64).reshape(-1)
-    n, w = zm.size, int(window)
     j = np.clip(np.searchsorted(g, np.nan_to_num(zm, nan=g[0])), 1, g.size - 1)
     j = np.where(np.abs(g[j - 1] - zm) <= np.abs(g[j] - zm), j - 1, j)  # nearest grid point
-    raw = j[:, None] + np.arange(-w, w + 1)[None, :]
-    k = np.clip(raw, 0, g.size - 1)
     ll = np.asarray(loglike)
-    post = ll[np.arange(n)[:, None], k].astype(np.float64) + np.asarray(log_prior, np.float64)[k] - np.log1p(g[k])
-    # per unit z; the window is cut at the grid's ends
-    post = np.where(np.isfinite(post) & (raw >= 0) & (raw < g.size), post, -np.inf)
-    z, found = pdf.window_peak(post, k, g)
+    rows = np.arange(zm.size)[:, None]
+    z, found = pdf.window_posterior_peak(lambda k: ll[rows, k].astype(np.float64), j, int(window), log_prior, g)
     return np.where(found & np.isfinite(z) & np.isfinite(zm), z, zm)
 
 

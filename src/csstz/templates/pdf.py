@@ -38,7 +38,7 @@ from ..schema import NORM_TOL, check_pz
 from ..schema import check_pz_grid as check_grid
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .._types import ArrayLike
 
@@ -172,11 +172,15 @@ def quantile(pz: ArrayLike, z_grid: ArrayLike, q: float | ArrayLike) -> np.ndarr
 def quantiles(pz: ArrayLike, z_grid: ArrayLike, qs: Sequence[float]) -> np.ndarray:
     """:func:`quantile` at several levels from one normalisation and one CDF: shape (len(qs), N)."""
     g = check_grid(z_grid, "z_grid")
+    _check_levels(qs)
+    p = normalise(pz, g)
+    return _quantiles(p, cdf(p, g), g, qs)
+
+
+def _check_levels(qs: Sequence[float]) -> None:
     for q in qs:
         if not 0.0 <= float(q) <= 1.0:
             raise InputError("q", "must lie in [0, 1]", value=q)
-    p = normalise(pz, g)
-    return _quantiles(p, cdf(p, g), g, qs)
 
 
 def _quantiles(p: np.ndarray, c: np.ndarray, g: np.ndarray, qs: Sequence[float]) -> np.ndarray:
@@ -276,6 +280,41 @@ def window_peak(log_dens: np.ndarray, grid_index: np.ndarray, z_grid: np.ndarray
     return np.where((j == jc) & ok & (x0 < x1) & (x1 < x2), vertex, best), found
 
 
+def window_posterior_peak(
+    loglike: Callable[[np.ndarray], np.ndarray],
+    centre: np.ndarray,
+    half: int,
+    log_prior: np.ndarray,
+    z_grid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The peak of ``loglike + log_prior`` (as a density per unit z) within ``half`` grid steps of each row's
+    grid index ``centre``: :func:`window_peak` of that window, which is cut at the grid's ends, never slid.
+
+    Parameters
+    ----------
+    loglike : callable (grid_index (N, S) -> ndarray (N, S))
+        The log-likelihood at the window's grid points (-inf or NaN where there is none).
+    centre : ndarray of int (N,)
+        Each row's window centre, within the grid.
+    half : int
+    log_prior : ndarray (K,)
+        log n(z) on ``z_grid``, a density per unit ln(1+z) like the grid's cells.
+    z_grid : ndarray (K,)
+
+    Returns
+    -------
+    z, found : ndarray (N,), ndarray of bool (N,)
+        As :func:`window_peak`.
+    """
+    g = np.asarray(z_grid, np.float64)
+    raw = np.asarray(centre)[:, None] + np.arange(-int(half), int(half) + 1)[None, :]
+    k = np.clip(raw, 0, g.size - 1)
+    with np.errstate(invalid="ignore"):
+        post = loglike(k) + np.asarray(log_prior, np.float64)[k] - np.log1p(g[k])  # density per unit z
+    post = np.where(np.isfinite(post) & (raw >= 0) & (raw < g.size), post, -np.inf)
+    return window_peak(post, k, g)
+
+
 def mass_away_from_mode(
     pz: ArrayLike, z_grid: ArrayLike, window_dz: float = MODE_WINDOW_DZ, z_mode: ArrayLike | None = None
 ) -> np.ndarray:
@@ -303,9 +342,7 @@ def summaries(
     """:func:`quantiles` at ``qs`` and :func:`mass_away_from_mode` around ``z_mode`` from one normalisation
     and one CDF (what a prediction needs of each p(z)): arrays (len(qs), N) and (N,)."""
     g = check_grid(z_grid, "z_grid")
-    for q in qs:
-        if not 0.0 <= float(q) <= 1.0:
-            raise InputError("q", "must lie in [0, 1]", value=q)
+    _check_levels(qs)
     p = normalise(pz, g)
     c = cdf(p, g)
     return _quantiles(p, c, g, qs), _mass_away(p, c, g, np.asarray(z_mode, np.float64).reshape(-1), window_dz)
@@ -487,6 +524,7 @@ __all__ = [
     "summaries",
     "parabola_vertex",
     "window_peak",
+    "window_posterior_peak",
     "from_loglike",
     "from_chi2",
     "cdf",

@@ -37,7 +37,7 @@ from ..errors import FileFormatError, InputError
 from ..io.atomic import atomic_path
 from ..simulate.extract import snr_median
 from .learned import DEFAULT_LINE_GROUPS, TemplateBasis, read_basis, save_basis
-from .pdf import window_peak
+from .pdf import window_posterior_peak
 from .solve_kernel import warm_up
 from .xcorr import LSF_MAX_BINS, XcorrModel, loglike_curves, lsf_bins
 
@@ -317,20 +317,18 @@ class PhysicsCurves:
         lnz = np.log1p(np.where(ok, z, g[0]))
         step = self.grid_lnz[1] - self.grid_lnz[0]
         i0 = np.clip(np.rint((lnz - self.grid_lnz[0]) / step).astype(int), 0, g.size - 1)
-        raw = i0[:, None] + np.arange(-half, half + 1)[None, :]
-        on_grid = (raw >= 0) & (raw < g.size)  # the window is cut at the grid's ends, never slid inwards
-        gi = np.clip(raw, 0, g.size - 1)
-        post = np.full((n, S), -np.inf)
         idx = np.zeros(n, int) if lsf_index is None else np.asarray(lsf_index, int)
-        for k in np.unique(idx[ok]):
-            rows = np.flatnonzero(ok & (idx == k))
-            ll, ll_n = self.model.local_loglike(f[rows], w[rows], int(k), gi[rows])
-            with np.errstate(invalid="ignore"):
-                post[rows] = np.logaddexp(ll, ll_n) if self.model.n_free else ll
-        with np.errstate(invalid="ignore"):
-            post = post + np.asarray(log_prior, np.float64)[gi] - np.log1p(g[gi])  # density per unit z
-        post = np.where(np.isfinite(post) & on_grid, post, -np.inf)
-        out, found = window_peak(post, gi, g)
+
+        def locator(gi: np.ndarray) -> np.ndarray:
+            ll_loc = np.full((n, S), -np.inf)
+            for k in np.unique(idx[ok]):
+                rows = np.flatnonzero(ok & (idx == k))
+                ll, ll_n = self.model.local_loglike(f[rows], w[rows], int(k), gi[rows])
+                with np.errstate(invalid="ignore"):
+                    ll_loc[rows] = np.logaddexp(ll, ll_n) if self.model.n_free else ll
+            return ll_loc
+
+        out, found = window_posterior_peak(locator, i0, half, log_prior, g)
         return np.where(ok & found, out, z)
 
     def curves(

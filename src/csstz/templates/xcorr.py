@@ -439,16 +439,25 @@ class XcorrModel:
             ll = np.empty((N, ns))
             solve_ls(bb, mm, fwf, pj, pk, ll, coef)
             return ll, coef
-        ll = np.empty((3, N, ns))
-        logw, mu, prec, logdet_prec = self._prior_arrays()
         n_nested = self.n_free if mode == "prior+ls+nested" else 0  # only that mode pays for the nested curve
+        ll = self._solve_prior(bb, mm, fwf, coef, n_nested)
+        if mode == "prior+ls+nested" and n_nested == 0:
+            ll[2] = ll[0]  # nothing to drop: the nested model is the model
+        return (ll[0] if mode == "prior" else ll[: N_CURVES[mode]]), coef
+
+    def _solve_prior(
+        self, bb: np.ndarray, mm: np.ndarray, fwf: np.ndarray, coef: np.ndarray, n_nested: int
+    ) -> np.ndarray:
+        """The prior marginal, least-squares and nested (without the last ``n_nested`` templates) log-likelihoods
+        (3, N, S) of normal equations b (K, N, S), M pairs (npair, N, S), f.W.f (N,); fills ``coef`` (K, N, S)."""
+        ll = np.empty((3,) + bb.shape[1:])
+        logw, mu, prec, logdet_prec = self._prior_arrays()
+        pj, pk = self._pair_index
         solve_prior(
             bb, mm, fwf, pj, pk, self.norm, logw, mu, prec, logdet_prec, AMPLITUDE_FLOOR_REL, self.occam,
             ll[0], ll[1], coef, n_nested, ll[2],
         )  # fmt: skip
-        if mode == "prior+ls+nested" and n_nested == 0:
-            ll[2] = ll[0]  # nothing to drop: the nested model is the model
-        return (ll[0] if mode == "prior" else ll[: N_CURVES[mode]]), coef
+        return ll
 
     def loglike(
         self, f: np.ndarray, w: np.ndarray, lsf_index: int = 0, mode: str = "ls", with_coeff: bool = False
@@ -551,17 +560,8 @@ class XcorrModel:
             bb[:, n] = out[:S, :K].T
             mm[:, n] = out[S:, K:].T
         fwf = np.einsum("np,np,np->n", w, f, f)
-        ll = np.empty((N, S))
-        ll_ls = np.empty((N, S))
-        ll_n = np.empty((N, S))
-        coef = np.empty((self.K, N, S))
-        logw, mu, prec, logdet_prec = self._prior_arrays()
-        pj, pk = self._pair_index
-        solve_prior(
-            bb, mm, fwf, pj, pk, self.norm, logw, mu, prec, logdet_prec, AMPLITUDE_FLOOR_REL, self.occam,
-            ll, ll_ls, coef, self.n_free, ll_n,
-        )  # fmt: skip
-        return ll, (ll_n if self.n_free > 0 else ll.copy())
+        ll = self._solve_prior(bb, mm, fwf, np.empty((self.K, N, S)), self.n_free)
+        return ll[0], (ll[2] if self.n_free > 0 else ll[0].copy())
 
 
 # --- drivers -------------------------------------------------------------------------------------------------
