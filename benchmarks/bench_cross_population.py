@@ -23,7 +23,7 @@ Everything goes through the public command line, each step is skipped when its
 output exists (resumable: run it again after a kill), and the wall time of every
 step is recorded (the JSON's ``step_times_s`` holds the steps of the last invocation
 only). Results: ``benchmarks/results/cross_population.json``. Run time from scratch at the
-default sizes: about 40 minutes on 2 cores (paper networks 14 min, p(z) networks 17 min).
+default sizes: about 50 minutes on 2 cores (paper networks 14 min, p(z) networks 600k samples each, ~25 min).
 
     python benchmarks/bench_cross_population.py [--n 8000] [--work DIR] [--methods paper,pz,templates] [--keep]
 
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--work", default="benchmarks/_work/cross")
     ap.add_argument("--methods", default="paper,pz,templates")
     ap.add_argument("--epochs", type=int, default=8, help="paper CNN epochs (BNN head: half)")
-    ap.add_argument("--pz-max-samples", type=int, default=60_000, help="p(z) training samples (fresh noise draws)")
+    ap.add_argument("--pz-max-samples", type=int, default=600_000, help="p(z) training samples (fresh noise draws)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
         "--keep",

@@ -15,7 +15,7 @@ the central 68.3% / 95.4% p(z) intervals (from the PIT), mean P_SECOND. The test
 
 Run (~5 min on 2 cores after the dataset exists)::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/exp_pz.py --data /work/exp/std20k.h5 --work /work/exp
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/exp_pz.py --data DATASET.h5 [--work benchmarks/_work/exp_pz]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def nll(model, logl, zt, temperature, log_prior):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
-    ap.add_argument("--work", default="/work/exp")
+    ap.add_argument("--work", default=str(Path(__file__).parent / "_work" / "exp_pz"))
     ap.add_argument("--mixture", type=int, default=8, help="components of the mixture prior (row c')")
     ap.add_argument("--n-phase", type=int, default=1)
     ap.add_argument("--prototypes", type=int, default=1000, help="training SEDs of the archetype row (f)")
