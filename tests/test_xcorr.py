@@ -172,6 +172,23 @@ def test_bad_inputs(waves):
         m.prepare_spectra({"GV": np.zeros((1, 5))}, {"GV": np.ones((1, 5))})
 
 
+def test_a_band_outside_the_basis_rest_range_is_refused(inst, waves):
+    """GU (from 2460 A) at z = 1.6 reaches 946 A rest, below the basis' 1300 A: there the templates are zero,
+    so the band would be fitted by a zero model at high z. Refused, naming the band and the largest usable
+    zmax; within that zmax, and without GU, the model is built."""
+    b = kcorrect_basis()
+    gu = {"GU": inst.band("GU").wave_aa, **waves}
+    with pytest.raises(InputError, match=r"band GU starts at 2460 A.*zmax <= 0\.89"):
+        XcorrModel(b, gu, zmax=1.6)
+    assert XcorrModel(b, gu, zmax=0.85).z[-1] <= 0.89
+    assert XcorrModel(b, waves, zmax=1.6).z[-1] >= 1.6 - 1e-9
+    # the red end: a basis cut at 9000 A rest cannot fit GI (to 10571 A) at z = 0
+    cut = b.wave_aa <= 9000.0
+    short = TemplateBasis(b.wave_aa[cut], b.templates[:, cut], b.templates[:, cut].mean(axis=1), name="short")
+    with pytest.raises(InputError, match=r"band GI ends at .*beyond the short basis' 899[89] A"):
+        XcorrModel(short, waves)
+
+
 def test_fit_xcorr_on_a_spectra_set(tmp_path, waves, inst):
     """End to end through a real spectra file: Z, ZERR, intervals, a normalised PZ per row."""
     from astropy.table import Table

@@ -266,6 +266,7 @@ class XcorrModel:
         self.z = np.expm1(self.lnz)
         self.n_shift = n_shift
         self.L = L
+        self._check_rest_coverage(wave_by_band, float(self.z[0]), float(self.z[-1]))
         self.n_rest = L + n_shift - 1
         self.n_fft = sfft.next_fast_len(self.n_rest, real=True)
         self.K = basis.n_templates
@@ -308,6 +309,29 @@ class XcorrModel:
                         prec,
                         float(np.linalg.slogdet(prec)[1]),
                     )
+                )
+
+    def _check_rest_coverage(self, wave_by_band: dict, zmin: float, zmax: float) -> None:
+        """Refuse a band that leaves the basis' rest-frame range somewhere on the redshift grid.
+
+        Outside that range the templates are zero, so those pixels would be fitted by a zero model whose extent
+        changes with z (a band reaching below it at high z would penalise every high redshift)."""
+        w0, w1 = float(self.basis.wave_aa[0]), float(self.basis.wave_aa[-1])
+        for b, w in wave_by_band.items():
+            lo, hi = float(np.min(w)), float(np.max(w))
+            if lo / (1.0 + zmax) < w0:
+                raise InputError(
+                    "bands",
+                    f"band {b} starts at {lo:.0f} A, {lo / (1.0 + zmax):.0f} A in the rest frame at z = {zmax:.3f}, "
+                    f"below the {self.basis.name} basis' {w0:.0f} A: drop the band or use zmax <= {lo / w0 - 1.0:.2f}",
+                    value=b,
+                )
+            if hi / (1.0 + zmin) > w1:
+                raise InputError(
+                    "bands",
+                    f"band {b} ends at {hi:.0f} A, {hi / (1.0 + zmin):.0f} A in the rest frame at z = {zmin:.3f}, "
+                    f"beyond the {self.basis.name} basis' {w1:.0f} A: drop the band or use zmin >= {hi / w1 - 1.0:.2f}",
+                    value=b,
                 )
 
     # templates on the rest grid, LSF-convolved
