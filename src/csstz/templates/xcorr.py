@@ -320,17 +320,20 @@ class XcorrModel:
         for b, w in wave_by_band.items():
             lo, hi = float(np.min(w)), float(np.max(w))
             if lo / (1.0 + zmax) < w0:
+                # the grid's last redshift may lie up to one step beyond the zmax asked for: a usable bound
+                usable = math.floor(((lo / w0) * math.exp(-self.h) - 1.0) * 100.0) / 100.0
                 raise InputError(
                     "bands",
                     f"band {b} starts at {lo:.0f} A, {lo / (1.0 + zmax):.0f} A in the rest frame at z = {zmax:.3f}, "
-                    f"below the {self.basis.name} basis' {w0:.0f} A: drop the band or use zmax <= {lo / w0 - 1.0:.2f}",
+                    f"below the {self.basis.name} basis' {w0:.0f} A: drop the band or use zmax <= {usable:.2f}",
                     value=b,
                 )
             if hi / (1.0 + zmin) > w1:
+                usable = math.ceil((hi / w1 - 1.0) * 100.0) / 100.0
                 raise InputError(
                     "bands",
                     f"band {b} ends at {hi:.0f} A, {hi / (1.0 + zmin):.0f} A in the rest frame at z = {zmin:.3f}, "
-                    f"beyond the {self.basis.name} basis' {w1:.0f} A: drop the band or use zmin >= {hi / w1 - 1.0:.2f}",
+                    f"beyond the {self.basis.name} basis' {w1:.0f} A: drop the band or use zmin >= {usable:.2f}",
                     value=b,
                 )
 
