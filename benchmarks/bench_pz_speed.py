@@ -69,8 +69,8 @@ def main() -> None:
                 run.net(ct[s : s + 1024], st[s : s + 1024])
 
     t_net = best_of(net)
-    lg, feats = run.network(curves, scal)
-    t_sum = best_of(lambda: run.summarise_outputs(lg, scal, loc, features=feats))
+    lg, dist = run.network(curves, scal)
+    t_sum = best_of(lambda: run.summarise_outputs(lg, scal, loc, feature_distance=dist))
     t_rel = None
     if run.physics.relocates:
         lsf_loc = run.physics.lsf_index(cat, load_instrument(), run.physics.locator_lsf_scale)

@@ -123,54 +123,6 @@ def test_feature_density_flags_inputs_unlike_the_training_ones():
     assert fit_feature_density(net, [spectra(60, 0.05, 5)])["covariance"] == "diagonal"
 
 
-def test_redshift_binned_feature_density_flags_a_spectrum_unlike_those_at_its_z():
-    """With redshift bins (Lee et al.'s class-conditional Gaussians, z bins as classes) each spectrum is measured
-    against the features of training spectra at its own z. Training: narrow peaks at z < 0.5, broad ones above.
-    A narrow peak said to be at z = 0.8 is typical of the training set as a whole (one Gaussian does not flag
-    it) but not of z = 0.8 (the binned density does); the same spectrum at z = 0.2 is not flagged. The bin
-    edges are the training z's quantiles; a NaN z gives a NaN distance; a binned density needs z."""
-    from csstz.train.pz_stage import Batch, fit_feature_density
-
-    torch.manual_seed(0)
-    nets = {nb: PzNet(64, 2, n_scalars=1, members=2, hidden=4, stride=4, ood_z_bins=nb) for nb in (1, 4)}
-    for p in nets[1].out.parameters():  # a trained-looking network: non-zero output layer
-        torch.nn.init.normal_(p, std=0.1)
-    nets[4].load_state_dict({k: v for k, v in nets[1].state_dict().items() if not k.startswith("feature_")}, False)
-    grid = torch.linspace(0.0, 1.0, 64)
-
-    def spectra(z, seed):
-        g = torch.Generator().manual_seed(seed)
-        width = torch.where(z < 0.5, 0.03, 0.2)[:, None]
-        centre = torch.rand(len(z), 1, generator=g)
-        peak = -0.5 * ((grid[None] - centre) / width) ** 2
-        c = torch.stack([peak - peak.amax(1, keepdim=True), torch.tanh(peak / 5)], 1)
-        return Batch(c.numpy().astype(np.float32), torch.rand(len(z), 1, generator=g).numpy().astype(np.float32), z)
-
-    z_train = torch.rand(1600, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    train = [spectra(z_train[i : i + 400], i) for i in range(0, 1600, 400)]
-    info = {nb: fit_feature_density(net, train) for nb, net in nets.items()}
-    assert info[1]["z_bins"] == 1 and info[1]["z_edges"] == []
-    np.testing.assert_allclose(info[4]["z_edges"], np.quantile(z_train.numpy(), [0.25, 0.5, 0.75]))
-    ref = spectra(torch.rand(400, generator=torch.Generator().manual_seed(2), dtype=torch.float64), 50)
-    narrow = spectra(torch.full((400,), 0.2, dtype=torch.float64), 60)  # narrow peaks
-    with torch.no_grad():
-        f_ref = nets[1].forward_features(torch.from_numpy(ref.curves), torch.from_numpy(ref.scalars))[1]
-        f_nar = nets[1].forward_features(torch.from_numpy(narrow.curves), torch.from_numpy(narrow.scalars))[1]
-    z_ref = torch.as_tensor(ref.z)
-    at = {z: torch.full((400,), z, dtype=torch.float64) for z in (0.2, 0.8)}
-    for nb, net in nets.items():
-        thr = torch.quantile(net.feature_distance(f_ref, z_ref), 0.96)
-        rate = {z: float((net.feature_distance(f_nar, at[z]) > thr).double().mean()) for z in at}
-        if nb == 1:
-            assert rate[0.2] < 0.2 and rate[0.8] < 0.2  # typical of the whole training set
-        else:
-            assert rate[0.2] < 0.2 and rate[0.8] > 0.9  # typical of z = 0.2, not of z = 0.8
-    d = nets[4].feature_distance(f_nar[:2], torch.tensor([0.3, float("nan")], dtype=torch.float64))
-    assert torch.isfinite(d[0]) and torch.isnan(d[1])
-    with pytest.raises(ConfigError, match="needs each spectrum's z"):
-        nets[4].feature_distance(f_nar)
-
-
 @pytest.mark.parametrize("patience", [1, 2])
 def test_early_stopping_waits_for_the_midpoint_of_the_schedule(patience):
     """With a frozen network (lr = 1e-12) the validation loss never improves: patience counts only evaluations

@@ -323,14 +323,14 @@ def calibrate_pz_run(
     cat = read_catalog(dataset_path)[val_rows]
     lsf = run.physics.lsf_index(cat, load_instrument())
     sp = read_spectra(dataset_path, bands=run.bands, rows=val_rows)
-    logits, scal, phys, feats = run.forward(
+    logits, scal, phys, dist = run.forward(
         {b: sp.bands[b].flux for b in run.bands}, {b: sp.bands[b].err for b in run.bands}, lsf
     )
     z_true = np.asarray(cat["Z"], np.float64)
     grid = run.physics.grid_z
     t, scan = fit_temperature(logits, grid, z_true)
     # the same summaries as prediction (csstz.predict_pz.PzRun.summarise_outputs), step by step
-    tempered = run.summarise_outputs(logits, scal, phys, t, pit_map=None, features=feats)
+    tempered = run.summarise_outputs(logits, scal, phys, t, pit_map=None, feature_distance=dist)
     pit_map = pdf.fit_pit_map(pdf.pit(tempered["pz"], grid, z_true), gi_snr(scal))
     cov = {}
     for name, s in (
@@ -347,10 +347,9 @@ def calibrate_pz_run(
         "temperature": t,
         "nll_scan": scan,
         "pit_map": pit_map,
-        "ood_statistic": "squared Mahalanobis distance of the pooled network features from the training density "
-        "at the spectrum's Z",
+        "ood_statistic": "squared Mahalanobis distance of the pooled network features from the training density",
         "ood_quantile": float(ood_quantile),
-        "ood_threshold": float(np.nanquantile(ood_statistic(tempered), ood_quantile)),
+        "ood_threshold": float(np.quantile(ood_statistic(tempered), ood_quantile)),
         "multimodal_mass": float(multimodal_mass),
         "n_val": int(len(val_rows)),
         "val_coverage": cov,

@@ -480,11 +480,6 @@ class PzConfig(StageConfig):
         "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation spectra's feature distance "
         "(OOD_DIST2)",
     )
-    ood_z_bins: int = opt(
-        8,
-        "OUT_OF_DISTRIBUTION density: one mean of the network's features per this many equal-count bins of the "
-        "training redshifts, a shared covariance; a spectrum is measured against its Z's bin (1: one Gaussian)",
-    )
     multimodal_mass: float = opt(0.2, "MULTIMODAL: p(z) mass farther than 0.02 (1+z) from the mode above this")
     threads: int = opt(2, "threads of the physics FFTs")
     workers: int = opt(
@@ -513,7 +508,6 @@ class PzConfig(StageConfig):
             ", ".join(EMISSION_LINE_GROUPS),
         )
         self._require("ood_quantile", 0.5 < self.ood_quantile < 1.0, "in (0.5, 1)")
-        self._require("ood_z_bins", 1 <= self.ood_z_bins <= 64, "1 .. 64")
         self._require("multimodal_mass", 0.0 < self.multimodal_mass < 1.0, "in (0, 1)")
 
 

@@ -193,7 +193,7 @@ def gi_snr(scalars: np.ndarray) -> np.ndarray:
 
 def ood_statistic(res: dict) -> np.ndarray:
     """The OUT_OF_DISTRIBUTION statistic: the squared Mahalanobis distance of the network's pooled features
-    from the training split's feature density at the spectrum's Z (:meth:`csstz.models.pz.PzNet.feature_distance`).
+    from the training split's feature density (:meth:`csstz.models.pz.PzNet.feature_distance`).
 
     Parameters
     ----------
@@ -277,26 +277,19 @@ class PzRun:
         prepared: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Network logits (N, M, K), the physics scalars (N, S), the physics locator log-likelihood (N, K) and the
-        pooled features (N, F). ``prepared``: the spectra already on the physics' common grid."""
+        feature distance (N,). ``prepared``: the spectra already on the physics' common grid."""
         curves, scal, locator = self.physics.curves(flux, err, lsf_index, with_locator=True, prepared=prepared)
-        lg, feats = self.network(curves, scal)
-        return lg, scal, locator, feats
+        lg, dist = self.network(curves, scal)
+        return lg, scal, locator, dist
 
     def network(self, curves: np.ndarray, scalars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The members' logits (N, M, K) of physics curves and scalars, and their pooled features (N, F)."""
+        """The members' logits (N, M, K) of physics curves and scalars, and the squared Mahalanobis distance
+        (N,) of the pooled features from the training density."""
         import torch
 
         with torch.no_grad():
             lg, feats = self.net.forward_features(torch.from_numpy(curves), torch.from_numpy(scalars))
-            return lg.numpy(), feats.numpy()
-
-    def feature_distance(self, features: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """The OUT_OF_DISTRIBUTION statistic (N,) of pooled features at redshifts ``z`` (NaN where z is not
-        finite; :meth:`csstz.models.pz.PzNet.feature_distance`)."""
-        import torch
-
-        with torch.no_grad():
-            return self.net.feature_distance(torch.from_numpy(np.asarray(features)), torch.from_numpy(z)).numpy()
+            return lg.numpy(), self.net.feature_distance(feats).numpy()
 
     def summarise_outputs(
         self,
@@ -305,16 +298,15 @@ class PzRun:
         loglike: np.ndarray,
         temperature: float | None = None,
         pit_map: dict | None | bool = True,
-        features: np.ndarray | None = None,
+        feature_distance: np.ndarray | None = None,
         relocate: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
     ) -> dict:
         """:func:`summarise` of network outputs, as prediction does it (the one path, shared with calibration).
 
         Parameters
         ----------
-        logits, scalars, loglike, features : ndarray
-            :meth:`forward`'s outputs (``features`` given: ``res["feature_distance"]`` is their distance from the
-            training density at the located ``z``).
+        logits, scalars, loglike, feature_distance : ndarray
+            :meth:`forward`'s outputs (``feature_distance`` is passed through as ``res["feature_distance"]``).
         temperature : float, optional
             Default: the run's calibration temperature.
         pit_map : dict, None or True
@@ -345,8 +337,8 @@ class PzRun:
             return self.physics.relocate(z, None, None, idx, log_prior, prepared=(f, w))
 
         res = summarise(prob, grid, pmap, gi_snr(scalars), locate=locate)
-        if features is not None:
-            res["feature_distance"] = self.feature_distance(features, np.asarray(res["z"], np.float64))
+        if feature_distance is not None:
+            res["feature_distance"] = np.asarray(feature_distance, np.float64)
         return res
 
     def predict_arrays(
@@ -364,16 +356,16 @@ class PzRun:
         run's ``locator_lsf_scale`` (what :func:`predict_rows` passes); None: ``z`` is not re-located.
         """
         prep = self.physics.model.prepare_spectra(flux, err)  # once, for the curves and the relocation
-        lg, scal, phys, feats = self.forward(flux, err, lsf_index, prepared=prep)
+        lg, scal, phys, dist = self.forward(flux, err, lsf_index, prepared=prep)
         rel = (*prep, locator_lsf_index) if locator_lsf_index is not None and self.physics.relocates else None
-        return self.predicted(lg, scal, phys, feats, temperature, rel, *valid_pixels(err, self.bands))
+        return self.predicted(lg, scal, phys, dist, temperature, rel, *valid_pixels(err, self.bands))
 
     def predicted(
         self,
         logits: np.ndarray,
         scalars: np.ndarray,
         loglike: np.ndarray,
-        features: np.ndarray,
+        feature_distance: np.ndarray,
         temperature: float | None,
         relocate: tuple | None,
         n_valid: np.ndarray,
@@ -387,7 +379,7 @@ class PzRun:
             loglike,
             temperature,
             pit_map=True if temperature is None else None,
-            features=features,
+            feature_distance=feature_distance,
             relocate=relocate,
         )
         out["chi2_dof"] = scalars[:, 2].astype(np.float64)
@@ -462,12 +454,12 @@ def predict_rows(
         for s, (c, sc, loc, valid, n_pix, fw) in zip(
             range(0, rows.size, block), forked_imap(curves, range(0, rows.size, block), workers)
         ):
-            lg, feats = run.network(c, sc)
+            lg, dist = run.network(c, sc)
             rel = None
             if fw is not None:
                 f32, w_rel, top = fw
                 rel = (f32, w_rel.astype(np.float64) * top, None if lsf_loc is None else lsf_loc[s : s + block])
-            out = run.predicted(lg, sc, loc, feats, temperature, rel, valid, n_pix)
+            out = run.predicted(lg, sc, loc, dist, temperature, rel, valid, n_pix)
             if spool is not None:
                 spool.append(out.pop("pz"))
             parts.append(out)

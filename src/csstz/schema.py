@@ -160,7 +160,7 @@ PZ_FILE = "pz.pt"
 PZ_PHYSICS_FILE = "pz_physics.h5"
 #: Version of the run-directory format (files and their keys), independent of the package version; a run
 #: of another version is refused by predict with one line naming both.
-RUN_FORMAT_VERSION = 5
+RUN_FORMAT_VERSION = 4
 
 # --- predictions file (FITS) ---------------------------------------------------------------------
 PRED_HDU = "REDSHIFTS"

@@ -33,10 +33,9 @@ bit    name                  meaning (set by)
                              (``csstz.templates.pdf.mass_away_from_mode``; template fit, every basis;
                              p(z) estimator)
 18     OUT_OF_DISTRIBUTION   the spectrum lies outside what the model was trained on: the network's
-                             pooled features are far from the training split's at the same redshift
-                             (``OOD_DIST2``, the squared Mahalanobis distance from the mean of the
-                             bin of Z among ``ood_z_bins`` redshift bins, shared covariance, above
-                             the run's threshold, its ``ood_quantile`` (0.96) on the in-family
+                             pooled features are far from the training split's (``OOD_DIST2``, the
+                             squared Mahalanobis distance from their Gaussian density, above the
+                             run's threshold, its ``ood_quantile`` (0.96) on the in-family
                              validation split) (p(z) estimator)
 =====  ====================  =====================================================================
 """

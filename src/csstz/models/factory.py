@@ -52,7 +52,6 @@ def build_pz(cfg: dict) -> PzNet:
         stride=int(cfg["stride"]),
         kernel=int(cfg["kernel"]),
         dilations=tuple(cfg["dilations"]),
-        ood_z_bins=int(cfg.get("ood_z_bins", 1)),
     )
 
 

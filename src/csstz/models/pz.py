@@ -26,10 +26,8 @@ Layout::
     logits = a * c_0 + g + b * log n(z)           ->  (B, M, K)
 
 The stem's activations and the last block's output, pooled along z (mean, max, standard deviation per
-channel), are the features of the OUT_OF_DISTRIBUTION density, fitted to the training split's features after
-training and stored in the network's buffers (:meth:`PzNet.feature_distance`): Gaussians with one mean per bin of
-redshift and a shared covariance (Lee et al. 2018, NeurIPS, "A simple unified framework for detecting
-out-of-distribution samples", with redshift bins as the classes).
+channel), are the features of the OUT_OF_DISTRIBUTION density: a Gaussian fitted to the training split's
+features after training and stored in the network's buffers (:meth:`PzNet.feature_distance`).
 
 Definitions only: no I/O, no training loop (see ``csstz.train.pz_stage``).
 """
@@ -84,8 +82,6 @@ class PzNet(nn.Module):
         One residual block per dilation.
     log_prior : Tensor, shape (K,), optional
         log n(z) of the training split on the grid (normalised density; 0 = flat).
-    ood_z_bins : int
-        Redshift bins of the feature density (one mean each; 1: a single Gaussian).
     """
 
     def __init__(
@@ -99,7 +95,6 @@ class PzNet(nn.Module):
         kernel: int = 5,
         dilations: tuple = (1, 2, 4, 8, 16, 32),
         log_prior: torch.Tensor | None = None,
-        ood_z_bins: int = 1,
     ) -> None:
         super().__init__()
         for name, val, lo in (
@@ -109,7 +104,6 @@ class PzNet(nn.Module):
             ("members", members, 1),
             ("hidden", hidden, 1),
             ("stride", stride, 1),
-            ("ood_z_bins", ood_z_bins, 1),
         ):
             if int(val) < lo:
                 raise ConfigError(name, "invalid p(z) network setting", value=val, allowed=f">= {lo}")
@@ -134,12 +128,10 @@ class PzNet(nn.Module):
             )
         self.register_buffer("log_prior", lp.clone())
         # the feature-space density of the training split (OUT_OF_DISTRIBUTION), fitted after training
-        # (:meth:`set_feature_density`): a mean per redshift bin (edges between them), one precision;
-        # float64, zero until fitted
-        n_feat, nb = 2 * len(FEATURE_POOLS) * m * h, int(ood_z_bins)
-        self.register_buffer("feature_mean", torch.zeros(nb, n_feat, dtype=torch.float64))
+        # (:meth:`set_feature_density`); float64, zero until fitted
+        n_feat = 2 * len(FEATURE_POOLS) * m * h
+        self.register_buffer("feature_mean", torch.zeros(n_feat, dtype=torch.float64))
         self.register_buffer("feature_precision", torch.zeros(n_feat, n_feat, dtype=torch.float64))
-        self.register_buffer("feature_z_edges", torch.zeros(nb - 1, dtype=torch.float64))
 
     def _check(self, curves: torch.Tensor) -> None:
         _, c, k = curves.shape
@@ -195,37 +187,16 @@ class PzNet(nn.Module):
         feats = [_POOL[pool](t) for t in (h0, h) for pool in FEATURE_POOLS]
         return logits, torch.cat(feats, dim=1)
 
-    def set_feature_density(
-        self, mean: torch.Tensor, precision: torch.Tensor, z_edges: torch.Tensor | None = None
-    ) -> None:
-        """Store the density of the training split's pooled features: the mean of each redshift bin (Z, F),
-        the shared precision (F, F) and the Z - 1 inner bin edges in z (increasing)."""
-        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(self.feature_mean.shape)
-        edges = torch.as_tensor([] if z_edges is None else z_edges, dtype=torch.float64).reshape(-1)
-        if edges.shape != self.feature_z_edges.shape or bool(torch.any(torch.diff(edges) < 0)):
-            raise ConfigError(
-                "z_edges", "need increasing inner edges, one fewer than the bins", value=tuple(edges.tolist())
-            )
-        self.feature_mean.copy_(mean)
+    def set_feature_density(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
+        """Store the Gaussian density of the training split's pooled features (mean (F,), precision (F, F))."""
+        self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float64))
         self.feature_precision.copy_(torch.as_tensor(precision, dtype=torch.float64))
-        self.feature_z_edges.copy_(edges)
 
-    def feature_bin(self, z: torch.Tensor) -> torch.Tensor:
-        """The redshift bin (B,) of each z: bin i holds edges[i-1] <= z < edges[i]."""
-        return torch.bucketize(torch.as_tensor(z, dtype=torch.float64), self.feature_z_edges, right=True)
-
-    def feature_distance(self, feats: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Squared Mahalanobis distance (B,) float64 of pooled features from the training density at each
-        spectrum's redshift ``z`` (its bin's mean; Lee et al. 2018); NaN where ``z`` is not finite; 0 while no
-        density is set. ``z`` may be omitted for a single-bin density."""
-        if z is None:
-            if self.feature_mean.shape[0] != 1:
-                raise ConfigError("z", "a density with redshift bins needs each spectrum's z")
-            z = torch.zeros(feats.shape[0], dtype=torch.float64)
-        z = torch.as_tensor(z, dtype=torch.float64)
-        d = feats.to(torch.float64) - self.feature_mean[self.feature_bin(z)]
-        d2 = torch.einsum("bi,ij,bj->b", d, self.feature_precision, d)
-        return torch.where(torch.isfinite(z), d2, torch.full_like(d2, float("nan")))
+    def feature_distance(self, feats: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance (B,) float64 of pooled features from the training density
+        (Lee et al. 2018); 0 while no density is set."""
+        d = feats.to(torch.float64) - self.feature_mean
+        return torch.einsum("bi,ij,bj->b", d, self.feature_precision, d)
 
 
 #: Poolings along z of the feature-space density (:meth:`PzNet.forward_features`).

@@ -270,7 +270,6 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
         "stride": pz.stride,
         "kernel": pz.kernel,
         "dilations": list(pz.dilations),
-        "ood_z_bins": pz.ood_z_bins,
         "bands": list(bands),
     }
     save_model(out / PZ_FILE, net, "pz", net_cfg, meta={"best_val_loss": fit["best_val_loss"]})

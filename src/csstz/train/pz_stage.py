@@ -85,7 +85,6 @@ def make_network(physics: PhysicsCurves, cfg: PzConfig, log_prior: np.ndarray | 
         kernel=cfg.kernel,
         dilations=tuple(cfg.dilations),
         log_prior=None if log_prior is None else torch.as_tensor(log_prior, dtype=torch.float32),
-        ood_z_bins=cfg.ood_z_bins,
     )
 
 
@@ -239,14 +238,11 @@ def noiseless_warning(path: PathLike) -> None:
 
 
 def fit_feature_density(net: PzNet, batches: list[Batch]) -> dict:
-    """Fit the density of the pooled network features (:meth:`PzNet.forward_features`) of fixed batches of
-    training spectra and store it in ``net``; returns its summary.
+    """Fit the Gaussian density of the pooled network features (:meth:`PzNet.forward_features`) of fixed
+    batches of training spectra and store it in ``net``; returns its summary.
 
-    The spectra are split at the quantiles of their true redshifts (``batch.z``) into the network's
-    ``ood_z_bins`` equal-count bins; each bin gets its mean, all share the covariance of the features about their
-    bin's mean (Lee et al. 2018's class-conditional Gaussians, redshift bins as the classes). The covariance gets a
-    ridge of ``FEATURE_RIDGE`` times its mean variance (features of dead channels are constant) before it is
-    inverted; with fewer than twice as many spectra as features only its diagonal is kept.
+    The covariance gets a ridge of ``FEATURE_RIDGE`` times its mean variance (features of dead channels are
+    constant) before it is inverted; with fewer than twice as many spectra as features only its diagonal is kept.
     """
     net.eval()
     with torch.no_grad():
@@ -254,39 +250,19 @@ def fit_feature_density(net: PzNet, batches: list[Batch]) -> dict:
             [net.forward_features(torch.from_numpy(b.curves), torch.from_numpy(b.scalars))[1] for b in batches]
         ).to(torch.float64)
     n, nf = feats.shape
-    nb = int(net.feature_mean.shape[0])
-    if n < 2 * nb:
-        raise ConfigError("feature density", f"needs at least 2 training spectra per redshift bin ({nb})", value=n)
-    if nb == 1:
-        z, edges = torch.zeros(n, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-    else:
-        z = torch.as_tensor(
-            np.concatenate([np.asarray(b.z, np.float64).reshape(-1) for b in batches]), dtype=torch.float64
-        )
-        if z.shape != (n,) or not bool(torch.all(torch.isfinite(z))):
-            raise ConfigError("feature density", "redshift bins need the true z of every training spectrum")
-        edges = torch.quantile(z, torch.arange(1, nb, dtype=torch.float64) / nb)
-    net.set_feature_density(torch.zeros(nb, nf), torch.eye(nf), edges)  # the bins first, then their means
-    which = net.feature_bin(z)
-    counts = torch.bincount(which, minlength=nb)
-    if bool(torch.any(counts < 2)):
-        raise ConfigError(
-            "feature density", "a redshift bin holds fewer than 2 training spectra", value=counts.tolist()
-        )
-    mean = torch.stack([feats[which == k].mean(0) for k in range(nb)])
-    resid = feats - mean[which]
-    cov = (resid.T @ resid / (n - nb)).reshape(nf, nf)
+    if n < 2:
+        raise ConfigError("feature density", "needs at least 2 training spectra", value=n)
+    mean = feats.mean(0)
+    cov = torch.cov(feats.T).reshape(nf, nf)
     full = n >= 2 * nf  # too few spectra for a full covariance: its diagonal only
     if not full:
         cov = torch.diag(torch.diagonal(cov))
     cov = cov + FEATURE_RIDGE * torch.trace(cov) / nf * torch.eye(nf, dtype=torch.float64) + 1e-300
-    net.set_feature_density(mean, torch.linalg.inv(cov), edges)
-    d2 = net.feature_distance(feats, z)
+    net.set_feature_density(mean, torch.linalg.inv(cov))
+    d2 = net.feature_distance(feats)
     return {
         "n_spectra": int(n),
         "n_features": int(nf),
-        "z_bins": nb,
-        "z_edges": [float(e) for e in edges],
         "covariance": "full" if full else "diagonal",
         "train_median_distance2": float(d2.median()),
     }
