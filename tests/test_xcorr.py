@@ -180,8 +180,11 @@ def test_a_band_outside_the_basis_rest_range_is_refused(inst, waves):
     gu = {"GU": inst.band("GU").wave_aa, **waves}
     with pytest.raises(InputError, match=r"band GU starts at 2460 A.*zmax <= 0\.88") as err:
         XcorrModel(b, gu, zmax=1.6)
-    # the suggested bounds are usable as given
+    # the suggested bounds are usable as given, also with template phases (whose grid reaches further past zmax)
     assert XcorrModel(b, gu, zmax=float(str(err.value).split("zmax <= ")[1][:4])).z[-1] <= 0.89
+    with pytest.raises(InputError, match="band GU") as err:
+        XcorrModel(b, gu, zmax=1.6, n_phase=4)
+    assert XcorrModel(b, gu, zmax=float(str(err.value).split("zmax <= ")[1][:4]), n_phase=4).z[-1] <= 0.89
     assert XcorrModel(b, waves, zmax=1.6).z[-1] >= 1.6 - 1e-9
     # the red end: a basis cut at 9000 A rest cannot fit GI (to 10571 A) at z = 0
     cut = b.wave_aa <= 9000.0

@@ -320,8 +320,10 @@ class XcorrModel:
         for b, w in wave_by_band.items():
             lo, hi = float(np.min(w)), float(np.max(w))
             if lo / (1.0 + zmax) < w0:
-                # the grid's last redshift may lie up to one step beyond the zmax asked for: a usable bound
-                usable = math.floor(((lo / w0) * math.exp(-self.h) - 1.0) * 100.0) / 100.0
+                # the grid's last ln(1 + z) may lie up to one step plus the phases' offsets beyond the zmax asked
+                # for (see __init__): a bound that the grid accepts
+                reach = self.h + (self.n_phase - 1) * self.h / self.n_phase
+                usable = math.floor(((lo / w0) * math.exp(-reach) - 1.0) * 100.0) / 100.0
                 raise InputError(
                     "bands",
                     f"band {b} starts at {lo:.0f} A, {lo / (1.0 + zmax):.0f} A in the rest frame at z = {zmax:.3f}, "
