@@ -19,8 +19,8 @@ p(z) the aleatoric one (law of total variance; :func:`pz_moments`).
 
 Layout::
 
-    curves (B, C, K) + scalars (B, S) broadcast  ->  (B, M*(C+S), K)
-    stem: Conv1d(groups=M, k=2*stride, stride)    ->  (B, M*H, K/stride)
+    curves (B, C, K) + scalars (B, S) broadcast  ->  (B, C+S, K)
+    stem: Conv1d(k=2*stride, stride), M*H out     ->  (B, M*H, K/stride)
     blocks: residual dilated Conv1d(groups=M)     ->  (B, M*H, K/stride)
     out: Conv1d(groups=M, k=1) + linear upsample  ->  g (B, M, K)
     logits = a * c_0 + g + b * log n(z)           ->  (B, M, K)
@@ -150,9 +150,12 @@ class PzNet(nn.Module):
         if self.n_scalars:
             x = torch.cat([x, scalars[:, :, None].expand(bsz, self.n_scalars, k)], dim=1)
         # bounded inputs for the correction network (the physics term itself stays exact)
-        x = torch.cat([torch.tanh(x[:, :1] / 20.0), x[:, 1:]], dim=1)
-        x = x.repeat(1, self.members, 1)  # (B, M*(C+S), K)
-        h0 = F.gelu(self.stem(x))
+        x = torch.cat([torch.tanh(x[:, :1] / 20.0), x[:, 1:]], dim=1)  # (B, C+S, K)
+        # every member's stem reads the same input: the grouped stem over M copies of x is one ungrouped
+        # convolution with the same (M*H, C+S, k) weight, without the copies (E7: 1.4x faster training steps
+        # with coefficient curves)
+        st = self.stem
+        h0 = F.gelu(F.conv1d(x, st.weight, st.bias, stride=st.stride, padding=st.padding))
         h = self.blocks(h0)  # (B, M*H, K/stride)
         g = self.out(h)  # (B, M, K/stride)
         if g.shape[-1] != k:
