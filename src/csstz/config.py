@@ -459,7 +459,7 @@ class PzConfig(StageConfig):
         "scale of the galaxy part of the line-spread width with which the located peak is re-located "
         "(--pz-lsf morphology; 1: the curves' own widths, no relocation)",
     )
-    coeff_curves: bool = opt(False, "also feed the best-fit SED shape (normalised basis coefficients) along z")
+    coeff_curves: bool = opt(True, "coefficient curves: the best-fit SED shape (normalised basis coefficients) along z")
     # network (csstz.models.pz)
     members: int = opt(4, "ensemble members (their spread is the epistemic uncertainty)")
     hidden: int = opt(8, "channels per member")
