@@ -386,7 +386,9 @@ class PredictConfig(StageConfig):
         MODEL_KINDS,
     )
     split: str | None = opt(None, "only rows of this SPLIT (" + ", ".join(SPLITS) + ")")
-    workers: int = opt(2, "processes computing the physics curves of a p(z) run (1: in-process)")
+    # 1 since 0.8.0: with the coefficient curves (8 curves per spectrum to send back) in-process prediction
+    # measured 2,031 spectra/s against 1,885/s with 2 physics processes (benchmarks/results/pz_speed.json)
+    workers: int = opt(1, "processes computing the physics curves of a p(z) run (1: in-process)")
 
     def check(self) -> None:
         self._require("samples", isinstance(self.samples, int) and self.samples >= 1, ">= 1")
