@@ -126,7 +126,10 @@ def test_physics_curve_peaks_at_the_true_redshift(run, dataset):
     z = np.asarray(sp.catalog["Z"])
     zpk = phys.grid_z[np.argmax(curves[:, 0], axis=1)]
     assert np.median(np.abs(zpk - z) / (1 + z)) < 0.003
-    assert np.all(curves[:, 0] <= 0) and curves.shape[1:] == (2, phys.grid_z.size)
+    assert np.all(curves[:, 0] <= 0)
+    # the default run feeds the coefficient curves (0.8.0): two likelihood curves + K unit-norm coefficients
+    assert phys.coeff_curves and curves.shape[1:] == (2 + phys.basis.n_templates, phys.grid_z.size)
+    assert np.all(np.abs(curves[:, 2:]) <= 1.0)
     # noiseless spectra: chi2/dof of the in-family basis far below the ~1 of a noisy spectrum (bright
     # galaxies keep some: the binned Gaussian LSF of the physics stage is not the simulator's exact one)
     assert np.median(scal[:, 2]) < 0.05

@@ -67,7 +67,7 @@ def test_training_lowers_the_loss_on_a_learnable_shift():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:5])
 
 

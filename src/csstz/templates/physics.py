@@ -8,9 +8,11 @@ For each spectrum the default estimator (docs/estimator.md) reads, on the ln(1+z
 * curve 1: the plain least-squares log-likelihood of the same basis (``mode="ls"``),
   ``tanh``-compressed (its shape, not its scale, is what the network needs);
 
-* optionally (``coeff_curves=True``), curves 2 .. 2+K-1: the shape of the best-fitting SED at each
-  redshift, the prior-regularised basis coefficients divided by their norm (in [-1, 1]), so the network
-  can learn which SEDs are plausible at which redshift beyond the Gaussian coefficient prior;
+* with ``coeff_curves=True`` (the default estimator's since 0.8.0, ``PzConfig.coeff_curves``; a bare
+  ``PhysicsCurves`` and runs saved without the setting have two curves), curves 2 .. 2+K-1: the shape of the
+  best-fitting SED at each redshift, the prior-regularised basis coefficients divided by their norm (in
+  [-1, 1]), so the network can learn which SEDs are plausible at which redshift beyond the Gaussian
+  coefficient prior;
 
 and three scalars: ln(1 + SNR) of the two bands with most signal, and the best
 least-squares chi2 per degree of freedom (also the out-of-distribution statistic:
