@@ -27,6 +27,23 @@ def test_untrained_network_is_the_physics_posterior():
     np.testing.assert_allclose(out.detach().numpy(), (c[:, :1] + lp).expand(5, 3, K).numpy(), atol=1e-5)
 
 
+def test_ungrouped_stem_equals_each_member_reading_its_own_copy():
+    """The stem runs as one ungrouped convolution (0.8.0); it must equal 0.7's grouped stem over M copies of the
+    input, with the same weights (so runs saved by 0.7 predict as they were trained)."""
+    from torch.nn import functional as F
+
+    net = _net()
+    with torch.no_grad():
+        net.out.weight.normal_()
+    c, s = -torch.rand(4, 2, K) * 30, torch.randn(4, 3)
+    x = torch.cat([c, s[:, :, None].expand(4, 3, K)], dim=1)
+    x = torch.cat([torch.tanh(x[:, :1] / 20.0), x[:, 1:]], dim=1).repeat(1, net.members, 1)
+    g = net.out(net.blocks(F.gelu(net.stem(x))))  # net.stem: the grouped module, as 0.7 applied it
+    ref = net.a[None, :, None] * c[:, :1] + F.interpolate(g, size=K, mode="linear", align_corners=False)
+    ref = ref + net.b[None, :, None] * net.log_prior
+    np.testing.assert_allclose(net(c, s).detach().numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-4)
+
+
 def test_members_are_independent():
     """Grouped convolutions: changing member 0's weights leaves members 1 and 2 unchanged."""
     net = _net()
