@@ -383,7 +383,7 @@ class PhysicsCurves:
         llp, lls = both[:, 0], both[:, 1]
         n = llp.shape[0]
         out = np.empty((n, self.n_curves, llp.shape[1]), np.float32)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore"):
             out[:, 0] = llp - np.max(llp, axis=1, keepdims=True)
             top = np.max(lls, axis=1, keepdims=True)
             out[:, 1] = np.tanh((lls - top) / LS_CURVE_SCALE)
