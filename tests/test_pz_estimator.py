@@ -228,6 +228,33 @@ def test_windowed_refinement_equals_the_full_grid_reference_at_the_edges_too():
     assert np.isnan(refine_on_physics(np.array([np.nan, 0.5]), ll[:2], lp, grid)[0])
 
 
+def test_ood_statistic_sums_the_ranks_of_distance_and_spread_in_the_validation_reference():
+    """Each part is ranked in its own validation distribution (0 below it, 1 above it, its CDF between), so
+    the score is 2 only when both parts exceed every validation value, and rises with either part."""
+    from csstz.predict_pz import ood_reference, ood_statistic
+
+    rng = np.random.default_rng(3)
+    val = {"feature_distance": rng.chisquare(50, 5000), "spread_ln1pz": rng.lognormal(-6, 1, 5000)}
+    ref = ood_reference(val)
+    s_val = ood_statistic(val, ref)
+    assert s_val.mean() == pytest.approx(1.0, abs=0.01)  # two uniform ranks
+    # independent parts: the rank sum's upper 4% is set by either, not by one alone
+    thr = np.quantile(s_val, 0.96)
+    far_d = val["feature_distance"] > np.quantile(val["feature_distance"], 0.96)
+    far_s = val["spread_ln1pz"] > np.quantile(val["spread_ln1pz"], 0.96)
+    flagged = s_val > thr
+    assert 0.2 < flagged[far_d].mean() < 0.8 and 0.2 < flagged[far_s].mean() < 0.8
+    probe = {
+        "feature_distance": np.array([0.0, 1e9, 1e9, 50.0, 60.0]),
+        "spread_ln1pz": np.array([0.0, 1.0, 0.0, 1e-3, 1e-3]),
+    }
+    s = ood_statistic(probe, ref)
+    assert s[0] == 0.0 and s[1] == 2.0 and s[2] == pytest.approx(1.0)
+    assert s[4] > s[3]  # a larger distance at the same spread ranks higher
+    # without a reference (calibrations before 0.8.1): the distance itself
+    np.testing.assert_array_equal(ood_statistic(probe), probe["feature_distance"])
+
+
 def test_accelerator_gpu_without_cuda_is_refused_in_one_line():
     from csstz.errors import ConfigError
     from csstz.train.pz_run import torch_device
@@ -254,9 +281,35 @@ def test_prediction_applies_the_calibration_it_was_fitted_with(run, dataset, tmp
     inside = (z >= np.asarray(tab["Z_LO68"])) & (z <= np.asarray(tab["Z_HI68"]))
     assert np.mean(inside) == pytest.approx(cal["val_coverage"]["temperature+pit_map"]["coverage_68"], abs=1e-9)
     ood = (np.asarray(tab["ZWARN"]) & (1 << 18)) > 0
-    stat = np.asarray(tab["OOD_DIST2"])
+    stat = np.asarray(tab["OOD_SCORE"])
+    assert np.all((stat >= 0) & (stat <= 2))  # two ranks in [0, 1]
     np.testing.assert_array_equal(ood, stat > cal["ood_threshold"])
     assert ood.mean() <= 1 - cal["ood_quantile"] + 1.0 / z.size
+    ref = cal["ood_reference"]
+    assert set(ref) == {"feature_distance", "spread_ln1pz"} and all(len(v) == 1001 for v in ref.values())
+    # a calibration from before 0.8.1 (no ood_reference) flags on the feature distance alone
+    old = tmp_path / "old_run"
+    shutil.copytree(out, old)
+    cal_old = {k: v for k, v in cal.items() if k != "ood_reference"}
+    cal_old["ood_threshold"] = float(np.quantile(np.asarray(tab["OOD_DIST2"]), 0.9))
+    (old / "calibration.json").write_text(json.dumps(cal_old))
+    assert main(["predict", str(old), str(dataset), "--split", "val", "--out", str(tmp_path / "o.fits")]) == 0
+    t_old = read_predictions(tmp_path / "o.fits")
+    np.testing.assert_array_equal(np.asarray(t_old["OOD_SCORE"]), np.asarray(tab["OOD_DIST2"]))
+    np.testing.assert_array_equal(
+        (np.asarray(t_old["ZWARN"]) & (1 << 18)) > 0, np.asarray(tab["OOD_DIST2"]) > cal_old["ood_threshold"]
+    )
+    # a truncated reference in calibration.json: one line naming the file and the field
+    trunc = tmp_path / "trunc_run"
+    shutil.copytree(out, trunc)
+    cal_t = json.loads(json.dumps(cal))
+    cal_t["ood_reference"]["spread_ln1pz"] = cal_t["ood_reference"]["spread_ln1pz"][:10]
+    (trunc / "calibration.json").write_text(json.dumps(cal_t))
+    capsys.readouterr()
+    assert main(["predict", str(trunc), str(dataset), "--split", "val", "--out", str(tmp_path / "t.fits")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "calibration.json" in err and "ood_reference.spread_ln1pz" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "t.fits").exists()
     # a corrupted map in calibration.json: one line naming the file
     bad = tmp_path / "bad_run"
     shutil.copytree(out, bad)

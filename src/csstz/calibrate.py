@@ -309,14 +309,16 @@ def calibrate_pz_run(
 
     The temperature minimises the validation NLL (:func:`fit_temperature`); then a PIT map per
     GI-SNR bin (:func:`csstz.templates.pdf.fit_pit_map`) makes the validation PITs uniform; the
-    OUT_OF_DISTRIBUTION threshold is the ``ood_quantile`` of the validation spectra's feature distance
-    (:func:`csstz.predict_pz.ood_statistic`; so ~1 - ood_quantile of in-family spectra are flagged);
+    OUT_OF_DISTRIBUTION statistic ranks each spectrum's feature distance and members' spread in their
+    validation distributions (:func:`csstz.predict_pz.ood_reference`, :func:`csstz.predict_pz.ood_statistic`),
+    and its threshold is the ``ood_quantile`` of the validation spectra's statistic (so ~1 - ood_quantile of
+    in-family spectra are flagged);
     the MULTIMODAL threshold is ``multimodal_mass``. Coverage of the 68.3% / 95.4% intervals on
     validation at each step is recorded (the last two are in-sample).
     """
     from .instrument import load_instrument
     from .io.spectra import read_catalog, read_spectra
-    from .predict_pz import PzRun, gi_snr, ood_statistic
+    from .predict_pz import PzRun, gi_snr, ood_reference, ood_statistic
     from .templates import pdf
 
     run = PzRun(run_dir)
@@ -332,6 +334,7 @@ def calibrate_pz_run(
     # the same summaries as prediction (csstz.predict_pz.PzRun.summarise_outputs), step by step
     tempered = run.summarise_outputs(logits, scal, phys, t, pit_map=None, feature_distance=dist)
     pit_map = pdf.fit_pit_map(pdf.pit(tempered["pz"], grid, z_true), gi_snr(scal))
+    ood_ref = ood_reference(tempered)
     cov = {}
     for name, s in (
         ("before", run.summarise_outputs(logits, scal, phys, 1.0, pit_map=None)),
@@ -347,9 +350,12 @@ def calibrate_pz_run(
         "temperature": t,
         "nll_scan": scan,
         "pit_map": pit_map,
-        "ood_statistic": "squared Mahalanobis distance of the pooled network features from the training density",
+        "ood_statistic": "sum of the ranks, in the in-family validation distributions (ood_reference), of the "
+        "squared Mahalanobis distance of the pooled network features from the training density (OOD_DIST2) "
+        "and of the members' spread of mean ln(1+z)",
+        "ood_reference": ood_ref,
         "ood_quantile": float(ood_quantile),
-        "ood_threshold": float(np.quantile(ood_statistic(tempered), ood_quantile)),
+        "ood_threshold": float(np.quantile(ood_statistic(tempered, ood_ref), ood_quantile)),
         "multimodal_mass": float(multimodal_mass),
         "n_val": int(len(val_rows)),
         "val_coverage": cov,

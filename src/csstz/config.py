@@ -479,8 +479,8 @@ class PzConfig(StageConfig):
     # flags
     ood_quantile: float = opt(
         0.96,
-        "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation spectra's feature distance "
-        "(OOD_DIST2)",
+        "OUT_OF_DISTRIBUTION threshold: this quantile of the in-family validation spectra's OOD_SCORE (the sum "
+        "of the ranks of the feature distance OOD_DIST2 and of the members' spread)",
     )
     multimodal_mass: float = opt(0.2, "MULTIMODAL: p(z) mass farther than 0.02 (1+z) from the mode above this")
     threads: int = opt(2, "threads of the physics FFTs")

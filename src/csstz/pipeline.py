@@ -30,7 +30,9 @@ def train_pz_and_calibrate(dataset_path: PathLike, out_dir: PathLike, config: Tr
     train_pz(dataset_path, out_dir, config, pz)
     _, val_rows = select_rows(dataset_path, config)
     cal = calibrate_pz_run(out_dir, dataset_path, val_rows, pz.ood_quantile, pz.multimodal_mass)
-    return update_summary(out_dir, {"calibration": {k: v for k, v in cal.items() if k != "nll_scan"}})
+    # the scan and the OOD reference quantiles stay in calibration.json only
+    kept = {k: v for k, v in cal.items() if k not in ("nll_scan", "ood_reference")}
+    return update_summary(out_dir, {"calibration": kept})
 
 
 def train_and_calibrate(

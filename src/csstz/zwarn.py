@@ -34,9 +34,11 @@ bit    name                  meaning (set by)
                              p(z) estimator)
 18     OUT_OF_DISTRIBUTION   the spectrum lies outside what the model was trained on: the network's
                              pooled features are far from the training split's (``OOD_DIST2``, the
-                             squared Mahalanobis distance from their Gaussian density, above the
-                             run's threshold, its ``ood_quantile`` (0.96) on the in-family
-                             validation split) (p(z) estimator)
+                             squared Mahalanobis distance from their Gaussian density) and/or the
+                             ensemble members disagree (their spread of mean ln(1+z)): the sum of
+                             the two ranks in their in-family validation distributions
+                             (``OOD_SCORE``, 0-2) above the run's threshold, its ``ood_quantile``
+                             (0.96) on the in-family validation split (p(z) estimator)
 =====  ====================  =====================================================================
 """
 
