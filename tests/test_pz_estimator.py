@@ -251,6 +251,10 @@ def test_ood_statistic_sums_the_ranks_of_distance_and_spread_in_the_validation_r
     s = ood_statistic(probe, ref)
     assert s[0] == 0.0 and s[1] == 2.0 and s[2] == pytest.approx(1.0)
     assert s[4] > s[3]  # a larger distance at the same spread ranks higher
+    # a spectrum without a finite part neither shapes the reference nor scores (BAD_MINFIT flags it instead)
+    val_nan = {k: np.append(v, np.nan) for k, v in val.items()}
+    assert ood_reference(val_nan) == ref
+    assert np.isnan(ood_statistic({"feature_distance": np.array([np.nan]), "spread_ln1pz": np.array([0.1])}, ref))[0]
     # without a reference (calibrations before 0.8.1): the distance itself
     np.testing.assert_array_equal(ood_statistic(probe), probe["feature_distance"])
 

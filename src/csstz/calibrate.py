@@ -355,7 +355,7 @@ def calibrate_pz_run(
         "and of the members' spread of mean ln(1+z)",
         "ood_reference": ood_ref,
         "ood_quantile": float(ood_quantile),
-        "ood_threshold": float(np.quantile(ood_statistic(tempered, ood_ref), ood_quantile)),
+        "ood_threshold": float(np.nanquantile(ood_statistic(tempered, ood_ref), ood_quantile)),
         "multimodal_mass": float(multimodal_mass),
         "n_val": int(len(val_rows)),
         "val_coverage": cov,

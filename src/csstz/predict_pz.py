@@ -217,7 +217,8 @@ def ood_reference(res: dict) -> dict:
         equally spaced levels from 0 to 1 (its empirical CDF, kept in ``calibration.json``).
     """
     levels = np.linspace(0.0, 1.0, OOD_RANK_KNOTS)
-    return {k: np.quantile(np.asarray(res[k], np.float64), levels).tolist() for k in OOD_PARTS}
+    # a spectrum without a finite part (no valid pixels: BAD_MINFIT) does not shape the in-family distribution
+    return {k: np.nanquantile(np.asarray(res[k], np.float64), levels).tolist() for k in OOD_PARTS}
 
 
 def ood_statistic(res: dict, reference: dict | None = None) -> np.ndarray:
@@ -240,6 +241,7 @@ def ood_statistic(res: dict, reference: dict | None = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape (N,)
+        NaN where a part is not finite (never above a threshold: such spectra are flagged BAD_MINFIT instead).
     """
     dist = np.asarray(res["feature_distance"], np.float64)
     if reference is None:
