@@ -67,6 +67,8 @@ PEAK_WINDOW = 4
 OOD_PARTS = ("feature_distance", "spread_ln1pz")
 #: Quantile knots of each part's in-family validation distribution kept in ``calibration.json``.
 OOD_RANK_KNOTS = 1001
+#: Their levels, equally spaced from 0 to 1: a part's rank is its value's level, linear between knots.
+OOD_RANK_LEVELS = np.linspace(0.0, 1.0, OOD_RANK_KNOTS)
 
 
 def check_run_format(run_dir: PathLike, summary: dict) -> None:
@@ -113,12 +115,13 @@ def summarise(
 
     grid_z = np.asarray(grid_z, np.float64)
     cell_prob = np.asarray(cell_prob, np.float64)
+    ln1pz = np.log1p(grid_z)
     mean_m = cell_prob @ grid_z  # (N, M)
     var_m = cell_prob @ (grid_z * grid_z) - mean_m**2
     # the members' spread in ln(1 + z): does not depend on where Z is located, so calibration and prediction agree
-    spread_ln = (cell_prob @ np.log1p(grid_z)).std(axis=1)
+    spread_ln = (cell_prob @ ln1pz).std(axis=1)
     # density per unit z: cell probability / dz of the cell (uniform in ln(1+z): dz = (1+z) dlnz)
-    dens = pdf.normalise(cell_prob.mean(axis=1) / ((1.0 + grid_z) * np.gradient(np.log1p(grid_z)))[None, :], grid_z)
+    dens = pdf.normalise(cell_prob.mean(axis=1) / ((1.0 + grid_z) * np.gradient(ln1pz))[None, :], grid_z)
     z = pdf.mode(dens, grid_z)
     if locate is not None:
         z = np.asarray(locate(z), np.float64)
@@ -213,12 +216,29 @@ def ood_reference(res: dict) -> dict:
     Returns
     -------
     dict
-        ``{part: knots}`` for each of :data:`OOD_PARTS`: the part's quantiles at the :data:`OOD_RANK_KNOTS`
-        equally spaced levels from 0 to 1 (its empirical CDF, kept in ``calibration.json``).
+        ``{part: knots}`` for each of :data:`OOD_PARTS`: the part's quantiles at :data:`OOD_RANK_LEVELS`
+        (its empirical CDF, kept in ``calibration.json``).
     """
-    levels = np.linspace(0.0, 1.0, OOD_RANK_KNOTS)
     # a spectrum without a finite part (no valid pixels: BAD_MINFIT) does not shape the in-family distribution
-    return {k: np.nanquantile(np.asarray(res[k], np.float64), levels).tolist() for k in OOD_PARTS}
+    return {k: np.nanquantile(np.asarray(res[k], np.float64), OOD_RANK_LEVELS).tolist() for k in OOD_PARTS}
+
+
+def check_ood_reference(reference: dict) -> None:
+    """Validate an :func:`ood_reference` dict (as read from ``calibration.json``).
+
+    Raises
+    ------
+    InputError
+        A part missing, or not :data:`OOD_RANK_KNOTS` finite non-decreasing knots (the field names the part).
+    """
+    for k in OOD_PARTS:
+        knots = np.asarray(reference.get(k, []), np.float64)
+        if knots.shape != (OOD_RANK_KNOTS,) or not np.all(np.isfinite(knots)) or np.any(np.diff(knots) < 0):
+            raise InputError(
+                f"ood_reference.{k}",
+                f"must be {OOD_RANK_KNOTS} finite non-decreasing knots",
+                value=f"{knots.size} values",
+            )
 
 
 def ood_statistic(res: dict, reference: dict | None = None) -> np.ndarray:
@@ -246,13 +266,10 @@ def ood_statistic(res: dict, reference: dict | None = None) -> np.ndarray:
     dist = np.asarray(res["feature_distance"], np.float64)
     if reference is None:
         return dist
-    levels = np.linspace(0.0, 1.0, OOD_RANK_KNOTS)
+    check_ood_reference(reference)
     total = np.zeros_like(dist)
     for k in OOD_PARTS:
-        knots = np.asarray(reference[k], np.float64)
-        if knots.shape != levels.shape:
-            raise FileFormatError(CALIBRATION_FILE, f"ood_reference.{k} has {knots.size} knots, not {levels.size}")
-        total += np.interp(np.asarray(res[k], np.float64), knots, levels)
+        total += np.interp(np.asarray(res[k], np.float64), np.asarray(reference[k], np.float64), OOD_RANK_LEVELS)
     return total
 
 
@@ -300,21 +317,15 @@ class PzRun:
         self.checksum = file_checksum(self.run_dir / PZ_FILE)
         cal_path = self.run_dir / CALIBRATION_FILE
         self.calibration = json.loads(cal_path.read_text()) if cal_path.is_file() else {}
-        if "pit_map" in self.calibration:
-            from .errors import CsstzError
-            from .templates.pdf import check_pit_map
+        from .errors import CsstzError
+        from .templates.pdf import check_pit_map
 
-            try:
-                check_pit_map(self.calibration["pit_map"])
-            except CsstzError as exc:
-                raise FileFormatError(str(cal_path), f"bad pit_map ({exc})") from None
-        for k in OOD_PARTS if "ood_reference" in self.calibration else ():
-            knots = np.asarray(self.calibration["ood_reference"].get(k, []), np.float64)
-            if knots.shape != (OOD_RANK_KNOTS,) or not np.all(np.isfinite(knots)) or np.any(np.diff(knots) < 0):
-                raise FileFormatError(
-                    str(cal_path),
-                    f"ood_reference.{k} must be {OOD_RANK_KNOTS} finite non-decreasing knots (got {knots.size} values)",
-                )
+        for key, check in (("pit_map", check_pit_map), ("ood_reference", check_ood_reference)):
+            if key in self.calibration:
+                try:
+                    check(self.calibration[key])
+                except CsstzError as exc:
+                    raise FileFormatError(str(cal_path), f"bad {key} ({exc})") from None
 
     @property
     def temperature(self) -> float:
@@ -582,6 +593,7 @@ __all__ = [
     "gi_snr",
     "ood_statistic",
     "ood_reference",
+    "check_ood_reference",
     "PzRun",
     "predict_pz_file",
     "predict_rows",
