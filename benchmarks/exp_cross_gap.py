@@ -1,0 +1,334 @@
+"""What was tried against the cross-family eta gap -> benchmarks/results/cross_gap.json (docs/estimator.md).
+
+Issue 8 asks that the p(z) estimator trained on one galaxy family (embedded, sps) keep eta within 2x of the
+in-family network's on the other. The 0.8.1 networks miss it (2.2x on fresh samples). This script measures, on
+the cross-population runs' **validation** splits only (``bench_cross_population.py --keep`` leaves the networks
+and datasets in its work directory; the test splits are never read), the changes that were tried:
+
+* ``outliers``: where the outliers lie in ln((1 + Z) / (1 + z_true)), per trained -> tested pair.
+* ``fallback``: the p(z) replaced by (or averaged in logits with) the physics posterior where
+  OUT_OF_DISTRIBUTION is set, and the physics posterior alone.
+* ``physics``: the physics posterior alone (no network, Z at its grid maximum) with the coefficient prior's
+  covariance scaled, and with the basis learned from the training SEDs plus a Calzetti-reddened copy of each.
+* ``augment``: a network trained (600k samples, as the benchmark) on training draws of which a fraction gets a
+  random smooth continuum, random Balmer and 4000 A steps and extra emission lines, before the noise
+  (``--mode``: ``c`` continuum, ``b`` steps, ``l`` lines). The training loop's block reader is replaced here
+  (this is an experiment, not a package option); validation, early stopping and calibration read the stored
+  noisy validation spectra as always. An ``--out`` run directory that already holds a network is only
+  evaluated.
+
+Results are merged into the JSON under their own keys; rerunning a part replaces only its rows.
+
+    python benchmarks/exp_cross_gap.py outliers --work CROSS_WORK_DIR
+    python benchmarks/exp_cross_gap.py fallback --work CROSS_WORK_DIR
+    python benchmarks/exp_cross_gap.py physics --work CROSS_WORK_DIR
+    python benchmarks/exp_cross_gap.py augment --work CROSS_WORK_DIR --family embedded --mode cbl --out RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from csstz import __version__
+
+RESULTS = Path(__file__).parent / "results" / "cross_gap.json"
+FAMILIES = ("embedded", "sps")
+#: |dz| / (1 + z) above this is an outlier (csstz.evaluate.metrics)
+OUTLIER_DZ = 0.02
+#: bin edges of ln((1 + Z) / (1 + z_true)) for the outliers' table
+LN_RATIO_EDGES = (-np.inf, -0.3, -0.12, -0.06, -0.02, 0.0, 0.02, 0.06, 0.12, 0.3, np.inf)
+#: Calzetti et al. (2000) starburst attenuation curve, R_V
+RV_CALZETTI = 4.05
+#: rest-frame emission lines added by the augmentation [A, vacuum] with their ratios in each group
+AUG_LINES = (
+    ((3727.5, 1.0),),  # [OII] 3726+3729
+    ((4862.7, 1.0),),  # H-beta
+    ((5008.2, 1.0), (4960.3, 1 / 2.98)),  # [OIII]
+    ((6564.6, 1.0), (6585.3, 0.3), (6549.9, 0.1)),  # H-alpha + [NII]
+)
+#: Balmer limit and 4000 A break [A], where the augmentation puts its random steps
+AUG_STEPS_AA = (3646.0, 4000.0)
+
+
+def calzetti_k(wave_aa: np.ndarray, rv: float = RV_CALZETTI) -> np.ndarray:
+    """Calzetti et al. (2000) k(lambda) for a rest wavelength grid [A] (0.12-2.2 um, extrapolated below)."""
+    x = np.asarray(wave_aa, np.float64) / 1e4
+    blue = 2.659 * (-2.156 + 1.509 / x - 0.198 / x**2 + 0.011 / x**3) + rv
+    red = 2.659 * (-1.857 + 1.040 / x) + rv
+    return np.where(x < 0.63, blue, red)
+
+
+# --- reading the cross-population work directory ---------------------------------------------------------
+def _val_spectra(work: Path, family: str) -> tuple:
+    from csstz.io.spectra import read_catalog, read_spectra, split_rows
+
+    path = work / f"{family}.h5"
+    rows = split_rows(path, "val")
+    sp = read_spectra(path, bands=("GV", "GI"), rows=rows, with_catalog=False)
+    cat = read_catalog(path)[rows]
+    return cat, {b: sp.bands[b].flux for b in sp.bands}, {b: sp.bands[b].err for b in sp.bands}
+
+
+def _outputs(run, cat, flux: dict, err: dict) -> dict:
+    """Network logits, physics curves and flags of validation spectra (prediction's path, no re-location)."""
+    from csstz.instrument import load_instrument
+    from csstz.predict_pz import valid_pixels
+
+    lsf = run.physics.lsf_index(cat, load_instrument())
+    prep = run.physics.model.prepare_spectra(flux, err)
+    curves, scal, loc = run.physics.curves(flux, err, lsf, with_locator=True, prepared=prep)
+    lg, dist = run.network(curves, scal)
+    out = run.predicted(lg, scal, loc, dist, None, None, *valid_pixels(err, run.bands))
+    return {"logits": lg, "curve0": curves[:, 0], "scalars": scal, "locator": loc, "res": out}
+
+
+def _eta(z: np.ndarray, z_true: np.ndarray) -> float:
+    return float(np.mean(np.abs(z - z_true) / (1 + z_true) > OUTLIER_DZ))
+
+
+def _merge(key: str, rows: list | dict, meta: dict) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    data.update({"benchmark": "cross_gap", "csstz_version": __version__, "machine": f"{platform.machine()}"})
+    data[key] = {"rows": rows, **meta}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(RESULTS)
+
+
+def _pairs(work: Path, run_dirs: dict | None = None):
+    """(trained, tested, PzRun, catalogue, flux, err) over the four trained -> tested pairs."""
+    from csstz.predict_pz import PzRun
+
+    spectra = {f: _val_spectra(work, f) for f in FAMILIES}
+    for tr in FAMILIES:
+        run = PzRun((run_dirs or {}).get(tr, work / f"run_pz_{tr}"))
+        for te in FAMILIES:
+            yield tr, te, run, *spectra[te]
+
+
+# --- parts --------------------------------------------------------------------------------------------
+def outliers(work: Path) -> None:
+    rows = []
+    for tr, te, run, cat, flux, err in _pairs(work):
+        o = _outputs(run, cat, flux, err)
+        zt = np.asarray(cat["Z"], np.float64)
+        z = o["res"]["z"]
+        out = np.abs(z - zt) / (1 + zt) > OUTLIER_DZ
+        lr = np.log((1 + z[out]) / (1 + zt[out]))
+        ur = np.asarray(cat["REST_UR"], np.float64)
+        rows.append(
+            {
+                "train": tr,
+                "test": te,
+                "n": int(zt.size),
+                "eta": float(out.mean()),
+                "n_outliers": int(out.sum()),
+                "ln_ratio_edges": [float(e) for e in LN_RATIO_EDGES],
+                "ln_ratio_counts": np.histogram(lr, bins=np.asarray(LN_RATIO_EDGES))[0].tolist(),
+                "median_z_true_outliers": float(np.median(zt[out])),
+                "rest_ur_outliers_below_-0.3": [float(v) for v in np.sort(ur[out][lr < -0.3])],
+                "family_rest_ur_quantiles_0.5_5_50": np.quantile(ur, [0.005, 0.05, 0.5]).tolist(),
+            }
+        )
+        print(f"{tr} -> {te}: eta {rows[-1]['eta']:.4f}, ln-ratio counts {rows[-1]['ln_ratio_counts']}", flush=True)
+    _merge("outliers", rows, {"split": "val", "work": str(work)})
+
+
+def fallback(work: Path) -> None:
+    rows = []
+    for tr, te, run, cat, flux, err in _pairs(work):
+        o = _outputs(run, cat, flux, err)
+        zt = np.asarray(cat["Z"], np.float64)
+        lg = o["logits"]
+        phys = (o["curve0"] + run.net.log_prior.numpy())[:, None, :].repeat(lg.shape[1], axis=1)
+        flag = o["res"]["ood_score"] > float(run.calibration["ood_threshold"])
+        variants = {"network (0.8.1)": lg, "physics posterior alone": phys}
+        for w in (0.5, 1.0):
+            g = lg.copy()
+            g[flag] = (1 - w) * lg[flag] + w * phys[flag]
+            variants[f"physics weight {w} where OUT_OF_DISTRIBUTION"] = g
+        row = {"train": tr, "test": te, "n": int(zt.size), "flagged": float(flag.mean())}
+        for name, g in variants.items():
+            res = run.summarise_outputs(g, o["scalars"], o["locator"], pit_map=None)
+            row[name] = _eta(res["z"], zt)
+        rows.append(row)
+        print(row, flush=True)
+    _merge("fallback", rows, {"split": "val", "work": str(work), "metric": "eta"})
+
+
+def _physics_eta(physics, log_prior: np.ndarray, cat, flux: dict, err: dict) -> float:
+    from csstz.instrument import load_instrument
+
+    curves, _ = physics.curves(flux, err, physics.lsf_index(cat, load_instrument()))
+    z = physics.grid_z[np.argmax(curves[:, 0] + log_prior, axis=1)]
+    return _eta(z, np.asarray(cat["Z"], np.float64))
+
+
+def physics(work: Path, prior_scales: tuple, dust_sigmas: tuple) -> None:
+    from csstz.predict_pz import PzRun
+    from csstz.templates.learned import add_emission_lines, choose_n_components, learn_basis
+    from csstz.templates.physics import PhysicsCurves, rest_seds_of_split
+
+    spectra = {f: _val_spectra(work, f) for f in FAMILIES}
+    rows = []
+    for tr in FAMILIES:
+        run = PzRun(work / f"run_pz_{tr}")
+        ph, lp = run.physics, run.net.log_prior.numpy()
+
+        def stage(basis):
+            return PhysicsCurves(basis, ph.wave_by_band, ph.psf_sigma_pix, ph.lsf, ph.zmin, ph.zmax, threads=2)
+
+        n_free = int(run.summary["basis"].get("n_free_lines", 0))
+        for s in prior_scales:
+            b = copy.deepcopy(ph.basis)
+            k = b.n_templates - n_free  # the free lines keep their own prior
+            b.prior_cov = b.prior_cov.copy()
+            b.prior_cov[:, :k, :k] *= s
+            row = {"train": tr, "change": f"coefficient prior covariance x {s}"}
+            row.update({f"eta_{te}": _physics_eta(stage(b), lp, *spectra[te]) for te in FAMILIES})
+            rows.append(row)
+            print(row, flush=True)
+        wave, s_tr, _ = rest_seds_of_split(work / f"{tr}.h5", "train", max_rows=4000, seed=0)
+        _, s_va, _ = rest_seds_of_split(work / f"{tr}.h5", "val", max_rows=1000, seed=0, wave_aa=wave)
+        red = calzetti_k(wave) / RV_CALZETTI
+        rng = np.random.default_rng(0)
+        for sig in dust_sigmas:
+            tr_set = np.concatenate([s_tr, s_tr * 10 ** (-0.4 * rng.normal(0, sig, (len(s_tr), 1)) * red)])
+            va_set = np.concatenate([s_va, s_va * 10 ** (-0.4 * rng.normal(0, sig, (len(s_va), 1)) * red)])
+            k, _ = choose_n_components(wave, tr_set, va_set)
+            b = add_emission_lines(learn_basis(wave, tr_set, k, seed=0), 10.0, ("OII",))
+            row = {"train": tr, "change": f"basis from SEDs + Calzetti-reddened copies, dA_V ~ N(0, {sig}), K = {k}"}
+            row.update({f"eta_{te}": _physics_eta(stage(b), lp, *spectra[te]) for te in FAMILIES})
+            rows.append(row)
+            print(row, flush=True)
+    _merge("physics", rows, {"split": "val", "work": str(work), "z": "grid maximum of the physics posterior"})
+
+
+# --- augmentation --------------------------------------------------------------------------------------
+def augment_flux(rng, wave_aa, flux, z, sigma_pix, mode: str, p_aug: float, ew_mean_aa: float) -> np.ndarray:
+    """Noiseless observed spectra (N, L) of one band with the rest-frame perturbations of ``mode``."""
+    n = flux.shape[0]
+    ln_rest = np.log(wave_aa[None, :] / (1 + z[:, None]))
+    do = rng.random(n) < p_aug
+    log_fac = np.zeros_like(flux)
+    if "c" in mode:  # smooth continuum: Gaussian bumps every 0.15 in rest ln(lambda), amplitude sigma 0.1
+        centres = np.arange(np.log(1300.0), np.log(11000.0) + 0.01, 0.15)
+        a = rng.normal(0.0, 0.1, (n, centres.size))
+        log_fac += np.einsum("nj,nlj->nl", a, np.exp(-0.5 * ((ln_rest[:, :, None] - centres) / 0.15) ** 2))
+    if "b" in mode:  # steps at the Balmer limit and the 4000 A break, sigma 0.15 in ln(flux)
+        for edge in AUG_STEPS_AA:
+            log_fac += rng.normal(0.0, 0.15, n)[:, None] / (1 + np.exp(-(ln_rest - np.log(edge)) / 0.01))
+    out = flux * np.exp(np.where(do[:, None], log_fac, 0.0))
+    if "l" in mode:  # extra lines, each group with probability 1/2, rest EW ~ Exp(ew_mean_aa)
+        dw = np.gradient(wave_aa)
+        for group in AUG_LINES:
+            on = do & (rng.random(n) < 0.5)
+            ew = rng.exponential(ew_mean_aa, n)
+            for i in np.flatnonzero(on):
+                centre = group[0][0] * (1 + z[i])
+                near = np.abs(wave_aa - centre) < 200 * (1 + z[i])
+                if near.sum() < 3:
+                    continue
+                cont = np.nanmedian(out[i, near])
+                if not cont > 0:
+                    continue
+                for lam, rel in group:
+                    s = sigma_pix[i] * dw
+                    prof = np.exp(-0.5 * ((wave_aa - lam * (1 + z[i])) / s) ** 2) / (np.sqrt(2 * np.pi) * s)
+                    out[i] += ew[i] * (1 + z[i]) * cont * rel * prof
+    return out
+
+
+def augment(work: Path, family: str, mode: str, out_dir: Path, p_aug: float, ew_mean_aa: float) -> None:
+    import dataclasses
+
+    import csstz.train.pz_run as pz_run
+    from csstz.config import PzConfig, TrainConfig
+    from csstz.pipeline import train_pz_and_calibrate
+    from csstz.predict_pz import PzRun
+    from csstz.train.pz_stage import Batch
+
+    def block_batches(path, blk, at, bands, phys, lsf_index, z, batch_size, seed_seq, noiseless):
+        rng = np.random.default_rng(seed_seq)
+        aug_rng = np.random.default_rng([*seed_seq, 99])
+        sp = pz_run._read(path, bands, blk, noiseless)
+        perm = rng.permutation(blk.size)
+        sig_all = np.asarray(phys.model.lsf_sigma_pix)
+        out = []
+        for b0 in range(0, blk.size - batch_size + 1, batch_size):
+            sel = perm[b0 : b0 + batch_size]
+            zz = z[at[sel]]
+            idx = None if lsf_index is None else lsf_index[at[sel]]
+            sig_pix = np.full(sel.size, sig_all[0]) if idx is None else sig_all[idx]
+            state = int(aug_rng.integers(1 << 62))  # the same perturbation in every band
+            flux, err = {}, {}
+            for b in bands:
+                e = sp.bands[b].err[sel].astype(np.float64)
+                clean = augment_flux(
+                    np.random.default_rng(state),
+                    sp.bands[b].wave_aa,
+                    sp.bands[b].flux_noiseless[sel].astype(np.float64),
+                    zz,
+                    sig_pix,
+                    mode,
+                    p_aug,
+                    ew_mean_aa,
+                )
+                flux[b] = clean + np.where(np.isfinite(e), e, 0.0) * rng.standard_normal(e.shape)
+                err[b] = e
+            curves, scal = phys.curves(flux, err, idx)
+            out.append(Batch(curves, scal, zz))
+        return out
+
+    t0 = time.perf_counter()
+    if (out_dir / "pz.pt").is_file():  # trained before: evaluate only (the training wall time is the run's own)
+        wall = float(json.loads((out_dir / "summary.json").read_text())["wall_s"])
+    else:
+        pz_run._block_batches = block_batches
+        train_pz_and_calibrate(
+            work / f"{family}.h5", out_dir, TrainConfig(), dataclasses.replace(PzConfig(), max_samples=600_000)
+        )
+        wall = time.perf_counter() - t0
+    run = PzRun(out_dir)
+    row = {"train": family, "mode": mode, "p_aug": p_aug, "ew_mean_aa": ew_mean_aa, "train_wall_s": round(wall, 1)}
+    for te in FAMILIES:
+        cat, flux, err = _val_spectra(work, te)
+        row[f"eta_{te}"] = _eta(_outputs(run, cat, flux, err)["res"]["z"], np.asarray(cat["Z"], np.float64))
+    print(row, flush=True)
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    rows = [r for r in data.get("augment", {}).get("rows", []) if (r["train"], r["mode"]) != (family, mode)]
+    _merge("augment", [*rows, row], {"split": "val", "work": str(work), "max_samples": 600_000})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=("outliers", "fallback", "physics", "augment"))
+    ap.add_argument("--work", type=Path, required=True, help="bench_cross_population.py --keep work directory")
+    ap.add_argument("--family", choices=FAMILIES, default="embedded", help="augment: the training family")
+    ap.add_argument("--mode", default="cbl", help="augment: c continuum, b Balmer/4000 A steps, l lines")
+    ap.add_argument("--p-aug", type=float, default=0.5, help="augment: fraction of the draws perturbed")
+    ap.add_argument("--ew-mean", type=float, default=15.0, help="augment: mean rest EW of an added line [A]")
+    ap.add_argument("--out", type=Path, help="augment: the run directory to write")
+    a = ap.parse_args()
+    if a.part == "outliers":
+        outliers(a.work)
+    elif a.part == "fallback":
+        fallback(a.work)
+    elif a.part == "physics":
+        physics(a.work, (0.5, 1.0, 2.0, 4.0), (0.3, 0.6))
+    else:
+        if a.out is None:
+            ap.error("augment needs --out RUN_DIR")
+        augment(a.work, a.family, a.mode, a.out, a.p_aug, a.ew_mean)
+
+
+if __name__ == "__main__":
+    main()
