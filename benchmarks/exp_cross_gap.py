@@ -37,18 +37,16 @@ from pathlib import Path
 import numpy as np
 
 from csstz import __version__
+from csstz.evaluate.metrics import OUTLIER_THRESHOLD, outlier_fraction
+from csstz.population.sps import RV_CALZETTI
 
 RESULTS = Path(__file__).parent / "results" / "cross_gap.json"
 FAMILIES = ("embedded", "sps")
-#: |dz| / (1 + z) above this is an outlier (csstz.evaluate.metrics)
-OUTLIER_DZ = 0.02
 #: bin edges of ln((1 + Z) / (1 + z_true)) for the outliers' table
 LN_RATIO_EDGES = (-np.inf, -0.3, -0.12, -0.06, -0.02, 0.0, 0.02, 0.06, 0.12, 0.3, np.inf)
 #: rest-frame U - R [AB mag] below which a galaxy counts as blue in the outliers' table (the sps family's 0.5%
 #: quantile on its validation split is 0.51)
 BLUE_UR = 0.6
-#: Calzetti et al. (2000) starburst attenuation curve, R_V
-RV_CALZETTI = 4.05
 #: rest-frame emission lines added by the augmentation [A, vacuum] with their ratios in each group
 AUG_LINES = (
     ((3727.5, 1.0),),  # [OII] 3726+3729
@@ -92,10 +90,6 @@ def _outputs(run, cat, flux: dict, err: dict) -> dict:
     return {"logits": lg, "curve0": curves[:, 0], "scalars": scal, "locator": loc, "res": out}
 
 
-def _eta(z: np.ndarray, z_true: np.ndarray) -> float:
-    return float(np.mean(np.abs(z - z_true) / (1 + z_true) > OUTLIER_DZ))
-
-
 def _merge(key: str, rows: list | dict, meta: dict) -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     data.update({"benchmark": "cross_gap", "csstz_version": __version__, "machine": f"{platform.machine()}"})
@@ -124,7 +118,7 @@ def outliers(work: Path) -> None:
         o = _outputs(run, cat, flux, err)
         zt = np.asarray(cat["Z"], np.float64)
         z = o["res"]["z"]
-        out = np.abs(z - zt) / (1 + zt) > OUTLIER_DZ
+        out = np.abs(z - zt) / (1 + zt) > OUTLIER_THRESHOLD
         lr = np.log((1 + z[out]) / (1 + zt[out]))
         ur = np.asarray(cat["REST_UR"], np.float64)
         rows.append(
@@ -165,7 +159,7 @@ def fallback(work: Path) -> None:
         row = {"train": tr, "test": te, "n": int(zt.size), "flagged": float(flag.mean())}
         for name, g in variants.items():
             res = run.summarise_outputs(g, o["scalars"], o["locator"], pit_map=None)
-            row[name] = _eta(res["z"], zt)
+            row[name] = outlier_fraction(res["z"], zt)
         rows.append(row)
         print(row, flush=True)
     _merge("fallback", rows, {"split": "val", "work": str(work), "metric": "eta"})
@@ -176,7 +170,7 @@ def _physics_eta(physics, log_prior: np.ndarray, cat, flux: dict, err: dict) -> 
 
     curves, _ = physics.curves(flux, err, physics.lsf_index(cat, load_instrument()))
     z = physics.grid_z[np.argmax(curves[:, 0] + log_prior, axis=1)]
-    return _eta(z, np.asarray(cat["Z"], np.float64))
+    return outlier_fraction(z, np.asarray(cat["Z"], np.float64))
 
 
 def physics(work: Path, prior_scales: tuple, dust_sigmas: tuple) -> None:
@@ -308,7 +302,7 @@ def augment(work: Path, family: str, mode: str, out_dir: Path, p_aug: float, ew_
     row = {"train": family, "mode": mode, "p_aug": p_aug, "ew_mean_aa": ew_mean_aa, "train_wall_s": round(wall, 1)}
     for te in FAMILIES:
         cat, flux, err = _val_spectra(work, te)
-        row[f"eta_{te}"] = _eta(_outputs(run, cat, flux, err)["res"]["z"], np.asarray(cat["Z"], np.float64))
+        row[f"eta_{te}"] = outlier_fraction(_outputs(run, cat, flux, err)["res"]["z"], np.asarray(cat["Z"], np.float64))
     print(row, flush=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     rows = [r for r in data.get("augment", {}).get("rows", []) if (r["train"], r["mode"]) != (family, mode)]
