@@ -31,6 +31,7 @@ from analyse_outliers import ood_causes
 from bench_cross_population import POPULATIONS, Runner, _metrics
 
 from csstz import __version__
+from csstz.io.run_dir import write_text
 
 RESULTS = Path(__file__).parent / "results" / "cross_population_fresh.json"
 #: the two families whose networks are crossed (the mixed one holds both)
@@ -89,8 +90,7 @@ def main(argv: list | None = None) -> None:
         "rows": rows,
         "ood_causes": ood_causes(a.work, splits=("all",)),
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1) + "\n")
+    write_text(a.out, json.dumps(res, indent=1) + "\n")  # atomic: a kill never leaves half a file
     for r in rows:
         extra = ""
         if r["train"] != r["test"]:

@@ -38,6 +38,7 @@ import numpy as np
 
 from csstz import __version__
 from csstz.evaluate.metrics import OUTLIER_THRESHOLD, outlier_fraction
+from csstz.io.run_dir import write_text
 from csstz.population.sps import RV_CALZETTI
 
 RESULTS = Path(__file__).parent / "results" / "cross_gap.json"
@@ -94,10 +95,7 @@ def _merge(key: str, rows: list | dict, meta: dict) -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     data.update({"benchmark": "cross_gap", "csstz_version": __version__, "machine": f"{platform.machine()}"})
     data[key] = {"rows": rows, **meta}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(RESULTS)
+    write_text(RESULTS, json.dumps(data, indent=1) + "\n")  # atomic: a kill never leaves half a file
 
 
 def _pairs(work: Path, run_dirs: dict | None = None):
