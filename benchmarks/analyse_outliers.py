@@ -29,6 +29,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from csstz import __version__
+from csstz.io.run_dir import write_text
 from csstz.zwarn import ZWARN
 
 #: |dz|/(1+z) above which a redshift is an outlier (docs/metrics.md)
@@ -187,7 +188,7 @@ def main(argv=None) -> None:
         res["ood_causes"] = ood_causes(a.work)
         print(json.dumps(res["ood_causes"], indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1) + "\n")
+    write_text(a.out, json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from csstz import __version__
 from csstz.demo import QUICK, STANDARD, run_demo
+from csstz.io.run_dir import write_text
 
 PAPER = {
     "CNN": {"sigma_nmad": 0.00047, "eta": 0.00954},
@@ -88,7 +89,7 @@ def main() -> None:
     name = f"accuracy{'_quick' if args.quick else ''}{'_pz' if args.no_paper else ''}.json"
     path = Path(__file__).parent / "results" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=str))
+    write_text(path, json.dumps(result, indent=1, default=str))
     print(f"wrote {path}")
 
 

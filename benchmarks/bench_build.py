@@ -27,6 +27,8 @@ from pathlib import Path
 
 from timing import run_peak_rss
 
+from csstz.io.run_dir import write_text
+
 
 def run_one(n: int, workers: int, chunk: int, tmp: Path, source: str = "embedded") -> dict:
     out = tmp / f"bench_{source.replace(',', '_')}_{n}_{workers}.h5"
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
         "(imports, Dask cluster, population tables)",
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1))
+    write_text(a.out, json.dumps(res, indent=1))
     print(f"wrote {a.out}")
     return 0
 

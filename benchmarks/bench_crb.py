@@ -32,6 +32,7 @@ from timing import best_of
 
 from csstz import __version__
 from csstz.instrument import load_instrument
+from csstz.io.run_dir import write_text
 from csstz.population.embedded import get_population
 from csstz.simulate.api import effective_lsf, effective_sensitivity, extraction_rows, simulate_source
 from csstz.simulate.crb import CRB_OVERSAMPLE, extraction_lsf, zerr_crb_arrays, zerr_crb_simulator
@@ -162,7 +163,7 @@ def main() -> None:
         note="one core, shared machine; timings best of 3",
     )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    write_text(a.out, json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 
 

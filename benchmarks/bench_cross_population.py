@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from csstz.io.run_dir import write_text
+
 POPULATIONS = {
     "embedded": ["--source", "embedded"],
     "sps": ["--source", "sps"],
@@ -315,7 +317,7 @@ def main() -> None:
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
+    write_text(out, json.dumps(result, indent=1, default=str))
     print(f"wrote {out}")
 
 

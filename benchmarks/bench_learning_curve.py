@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from csstz.io.run_dir import write_text
+
 
 def _csstz() -> str:
     exe = Path(sys.executable).with_name("csstz")
@@ -120,7 +122,7 @@ def main() -> None:
     }
     out = Path(__file__).parent / "results" / "learning_curve.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_text(out, json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("fit_eta", "fit_sigma_nmad")}, indent=1))
     for p in points:
         print(p["samples"], p["val_sigma_nmad"], p["val_eta"], p["samples_per_s"])

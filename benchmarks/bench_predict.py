@@ -23,6 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from csstz.io.run_dir import write_text  # noqa: E402
 from csstz.io.torch_dataset import SpectraDataset  # noqa: E402
 from csstz.models.factory import build_bnn  # noqa: E402
 from csstz.predict import bnn_moments, predict_dataset  # noqa: E402
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
             }
     res["target_spectra_per_s"] = 2000
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
+    write_text(a.out, json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
     return 0
 

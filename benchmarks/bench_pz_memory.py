@@ -26,6 +26,8 @@ from pathlib import Path
 
 from timing import run_peak_memory
 
+from csstz.io.run_dir import write_text
+
 CLI = [sys.executable, "-c", "import sys; from csstz.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 
@@ -105,7 +107,7 @@ def main() -> None:
     }
     suffix = "" if args.malloc_trim_threshold is None else f"_trim{args.malloc_trim_threshold}"
     out = Path(__file__).parent / "results" / f"pz_memory{suffix}.json"
-    out.write_text(json.dumps(result, indent=1))
+    write_text(out, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

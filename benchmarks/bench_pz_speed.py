@@ -23,6 +23,8 @@ from pathlib import Path
 
 from timing import best_of
 
+from csstz.io.run_dir import write_text
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -108,7 +110,7 @@ def main() -> None:
     }
     out = Path(__file__).parent / "results" / "pz_speed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_text(out, json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "network"}, indent=1))
 
 

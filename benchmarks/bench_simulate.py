@@ -22,6 +22,7 @@ import numpy as np
 from astropy.table import Table
 
 from csstz import __version__
+from csstz.io.run_dir import write_text
 from csstz.simulate.api import simulate_file, write_input_catalog
 from csstz.units import abmag_to_flam17
 
@@ -72,7 +73,7 @@ def main() -> None:
             print(f"workers={workers}: {args.n / dt:.1f} galaxies/s ({dt:.1f} s, incl. cluster start)")
     results["peak_rss_mib_main_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    write_text(args.out, json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -37,6 +37,7 @@ from astropy.table import vstack
 from csstz import __version__
 from csstz.evaluate import metrics
 from csstz.instrument import load_instrument
+from csstz.io.run_dir import write_text
 from csstz.io.spectra import BandSpectra, SpectraSet, read_spectra
 from csstz.templates.fit import DEFAULT_DLNZ, fit_templates, template_model_for
 
@@ -153,7 +154,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    write_text(out, json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 
 

@@ -28,6 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from csstz.io.run_dir import write_text  # noqa: E402
 from csstz.models.resnet1d import AUTHORS_WIDTHS, ResNet1d  # noqa: E402
 from csstz.train.config import CPU_WIDTHS, TrainConfig  # noqa: E402
 from synth_dataset import make_dataset  # noqa: E402
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
     if a.gpu_rate:
         res["paper_recipe"]["gpu_measured"] = {"samples_per_s": a.gpu_rate, "hours": PAPER_SAMPLES / a.gpu_rate / 3600}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
+    write_text(a.out, json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from csstz.instrument import load_instrument
+from csstz.io.run_dir import write_text
 from csstz.templates.learned import build_learned_basis, kcorrect_basis, read_basis
 from csstz.templates.xcorr import BLOCK, XcorrModel, loglike_curves
 
@@ -149,7 +150,7 @@ def main(argv=None):
         )
     )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_text(a.out, json.dumps(res, indent=2) + "\n")
     return res
 
 

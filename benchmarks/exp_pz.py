@@ -31,6 +31,7 @@ import numpy as np
 
 from csstz.evaluate.metrics import outlier_fraction, sigma_nmad
 from csstz.instrument import load_instrument
+from csstz.io.run_dir import write_text
 from csstz.io.spectra import read_catalog, read_spectra
 from csstz.templates.basis import galaxy_lsf_sigma_pix
 from csstz.templates.learned import (
@@ -210,7 +211,7 @@ def main(argv=None):
     log["rows"].append(r)
     log["run_time_s"] = time.time() - t0
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(log, indent=2) + "\n")
+    write_text(a.out, json.dumps(log, indent=2) + "\n")
     print(table(log))
     return log
 
