@@ -24,7 +24,8 @@ and chooses nothing:
   luminosity and how many of that class the training family has in the bin. Descriptive only.
 * ``fresh``: the networks above predicted on fresh samples of both families (8,000 galaxies each, seed 2: not the
   training sets' seed 0 nor the seed 1 of ``bench_cross_fresh.py``, whose samples are a test set), for in-family
-  and held-out eta with about three times smaller standard errors than on validation.
+  and held-out eta with about three times smaller standard errors than on validation; and each perturbed network
+  used only where the 0.8.1 network of its family sets OUT_OF_DISTRIBUTION.
 
 Results are merged into the JSON under their own keys; rerunning a part replaces only its rows.
 
@@ -346,9 +347,38 @@ def fresh(work: Path, sample: Path, nets: list, n: int, seed: int) -> None:
             run.step(f"predict {tag}", pred, ["predict", str(run_dir), str(sample / f"{te}.h5"), "--out", str(pred)])
             m = _metrics(run, pred, sample / f"{te}.h5", "pz")
             row.update({f"eta_{te}": m["eta"], f"sigma_nmad_{te}": m["sigma_nmad"], f"n_{te}": m["n"]})
+            if not name.startswith("none"):  # this network only where the 0.8.1 one sets OUT_OF_DISTRIBUTION
+                row[f"eta_{te}_where_base_flags"] = _switch_eta(sample / f"pred_{fam}_none_on_{te}.fits", pred)
         rows.append(row)
         print(row, flush=True)
-    _merge("fresh", rows, {"split": "all", "sample": str(sample), "n_per_family": n, "seed": seed})
+    _merge(
+        "fresh",
+        rows,
+        {
+            "split": "all",
+            "sample": str(sample),
+            "n_per_family": n,
+            "seed": seed,
+            "where_base_flags": "Z of this network where the 0.8.1 network of its family sets OUT_OF_DISTRIBUTION, "
+            "that network's Z elsewhere",
+        },
+    )
+
+
+def _switch_eta(base_pred: Path, alt_pred: Path) -> float:
+    """Eta of the base predictions with Z taken from ``alt_pred`` where the base sets OUT_OF_DISTRIBUTION."""
+    from csstz.io.predictions import read_predictions
+    from csstz.io.spectra import read_catalog
+    from csstz.zwarn import ZWARN
+
+    base, alt = read_predictions(base_pred), read_predictions(alt_pred)
+    if not np.array_equal(np.asarray(base["TARGETID"]), np.asarray(alt["TARGETID"])):
+        raise SystemExit(f"exp_cross_gap: {alt_pred} and {base_pred} list different TARGETIDs")
+    flag = (np.asarray(base["ZWARN"], np.int64) & int(ZWARN.OUT_OF_DISTRIBUTION)) > 0
+    z = np.where(flag, np.asarray(alt["Z"], np.float64), np.asarray(base["Z"], np.float64))
+    cat = read_catalog(base_pred.parent / f"{base_pred.stem.rsplit('_on_', 1)[1]}.h5")
+    z_of = dict(zip(np.asarray(cat["TARGETID"]).tolist(), np.asarray(cat["Z"], np.float64)))
+    return outlier_fraction(z, np.array([z_of[t] for t in np.asarray(base["TARGETID"]).tolist()]))
 
 
 # --- augmentation --------------------------------------------------------------------------------------
