@@ -317,7 +317,7 @@ def test_kl_weight_enters_the_loss(head):
     assert losses[1.0] != losses[0.0]
     torch.manual_seed(1)
     mu, sigma = m.bnn(x)
-    assert float(gaussian_nll(mu, sigma, z).mean()) == pytest.approx(losses[0.0], rel=1e-5)
+    assert float(gaussian_nll(mu, sigma, z).mean().detach()) == pytest.approx(losses[0.0], rel=1e-5)
 
 
 def test_resume_refuses_a_different_dataset_or_config(tmp_path):
