@@ -31,6 +31,7 @@ from bench_cross_population import Runner, _metrics
 from csstz import __version__
 from csstz.evaluate.metrics import NMAD_FACTOR, OUTLIER_THRESHOLD
 from csstz.io.run_dir import write_text
+from csstz.population.nz import test_nz_weights
 
 RESULTS = Path(__file__).parent / "results" / "standard_fresh.json"
 #: root seeds already used: the standard run and the cross-population training sets (0), the
@@ -51,23 +52,6 @@ def _z_of(pred: Path, truth: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     rows = np.array([row_of[t] for t in tid.tolist()])
     split = np.char.strip(np.asarray(cat["SPLIT"]).astype(str))[rows]
     return tid, np.asarray(tab["Z"], np.float64), np.asarray(cat["Z"], np.float64)[rows], split
-
-
-def test_nz_weights(z: np.ndarray, split: np.ndarray) -> np.ndarray:
-    """Weights that give every galaxy the test split's redshift distribution.
-
-    The test split draws z from the CSST histogram, train and val from that histogram with probability
-    1 - TRAIN_UNIFORM_WEIGHT and uniformly on [Z_MIN, Z_MAX] otherwise (``csstz.population.nz``); everything else
-    is drawn the same way given z, so weighting a train or val galaxy by p_test(z) / p_train(z) makes the whole
-    sample an estimate of the test distribution."""
-    from csstz.population.nz import CSST_Z_EDGES, TRAIN_UNIFORM_WEIGHT, Z_MAX, Z_MIN, csst_bin_probabilities
-
-    lo = np.maximum(CSST_Z_EDGES[:-1], Z_MIN)
-    dens = csst_bin_probabilities() / (CSST_Z_EDGES[1:] - lo)
-    k = np.clip(np.searchsorted(CSST_Z_EDGES, z, side="right") - 1, 0, dens.size - 1)
-    p_test = dens[k]
-    p_train = (1 - TRAIN_UNIFORM_WEIGHT) * p_test + TRAIN_UNIFORM_WEIGHT / (Z_MAX - Z_MIN)
-    return np.where(split == "test", 1.0, p_test / p_train)
 
 
 def _wmedian(x: np.ndarray, w: np.ndarray) -> float:
@@ -94,7 +78,7 @@ def paired_ratios(pz: Path, fit: Path, truth: Path, seed: int = 0) -> dict:
     z2 = z2[np.array([order[t] for t in t1.tolist()])]
     o1 = np.abs(z1 - zt) / (1 + zt) > OUTLIER_THRESHOLD
     o2 = np.abs(z2 - zt) / (1 + zt) > OUTLIER_THRESHOLD
-    w_all = test_nz_weights(zt, split)
+    w_all = test_nz_weights(zt, split)  # csstz.population.nz: the test split's n(z) for every row
     out = {}
     for name, w in (("test_rows", (split == "test").astype(float)), ("all_rows_test_nz_weighted", w_all)):
         m = w > 0

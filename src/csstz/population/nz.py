@@ -56,6 +56,30 @@ def sample_train_z(rng: np.random.Generator) -> float:
     return float(sample_csst_z(rng))
 
 
+def test_nz_weights(z: ArrayLike, split: ArrayLike) -> np.ndarray:
+    """Weights that give galaxies of any split the test split's redshift distribution.
+
+    A test-split galaxy weighs 1; a train or val one p_test(z) / p_train(z), where p_test is the CSST histogram
+    (uniform within a bin) and p_train the mixture of :func:`sample_train_z`. Everything else about a galaxy is
+    drawn the same way given its z, so a weighted average over a whole built sample estimates what its test split
+    alone would give, with ten times the galaxies.
+
+    Parameters
+    ----------
+    z : array_like, shape (N,)
+        True redshifts, within [Z_MIN, Z_MAX].
+    split : array_like of str, shape (N,)
+        "train", "val" or "test" (the catalogue's SPLIT column, bytes or str; padding is ignored).
+    """
+    z = np.asarray(z, np.float64)
+    split = np.char.strip(np.asarray(split).astype(str))
+    lo = np.maximum(CSST_Z_EDGES[:-1], Z_MIN)
+    dens = csst_bin_probabilities() / (CSST_Z_EDGES[1:] - lo)
+    p_test = dens[np.clip(np.searchsorted(CSST_Z_EDGES, z, side="right") - 1, 0, dens.size - 1)]
+    p_train = (1.0 - TRAIN_UNIFORM_WEIGHT) * p_test + TRAIN_UNIFORM_WEIGHT / (Z_MAX - Z_MIN)
+    return np.where(split == "test", 1.0, p_test / p_train)
+
+
 def sample_z_for_split(rng: np.random.Generator, split: str) -> float:
     """The redshift of one galaxy of the given split ("train", "val", "test")."""
     if split == "test":
