@@ -7,7 +7,9 @@ sample of each family with another seed (``--n`` galaxies, default 8,000, every 
 population settings as the training sets, new draws: no galaxy, noise draw or morphology of the training run),
 predicts it with the networks that ``bench_cross_population.py --keep`` left in its work directory, and reports
 for each trained → tested pair the metrics of ``csstz evaluate``, the flag rates, the ratios of the held-out
-family's σ_NMAD and η to the in-family network's on the same spectra, with binomial standard errors, and the
+family's σ_NMAD and η to the in-family network's on the same spectra, with binomial standard errors, the η and
+its ratio with every galaxy weighted to the test split's redshift distribution (``csstz.population.nz.test_nz_weights``:
+the sample's train and val rows draw z from a broader mixture; paired bootstrap errors), and the
 split of the held-out outliers by cause (``analyse_outliers.ood_causes``). Nothing is trained and nothing here
 chooses anything: it is a test set.
 
@@ -27,6 +29,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 from analyse_outliers import ood_causes
 from bench_cross_population import POPULATIONS, Runner, _metrics
 
@@ -41,6 +44,34 @@ FAMILIES = ("embedded", "sps")
 def _se(p: float | None, n: int) -> float | None:
     """Binomial standard error of a fraction p of n."""
     return None if p is None or n == 0 else math.sqrt(p * (1.0 - p) / n)
+
+
+def _outliers(pred: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Outlier indicators of a predictions file (ordered by TARGETID) and the test-n(z) weights of its galaxies."""
+    from csstz.evaluate.metrics import OUTLIER_THRESHOLD
+    from csstz.io.predictions import read_predictions
+    from csstz.io.spectra import read_catalog
+    from csstz.population.nz import test_nz_weights
+
+    tab = read_predictions(pred)
+    cat = read_catalog(pred.parent / f"{pred.stem.split('_on_')[1].rsplit('_', 1)[0]}.h5")
+    row_of = {t: i for i, t in enumerate(np.asarray(cat["TARGETID"]).tolist())}
+    tid = np.sort(np.asarray(tab["TARGETID"], np.int64))
+    at = {t: i for i, t in enumerate(np.asarray(tab["TARGETID"]).tolist())}
+    zp = np.asarray(tab["Z"], np.float64)[[at[t] for t in tid.tolist()]]
+    rows = np.array([row_of[t] for t in tid.tolist()])
+    zt = np.asarray(cat["Z"], np.float64)[rows]
+    return np.abs(zp - zt) / (1 + zt) > OUTLIER_THRESHOLD, test_nz_weights(zt, np.asarray(cat["SPLIT"])[rows])
+
+
+def _paired_ratio(o1: np.ndarray, o2: np.ndarray, w: np.ndarray, n_boot: int = 1000) -> tuple[float, float]:
+    """Weighted eta of o1 over o2 on the same galaxies, and its paired bootstrap standard error."""
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(n_boot):
+        s = rng.integers(0, w.size, w.size)
+        boot.append(np.average(o1[s], weights=w[s]) / np.average(o2[s], weights=w[s]))
+    return float(np.average(o1, weights=w) / np.average(o2, weights=w)), float(np.std(boot))
 
 
 def main(argv: list | None = None) -> None:
@@ -70,14 +101,22 @@ def main(argv: list | None = None) -> None:
             truth = a.work / f"{te}.h5"
             run.step(f"predict pz {tr}->{te}", pred, ["predict", str(run_dir), str(truth), "--out", str(pred)])
             rows.append({"method": "pz", "train": tr, "test": te, "split": "all", **_metrics(run, pred, truth, "pz")})
+    outl = {(r["train"], r["test"]): _outliers(a.work / f"pred_pz_{r['train']}_on_{r['test']}_all.fits") for r in rows}
     by = {(r["train"], r["test"]): r for r in rows}
     for r in rows:
         own = by[(r["test"], r["test"])]
         r["eta_se"] = _se(r["eta"], r["n"])
         r["outliers_ood_flagged_se"] = _se(r["outliers_ood_flagged"], r["n_outliers"])
+        # the test split's n(z) (the CSST histogram; train and val rows draw from a broader mixture, so "all"
+        # rows hold about three times the test split's share of z > 1 galaxies): each row weighted to it
+        o, w = outl[(r["train"], r["test"])]
+        r["eta_test_nz"] = float(np.average(o, weights=w))
         if r["train"] != r["test"]:
             r["sigma_nmad_over_in_family"] = r["sigma_nmad"] / own["sigma_nmad"]
             r["eta_over_in_family"] = r["eta"] / own["eta"]
+            o_own, _ = outl[(r["test"], r["test"])]
+            ratio, se = _paired_ratio(o, o_own, w)
+            r["eta_test_nz_over_in_family"], r["eta_test_nz_over_in_family_se"] = ratio, se
     res = {
         "benchmark": "cross_population_fresh",
         "csstz_version": __version__,
@@ -94,7 +133,10 @@ def main(argv: list | None = None) -> None:
     for r in rows:
         extra = ""
         if r["train"] != r["test"]:
-            extra = f"  {r['sigma_nmad_over_in_family']:.2f}x sigma, {r['eta_over_in_family']:.2f}x eta of in family"
+            extra = (
+                f"  {r['sigma_nmad_over_in_family']:.2f}x sigma, {r['eta_over_in_family']:.2f}x eta of in family"
+                f" (test n(z): {r['eta_test_nz_over_in_family']:.2f} +- {r['eta_test_nz_over_in_family_se']:.2f}x)"
+            )
         print(
             f"{r['train']:>8s} -> {r['test']:<8s} n {r['n']}  sigma_NMAD {r['sigma_nmad']:.5f}  "
             f"eta {r['eta']:.4f} +- {r['eta_se']:.4f}  OOD on outliers {r['outliers_ood_flagged']:.3f} "
