@@ -323,6 +323,7 @@ def fresh(work: Path, sample: Path, nets: list, n: int, seed: int) -> None:
     ``bench_cross_fresh.py`` builds its own, which uses seed 1 as its test set: this one chooses, so it needs
     another seed). Eta's standard error on 8,000 galaxies is 0.25-0.4 point, about three times smaller than on
     the validation splits."""
+    from bench_cross_fresh import _outliers
     from bench_cross_population import POPULATIONS, Runner, _metrics
 
     if seed in (0, 1):
@@ -347,6 +348,8 @@ def fresh(work: Path, sample: Path, nets: list, n: int, seed: int) -> None:
             run.step(f"predict {tag}", pred, ["predict", str(run_dir), str(sample / f"{te}.h5"), "--out", str(pred)])
             m = _metrics(run, pred, sample / f"{te}.h5", "pz")
             row.update({f"eta_{te}": m["eta"], f"sigma_nmad_{te}": m["sigma_nmad"], f"n_{te}": m["n"]})
+            o, w = _outliers(pred)  # every galaxy weighted to the test split's n(z)
+            row[f"eta_{te}_test_nz"] = float(np.average(o, weights=w))
             if not name.startswith("none"):  # this network only where the 0.8.1 one sets OUT_OF_DISTRIBUTION
                 row[f"eta_{te}_where_base_flags"] = _switch_eta(sample / f"pred_{fam}_none_on_{te}.fits", pred)
         rows.append(row)
