@@ -143,4 +143,3 @@ def test_test_nz_weights_turn_train_redshifts_into_the_test_distribution():
     np.testing.assert_allclose(frac, p, atol=6e-3)
     assert np.max(np.abs(np.histogram(z, bins=nz.CSST_Z_EDGES)[0] / z.size - p)) > 0.03
     assert np.all(nz.test_nz_weights(z[:10], np.full(10, "test")) == 1.0)
-
