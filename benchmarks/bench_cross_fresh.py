@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from analyse_outliers import ood_causes
-from bench_cross_population import POPULATIONS, Runner, _metrics
+from bench_cross_population import POPULATIONS, Runner, _metrics, matched
 
 from csstz import __version__
 from csstz.io.run_dir import write_text
@@ -46,22 +46,15 @@ def _se(p: float | None, n: int) -> float | None:
     return None if p is None or n == 0 else math.sqrt(p * (1.0 - p) / n)
 
 
-def _outliers(pred: Path) -> tuple[np.ndarray, np.ndarray]:
+def _outliers(pred: Path, truth: Path) -> tuple[np.ndarray, np.ndarray]:
     """Outlier indicators of a predictions file (ordered by TARGETID) and the test-n(z) weights of its galaxies."""
     from csstz.evaluate.metrics import OUTLIER_THRESHOLD
-    from csstz.io.predictions import read_predictions
-    from csstz.io.spectra import read_catalog
     from csstz.population.nz import test_nz_weights
 
-    tab = read_predictions(pred)
-    cat = read_catalog(pred.parent / f"{pred.stem.split('_on_')[1].rsplit('_', 1)[0]}.h5")
-    row_of = {t: i for i, t in enumerate(np.asarray(cat["TARGETID"]).tolist())}
-    tid = np.sort(np.asarray(tab["TARGETID"], np.int64))
-    at = {t: i for i, t in enumerate(np.asarray(tab["TARGETID"]).tolist())}
-    zp = np.asarray(tab["Z"], np.float64)[[at[t] for t in tid.tolist()]]
-    rows = np.array([row_of[t] for t in tid.tolist()])
-    zt = np.asarray(cat["Z"], np.float64)[rows]
-    return np.abs(zp - zt) / (1 + zt) > OUTLIER_THRESHOLD, test_nz_weights(zt, np.asarray(cat["SPLIT"])[rows])
+    tab, cat = matched(pred, truth)
+    zt = np.asarray(cat["Z"], np.float64)
+    out = np.abs(np.asarray(tab["Z"], np.float64) - zt) / (1 + zt) > OUTLIER_THRESHOLD
+    return out, test_nz_weights(zt, cat["SPLIT"])
 
 
 def _paired_ratio(o1: np.ndarray, o2: np.ndarray, w: np.ndarray, n_boot: int = 1000) -> tuple[float, float]:
@@ -92,7 +85,7 @@ def main(argv: list | None = None) -> None:
         out = a.work / f"{fam}.h5"
         build = ["build", "--n", str(a.n), "--seed", str(a.seed), "--workers", str(a.workers), "--out", str(out)]
         run.step(f"build {fam}", out, [*build, "--no-progress", *POPULATIONS[fam]])
-    rows = []
+    rows, outl = [], {}
     for tr in FAMILIES:
         run_dir = a.runs / f"run_pz_{tr}"
         for te in FAMILIES:
@@ -101,7 +94,7 @@ def main(argv: list | None = None) -> None:
             truth = a.work / f"{te}.h5"
             run.step(f"predict pz {tr}->{te}", pred, ["predict", str(run_dir), str(truth), "--out", str(pred)])
             rows.append({"method": "pz", "train": tr, "test": te, "split": "all", **_metrics(run, pred, truth, "pz")})
-    outl = {(r["train"], r["test"]): _outliers(a.work / f"pred_pz_{r['train']}_on_{r['test']}_all.fits") for r in rows}
+            outl[(tr, te)] = _outliers(pred, truth)
     by = {(r["train"], r["test"]): r for r in rows}
     for r in rows:
         own = by[(r["test"], r["test"])]

@@ -100,19 +100,31 @@ def _metrics(runner: Runner, pred: Path, truth: Path, label: str) -> dict:
     return {**{k: m.get(k) for k in KEYS}, **_flags(pred, truth)}
 
 
+def matched(pred: Path, truth: Path) -> tuple:
+    """A predictions file and its truth catalogue rows, both ordered by TARGETID (matched by
+    ``csstz.evaluate.report.match_truth``, which refuses duplicates and predictions without truth), so that
+    two predictions files of the same galaxies line up row by row."""
+    import numpy as np
+
+    from csstz.evaluate.report import match_truth
+    from csstz.io.predictions import read_predictions
+    from csstz.io.spectra import read_catalog
+
+    tab, cat = read_predictions(pred), read_catalog(truth)
+    _, idx = match_truth(tab, cat, label=str(pred))
+    order = np.argsort(np.asarray(tab["TARGETID"], np.int64), kind="stable")
+    return tab[order], cat[idx[order]]
+
+
 def _flags(pred: Path, truth: Path) -> dict:
     """How often OUT_OF_DISTRIBUTION (and MULTIMODAL) are set, overall and on the outliers."""
     import numpy as np
 
     from csstz.evaluate.metrics import OUTLIER_THRESHOLD
-    from csstz.io.predictions import read_predictions
-    from csstz.io.spectra import read_catalog
     from csstz.zwarn import ZWARN
 
-    tab = read_predictions(pred)
-    cat = read_catalog(truth)
-    z_of = dict(zip(np.asarray(cat["TARGETID"]).tolist(), np.asarray(cat["Z"], np.float64)))
-    z = np.array([z_of[t] for t in np.asarray(tab["TARGETID"]).tolist()])
+    tab, cat = matched(pred, truth)
+    z = np.asarray(cat["Z"], np.float64)
     out = np.abs(np.asarray(tab["Z"], np.float64) - z) / (1 + z) > OUTLIER_THRESHOLD
     w = np.asarray(tab["ZWARN"], np.int64)
     ood = (w & int(ZWARN.OUT_OF_DISTRIBUTION)) > 0

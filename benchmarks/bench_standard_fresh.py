@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_cross_population import Runner, _metrics
+from bench_cross_population import Runner, _metrics, matched
 
 from csstz import __version__
 from csstz.evaluate.metrics import NMAD_FACTOR, OUTLIER_THRESHOLD
@@ -42,16 +42,14 @@ N_BOOT = 2000
 
 
 def _z_of(pred: Path, truth: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(TARGETID, Z predicted, z true, SPLIT) of a predictions file, in its row order."""
-    from csstz.io.predictions import read_predictions
-    from csstz.io.spectra import read_catalog
-
-    tab, cat = read_predictions(pred), read_catalog(truth)
-    row_of = {t: i for i, t in enumerate(np.asarray(cat["TARGETID"]).tolist())}
-    tid = np.asarray(tab["TARGETID"], np.int64)
-    rows = np.array([row_of[t] for t in tid.tolist()])
-    split = np.char.strip(np.asarray(cat["SPLIT"]).astype(str))[rows]
-    return tid, np.asarray(tab["Z"], np.float64), np.asarray(cat["Z"], np.float64)[rows], split
+    """(TARGETID, Z predicted, z true, SPLIT) of a predictions file, ordered by TARGETID."""
+    tab, cat = matched(pred, truth)
+    return (
+        np.asarray(tab["TARGETID"], np.int64),
+        np.asarray(tab["Z"], np.float64),
+        np.asarray(cat["Z"], np.float64),
+        np.asarray(cat["SPLIT"]),
+    )
 
 
 def _wmedian(x: np.ndarray, w: np.ndarray) -> float:
@@ -72,10 +70,8 @@ def paired_ratios(pz: Path, fit: Path, truth: Path, seed: int = 0) -> dict:
     the galaxies) and on every row weighted to the test split's redshift distribution."""
     t1, z1, zt, split = _z_of(pz, truth)
     t2, z2, _, _ = _z_of(fit, truth)
-    order = {t: i for i, t in enumerate(t2.tolist())}
-    if set(order) != set(t1.tolist()):
+    if not np.array_equal(t1, t2):
         raise SystemExit(f"bench_standard_fresh: {pz} and {fit} hold different galaxies")
-    z2 = z2[np.array([order[t] for t in t1.tolist()])]
     o1 = np.abs(z1 - zt) / (1 + zt) > OUTLIER_THRESHOLD
     o2 = np.abs(z2 - zt) / (1 + zt) > OUTLIER_THRESHOLD
     w_all = test_nz_weights(zt, split)  # csstz.population.nz: the test split's n(z) for every row

@@ -124,13 +124,13 @@ def _merge(key: str, rows: list | dict, meta: dict) -> None:
     write_text(RESULTS, json.dumps(data, indent=1) + "\n")  # atomic: a kill never leaves half a file
 
 
-def _pairs(work: Path, run_dirs: dict | None = None):
+def _pairs(work: Path):
     """(trained, tested, PzRun, catalogue, flux, err) over the four trained -> tested pairs."""
     from csstz.predict_pz import PzRun
 
     spectra = {f: _val_spectra(work, f) for f in FAMILIES}
     for tr in FAMILIES:
-        run = PzRun((run_dirs or {}).get(tr, work / f"run_pz_{tr}"))
+        run = PzRun(work / f"run_pz_{tr}")
         for te in FAMILIES:
             yield tr, te, run, *spectra[te]
 
@@ -252,23 +252,22 @@ def physics(work: Path, prior_scales: tuple, dust_sigmas: tuple, basis_sizes: tu
 def anatomy(fresh: Path) -> None:
     """Held-out and in-family eta per true-redshift bin and rest-colour class, on the fresh samples that
     ``bench_cross_fresh.py --work FRESH`` predicted (every galaxy; descriptive, nothing is chosen here)."""
-    import h5py
-    from astropy.io import fits
+    from bench_cross_fresh import _outliers
+    from bench_cross_population import matched
 
-    cat = {f: h5py.File(fresh / f"{f}.h5", "r")["catalog"][:] for f in FAMILIES}
+    from csstz.io.spectra import read_catalog
+
+    cat = {f: read_catalog(fresh / f"{f}.h5") for f in FAMILIES}
     rows = []
     for tr in FAMILIES:
         for te in FAMILIES:
             if tr == te:
                 continue
-            c = cat[te]
+            truth = fresh / f"{te}.h5"
+            held, _ = _outliers(fresh / f"pred_pz_{tr}_on_{te}_all.fits", truth)  # rows ordered by TARGETID
+            own, _ = _outliers(fresh / f"pred_pz_{te}_on_{te}_all.fits", truth)
+            _, c = matched(fresh / f"pred_pz_{te}_on_{te}_all.fits", truth)  # the catalogue in that order
             zt = np.asarray(c["Z"], np.float64)
-
-            def out(trained, c=c, te=te, zt=zt):
-                z = np.asarray(fits.getdata(fresh / f"pred_pz_{trained}_on_{te}_all.fits", "REDSHIFTS")["Z"])
-                return np.abs(z - zt) / (1 + zt) > OUTLIER_THRESHOLD
-
-            held, own = out(tr), out(te)
             ur, mr = np.asarray(c["REST_UR"], np.float64), np.asarray(c["ABSMAG_R"], np.float64)
             ur_train = np.asarray(cat[tr]["REST_UR"], np.float64)
             z_train = np.asarray(cat[tr]["Z"], np.float64)
@@ -348,10 +347,11 @@ def fresh(work: Path, sample: Path, nets: list, n: int, seed: int) -> None:
             run.step(f"predict {tag}", pred, ["predict", str(run_dir), str(sample / f"{te}.h5"), "--out", str(pred)])
             m = _metrics(run, pred, sample / f"{te}.h5", "pz")
             row.update({f"eta_{te}": m["eta"], f"sigma_nmad_{te}": m["sigma_nmad"], f"n_{te}": m["n"]})
-            o, w = _outliers(pred)  # every galaxy weighted to the test split's n(z)
+            o, w = _outliers(pred, sample / f"{te}.h5")  # every galaxy weighted to the test split's n(z)
             row[f"eta_{te}_test_nz"] = float(np.average(o, weights=w))
             if not name.startswith("none"):  # this network only where the 0.8.1 one sets OUT_OF_DISTRIBUTION
-                row[f"eta_{te}_where_base_flags"] = _switch_eta(sample / f"pred_{fam}_none_on_{te}.fits", pred)
+                base = sample / f"pred_{fam}_none_on_{te}.fits"
+                row[f"eta_{te}_where_base_flags"] = _switch_eta(base, pred, sample / f"{te}.h5")
         rows.append(row)
         print(row, flush=True)
     _merge(
@@ -368,20 +368,18 @@ def fresh(work: Path, sample: Path, nets: list, n: int, seed: int) -> None:
     )
 
 
-def _switch_eta(base_pred: Path, alt_pred: Path) -> float:
+def _switch_eta(base_pred: Path, alt_pred: Path, truth: Path) -> float:
     """Eta of the base predictions with Z taken from ``alt_pred`` where the base sets OUT_OF_DISTRIBUTION."""
-    from csstz.io.predictions import read_predictions
-    from csstz.io.spectra import read_catalog
+    from bench_cross_population import matched
+
     from csstz.zwarn import ZWARN
 
-    base, alt = read_predictions(base_pred), read_predictions(alt_pred)
+    (base, cat), (alt, _) = matched(base_pred, truth), matched(alt_pred, truth)
     if not np.array_equal(np.asarray(base["TARGETID"]), np.asarray(alt["TARGETID"])):
         raise SystemExit(f"exp_cross_gap: {alt_pred} and {base_pred} list different TARGETIDs")
     flag = (np.asarray(base["ZWARN"], np.int64) & int(ZWARN.OUT_OF_DISTRIBUTION)) > 0
     z = np.where(flag, np.asarray(alt["Z"], np.float64), np.asarray(base["Z"], np.float64))
-    cat = read_catalog(base_pred.parent / f"{base_pred.stem.rsplit('_on_', 1)[1]}.h5")
-    z_of = dict(zip(np.asarray(cat["TARGETID"]).tolist(), np.asarray(cat["Z"], np.float64)))
-    return outlier_fraction(z, np.array([z_of[t] for t in np.asarray(base["TARGETID"]).tolist()]))
+    return outlier_fraction(z, np.asarray(cat["Z"], np.float64))
 
 
 # --- augmentation --------------------------------------------------------------------------------------
