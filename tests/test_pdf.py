@@ -45,6 +45,51 @@ def test_mode_parabolic_refinement_is_below_the_grid_step():
     assert pdf.mode(edge, GRID)[0] == GRID[0]
 
 
+def _ln_gauss(centre_ln, sig_ln, grid=GRID):
+    """Cell probabilities (per unit ln(1 + z)) of a Gaussian in ln(1 + z), normalised to sum 1."""
+    c = np.exp(-0.5 * ((np.log1p(grid) - centre_ln) / sig_ln) ** 2)
+    return c / c.sum()
+
+
+def test_kernel_mode_finds_a_peak_centre_and_prefers_the_peak_holding_more_probability():
+    lnz = np.log1p(GRID)
+    step = lnz[1] - lnz[0]
+    # one peak, Gaussian in ln(1 + z): the kernel mode is its centre (exact: Gaussian * Gaussian, parabola in ln)
+    m = np.log1p(np.array([0.30013, 0.90041]))
+    one = np.stack([_ln_gauss(c, 0.004) for c in m]) / (1 + GRID)
+    np.testing.assert_allclose(pdf.kernel_mode(one, GRID, 16), np.expm1(m), atol=1e-7)
+    # a tall narrow spike holding 30% of the probability beside a broad peak holding 70%, 0.05 away in ln(1 + z)
+    spike_ln, broad_ln = np.log1p(0.5), np.log1p(0.5) + 0.05
+    dens = pdf.normalise((0.3 * _ln_gauss(spike_ln, 0.0008) + 0.7 * _ln_gauss(broad_ln, 0.01)) / (1 + GRID), GRID)
+    assert abs(np.log1p(pdf.mode(dens, GRID)[0]) - spike_ln) < step  # the tallest point: the spike
+    wide = pdf.kernel_mode(dens, GRID, 16)[0]  # kernel of 16 steps = 0.008 in ln(1 + z)
+    assert abs(np.log1p(wide) - broad_ln) < 0.5 * step  # the peak with more probability
+    narrow = pdf.kernel_mode(dens, GRID, 0.5)[0]  # a kernel narrower than the spike keeps the spike
+    assert abs(np.log1p(narrow) - spike_ln) < step
+
+
+def test_kernel_mode_equals_a_direct_convolution_up_to_the_grid_ends_and_refuses_bad_input():
+    """The FFT is zero-padded: no probability wraps around from one end of the grid to the other."""
+    rng = np.random.default_rng(7)
+    lnz = np.log1p(GRID)
+    centres = np.concatenate([[lnz[3], lnz[-4]], rng.uniform(lnz[0], lnz[-1], 6)])
+    cell = np.stack([0.5 * _ln_gauss(c, 0.003) + 0.5 * _ln_gauss(c + 0.04, 0.02) for c in centres])
+    dens = cell / (1 + GRID)
+    s = 12.0
+    h = int(math.ceil(4 * s))
+    ker = np.exp(-0.5 * (np.arange(-h, h + 1) / s) ** 2)
+    direct = np.stack([np.convolve(c, ker / ker.sum(), mode="same") for c in cell])
+    np.testing.assert_allclose(pdf.kernel_mode(dens, GRID, s), np.expm1(pdf.mode(direct, lnz)), rtol=0, atol=1e-9)
+    # a row that is not finite everywhere gives NaN, the others are unaffected
+    bad = dens.copy()
+    bad[1, 10] = np.nan
+    got = pdf.kernel_mode(bad, GRID, s)
+    assert np.isnan(got[1]) and np.all(np.isfinite(np.delete(got, 1)))
+    for sigma in (0.0, -1.0, np.nan):
+        with pytest.raises(InputError, match="sigma_steps"):
+            pdf.kernel_mode(dens, GRID, sigma)
+
+
 def test_pit_is_uniform_for_calibrated_densities_and_piles_up_when_too_narrow():
     rng = np.random.default_rng(1)
     n = 3000
