@@ -194,6 +194,63 @@ def test_refine_on_physics_moves_z_to_the_physics_peak_inside_the_window_only():
     assert abs(far[0] - 0.5003) > 0.005  # outside the window: the physics peak is not reachable
 
 
+def test_kernel_point_estimate_replaces_the_located_mode_only_where_the_smoothed_peak_is_elsewhere():
+    """summarise(kernel_steps > 0): a spectrum whose tallest spike holds less probability than a broad peak
+    0.05 away in ln(1 + z) gets the broad peak's centre (not located); one with a single peak keeps its located
+    mode; p(z), intervals and the members' spreads do not change."""
+    from csstz.predict_pz import PEAK_KERNEL_STEPS, summarise
+    from csstz.templates import pdf
+
+    grid = np.expm1(np.arange(0.0, np.log(2.6), 1.15e-3))
+    lnz = np.log1p(grid)
+
+    def cells(centre, sig):
+        c = np.exp(-0.5 * ((lnz - centre) / sig) ** 2)
+        return c / c.sum()
+
+    two = 0.3 * cells(np.log1p(0.5), 0.0015) + 0.7 * cells(np.log1p(0.5) + 0.05, 0.01)
+    one = cells(np.log1p(0.9), 0.004)
+    prob = np.stack([np.stack([two, two]), np.stack([one, one])])  # (N = 2, M = 2, K)
+
+    def locate(z):  # a recognisable physics location: 1e-4 above the mode
+        return z + 1e-4
+
+    plain = summarise(prob, grid, locate=locate)
+    kern = summarise(prob, grid, locate=locate, kernel_steps=PEAK_KERNEL_STEPS)
+    assert abs(np.log1p(plain["z"][0] - 1e-4) - np.log1p(0.5)) < 1.15e-3  # the mode: the spike, located
+    # the broad peak (pulled by < 1 grid step towards the spike, whose smoothed tail reaches it), not located
+    assert abs(np.log1p(kern["z"][0]) - (np.log1p(0.5) + 0.05)) < 1.15e-3
+    np.testing.assert_allclose(kern["z"][0], pdf.kernel_mode(two / (1 + grid), grid, PEAK_KERNEL_STEPS)[0], atol=1e-12)
+    # one peak: the located mode (of the density per unit z, which peaks s^2 below the centre in ln(1 + z))
+    assert kern["z"][1] == plain["z"][1] and abs(kern["z"][1] - np.expm1(np.log1p(0.9) - 0.004**2) - 1e-4) < 1e-5
+    for k in ("pz", "lo68", "hi68", "lo95", "hi95", "zerr", "zerr_epistemic", "zerr_aleatoric"):
+        np.testing.assert_array_equal(kern[k], plain[k], err_msg=k)
+
+
+def test_predict_point_option_changes_z_only_and_is_named_in_the_header(run, dataset, tmp_path, capsys):
+    from csstz.errors import InputError
+    from csstz.predict_pz import PzRun
+
+    out, _ = run
+    kern, mode = tmp_path / "kernel.fits", tmp_path / "mode.fits"
+    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(kern)]) == 0
+    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(mode), "--point", "mode"]) == 0
+    tk, tm = read_predictions(kern), read_predictions(mode)
+    assert tk.meta["ZPOINT"] == "kernel" and tm.meta["ZPOINT"] == "mode"
+    np.testing.assert_array_equal(tk.meta["PZ"], tm.meta["PZ"])
+    for col in ("TARGETID", "ZERR", "Z_LO68", "Z_HI68", "Z_LO95", "Z_HI95", "OOD_SCORE", "CHI2_DOF"):
+        np.testing.assert_array_equal(np.asarray(tk[col]), np.asarray(tm[col]), err_msg=col)
+    assert np.all(np.isfinite(np.asarray(tk["Z"])))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # refused by the command line, before anything is read or written
+        main(["predict", str(out), str(dataset), "--out", str(tmp_path / "x.fits"), "--point", "median"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and "--point" in last and "median" in last and "kernel" in last
+    assert not (tmp_path / "x.fits").exists()
+    with pytest.raises(InputError, match="point"):  # and by the API
+        PzRun(out, point="median")
+
+
 def _refine_full_grid(z_mode, loglike, log_prior, grid, window):
     """Reference: the windowed refinement as 0.6.0 wrote it, over the full grid (mask, exp, pdf.mode)."""
     from csstz.templates import pdf

@@ -371,6 +371,11 @@ class TrainConfig(CalibrateConfig, OptimiserConfig, ModelConfig):
 
 
 # --- predict / template fit / evaluate -----------------------------------------------------------
+#: Point estimates ``Z`` of a p(z) run (``csstz predict --point``; csstz.predict_pz): "kernel" (default since 0.9.0)
+#: or "mode" (0.8's).
+POINT_ESTIMATES = ("kernel", "mode")
+
+
 @dataclass(frozen=True)
 class PredictConfig(StageConfig):
     """``csstz predict``: how many head passes, which rows, which network."""
@@ -389,6 +394,12 @@ class PredictConfig(StageConfig):
     # 1 since 0.8.0: with the coefficient curves (8 curves per spectrum to send back) in-process prediction
     # measured 2,031 spectra/s against 1,885/s with 2 physics processes (benchmarks/results/pz_speed.json)
     workers: int = opt(1, "processes computing the physics curves of a p(z) run (1: in-process)")
+    point: str = opt(
+        POINT_ESTIMATES[0],
+        "Z of a p(z) run: kernel = the peak of p(z) smoothed over about the outlier threshold where it lies "
+        "away from the mode (fewer outliers), else the located mode; mode = always the located mode (0.8)",
+        POINT_ESTIMATES,
+    )
 
     def check(self) -> None:
         self._require("samples", isinstance(self.samples, int) and self.samples >= 1, ">= 1")
@@ -605,6 +616,7 @@ __all__ = [
     "CalibrateConfig",
     "TrainConfig",
     "PredictConfig",
+    "POINT_ESTIMATES",
     "TemplateFitConfig",
     "EvaluateConfig",
     "PzConfig",
