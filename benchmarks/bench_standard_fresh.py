@@ -35,7 +35,9 @@ from csstz.population.nz import test_nz_weights
 
 RESULTS = Path(__file__).parent / "results" / "standard_fresh.json"
 #: root seeds already used: the standard run and the cross-population training sets (0), the
-#: cross-population fresh test samples (1) and the selection samples of exp_cross_gap.py (2)
+#: cross-population fresh test samples (1) and the selection samples of exp_cross_gap.py (2). Seed 4 is the
+#: selection sample of exp_point_estimate.py (built with this script, ``--seed 4 --out`` elsewhere): it chose
+#: 0.9.0's point estimate, so the bars are read from seed 3, not from it
 USED_SEEDS = (0, 1, 2)
 #: paired bootstrap resamples for the ratios' standard errors
 N_BOOT = 2000
