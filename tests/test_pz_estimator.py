@@ -227,6 +227,29 @@ def test_kernel_point_estimate_replaces_the_located_mode_only_where_the_smoothed
         np.testing.assert_array_equal(kern[k], plain[k], err_msg=k)
 
 
+def test_a_run_applies_its_point_estimate_to_network_outputs(run):
+    """PzRun(point=...) reaches summarise: on logits with a tall spike and a broader, more probable peak 0.05 away in
+    ln(1 + z), the "kernel" run's Z is the broad peak and the "mode" run's the spike; the p(z) are the same."""
+    from csstz.predict_pz import PzRun
+
+    out, _ = run
+    kern, mode = PzRun(out, threads=1, point="kernel"), PzRun(out, threads=1, point="mode")
+    lnz = kern.physics.grid_lnz
+    spike, broad = lnz[300], lnz[300] + 0.05
+    cells = (
+        0.3 * np.exp(-0.5 * ((lnz - spike) / 0.0015) ** 2) / 0.0015
+        + 0.7 * np.exp(-0.5 * ((lnz - broad) / 0.01) ** 2) / 0.01
+    )
+    logits = np.log(cells / cells.sum())[None, None, :].repeat(kern.net.members, axis=1)
+    flat = np.zeros((1, lnz.size))  # a flat physics likelihood: the located mode stays at the spike
+    scal = np.zeros((1, kern.physics.n_scalars))
+    a = kern.summarise_outputs(logits, scal, flat, temperature=1.0, pit_map=None)
+    b = mode.summarise_outputs(logits, scal, flat, temperature=1.0, pit_map=None)
+    step = lnz[1] - lnz[0]
+    assert abs(np.log1p(a["z"][0]) - broad) < 2 * step and abs(np.log1p(b["z"][0]) - spike) < 5 * step
+    np.testing.assert_array_equal(a["pz"], b["pz"])
+
+
 def test_predict_point_option_changes_z_only_and_is_named_in_the_header(run, dataset, tmp_path, capsys):
     from csstz.errors import InputError
     from csstz.predict_pz import PzRun
