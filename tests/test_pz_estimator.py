@@ -240,7 +240,7 @@ def test_a_run_applies_its_point_estimate_to_network_outputs(run):
         0.3 * np.exp(-0.5 * ((lnz - spike) / 0.0015) ** 2) / 0.0015
         + 0.7 * np.exp(-0.5 * ((lnz - broad) / 0.01) ** 2) / 0.01
     )
-    logits = np.log(cells / cells.sum())[None, None, :].repeat(kern.net.members, axis=1)
+    logits = np.log(np.maximum(cells / cells.sum(), 1e-300))[None, None, :].repeat(kern.net.members, axis=1)
     flat = np.zeros((1, lnz.size))  # a flat physics likelihood: the located mode stays at the spike
     scal = np.zeros((1, kern.physics.n_scalars))
     a = kern.summarise_outputs(logits, scal, flat, temperature=1.0, pit_map=None)
