@@ -28,12 +28,21 @@ from pathlib import Path
 import numpy as np
 from bench_cross_population import matched
 from bench_standard_fresh import _wnmad
+from scipy.special import erf
 
 from csstz import __version__
+from csstz.evaluate.metrics import OUTLIER_THRESHOLD
 from csstz.instrument import load_instrument
 from csstz.io.run_dir import write_text
 from csstz.io.spectra import read_catalog, read_spectra, split_rows
-from csstz.population.nz import TRAIN_UNIFORM_WEIGHT, Z_MAX, Z_MIN, test_nz_weights
+from csstz.population.nz import (
+    CSST_Z_EDGES,
+    TRAIN_UNIFORM_WEIGHT,
+    Z_MAX,
+    Z_MIN,
+    csst_bin_probabilities,
+    test_nz_weights,
+)
 from csstz.predict_pz import PzRun, member_probabilities, refine_on_physics
 from csstz.templates import pdf
 
@@ -73,13 +82,12 @@ def scan(run: PzRun, out: dict, spectra: Path, fit: Path) -> dict:
         raise SystemExit(f"exp_point_estimate: {fit} does not hold the rows of {spectra}")
     zt, zf = np.asarray(fcat["Z"], np.float64), np.asarray(ftab["Z"], np.float64)
     w = test_nz_weights(zt, out["split"])
+    eta_fit = float(np.average(np.abs(zf - zt) / (1 + zt) > OUTLIER_THRESHOLD, weights=w))
+    nmad_fit = _wnmad(zf, zt, w)
 
     def ratios(z: np.ndarray, switched: float | None = None) -> dict:
-        o, of = (np.abs(x - zt) / (1 + zt) > 0.02 for x in (z, zf))
-        r = {
-            "eta_ratio": float(np.average(o, weights=w) / np.average(of, weights=w)),
-            "sigma_nmad_ratio": float(_wnmad(z, zt, w) / _wnmad(zf, zt, w)),
-        }
+        eta = np.average(np.abs(z - zt) / (1 + zt) > OUTLIER_THRESHOLD, weights=w)
+        r = {"eta_ratio": float(eta / eta_fit), "sigma_nmad_ratio": float(_wnmad(z, zt, w) / nmad_fit)}
         return r if switched is None else {**r, "switched": float(switched)}
 
     dens = pdf.normalise(out["prob"] / ((1 + g) * np.gradient(lnz))[None, :], g)
@@ -89,16 +97,12 @@ def scan(run: PzRun, out: dict, spectra: Path, fit: Path) -> dict:
     res = {
         "n": int(zt.size),
         "effective_n": float(w.sum() ** 2 / (w**2).sum()),
-        "eta_fit": float(np.average(np.abs(zf - zt) / (1 + zt) > 0.02, weights=w)),
+        "eta_fit": eta_fit,
         "network_mode": ratios(z_mode),
         "physics_located": ratios(z_loc),
         "located_and_relocated_0.8.1": ratios(z_rel),
     }
     # label shift: p(z) n_test(z) / n_train(z), both the CSST histogram smoothed like the run's prior (0.02 in z)
-    from scipy.special import erf
-
-    from csstz.population.nz import CSST_Z_EDGES, csst_bin_probabilities
-
     lo, hi = np.maximum(CSST_Z_EDGES[:-1], Z_MIN), CSST_Z_EDGES[1:]
     sig = 0.02
 
