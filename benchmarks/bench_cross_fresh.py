@@ -9,7 +9,9 @@ predicts it with the networks that ``bench_cross_population.py --keep`` left in 
 for each trained → tested pair the metrics of ``csstz evaluate``, the flag rates, the ratios of the held-out
 family's σ_NMAD and η to the in-family network's on the same spectra, with binomial standard errors, the η and
 its ratio with every galaxy weighted to the test split's redshift distribution (``csstz.population.nz.test_nz_weights``:
-the sample's train and val rows draw z from a broader mixture; paired bootstrap errors), and the
+the sample's train and val rows draw z from a broader mixture; paired bootstrap errors), the same η and ratio
+among the galaxies each network does not flag (``no_ood``: without OUT_OF_DISTRIBUTION; ``zwarn0``: ZWARN = 0;
+with the fraction kept: what a user who sets flagged objects aside sees), and the
 split of the held-out outliers by cause (``analyse_outliers.ood_causes``). Nothing is trained and nothing here
 chooses anything: it is a test set.
 
@@ -46,25 +48,47 @@ def _se(p: float | None, n: int) -> float | None:
     return None if p is None or n == 0 else math.sqrt(p * (1.0 - p) / n)
 
 
-def _outliers(pred: Path, truth: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Outlier indicators of a predictions file (ordered by TARGETID) and the test-n(z) weights of its galaxies."""
+def _outliers(pred: Path, truth: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outlier indicators of a predictions file (ordered by TARGETID), the test-n(z) weights of its galaxies and
+    their ZWARN."""
     from csstz.evaluate.metrics import OUTLIER_THRESHOLD
     from csstz.population.nz import test_nz_weights
 
     tab, cat = matched(pred, truth)
     zt = np.asarray(cat["Z"], np.float64)
     out = np.abs(np.asarray(tab["Z"], np.float64) - zt) / (1 + zt) > OUTLIER_THRESHOLD
-    return out, test_nz_weights(zt, cat["SPLIT"])
+    return out, test_nz_weights(zt, cat["SPLIT"]), np.asarray(tab["ZWARN"], np.int64)
 
 
-def _paired_ratio(o1: np.ndarray, o2: np.ndarray, w: np.ndarray, n_boot: int = 1000) -> tuple[float, float]:
-    """Weighted eta of o1 over o2 on the same galaxies, and its paired bootstrap standard error."""
+def _kept(zwarn: np.ndarray, subset: str) -> np.ndarray:
+    """The galaxies a user keeps: ``no_ood`` without OUT_OF_DISTRIBUTION, ``zwarn0`` with ZWARN = 0."""
+    from csstz.zwarn import ZWARN
+
+    if subset == "no_ood":
+        return (zwarn & int(ZWARN.OUT_OF_DISTRIBUTION)) == 0
+    return zwarn == 0
+
+
+def _paired_ratio(
+    o1: np.ndarray,
+    o2: np.ndarray,
+    w: np.ndarray,
+    n_boot: int = 1000,
+    k1: np.ndarray | None = None,
+    k2: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Weighted eta of o1 over o2 on the same galaxies, and its paired bootstrap standard error.
+
+    ``k1``, ``k2``: each network's kept galaxies (eta of o1 among k1 over eta of o2 among k2); default all."""
+    k1 = np.ones(w.size, bool) if k1 is None else k1
+    k2 = np.ones(w.size, bool) if k2 is None else k2
+    w1, w2 = w * k1, w * k2
     rng = np.random.default_rng(0)
     boot = []
     for _ in range(n_boot):
         s = rng.integers(0, w.size, w.size)
-        boot.append(np.average(o1[s], weights=w[s]) / np.average(o2[s], weights=w[s]))
-    return float(np.average(o1, weights=w) / np.average(o2, weights=w)), float(np.std(boot))
+        boot.append(np.average(o1[s], weights=w1[s]) / np.average(o2[s], weights=w2[s]))
+    return float(np.average(o1, weights=w1) / np.average(o2, weights=w2)), float(np.std(boot))
 
 
 def main(argv: list | None = None) -> None:
@@ -102,14 +126,32 @@ def main(argv: list | None = None) -> None:
         r["outliers_ood_flagged_se"] = _se(r["outliers_ood_flagged"], r["n_outliers"])
         # the test split's n(z) (the CSST histogram; train and val rows draw from a broader mixture, so "all"
         # rows hold about three times the test split's share of z > 1 galaxies): each row weighted to it
-        o, w = outl[(r["train"], r["test"])]
+        o, w, zw = outl[(r["train"], r["test"])]
         r["eta_test_nz"] = float(np.average(o, weights=w))
+        # what a user who sets flagged objects aside sees: each network's eta among the galaxies it does not
+        # flag (OUT_OF_DISTRIBUTION alone, or any ZWARN bit), and the fraction it keeps, on the test n(z)
+        for subset in ("no_ood", "zwarn0"):
+            k = _kept(zw, subset)
+            r[f"kept_{subset}_test_nz"] = float(np.average(k, weights=w))
+            r[f"eta_{subset}_test_nz"] = float(np.average(o[k], weights=w[k]))
         if r["train"] != r["test"]:
             r["sigma_nmad_over_in_family"] = r["sigma_nmad"] / own["sigma_nmad"]
             r["eta_over_in_family"] = r["eta"] / own["eta"]
-            o_own, _ = outl[(r["test"], r["test"])]
+            o_own, _, zw_own = outl[(r["test"], r["test"])]
             ratio, se = _paired_ratio(o, o_own, w)
             r["eta_test_nz_over_in_family"], r["eta_test_nz_over_in_family_se"] = ratio, se
+            for subset in ("no_ood", "zwarn0"):
+                ratio, se = _paired_ratio(o, o_own, w, k1=_kept(zw, subset), k2=_kept(zw_own, subset))
+                r[f"eta_{subset}_test_nz_over_in_family"], r[f"eta_{subset}_test_nz_over_in_family_se"] = ratio, se
+    # steps skipped because their output exists keep the time the earlier run of this sample recorded
+    times, earlier = dict(run.times), []
+    if a.out.is_file():
+        prev = json.loads(a.out.read_text())
+        if (prev.get("runs"), prev.get("seed"), prev.get("n_per_population")) == (str(a.runs), a.seed, a.n):
+            for name, sec in prev.get("step_times_s", {}).items():
+                if name not in times:
+                    times[name] = sec
+                    earlier.append(name)
     res = {
         "benchmark": "cross_population_fresh",
         "csstz_version": __version__,
@@ -117,8 +159,10 @@ def main(argv: list | None = None) -> None:
         "n_per_population": a.n,
         "seed": a.seed,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "step_times_s": run.times,
+        # with the skipped steps at their earlier times: what the whole benchmark costs on this sample
+        "wall_s": round(time.perf_counter() - t0 + sum(times[name] for name in earlier), 1),
+        "step_times_s": times,
+        "step_times_from_earlier_run": earlier,
         "rows": rows,
         "ood_causes": ood_causes(a.work, splits=("all",)),
     }
@@ -128,7 +172,9 @@ def main(argv: list | None = None) -> None:
         if r["train"] != r["test"]:
             extra = (
                 f"  {r['sigma_nmad_over_in_family']:.2f}x sigma, {r['eta_over_in_family']:.2f}x eta of in family"
-                f" (test n(z): {r['eta_test_nz_over_in_family']:.2f} +- {r['eta_test_nz_over_in_family_se']:.2f}x)"
+                f" (test n(z): {r['eta_test_nz_over_in_family']:.2f} +- {r['eta_test_nz_over_in_family_se']:.2f}x;"
+                f" without OUT_OF_DISTRIBUTION {r['eta_no_ood_test_nz_over_in_family']:.2f}x,"
+                f" ZWARN = 0 {r['eta_zwarn0_test_nz_over_in_family']:.2f}x)"
             )
         print(
             f"{r['train']:>8s} -> {r['test']:<8s} n {r['n']}  sigma_NMAD {r['sigma_nmad']:.5f}  "
