@@ -39,6 +39,8 @@ RESULTS = Path(__file__).parent / "results" / "standard_fresh.json"
 #: selection sample of exp_point_estimate.py (built with this script, ``--seed 4 --out`` elsewhere): it chose
 #: 0.9.0's point estimate, so the bars are read from seed 3, not from it
 USED_SEEDS = (0, 1, 2)
+#: selection samples: built by this script only with ``--out`` elsewhere, never into the results of record
+SELECTION_SEEDS = (4,)
 #: paired bootstrap resamples for the ratios' standard errors
 N_BOOT = 2000
 
@@ -119,6 +121,8 @@ def main(argv: list | None = None) -> None:
     a = ap.parse_args(argv)
     if a.seed in USED_SEEDS:
         ap.error(f"--seed {a.seed} would redraw galaxies of another run (seeds {USED_SEEDS} are taken)")
+    if a.seed in SELECTION_SEEDS and a.out.resolve() == RESULTS.resolve():
+        ap.error(f"--seed {a.seed} is a selection sample (it chose the point estimate); write it with --out elsewhere")
     a.work.mkdir(parents=True, exist_ok=True)
     run = Runner(a.work)
     t0 = time.perf_counter()
