@@ -38,7 +38,7 @@ def test_run_directory_contract(run, dataset):
     out, s = run
     assert s["estimator"] == "pz" and s["run_format"] == RUN_FORMAT_VERSION
     assert s["noise"].startswith("fresh draw")  # the build stores flux_noiseless for train/val
-    for name in (PZ_FILE, "pz_physics.h5", "calibration.json", "summary.json", "config.yaml"):
+    for name in (PZ_FILE, "pz_physics.h5", "pz_locator.fits", "calibration.json", "summary.json", "config.yaml"):
         assert (out / name).is_file(), name
     payload = torch.load(out / PZ_FILE, weights_only=True)  # state_dict + config + version, no pickle
     assert payload["kind"] == "pz" and "csstz_version" in payload
@@ -272,6 +272,41 @@ def test_predict_point_option_changes_z_only_and_is_named_in_the_header(run, dat
     assert not (tmp_path / "x.fits").exists()
     with pytest.raises(InputError, match="point"):  # and by the API
         PzRun(out, point="median")
+
+
+def test_predict_locator_option_moves_z_within_the_window_only(run, dataset, tmp_path, capsys):
+    """The non-negative locator (default where the run has pz_locator.fits) and 0.9's relocation give the same
+    p(z), intervals and flags; Z differs by at most the relocation window; the header names the locator."""
+    from csstz.errors import FileFormatError, InputError
+    from csstz.predict_pz import PzRun
+    from csstz.templates.locator import LOCATOR_HALF
+
+    out, _ = run
+    nn, pr = tmp_path / "nnls.fits", tmp_path / "prior.fits"
+    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(nn)]) == 0
+    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(pr), "--locator", "prior"]) == 0
+    tn, tp = read_predictions(nn), read_predictions(pr)
+    assert tn.meta["ZLOCATOR"] == "nnls" and tp.meta["ZLOCATOR"] == "prior"
+    np.testing.assert_array_equal(tn.meta["PZ"], tp.meta["PZ"])
+    for col in ("TARGETID", "ZERR", "Z_LO68", "Z_HI68", "OOD_SCORE", "ZWARN"):
+        np.testing.assert_array_equal(np.asarray(tn[col]), np.asarray(tp[col]), err_msg=col)
+    dl = np.abs(np.log1p(np.asarray(tn["Z"])) - np.log1p(np.asarray(tp["Z"])))
+    step = np.diff(np.log1p(PzRun(out).physics.grid_z))[0]
+    assert np.all(dl <= 2 * (LOCATOR_HALF + 1) * step) and np.any(dl > 1e-6)  # moved, but only near the peak
+    # a run without the file: "auto" falls back to 0.9's relocation, "nnls" is refused in one line
+    old = tmp_path / "old_run"
+    shutil.copytree(out, old)
+    (old / "pz_locator.fits").unlink()
+    assert PzRun(old).locator_name == "prior"
+    capsys.readouterr()
+    assert main(["predict", str(old), str(dataset), "--out", str(tmp_path / "x.fits"), "--locator", "nnls"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pz_locator.fits" in err[0] and not (tmp_path / "x.fits").exists()
+    with pytest.raises(InputError, match="locator"):
+        PzRun(out, locator="median")
+    (old / "pz_locator.fits").write_bytes(b"truncated")
+    with pytest.raises(FileFormatError, match="pz_locator.fits"):
+        PzRun(old)
 
 
 def _refine_full_grid(z_mode, loglike, log_prior, grid, window):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 #: public name -> module that defines it
 _PUBLIC = {

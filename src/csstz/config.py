@@ -374,6 +374,9 @@ class TrainConfig(CalibrateConfig, OptimiserConfig, ModelConfig):
 #: Point estimates ``Z`` of a p(z) run (``csstz predict --point``; csstz.predict_pz): "kernel" (default since 0.9.0)
 #: or "mode" (0.8's).
 POINT_ESTIMATES = ("kernel", "mode")
+#: How a p(z) run locates Z in its final step (``csstz train --pz-locator``; csstz.templates.locator): "nnls"
+#: (default since 0.10.0) or "prior" (0.9's relocation on the physics basis).
+LOCATORS = ("nnls", "prior")
 
 
 @dataclass(frozen=True)
@@ -399,6 +402,12 @@ class PredictConfig(StageConfig):
         "Z of a p(z) run: kernel = the peak of p(z) smoothed over about the outlier threshold where it lies "
         "away from the mode (fewer outliers), else the located mode; mode = always the located mode (0.8)",
         POINT_ESTIMATES,
+    )
+    locator: str = opt(
+        "auto",
+        "last step of Z of a p(z) run: auto = the run's own (nnls where it has pz_locator.fits, else prior); nnls; "
+        "prior (0.9's relocation)",
+        ("auto", *LOCATORS),
     )
 
     def check(self) -> None:
@@ -472,6 +481,14 @@ class PzConfig(StageConfig):
         "scale of the galaxy part of the line-spread width with which the located peak is re-located "
         "(--pz-lsf morphology; 1: the curves' own widths, no relocation)",
     )
+    locator: str = opt(
+        LOCATORS[0],
+        "the last step of Z: nnls = a non-negative fit of a small NMF basis learned from the training SEDs, on "
+        "native pixels, at the locator's line-spread widths (pz_locator.fits); prior = the physics basis with its "
+        "coefficient prior on the common grid (0.9)",
+        LOCATORS,
+    )
+    locator_templates: int = opt(5, "NMF templates of the nnls locator")
     coeff_curves: bool = opt(True, "coefficient curves: the best-fit SED shape (normalised basis coefficients) along z")
     # network (csstz.models.pz)
     members: int = opt(4, "ensemble members (their spread is the epistemic uncertainty)")
@@ -504,7 +521,7 @@ class PzConfig(StageConfig):
     def check(self) -> None:
         for name in (
             "members", "hidden", "stride", "batch_size", "max_samples", "eval_every", "patience", "workers",
-            "prior_mixture",
+            "prior_mixture", "locator_templates",
         ):  # fmt: skip
             self._require(name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1, "an integer >= 1")
         self._require("kernel", self.kernel % 2 == 1, "odd")
@@ -520,6 +537,7 @@ class PzConfig(StageConfig):
             len(self.lines) > 0 and all(g in EMISSION_LINE_GROUPS for g in self.lines),
             ", ".join(EMISSION_LINE_GROUPS),
         )
+        self._require("locator_templates", self.locator_templates <= 12, "an integer 1..12")
         self._require("ood_quantile", 0.5 < self.ood_quantile < 1.0, "in (0.5, 1)")
         self._require("multimodal_mass", 0.0 < self.multimodal_mass < 1.0, "in (0, 1)")
 
@@ -617,6 +635,7 @@ __all__ = [
     "TrainConfig",
     "PredictConfig",
     "POINT_ESTIMATES",
+    "LOCATORS",
     "TemplateFitConfig",
     "EvaluateConfig",
     "PzConfig",

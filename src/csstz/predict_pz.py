@@ -44,15 +44,16 @@ import numpy as np
 from astropy.table import Table
 
 from . import __version__
-from .config import POINT_ESTIMATES, PredictConfig
+from .config import LOCATORS, POINT_ESTIMATES, PredictConfig
 from .errors import FileFormatError, InputError
-from .schema import CALIBRATION_FILE, P68, P95, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION
+from .schema import CALIBRATION_FILE, P68, P95, PZ_FILE, PZ_LOCATOR_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION
 from .zwarn import ZWARN, flag_where
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._types import ArrayLike, PathLike
+    from .instrument import Instrument
     from .io.predictions import PzSpool
 
 #: Below this fraction of valid input pixels LITTLE_COVERAGE is set.
@@ -315,13 +316,17 @@ class PzRun:
         Not a p(z) run, another run-format version, or unreadable files.
     """
 
-    def __init__(self, run_dir: PathLike, threads: int = 2, point: str = POINT_ESTIMATES[0]) -> None:
+    def __init__(
+        self, run_dir: PathLike, threads: int = 2, point: str = POINT_ESTIMATES[0], locator: str = "auto"
+    ) -> None:
         from .io.run_dir import read_summary
         from .templates.physics import PhysicsCurves
         from .train.checkpoint import file_checksum, load_model
 
         if point not in POINT_ESTIMATES:
             raise InputError("point", "unknown point estimate", value=point, allowed=", ".join(POINT_ESTIMATES))
+        if locator not in ("auto", *LOCATORS):
+            raise InputError("locator", "unknown locator", value=locator, allowed=", ".join(("auto", *LOCATORS)))
         self.point = point
         self.run_dir = Path(run_dir)
         self.summary = read_summary(self.run_dir)
@@ -340,6 +345,28 @@ class PzRun:
                 f"physics stage does not match the network (bands {self.physics.bands} vs {self.bands})",
             )
         self.checksum = file_checksum(self.run_dir / PZ_FILE)
+        loc_path = self.run_dir / PZ_LOCATOR_FILE
+        if locator == "auto":
+            locator = "nnls" if loc_path.is_file() else "prior"
+        if locator == "nnls" and not loc_path.is_file():
+            raise InputError(
+                "locator", f"the run has no {PZ_LOCATOR_FILE} (trained before 0.10.0 or with --pz-locator prior)",
+                value=locator, path=str(self.run_dir),
+            )  # fmt: skip
+        self.locator_name = locator
+        self.locator = None
+        if locator == "nnls":
+            from .instrument import load_instrument
+            from .templates.locator import NNLSLocator
+
+            inst = load_instrument()
+            self.locator = NNLSLocator(
+                loc_path,
+                self.physics.wave_by_band,
+                {b: inst.band(b).dispersion_aa_per_pix for b in self.bands},
+                self.physics.model.lsf_sigma_pix,
+                self.physics.grid_z,
+            )
         cal_path = self.run_dir / CALIBRATION_FILE
         self.calibration = json.loads(cal_path.read_text()) if cal_path.is_file() else {}
         from .errors import CsstzError
@@ -351,6 +378,23 @@ class PzRun:
                     check(self.calibration[key])
                 except CsstzError as exc:
                     raise FileFormatError(str(cal_path), f"bad {key} ({exc})") from None
+
+    @property
+    def relocates(self) -> bool:
+        """Whether Z gets a last re-location (the non-negative locator, or the physics basis's at its narrower
+        line-spread widths)."""
+        return self.locator is not None or self.physics.relocates
+
+    def locator_lsf_index(self, catalog: Table, instrument: Instrument) -> np.ndarray | None:
+        """The line-spread sets of the last re-location (the run's ``locator_lsf_scale``), or None."""
+        return self.physics.lsf_index(catalog, instrument, self.physics.locator_lsf_scale) if self.relocates else None
+
+    def native(self, flux: dict, err: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The run's bands' native pixels concatenated, (N, P) flux and err (what the non-negative locator reads)."""
+        return (
+            np.concatenate([np.asarray(flux[b], np.float64) for b in self.bands], axis=1),
+            np.concatenate([np.asarray(err[b], np.float64) for b in self.bands], axis=1),
+        )
 
     @property
     def temperature(self) -> float:
@@ -403,10 +447,13 @@ class PzRun:
             Default: the run's calibration temperature.
         pit_map : dict, None or True
             True: the run's calibrated PIT map (if any); None: no map; a dict: that map.
-        relocate : (f, w, lsf_index), optional
-            The spectra on the physics' common grid (:meth:`csstz.templates.xcorr.XcorrModel.prepare_spectra`)
-            and their LSF sets at the locator's widths: ``z`` is then re-located
-            (:meth:`csstz.templates.physics.PhysicsCurves.relocate`; nothing to do for a run whose
+        relocate : (a, b, lsf_index), optional
+            The spectra and their LSF sets at the locator's widths (:meth:`locator_lsf_index`): ``z`` is then
+            re-located. With the non-negative locator (``locator_name`` "nnls") ``a, b`` are the native pixels'
+            flux and err (:meth:`native`) and :meth:`csstz.templates.locator.NNLSLocator.relocate` re-locates;
+            with "prior" they are the spectra on the physics' common grid
+            (:meth:`csstz.templates.xcorr.XcorrModel.prepare_spectra`) and
+            :meth:`csstz.templates.physics.PhysicsCurves.relocate` does (nothing to do for a run whose
             ``locator_lsf_scale`` is 1). Without it ``z`` is where :func:`refine_on_physics` puts it
             (calibration, which reads the p(z) only). The run's ``point`` estimate "kernel" then replaces
             ``z`` where the smoothed mixture peaks elsewhere (:func:`summarise`).
@@ -424,10 +471,12 @@ class PzRun:
 
         def locate(z: np.ndarray) -> np.ndarray:
             z = refine_on_physics(z, loglike, log_prior, grid)
-            if relocate is None or not self.physics.relocates:
+            if relocate is None or not self.relocates:
                 return z
-            f, w, idx = relocate
-            return self.physics.relocate(z, None, None, idx, log_prior, prepared=(f, w))
+            a, b, idx = relocate
+            if self.locator is not None:
+                return self.locator.relocate(z, a, b, idx, log_prior)
+            return self.physics.relocate(z, None, None, idx, log_prior, prepared=(a, b))
 
         kernel = PEAK_KERNEL_STEPS if self.point == "kernel" else 0.0
         res = summarise(prob, grid, pmap, gi_snr(scalars), locate=locate, kernel_steps=kernel)
@@ -446,12 +495,14 @@ class PzRun:
         """:func:`summarise` of spectra plus ``chi2_dof`` and ``n_valid``/``n_pixels``.
 
         ``temperature`` given: that temperature and no PIT map (the calibration's own scans).
-        ``locator_lsf_index``: the LSF sets of :meth:`csstz.templates.physics.PhysicsCurves.lsf_index` at the
-        run's ``locator_lsf_scale`` (what :func:`predict_rows` passes); None: ``z`` is not re-located.
+        ``locator_lsf_index``: the LSF sets of :meth:`locator_lsf_index` (what :func:`predict_rows` passes); None:
+        ``z`` is not re-located. (For a run with ``lsf="point"``, whose sets are all the PSF's, pass zeros.)
         """
         prep = self.physics.model.prepare_spectra(flux, err)  # once, for the curves and the relocation
         lg, scal, phys, dist = self.forward(flux, err, lsf_index, prepared=prep)
-        rel = (*prep, locator_lsf_index) if locator_lsf_index is not None and self.physics.relocates else None
+        rel = None
+        if locator_lsf_index is not None and self.relocates:
+            rel = (*(self.native(flux, err) if self.locator is not None else prep), locator_lsf_index)
         return self.predicted(lg, scal, phys, dist, temperature, rel, *valid_pixels(err, self.bands))
 
     def predicted(
@@ -523,8 +574,9 @@ def predict_rows(
         raise InputError("bands", "spectra file lacks a band of the run", value=missing[0], path=str(spectra_path))
     inst = load_instrument()
     lsf = run.physics.lsf_index(cat, inst)
-    relocates = run.physics.relocates
-    lsf_loc = run.physics.lsf_index(cat, inst, run.physics.locator_lsf_scale) if relocates else None
+    relocates = run.relocates
+    lsf_loc = run.locator_lsf_index(cat, inst)
+    nnls = run.locator is not None
     phys = run.physics.for_workers(workers)
 
     def curves(s: int) -> tuple:
@@ -538,7 +590,9 @@ def predict_rows(
         # float32 halves what crosses the process boundary; the weights go relative to each row's largest, so
         # that no flux unit can under- or overflow float32
         fw = None
-        if relocates:
+        if relocates and nnls:  # the native pixels (float32, as read) for the non-negative locator
+            fw = ("native", *(np.concatenate([np.float32(v[b]) for b in run.bands], 1) for v in (flux, err)))
+        elif relocates:
             top = np.max(prep[1], axis=1, keepdims=True)
             top = np.where(top > 0, top, 1.0)
             fw = (prep[0].astype(np.float32), (prep[1] / top).astype(np.float32), top)
@@ -551,9 +605,12 @@ def predict_rows(
         ):
             lg, dist = run.network(c, sc)
             rel = None
-            if fw is not None:
+            idx = None if lsf_loc is None else lsf_loc[s : s + block]
+            if fw is not None and isinstance(fw[0], str):  # ("native", flux, err)
+                rel = (fw[1].astype(np.float64), fw[2].astype(np.float64), idx)
+            elif fw is not None:
                 f32, w_rel, top = fw
-                rel = (f32, w_rel.astype(np.float64) * top, None if lsf_loc is None else lsf_loc[s : s + block])
+                rel = (f32, w_rel.astype(np.float64) * top, idx)
             out = run.predicted(lg, sc, loc, dist, temperature, rel, valid, n_pix)
             if spool is not None:
                 spool.append(out.pop("pz"))
@@ -570,7 +627,7 @@ def predict_pz_file(
     from .io.spectra import split_rows
 
     cfg = config or PredictConfig()
-    run = PzRun(run_dir, point=cfg.point)
+    run = PzRun(run_dir, point=cfg.point, locator=cfg.locator)
     rows = split_rows(spectra_path, cfg.split)
     spool_dir = None if out_path is None else Path(out_path).parent
     if spool_dir is not None:
@@ -610,6 +667,7 @@ def _redshift_table(run: PzRun, res: dict, cat: Table) -> Table:
         "CALTEMP": run.temperature,
         "RUNFMT": RUN_FORMAT_VERSION,
         "ZPOINT": run.point,
+        "ZLOCATOR": run.locator_name,
     }
     tab.meta.update(header)
     return tab

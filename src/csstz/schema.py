@@ -158,6 +158,8 @@ ESTIMATORS = ("pz", "paper")
 #: The p(z) network's model file and its physics stage (learned basis + grid) in a run directory.
 PZ_FILE = "pz.pt"
 PZ_PHYSICS_FILE = "pz_physics.h5"
+#: the non-negative locator's templates (optional: runs trained before 0.10.0, or with --pz-locator prior, lack it)
+PZ_LOCATOR_FILE = "pz_locator.fits"
 #: Version of the run-directory format (files and their keys), independent of the package version; a run
 #: of another version is refused by predict with one line naming both.
 RUN_FORMAT_VERSION = 4

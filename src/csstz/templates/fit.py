@@ -160,6 +160,10 @@ class TemplateModel:
         Grid step in ln(1+z) (default :data:`DEFAULT_DLNZ`).
     template_path : str, optional
         Template file (default: the kcorrect basis).
+    normal_equations : bool
+        Also keep the products of template pairs that :meth:`fit` needs (False: :attr:`models` only, a fifth of
+        the memory, for callers that form the normal equations at a few redshifts themselves, such as
+        :class:`csstz.templates.locator.NNLSLocator`).
 
     Attributes
     ----------
@@ -177,6 +181,7 @@ class TemplateModel:
         zmax: float = Z_RANGE[1],
         dlnz: float | None = None,
         template_path: str | None = None,
+        normal_equations: bool = True,
     ) -> None:
         dlnz = DEFAULT_DLNZ if dlnz is None else dlnz
         for name, val, lo in (("zmin", zmin, 0.0), ("zmax", zmax, 0.0), ("dlnz", dlnz, 0.0)):
@@ -208,6 +213,8 @@ class TemplateModel:
         self.n_templates = self.template_flux.shape[0]
         self.n_pix = sum(w.size for w in self.wave_by_band.values())
         self.models = self.render(self.z)
+        if not normal_equations:
+            return
         K = self.n_templates
         self._pairs = [(k, m) for k in range(K) for m in range(k, K)]
         ki, mi = np.array(self._pairs).T

@@ -28,7 +28,7 @@ import numpy as np
 from .. import __version__
 from ..config import PzConfig, TrainConfig
 from ..models.pz import one_thread_beside_workers
-from ..schema import CONFIG_FILE, PZ_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE
+from ..schema import CONFIG_FILE, PZ_FILE, PZ_LOCATOR_FILE, PZ_PHYSICS_FILE, RUN_FORMAT_VERSION, SUMMARY_FILE
 from .pz_stage import Batch, fit_feature_density, fit_network, make_network, noiseless_warning
 
 if TYPE_CHECKING:
@@ -230,6 +230,12 @@ def train_pz(dataset_path: PathLike, out_dir: PathLike, config: TrainConfig, pz:
         to_yaml({"model": config.model, "optimiser": config.optimiser, "calibrate": config.calibrate, "pz": pz}),
     )
     physics.save(out / PZ_PHYSICS_FILE)
+    if pz.locator == "nnls":  # the non-negative locator's basis (csstz.templates.locator), from the same SEDs' split
+        from ..templates.locator import learn_locator_templates, write_locator_templates
+
+        write_locator_templates(
+            out / PZ_LOCATOR_FILE, learn_locator_templates(dataset_path, pz.locator_templates, seed=config.seed)
+        )
     net = make_network(physics, pz, log_prior)
     val = fixed_batches(dataset_path, val_rows, bands, physics, lsf_va, z_all[val_rows])
     batches = train_batches(
