@@ -45,13 +45,21 @@ def test_window_normal_equations_equal_the_direct_sums():
     rng = np.random.default_rng(1)
     Nz, K, P, N, S = 60, 4, 70, 25, 5
     models = rng.random((Nz, K, P))
-    w = rng.random((N, P)) * (rng.random((N, P)) > 0.1)  # some pixels left out
-    wf = w * rng.normal(size=(N, P))
-    gi = rng.integers(0, Nz - S, N)[:, None] + np.arange(S)[None]
-    b, a = np.empty((N, S, K)), np.empty((N, S, K, K))
-    window_normal_equations(models, wf, w, gi, b, a)
-    np.testing.assert_allclose(b, np.einsum("np,nskp->nsk", wf, models[gi]), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(a, np.einsum("np,nskp,nsjp->nskj", w, models[gi], models[gi]), rtol=1e-12)
+    flux = rng.normal(size=(N, P))
+    err = rng.uniform(0.5, 2.0, (N, P))
+    err[rng.random((N, P)) < 0.1] = np.nan  # pixels left out: no error,
+    err[3, :5] = 0.0  # a zero error,
+    flux[4, 7] = np.inf  # or a flux that is not finite
+    w = np.where(np.isfinite(err) & (err > 0) & np.isfinite(flux), 1.0 / np.where(err > 0, err, 1.0) ** 2, 0.0)
+    f = np.where(w > 0, flux, 0.0)
+    rows = np.array([3, 4, 0, 24, 10])
+    gi = rng.integers(0, Nz - S, rows.size)[:, None] + np.arange(S)[None]
+    b, a, fwf = np.empty((rows.size, S, K)), np.empty((rows.size, S, K, K)), np.empty(rows.size)
+    window_normal_equations(models, flux, err, rows, gi, b, a, fwf)
+    M = models[gi]
+    np.testing.assert_allclose(b, np.einsum("rp,rskp->rsk", (w * f)[rows], M), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a, np.einsum("rp,rskp,rsjp->rskj", w[rows], M, M), rtol=1e-12)
+    np.testing.assert_allclose(fwf, np.einsum("rp,rp,rp->r", w[rows], f[rows], f[rows]), rtol=1e-12)
 
 
 @pytest.fixture(scope="module")

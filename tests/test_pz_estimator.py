@@ -250,19 +250,27 @@ def test_a_run_applies_its_point_estimate_to_network_outputs(run):
     np.testing.assert_array_equal(a["pz"], b["pz"])
 
 
+def _default_and_option(out, dataset, tmp_path, option, value, same_cols):
+    """Predict the test split with the defaults and with ``--option value``; check that the p(z) and ``same_cols``
+    agree, and return both tables (default first)."""
+    a, b = tmp_path / "default.fits", tmp_path / f"{value}.fits"
+    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(a)]) == 0
+    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(b), f"--{option}", value]) == 0
+    ta, tb = read_predictions(a), read_predictions(b)
+    np.testing.assert_array_equal(ta.meta["PZ"], tb.meta["PZ"])
+    for col in ("TARGETID", *same_cols):
+        np.testing.assert_array_equal(np.asarray(ta[col]), np.asarray(tb[col]), err_msg=col)
+    return ta, tb
+
+
 def test_predict_point_option_changes_z_only_and_is_named_in_the_header(run, dataset, tmp_path, capsys):
     from csstz.errors import InputError
     from csstz.predict_pz import PzRun
 
     out, _ = run
-    kern, mode = tmp_path / "kernel.fits", tmp_path / "mode.fits"
-    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(kern)]) == 0
-    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(mode), "--point", "mode"]) == 0
-    tk, tm = read_predictions(kern), read_predictions(mode)
+    same = ("ZERR", "Z_LO68", "Z_HI68", "Z_LO95", "Z_HI95", "OOD_SCORE", "CHI2_DOF")
+    tk, tm = _default_and_option(out, dataset, tmp_path, "point", "mode", same)
     assert tk.meta["ZPOINT"] == "kernel" and tm.meta["ZPOINT"] == "mode"
-    np.testing.assert_array_equal(tk.meta["PZ"], tm.meta["PZ"])
-    for col in ("TARGETID", "ZERR", "Z_LO68", "Z_HI68", "Z_LO95", "Z_HI95", "OOD_SCORE", "CHI2_DOF"):
-        np.testing.assert_array_equal(np.asarray(tk[col]), np.asarray(tm[col]), err_msg=col)
     assert np.all(np.isfinite(np.asarray(tk["Z"])))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:  # refused by the command line, before anything is read or written
@@ -282,14 +290,10 @@ def test_predict_locator_option_moves_z_within_the_window_only(run, dataset, tmp
     from csstz.templates.locator import LOCATOR_HALF
 
     out, _ = run
-    nn, pr = tmp_path / "nnls.fits", tmp_path / "prior.fits"
-    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(nn)]) == 0
-    assert main(["predict", str(out), str(dataset), "--split", "test", "--out", str(pr), "--locator", "prior"]) == 0
-    tn, tp = read_predictions(nn), read_predictions(pr)
+    tn, tp = _default_and_option(
+        out, dataset, tmp_path, "locator", "prior", ("ZERR", "Z_LO68", "Z_HI68", "OOD_SCORE", "ZWARN")
+    )
     assert tn.meta["ZLOCATOR"] == "nnls" and tp.meta["ZLOCATOR"] == "prior"
-    np.testing.assert_array_equal(tn.meta["PZ"], tp.meta["PZ"])
-    for col in ("TARGETID", "ZERR", "Z_LO68", "Z_HI68", "OOD_SCORE", "ZWARN"):
-        np.testing.assert_array_equal(np.asarray(tn[col]), np.asarray(tp[col]), err_msg=col)
     dl = np.abs(np.log1p(np.asarray(tn["Z"])) - np.log1p(np.asarray(tp["Z"])))
     step = np.diff(np.log1p(PzRun(out).physics.grid_z))[0]
     assert np.all(dl <= 2 * (LOCATOR_HALF + 1) * step) and np.any(dl > 1e-6)  # moved, but only near the peak

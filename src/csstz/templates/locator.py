@@ -107,32 +107,54 @@ def write_locator_templates(path: PathLike, basis: TemplateBasis) -> Path:
 # by the compiled code, so results are reproducible run to run
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def window_normal_equations(
-    models: np.ndarray, wf: np.ndarray, w: np.ndarray, gi: np.ndarray, b_out: np.ndarray, a_out: np.ndarray
+    models: np.ndarray,
+    flux: np.ndarray,
+    err: np.ndarray,
+    rows: np.ndarray,
+    gi: np.ndarray,
+    b_out: np.ndarray,
+    a_out: np.ndarray,
+    fwf_out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Normal equations of a K-template fit at a few grid redshifts per spectrum, on native pixels.
 
-    models (Nz, K, P) templates at each grid redshift; wf = w * f and w (N, P) (inverse variance, 0 where a
-    pixel is not valid); gi (N, S) grid indices. Fills b_out (N, S, K) = sum_p wf T_k and a_out (N, S, K, K) =
-    sum_p w T_k T_j."""
-    n_spec, n_s = gi.shape
+    models (Nz, K, P) templates at each grid redshift; flux, err (N, P) (a pixel counts where err is finite and
+    positive and flux finite, with weight 1 / err^2); for each r, spectrum rows[r] at grid indices gi[r] (S,).
+    Fills b_out (R, S, K) = sum_p w f T_k, a_out (R, S, K, K) = sum_p w T_k T_j and fwf_out (R,) = sum_p w f^2."""
+    n_rows, n_s = gi.shape
     k_t, n_pix = models.shape[1], models.shape[2]
+    w = np.empty(n_pix)
+    wf = np.empty(n_pix)
     wt = np.empty(n_pix)
-    for n in range(n_spec):
+    for r in range(n_rows):
+        n = rows[r]
+        fwf = 0.0
+        for p in range(n_pix):
+            e = err[n, p]
+            f = flux[n, p]
+            if e > 0 and np.isfinite(e) and np.isfinite(f):
+                w[p] = 1.0 / (e * e)
+                wf[p] = w[p] * f
+                fwf += wf[p] * f
+            else:
+                w[p] = 0.0
+                wf[p] = 0.0
+        fwf_out[r] = fwf
         for s in range(n_s):
-            i = gi[n, s]
+            i = gi[r, s]
             for k in range(k_t):
                 acc = 0.0
                 for p in range(n_pix):
-                    acc += wf[n, p] * models[i, k, p]
-                b_out[n, s, k] = acc
+                    acc += wf[p] * models[i, k, p]
+                b_out[r, s, k] = acc
                 for p in range(n_pix):
-                    wt[p] = w[n, p] * models[i, k, p]
+                    wt[p] = w[p] * models[i, k, p]
                 for j in range(k, k_t):
                     acc2 = 0.0
                     for p in range(n_pix):
                         acc2 += wt[p] * models[i, j, p]
-                    a_out[n, s, k, j] = acc2
-                    a_out[n, s, j, k] = acc2
+                    a_out[r, s, k, j] = acc2
+                    a_out[r, s, j, k] = acc2
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -140,9 +162,11 @@ def nnls_small(a: np.ndarray, b: np.ndarray, fwf: np.ndarray, supports: np.ndarr
     """The exact non-negative least-squares chi2 of many small problems, (M,): compiled
     :func:`csstz.templates.nnls.nnls_enumerate` (the same supports, ridge and Cholesky; equal to round-off).
 
-    a (M, K, K), b (M, K), fwf (M,); supports (2^K - 1, K) of 0/1 rows. For each problem the lowest
-    ``fwf - b_S . c_S`` over the supports S whose restricted solution c_S = A_SS^-1 b_S is non-negative (and
-    ``fwf``, the empty support)."""
+    a (M, K, K), b (M, K), fwf (M,); supports (2^K - 1, K) of 0/1 rows, the full support last. For each problem
+    the lowest ``fwf - b_S . c_S`` over the supports S whose restricted solution c_S = A_SS^-1 b_S is
+    non-negative (and ``fwf``, the empty support). The full support is tried first: where its solution is
+    non-negative it is the optimum (``b A^-1 b`` bounds ``b_S A_SS^-1 b_S`` for every S), and the other supports
+    are skipped."""
     m_all, k_t = b.shape
     out = np.empty(m_all)
     idx = np.empty(k_t, np.int64)
@@ -155,7 +179,9 @@ def nnls_small(a: np.ndarray, b: np.ndarray, fwf: np.ndarray, supports: np.ndarr
         for k in range(k_t):
             tr += a[m, k, k]
         eps = 1e-12 * tr / k_t
-        for q in range(supports.shape[0]):
+        n_q = supports.shape[0]
+        for qq in range(n_q):
+            q = n_q - 1 if qq == 0 else qq - 1  # the full support first
             s = 0
             for k in range(k_t):
                 if supports[q, k]:
@@ -196,6 +222,8 @@ def nnls_small(a: np.ndarray, b: np.ndarray, fwf: np.ndarray, supports: np.ndarr
                 val -= b[m, idx[ii]] * c[ii]
             if val < best:
                 best = val
+            if qq == 0:
+                break  # the unconstrained optimum is non-negative: nothing can be lower
         out[m] = best
     return out
 
@@ -276,18 +304,14 @@ class NNLSLocator:
         """The non-negative fit's chi-square at grid redshifts ``grid_index`` (N, S) of spectra (N, P), (N, S).
 
         Pixels with a non-finite or non-positive error are left out; NaN where no template fits (no valid pixel)."""
-        flux = np.asarray(flux, np.float64)
-        err = np.asarray(err, np.float64)
+        flux = np.ascontiguousarray(flux, np.float64)
+        err = np.ascontiguousarray(err, np.float64)
         gi = np.ascontiguousarray(np.atleast_2d(np.asarray(grid_index, np.int64)))
         n = flux.shape[0] if flux.ndim == 2 else -1
         if flux.ndim != 2 or err.shape != flux.shape or flux.shape[1] != self.n_pix or gi.shape[0] != n:
             raise InputError("flux", f"flux and err must be (N, {self.n_pix}) with one row of grid_index each")
         if gi.size and (gi.min() < 0 or gi.max() >= self.grid_z.size):
             raise InputError("grid_index", "outside the redshift grid", allowed=f"0 .. {self.grid_z.size - 1}")
-        ok = np.isfinite(err) & (err > 0) & np.isfinite(flux)
-        w = np.where(ok, 1.0 / np.where(ok, err, 1.0) ** 2, 0.0)
-        wf = w * np.where(ok, flux, 0.0)
-        fwf = np.einsum("np,np->n", wf, np.where(ok, flux, 0.0))
         idx = np.zeros(n, np.int64) if lsf_index is None else np.asarray(lsf_index, np.int64)
         K, S = self.n_templates, gi.shape[1]
         out = np.full((n, S), np.nan)
@@ -295,10 +319,11 @@ class NNLSLocator:
             rows = np.flatnonzero(idx == k)
             b = np.empty((rows.size, S, K))
             a = np.empty((rows.size, S, K, K))
-            window_normal_equations(self.models(int(k)), wf[rows], w[rows], gi[rows], b, a)
-            c2 = nnls_small(a.reshape(-1, K, K), b.reshape(-1, K), np.repeat(fwf[rows], S), self._supports)
-            out[rows] = c2.reshape(rows.size, S)
-        out[~ok.any(axis=1)] = np.nan
+            fwf = np.empty(rows.size)
+            window_normal_equations(self.models(int(k)), flux, err, rows, gi[rows], b, a, fwf)
+            c2 = nnls_small(a.reshape(-1, K, K), b.reshape(-1, K), np.repeat(fwf, S), self._supports)
+            # no valid pixel: nothing was fitted
+            out[rows] = np.where((fwf > 0)[:, None], c2.reshape(rows.size, S), np.nan)
         return out
 
     def relocate(
