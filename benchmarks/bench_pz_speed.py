@@ -5,7 +5,9 @@ Prediction (``csstz.predict_pz.predict_rows``, what ``csstz predict`` runs): HDF
 the network's members + mixture, physics-located (and re-located) Z, PIT map and intervals, on up to ``--n``
 rows of one split of a dataset, with a trained run; end to end, the best of three runs each way (all recorded).
 Parts, on the same spectra: the physics curves alone, the network forward alone, the summaries alone, the
-relocation alone. Training: the run's own ``summary.json`` (samples/s overall, and of the network steps alone).
+relocation alone (the non-negative locator's since 0.10.0; its one-time rendering of the templates per line-spread
+set is timed apart, before the end-to-end runs). Training: the run's own ``summary.json`` (samples/s overall, and
+of the network steps alone).
 The machine should be otherwise idle; the load average is recorded.
 
     python benchmarks/bench_pz_speed.py --run RUN_DIR --data DATASET.h5 [--n 8000] [--split train] [--threads 2]
@@ -44,12 +46,23 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    import time
+
     from csstz.instrument import load_instrument
     from csstz.io.spectra import read_catalog, read_spectra, split_rows
     from csstz.predict_pz import PzRun, predict_rows
 
     run = PzRun(args.run, threads=args.threads)
     rows = split_rows(args.data, args.split)[: args.n]
+    # the non-negative locator renders its templates once per line-spread set when first needed: timed apart, as
+    # the run's loading is (a run predicting many files pays it once)
+    t_render = None
+    if run.locator is not None:
+        sets = run.locator_lsf_index(read_catalog(args.data)[rows], load_instrument())
+        t0 = time.perf_counter()
+        for k in sorted({0} if sets is None else set(sets.tolist())):
+            run.locator.models(int(k))
+        t_render = time.perf_counter() - t0
     # end to end: best of three, in-process and with `--workers` physics processes, interleaved (run-to-run
     # spread on the 2-core machine is ~10%; all runs are recorded)
     t_runs: dict[int, list[float]] = {1: [], args.workers: []}
@@ -76,12 +89,16 @@ def main() -> None:
     lg, dist = run.network(curves, scal)
     t_sum = best_of(lambda: run.summarise_outputs(lg, scal, loc, feature_distance=dist))
     t_rel = None
-    if run.physics.relocates:
-        lsf_loc = run.physics.lsf_index(cat, load_instrument(), run.physics.locator_lsf_scale)
-        prep = run.physics.model.prepare_spectra(flux, err)
+    if run.relocates:
+        lsf_loc = run.locator_lsf_index(cat, load_instrument())
         z0 = run.summarise_outputs(lg, scal, loc)["z"]
         log_prior = run.net.log_prior.numpy().astype("float64")
-        t_rel = best_of(lambda: run.physics.relocate(z0, None, None, lsf_loc, log_prior, prepared=prep))
+        if run.locator is not None:  # the non-negative locator on the native pixels (0.10.0)
+            fn, en = run.native(flux, err)
+            t_rel = best_of(lambda: run.locator.relocate(z0, fn, en, lsf_loc, log_prior))
+        else:
+            prep = run.physics.model.prepare_spectra(flux, err)
+            t_rel = best_of(lambda: run.physics.relocate(z0, None, None, lsf_loc, log_prior, prepared=prep))
     summary = json.loads((Path(args.run) / "summary.json").read_text())
     fit = summary["fit"]
     result = {
@@ -102,7 +119,9 @@ def main() -> None:
         "physics_curves_spectra_per_s": round(rows.size / t_phys, 1),
         "network_forward_spectra_per_s": round(rows.size / t_net, 1),
         "summaries_spectra_per_s": round(rows.size / t_sum, 1),
+        "locator": run.locator_name,
         "relocation_spectra_per_s": None if t_rel is None else round(rows.size / t_rel, 1),
+        "locator_render_s": None if t_render is None else round(t_render, 2),
         "train_samples_per_s": fit["samples_per_s"],
         "train_network_steps_samples_per_s": fit["network_samples_per_s"],
         "network": summary["pz_config"],
