@@ -25,20 +25,28 @@ def test_nnls_small_equals_the_enumeration_and_respects_positivity():
     rng = np.random.default_rng(0)
     M, K, P = 3000, 5, 40
     T = rng.random((M, K, P))
-    T[:, 1] = T[:, 0] + 0.01 * rng.random((M, P))  # nearly degenerate templates: the ridge matters
+    T[::2, 1] = T[::2, 0] + 0.01 * rng.random((M // 2, P))  # nearly degenerate templates: the ridge matters
     w = rng.random((M, P))
-    f = np.einsum("mk,mkp->mp", rng.normal(0.2, 1.0, (M, K)), T) + rng.normal(0, 0.3, (M, P))
+    coef = np.where(np.arange(M)[:, None] % 4 == 1, rng.uniform(0.5, 1.0, (M, K)), rng.normal(0.2, 1.0, (M, K)))
+    f = np.einsum("mk,mkp->mp", coef, T) + rng.normal(0, 0.03, (M, P))
     A = np.einsum("mp,mkp,mjp->mkj", w, T, T)
     b = np.einsum("mp,mp,mkp->mk", w, f, T)
     fwf = np.einsum("mp,mp,mp->m", w, f, f)
     sup = np.array([[k in s for k in range(K)] for s in _supports(K)], np.uint8)
+    # two problems whose full support has no Cholesky factor (an indefinite A): the other supports must decide
+    A[:2, 0, 0] = -1.0
     got = nnls_small(A, b, fwf, sup)
-    ref, coef = nnls_enumerate(A, b, fwf)
+    ref, _ = nnls_enumerate(A, b, fwf)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
-    assert np.all(coef >= 0) and np.all(got <= fwf + 1e-9)  # c = 0 is always allowed
+    assert np.all(got <= fwf + 1e-9)  # c = 0 is always allowed
+    # where the unconstrained optimum is non-negative, it is the answer (the early exit)
+    c_free = np.linalg.solve(A[2:], b[2:, :, None])[..., 0]
+    free_ok = np.all(c_free >= 0, axis=1)
+    assert free_ok.sum() > 50
+    ls_free = fwf[2:] - np.einsum("mk,mk->m", b[2:], c_free)
+    np.testing.assert_allclose(got[2:][free_ok], ls_free[free_ok], rtol=1e-9, atol=1e-9 * np.abs(ref).max())
     # a spectrum that needs a negative coefficient gets a worse chi2 than least squares
-    ls = fwf - np.einsum("mk,mk->m", b, np.linalg.solve(A, b[..., None])[..., 0])
-    assert np.mean(got > ls + 1e-6) > 0.2
+    assert np.mean(got[2:] > ls_free + 1e-6) > 0.2
 
 
 def test_window_normal_equations_equal_the_direct_sums():

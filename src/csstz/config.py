@@ -479,7 +479,7 @@ class PzConfig(StageConfig):
     locator_lsf_scale: float = opt(
         0.625,
         "scale of the galaxy part of the line-spread width with which the located peak is re-located "
-        "(--pz-lsf morphology; 1: the curves' own widths, no relocation)",
+        "(--pz-lsf morphology; 1: the curves' own widths, which with --pz-locator prior means no relocation)",
     )
     locator: str = opt(
         LOCATORS[0],

@@ -386,8 +386,12 @@ class PzRun:
         return self.locator is not None or self.physics.relocates
 
     def locator_lsf_index(self, catalog: Table, instrument: Instrument) -> np.ndarray | None:
-        """The line-spread sets of the last re-location (the run's ``locator_lsf_scale``), or None."""
-        return self.physics.lsf_index(catalog, instrument, self.physics.locator_lsf_scale) if self.relocates else None
+        """The line-spread sets of the last re-location (the run's ``locator_lsf_scale``; all set 0 for a run with
+        ``lsf="point"``), or None where the run does not re-locate."""
+        if not self.relocates:
+            return None
+        idx = self.physics.lsf_index(catalog, instrument, self.physics.locator_lsf_scale)
+        return np.zeros(len(catalog), np.int64) if idx is None else idx
 
     def native(self, flux: dict, err: dict) -> tuple[np.ndarray, np.ndarray]:
         """The run's bands' native pixels concatenated, (N, P) flux and err (what the non-negative locator reads)."""
@@ -496,7 +500,7 @@ class PzRun:
 
         ``temperature`` given: that temperature and no PIT map (the calibration's own scans).
         ``locator_lsf_index``: the LSF sets of :meth:`locator_lsf_index` (what :func:`predict_rows` passes); None:
-        ``z`` is not re-located. (For a run with ``lsf="point"``, whose sets are all the PSF's, pass zeros.)
+        ``z`` is not re-located.
         """
         prep = self.physics.model.prepare_spectra(flux, err)  # once, for the curves and the relocation
         lg, scal, phys, dist = self.forward(flux, err, lsf_index, prepared=prep)

@@ -16,7 +16,7 @@ correlated pixels): it has to be the native pixels.
 The chi-square at a handful of redshifts per spectrum comes from normal equations summed over the native
 pixels (:func:`window_normal_equations`, compiled), solved exactly by :func:`csstz.templates.nnls.nnls_enumerate`.
 The templates are rendered once per line-spread set, on the run's redshift grid, when first needed
-(:class:`csstz.templates.fit.TemplateModel`, ~1 s each).
+(:class:`csstz.templates.fit.TemplateModel`, ~0.6 s each).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def nnls_small(a: np.ndarray, b: np.ndarray, fwf: np.ndarray, supports: np.ndarr
                 for kk in range(ii + 1, s):
                     v -= L[kk, ii] * c[kk]
                 c[ii] = v / L[ii, ii]
-                if c[ii] < 0:
+                if not c[ii] >= 0:  # negative, or not a number
                     good = False
             if not good:
                 continue
@@ -312,7 +312,9 @@ class NNLSLocator:
             raise InputError("flux", f"flux and err must be (N, {self.n_pix}) with one row of grid_index each")
         if gi.size and (gi.min() < 0 or gi.max() >= self.grid_z.size):
             raise InputError("grid_index", "outside the redshift grid", allowed=f"0 .. {self.grid_z.size - 1}")
-        idx = np.zeros(n, np.int64) if lsf_index is None else np.asarray(lsf_index, np.int64)
+        idx = np.zeros(n, np.int64) if lsf_index is None else np.asarray(lsf_index, np.int64).reshape(-1)
+        if idx.size != n:
+            raise InputError("lsf_index", f"one line-spread set per spectrum ({n})", value=idx.size)
         K, S = self.n_templates, gi.shape[1]
         out = np.full((n, S), np.nan)
         for k in np.unique(idx):
