@@ -123,9 +123,8 @@ def window_normal_equations(
     Fills b_out (R, S, K) = sum_p w f T_k, a_out (R, S, K, K) = sum_p w T_k T_j and fwf_out (R,) = sum_p w f^2."""
     n_rows, n_s = gi.shape
     k_t, n_pix = models.shape[1], models.shape[2]
-    w = np.empty(n_pix)
-    wf = np.empty(n_pix)
-    wt = np.empty(n_pix)
+    scratch = np.empty((3, n_pix))  # per spectrum: weights, weighted flux; per template: weighted template
+    w, wf, wt = scratch[0], scratch[1], scratch[2]
     for r in range(n_rows):
         n = rows[r]
         fwf = 0.0
