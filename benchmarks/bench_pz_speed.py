@@ -23,6 +23,7 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
 from timing import best_of
 
 from csstz.io.run_dir import write_text
@@ -54,13 +55,14 @@ def main() -> None:
 
     run = PzRun(args.run, threads=args.threads)
     rows = split_rows(args.data, args.split)[: args.n]
+    cat = read_catalog(args.data)[rows]
+    lsf_loc = run.locator_lsf_index(cat, load_instrument())  # None where the run does not re-locate
     # the non-negative locator renders its templates once per line-spread set when first needed: timed apart, as
     # the run's loading is (a run predicting many files pays it once)
     t_render = None
     if run.locator is not None:
-        sets = run.locator_lsf_index(read_catalog(args.data)[rows], load_instrument())
         t0 = time.perf_counter()
-        for k in sorted({0} if sets is None else set(sets.tolist())):
+        for k in np.unique(lsf_loc):
             run.locator.models(int(k))
         t_render = time.perf_counter() - t0
     # end to end: best of three, in-process and with `--workers` physics processes, interleaved (run-to-run
@@ -71,7 +73,6 @@ def main() -> None:
             t_runs[w].append(best_of(lambda w=w: predict_rows(run, args.data, rows, workers=w), reps=1))
     t_end, t_end1 = min(t_runs[args.workers]), min(t_runs[1])
     t_all = t_runs[args.workers]
-    cat = read_catalog(args.data)[rows]
     lsf = run.physics.lsf_index(cat, load_instrument())
     sp = read_spectra(args.data, bands=run.bands, rows=rows)
     flux = {b: sp.bands[b].flux for b in run.bands}
@@ -90,7 +91,6 @@ def main() -> None:
     t_sum = best_of(lambda: run.summarise_outputs(lg, scal, loc, feature_distance=dist))
     t_rel = None
     if run.relocates:
-        lsf_loc = run.locator_lsf_index(cat, load_instrument())
         z0 = run.summarise_outputs(lg, scal, loc)["z"]
         log_prior = run.net.log_prior.numpy().astype("float64")
         if run.locator is not None:  # the non-negative locator on the native pixels (0.10.0)

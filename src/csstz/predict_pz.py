@@ -595,7 +595,7 @@ def predict_rows(
         # that no flux unit can under- or overflow float32
         fw = None
         if relocates and nnls:  # the native pixels (float32, as read) for the non-negative locator
-            fw = ("native", *(np.concatenate([np.float32(v[b]) for b in run.bands], 1) for v in (flux, err)))
+            fw = tuple(np.concatenate([np.float32(v[b]) for b in run.bands], 1) for v in (flux, err))
         elif relocates:
             top = np.max(prep[1], axis=1, keepdims=True)
             top = np.where(top > 0, top, 1.0)
@@ -610,8 +610,8 @@ def predict_rows(
             lg, dist = run.network(c, sc)
             rel = None
             idx = None if lsf_loc is None else lsf_loc[s : s + block]
-            if fw is not None and isinstance(fw[0], str):  # ("native", flux, err)
-                rel = (fw[1].astype(np.float64), fw[2].astype(np.float64), idx)
+            if fw is not None and nnls:  # native flux, err: the locator reads them in float64 itself
+                rel = (*fw, idx)
             elif fw is not None:
                 f32, w_rel, top = fw
                 rel = (f32, w_rel.astype(np.float64) * top, idx)
