@@ -15,6 +15,12 @@ with the fraction kept: what a user who sets flagged objects aside sees), and th
 split of the held-out outliers by cause (``analyse_outliers.ood_causes``). Nothing is trained and nothing here
 chooses anything: it is a test set.
 
+``--templates`` adds the template fits on the same fresh spectra (``csstz fit-templates --lsf morphology``, as the
+demo runs it): the kcorrect basis, and the basis learned from each family's training set (``learned:`` the run
+directory's dataset), with their test-n(z) eta, its ratio to the in-family p(z) network's on the same galaxies, and
+for the learned basis the template fit's own cross-family ratio (basis of A on B over basis of B on B): how far a
+method that has not seen family B's galaxies gets on them without a network.
+
 Every step goes through the public command line and is skipped when its output exists.
 
     python benchmarks/bench_cross_fresh.py --runs CROSS_WORK_DIR --work FRESH_DIR [--n 8000] [--seed 1]
@@ -91,6 +97,37 @@ def _paired_ratio(
     return float(np.average(o1, weights=w1) / np.average(o2, weights=w2)), float(np.std(boot))
 
 
+def _template_rows(run: Runner, a: argparse.Namespace, outl: dict) -> list[dict]:
+    """The template fits on the fresh samples (kcorrect basis; the basis learned from each family's training set),
+    with their test-n(z) eta and its ratios (paired bootstrap) to the in-family p(z) network's on the same galaxies
+    and, for a learned basis of another family, to the fit with the tested family's own basis."""
+    rows, own_fit = [], {}
+    bases = [("templates-kcorrect", "-", "kcorrect")]
+    bases += [("templates-learned", tr, f"learned:{a.runs / f'{tr}.h5'}") for tr in FAMILIES]
+    for method, tr, basis in bases:
+        for te in FAMILIES:
+            truth = a.work / f"{te}.h5"
+            pred = a.work / f"pred_{method}_{tr.strip('-') or 'fixed'}_on_{te}_all.fits"
+            args = ["fit-templates", str(truth), "--lsf", "morphology", "--basis", basis, "--workers", str(a.workers)]
+            run.step(f"fit {method} {tr}->{te}", pred, [*args, "--no-progress", "--out", str(pred)])
+            r = {"method": method, "train": tr, "test": te, "split": "all", **_metrics(run, pred, truth, method)}
+            o, w, _ = _outliers(pred, truth)
+            r["eta_se"] = _se(r["eta"], r["n"])
+            r["eta_test_nz"] = float(np.average(o, weights=w))
+            r["eta_test_nz_over_pz_in_family"], r["eta_test_nz_over_pz_in_family_se"] = _paired_ratio(
+                o, outl[(te, te)][0], w
+            )
+            if method == "templates-learned":
+                own_fit[(tr, te)] = o
+            rows.append(r)
+    for r in rows:
+        if r["method"] == "templates-learned" and r["train"] != r["test"]:
+            o, w, _ = outl[(r["test"], r["test"])]
+            ratio, se = _paired_ratio(own_fit[(r["train"], r["test"])], own_fit[(r["test"], r["test"])], w)
+            r["eta_test_nz_over_in_family"], r["eta_test_nz_over_in_family_se"] = ratio, se
+    return rows
+
+
 def main(argv: list | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", required=True, type=Path, help="bench_cross_population.py work directory (run_pz_*)")
@@ -99,6 +136,7 @@ def main(argv: list | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1, help="root seed of the fresh samples (the training sets used 0)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--templates", action="store_true", help="also the template fits (kcorrect, learned bases)")
     a = ap.parse_args(argv)
     if a.seed == 0:
         ap.error("--seed 0 would redraw the training sets' galaxies")
@@ -143,6 +181,8 @@ def main(argv: list | None = None) -> None:
             for subset in ("no_ood", "zwarn0"):
                 ratio, se = _paired_ratio(o, o_own, w, k1=_kept(zw, subset), k2=_kept(zw_own, subset))
                 r[f"eta_{subset}_test_nz_over_in_family"], r[f"eta_{subset}_test_nz_over_in_family_se"] = ratio, se
+    if a.templates:
+        rows += _template_rows(run, a, outl)
     # steps skipped because their output exists keep the time the earlier run of this sample recorded
     times, earlier = dict(run.times), []
     if a.out.is_file():
@@ -169,6 +209,12 @@ def main(argv: list | None = None) -> None:
     write_text(a.out, json.dumps(res, indent=1) + "\n")  # atomic: a kill never leaves half a file
     for r in rows:
         extra = ""
+        if r["method"] != "pz":
+            extra = f"  test n(z) eta {r['eta_test_nz']:.4f}, {r['eta_test_nz_over_pz_in_family']:.2f}x the in-family pz"
+            if "eta_test_nz_over_in_family" in r:
+                extra += f", {r['eta_test_nz_over_in_family']:.2f}x its own basis' fit"
+            print(f"{r['method']:>17s} {r['train']:>8s} -> {r['test']:<8s} n {r['n']}  sigma_NMAD {r['sigma_nmad']:.5f}{extra}")
+            continue
         if r["train"] != r["test"]:
             extra = (
                 f"  {r['sigma_nmad_over_in_family']:.2f}x sigma, {r['eta_over_in_family']:.2f}x eta of in family"
