@@ -210,10 +210,13 @@ def main(argv: list | None = None) -> None:
     for r in rows:
         extra = ""
         if r["method"] != "pz":
-            extra = f"  test n(z) eta {r['eta_test_nz']:.4f}, {r['eta_test_nz_over_pz_in_family']:.2f}x the in-family pz"
+            extra = (
+                f"  test n(z) eta {r['eta_test_nz']:.4f}, {r['eta_test_nz_over_pz_in_family']:.2f}x the in-family pz"
+            )
             if "eta_test_nz_over_in_family" in r:
                 extra += f", {r['eta_test_nz_over_in_family']:.2f}x its own basis' fit"
-            print(f"{r['method']:>17s} {r['train']:>8s} -> {r['test']:<8s} n {r['n']}  sigma_NMAD {r['sigma_nmad']:.5f}{extra}")
+            head = f"{r['method']:>17s} {r['train']:>8s} -> {r['test']:<8s} n {r['n']}"
+            print(f"{head}  sigma_NMAD {r['sigma_nmad']:.5f}{extra}")
             continue
         if r["train"] != r["test"]:
             extra = (
