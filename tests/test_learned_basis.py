@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -79,6 +82,24 @@ def test_nmf_basis_is_non_negative():
     b = learn_basis(wave, s, 5, method="nmf")
     assert np.all(b.templates >= 0)
     assert np.median(reconstruction_rel_rms(b.templates, s / s.mean(1)[:, None])) < 0.02
+
+
+def test_nmf_stopped_at_its_iteration_cap_is_recorded_not_warned(monkeypatch, caplog):
+    import csstz.templates.learned as learned
+
+    pytest.importorskip("sklearn")
+    wave, s = _seds(80)
+    full = learn_basis(wave, s, 5, method="nmf")
+    # scikit-learn stops at the cap exactly when its tolerance was not reached
+    assert full.provenance["nmf_converged"] is (full.provenance["nmf_iterations"] < learned.NMF_MAX_ITER)
+    monkeypatch.setattr(learned, "NMF_MAX_ITER", 2)  # two iterations cannot reach the tolerance
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a ConvergenceWarning would fail here
+        with caplog.at_level(logging.INFO, logger="csstz.templates.learned"):
+            capped = learn_basis(wave, s, 5, method="nmf")
+    assert capped.provenance["nmf_iterations"] == 2 and capped.provenance["nmf_converged"] is False
+    assert "tolerance not reached in 2 iterations" in caplog.text
+    assert np.all(capped.templates >= 0)
 
 
 def test_basis_file_round_trip(tmp_path):
