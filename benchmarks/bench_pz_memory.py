@@ -88,8 +88,13 @@ def main() -> None:
         a, b = sorted(rows, key=lambda r: r[n_key])[:: len(rows) - 1]
         return round((b[key] - a[key]) * 1024 / max(b[n_key] - a[n_key], 1), 2)
 
+    from csstz import __version__
+
     result = {
         "benchmark": "pz_memory",
+        "csstz_version": __version__,
+        # the locator's rendered templates (0.10.0) are part of the prediction peak: say which the run has
+        "predict_run_locator": "nnls" if (Path(args.run) / "pz_locator.fits").is_file() else "prior",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "train_samples": args.samples,
         "malloc_trim_threshold": args.malloc_trim_threshold or "unset (glibc's dynamic thresholds)",
