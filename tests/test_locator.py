@@ -47,6 +47,9 @@ def test_nnls_small_equals_the_enumeration_and_respects_positivity():
     np.testing.assert_allclose(got[2:][free_ok], ls_free[free_ok], rtol=1e-9, atol=1e-9 * np.abs(ref).max())
     # a spectrum that needs a negative coefficient gets a worse chi2 than least squares
     assert np.mean(got[2:] > ls_free + 1e-6) > 0.2
+    # the early exit is exact only with the full support tried first: another order is refused
+    with pytest.raises(ValueError, match="full support"):
+        nnls_small(A[:4], b[:4], fwf[:4], sup[::-1].copy())
 
 
 def test_window_normal_equations_equal_the_direct_sums():

@@ -167,6 +167,9 @@ def nnls_small(a: np.ndarray, b: np.ndarray, fwf: np.ndarray, supports: np.ndarr
     non-negative it is the optimum (``b A^-1 b`` bounds ``b_S A_SS^-1 b_S`` for every S), and the other supports
     are skipped."""
     m_all, k_t = b.shape
+    for k in range(k_t):  # the early exit below is exact only if the row tried first is the full support
+        if supports[supports.shape[0] - 1, k] == 0:
+            raise ValueError("nnls_small: the last row of supports must be the full support")
     out = np.empty(m_all)
     idx = np.empty(k_t, np.int64)
     L = np.empty((k_t, k_t))
