@@ -23,7 +23,7 @@ method that has not seen family B's galaxies gets on them without a network.
 
 Every step goes through the public command line and is skipped when its output exists.
 
-    python benchmarks/bench_cross_fresh.py --runs CROSS_WORK_DIR --work FRESH_DIR [--n 8000] [--seed 1]
+    python benchmarks/bench_cross_fresh.py --runs CROSS_WORK_DIR --work FRESH_DIR [--n 8000] [--seed 1] [--templates]
 
 The sps family needs the optional extra (``pip install 'csstz[sps]'``).
 """

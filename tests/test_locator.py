@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from csstz.errors import FileFormatError, InputError
 from csstz.templates.basis import load_templates
@@ -142,8 +143,12 @@ def test_the_locator_leaves_what_it_cannot_locate(kcorrect_locator):
 def test_locator_templates_round_trip_and_bad_files(tmp_path):
     wave = np.linspace(1000.0, 12000.0, 500)
     t = np.stack([np.exp(-0.5 * ((wave - c) / 900.0) ** 2) + 0.1 for c in (3000.0, 6000.0, 9000.0)])
-    basis = TemplateBasis(wave_aa=wave, templates=t, norm=t.mean(axis=1), name="nmf-test", provenance={"n": 3})
+    prov = {"n": 3, "nmf_iterations": 800, "nmf_converged": False, "train_median_rel_rms": 0.004}
+    basis = TemplateBasis(wave_aa=wave, templates=t, norm=t.mean(axis=1), name="nmf-test", provenance=prov)
     path = write_locator_templates(tmp_path / "loc.fits", basis)
+    with fits.open(path) as hdul:  # how the NMF went travels with the templates
+        hdr = hdul["FLUX"].header
+        assert (hdr["NSEDS"], hdr["NMFITER"], hdr["NMFCONV"], hdr["RELRMS"]) == (3, 800, False, 0.004)
     w2, t2 = load_templates(str(path))
     np.testing.assert_allclose(w2, wave)
     sel = (wave > 1500.0) & (wave < 11000.0)

@@ -98,6 +98,14 @@ def write_locator_templates(path: PathLike, basis: TemplateBasis) -> Path:
     for key, val in (("DATASET", prov.get("dataset")), ("NSEDS", prov.get("n"))):
         if val is not None:
             hdu.header[key] = str(val)[:68] if key == "DATASET" else int(val)
+    # how well the NMF learned them (csstz.templates.learned.learn_basis records these)
+    for key, name, comment in (
+        ("NMFITER", "nmf_iterations", "NMF solver iterations run"),
+        ("NMFCONV", "nmf_converged", "NMF tolerance reached before the cap"),
+        ("RELRMS", "train_median_rel_rms", "median relative rms residual of the SEDs"),
+    ):
+        if prov.get(name) is not None:
+            hdu.header[key] = (prov[name], comment)
     with atomic_path(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
     return Path(path)
