@@ -393,11 +393,13 @@ class PzRun:
         idx = self.physics.lsf_index(catalog, instrument, self.physics.locator_lsf_scale)
         return np.zeros(len(catalog), np.int64) if idx is None else idx
 
-    def native(self, flux: dict, err: dict) -> tuple[np.ndarray, np.ndarray]:
-        """The run's bands' native pixels concatenated, (N, P) flux and err (what the non-negative locator reads)."""
+    def native(self, flux: dict, err: dict, dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+        """The run's bands' native pixels concatenated, (N, P) flux and err in ``dtype`` (what the non-negative
+        locator reads; :func:`predict_rows` sends them across processes in float32, the precision they are stored
+        in)."""
         return (
-            np.concatenate([np.asarray(flux[b], np.float64) for b in self.bands], axis=1),
-            np.concatenate([np.asarray(err[b], np.float64) for b in self.bands], axis=1),
+            np.concatenate([np.asarray(flux[b], dtype) for b in self.bands], axis=1),
+            np.concatenate([np.asarray(err[b], dtype) for b in self.bands], axis=1),
         )
 
     @property
@@ -595,7 +597,7 @@ def predict_rows(
         # that no flux unit can under- or overflow float32
         fw = None
         if relocates and nnls:  # the native pixels (float32, as read) for the non-negative locator
-            fw = tuple(np.concatenate([np.float32(v[b]) for b in run.bands], 1) for v in (flux, err))
+            fw = run.native(flux, err, np.float32)
         elif relocates:
             top = np.max(prep[1], axis=1, keepdims=True)
             top = np.where(top > 0, top, 1.0)
